@@ -1,0 +1,104 @@
+# ceemsnet: `make serve` runs the exporter, `make test` runs the tests.
+# Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
+
+.DELETE_ON_ERROR:
+.PHONY: setup serve test test-unit test-kernel objs check-objs bench clean
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+CEEMSNET  := $(VENV)/bin/ceemsnet
+LISTEN    ?= 127.0.0.1:9977
+ARGS      ?=
+
+# --- BPF objects -------------------------------------------------------
+# Built with Debian's clang-19 and committed under bpf/objs/, so users need
+# no compiler. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
+CLANG     ?= clang-19
+STRIP     ?= llvm-strip-19
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf/include -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+OBJDIR    := bpf/objs
+
+NET_OBJS := \
+	$(OBJDIR)/net-fexit-5.5-x86.bpf.o \
+	$(OBJDIR)/net-fexit-5.19-x86.bpf.o \
+	$(OBJDIR)/net-fexit-7.0-x86.bpf.o \
+	$(OBJDIR)/net-kretprobe-4.18-x86.bpf.o \
+	$(OBJDIR)/net-kretprobe-5.19-x86.bpf.o \
+	$(OBJDIR)/net-kretprobe-4.18-arm64.bpf.o \
+	$(OBJDIR)/net-kretprobe-5.19-arm64.bpf.o \
+	$(OBJDIR)/net-tracepoint-6.3.bpf.o
+
+OBJS := $(NET_OBJS)
+NET_SRC := bpf/net/net.bpf.c bpf/net/net.h bpf/include/ceemsnet.h bpf/include/arch.h bpf/include/vmlinux.h
+
+# era (first kernel) -> RECVMSG_ERA, see bpf/net/net.bpf.c
+era_5.5  := 1
+era_4.18 := 1
+era_5.19 := 2
+era_7.0  := 3
+era_6.3  := 0
+arch_x86   := x86
+arch_arm64 := arm64
+
+objs: $(OBJS)
+
+# $(call net_rule,family,era,arch): one object of the net source.
+define net_rule
+$(OBJDIR)/net-$(1)-$(2)$(if $(3),-$(3)).bpf.o: $(NET_SRC) Makefile
+	@echo "  BPF  $$@"
+	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(if $(3),$(3),x86) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
+		-DRECVMSG_ERA=$(era_$(2)) -Ibpf/net -c bpf/net/net.bpf.c -o $$@
+	$(Q)$(STRIP) -g $$@
+endef
+$(eval $(call net_rule,fexit,5.5,x86))
+$(eval $(call net_rule,fexit,5.19,x86))
+$(eval $(call net_rule,fexit,7.0,x86))
+$(eval $(call net_rule,kretprobe,4.18,x86))
+$(eval $(call net_rule,kretprobe,5.19,x86))
+$(eval $(call net_rule,kretprobe,4.18,arm64))
+$(eval $(call net_rule,kretprobe,5.19,arm64))
+$(eval $(call net_rule,tracepoint,6.3,))
+
+# Rebuild every object into a scratch folder and compare with the committed ones.
+check-objs:
+	$(Q)rm -rf .build/objs && mkdir -p .build/objs
+	$(Q)$(MAKE) --no-print-directory -B OBJDIR=.build/objs objs >/dev/null
+	$(Q)for o in $(notdir $(OBJS)); do cmp -s .build/objs/$$o $(OBJDIR)/$$o || { echo "bpf/objs/$$o differs from a rebuild: run 'make objs' and commit" >&2; exit 1; }; done
+	@echo "check-objs: $(words $(OBJS)) committed objects match a rebuild"
+
+# --- set-up --------------------------------------------------------------
+APT_PACKAGES := $(shell grep -v '^\s*\#' packaging/apt-packages.txt)
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: packaging/apt-packages.txt pyproject.toml
+	$(Q)./packaging/setup.sh $(APT_PACKAGES)
+	$(Q)touch $@
+
+serve: setup
+	$(CEEMSNET) serve --web.listen-address=$(LISTEN) $(ARGS)
+
+# --- tests ---------------------------------------------------------------
+PYTEST := $(VENV)/bin/pytest
+
+test: setup
+	$(Q)$(MAKE) --no-print-directory check-objs
+	$(Q)$(PYTEST) tests/unit tests/kernel -ra
+
+test-unit: setup
+	$(Q)$(PYTEST) tests/unit -ra
+
+test-kernel: setup
+	$(Q)$(PYTEST) tests/kernel -ra
+
+bench: setup
+	$(Q)$(PY) bench/scrape.py
+
+clean:
+	rm -rf .build

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Key and value structs shared by every ceemsnet BPF object. Python mirrors
+ * them once, in ceemsnet/structs.py; tests/unit/test_structs.py compiles
+ * nothing but checks the sizes and offsets against the BTF of the committed
+ * objects, so the two cannot drift apart silently.
+ */
+#ifndef __CEEMSNET_H
+#define __CEEMSNET_H
+
+enum net_proto {
+	NET_PROTO_TCP = 0,
+	NET_PROTO_UDP = 1,
+};
+
+enum net_family {
+	NET_FAMILY_IPV4 = 0,
+	NET_FAMILY_IPV6 = 1,
+};
+
+enum net_dir {
+	NET_DIR_EGRESS = 0,
+	NET_DIR_INGRESS = 1,
+};
+
+struct net_key {
+	__u64 cgroup_id; /* cgroup v2 id: the inode number of the cgroup's directory */
+	__u8 proto;      /* enum net_proto */
+	__u8 family;     /* enum net_family: the socket's family (v4-mapped on AF_INET6 is ipv6) */
+	__u8 dir;        /* enum net_dir */
+	__u8 pad[5];     /* explicit and always zero, so C and Python hash the same bytes */
+};
+
+struct net_value {
+	__u64 bytes;  /* sum of non-negative return values: payload bytes really moved */
+	__u64 calls;  /* calls that returned >= 0 */
+	__u64 errors; /* calls that returned < 0 (EAGAIN on non-blocking sockets included) */
+};
+
+/* Indexes of the per-CPU "drops" array: events a program could not count. */
+enum drop_reason {
+	DROP_STATS_FULL = 0,  /* the stats map was full: a new key could not be added */
+	DROP_STASH_FULL = 1,  /* kprobe entry could not stash its arguments for the return probe */
+	DROP_MAX = 2,
+};
+
+#endif /* __CEEMSNET_H */

@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Maps and inline handlers of the socket-level network programs. net.bpf.c
+ * holds only the SEC() programs; each one calls one handler below.
+ */
+#ifndef __CEEMSNET_NET_H
+#define __CEEMSNET_NET_H
+
+#include "ceemsnet.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define MSG_PEEK 0x2
+#define MSG_ERRQUEUE 0x2000
+
+/*
+ * Per-CPU counters: the hot path never bounces a cache line between CPUs
+ * (an MPI job sends from every core of a node at once). Not preallocated:
+ * a preallocated per-CPU hash costs max_entries * 24 B * nr_cpus up front,
+ * hundreds of MB on a 256-CPU node. The loader resizes it before load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct net_key);
+	__type(value, struct net_value);
+} net_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} net_drops SEC(".maps");
+
+static __always_inline void net_drop(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&net_drops, &reason);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline __u8 net_family_of(__u16 sk_family)
+{
+	return sk_family == AF_INET6 ? NET_FAMILY_IPV6 : NET_FAMILY_IPV4;
+}
+
+/* Add one call's result to the current task's cgroup. */
+static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long ret)
+{
+	struct net_key key;
+	struct net_value *val;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.cgroup_id = bpf_get_current_cgroup_id();
+	key.proto = proto;
+	key.family = family;
+	key.dir = dir;
+
+	val = bpf_map_lookup_elem(&net_stats, &key);
+	if (!val) {
+		struct net_value zero = {};
+
+		/* BPF_NOEXIST: if another CPU added the key first, keep its counts. */
+		bpf_map_update_elem(&net_stats, &key, &zero, BPF_NOEXIST);
+		val = bpf_map_lookup_elem(&net_stats, &key);
+		if (!val) {
+			net_drop(DROP_STATS_FULL);
+			return;
+		}
+	}
+	/*
+	 * Atomic although per-CPU: a preemptible kernel may switch to another
+	 * task of the same cgroup on this CPU between a load and a store.
+	 */
+	if (ret >= 0) {
+		__sync_fetch_and_add(&val->bytes, ret);
+		__sync_fetch_and_add(&val->calls, 1);
+	} else {
+		__sync_fetch_and_add(&val->errors, 1);
+	}
+}
+
+static __always_inline __u16 sk_family_of(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_family);
+}
+
+/* A peek leaves the data in the socket; the error queue holds no payload. */
+static __always_inline bool recv_moves_payload(int flags)
+{
+	return !(flags & (MSG_PEEK | MSG_ERRQUEUE));
+}
+
+/*
+ * udpv6_sendmsg() hands a send to a v4-mapped address to udp_sendmsg() on
+ * the same AF_INET6 socket (net/ipv6/udp.c). That send is counted once, by
+ * the udpv6_sendmsg hook, as ipv6 (the socket's family): udp_sendmsg() on
+ * an AF_INET6 socket is skipped.
+ */
+static __always_inline bool udp_sendmsg_is_nested(__u16 sk_family)
+{
+	return sk_family == AF_INET6;
+}
+
+static __always_inline int handle_send(struct sock *sk, __u8 proto, long ret)
+{
+	net_account(proto, net_family_of(sk_family_of(sk)), NET_DIR_EGRESS, ret);
+	return 0;
+}
+
+static __always_inline int handle_udp_send(struct sock *sk, long ret)
+{
+	__u16 fam = sk_family_of(sk);
+
+	if (udp_sendmsg_is_nested(fam))
+		return 0;
+	net_account(NET_PROTO_UDP, net_family_of(fam), NET_DIR_EGRESS, ret);
+	return 0;
+}
+
+static __always_inline int handle_recv(struct sock *sk, __u8 proto, int flags, long ret)
+{
+	if (!recv_moves_payload(flags))
+		return 0;
+	net_account(proto, net_family_of(sk_family_of(sk)), NET_DIR_INGRESS, ret);
+	return 0;
+}
+
+/*
+ * Tracepoint family: sock_send_length / sock_recv_length fire in
+ * sock_sendmsg_nosec() / sock_recvmsg_nosec() (net/socket.c, since 6.3)
+ * for every socket; keep TCP and UDP over IPv4/IPv6 only.
+ */
+static __always_inline int handle_sock_tp(struct sock *sk, __u8 dir, int flags, int ret)
+{
+	__u16 fam, protocol;
+	__u8 proto;
+
+	if (!sk)
+		return 0;
+	fam = sk_family_of(sk);
+	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (protocol == IPPROTO_TCP && BPF_CORE_READ(sk, sk_type) == SOCK_STREAM)
+		proto = NET_PROTO_TCP;
+	else if (protocol == IPPROTO_UDP)
+		proto = NET_PROTO_UDP;
+	else
+		return 0;
+	if (dir == NET_DIR_INGRESS && !recv_moves_payload(flags))
+		return 0;
+	net_account(proto, net_family_of(fam), dir, ret);
+	return 0;
+}
+
+#ifdef CEEMSNET_HOOK_KRETPROBE
+/*
+ * A return probe sees only the return value: the entry probe stashes what
+ * the return needs (the socket's family, whether to count at all), keyed by
+ * thread and function so nested hooked calls (udpv6_sendmsg -> udp_sendmsg)
+ * do not overwrite each other.
+ */
+enum net_fn {
+	FN_TCP_SENDMSG,
+	FN_TCP_RECVMSG,
+	FN_UDP_SENDMSG,
+	FN_UDP_RECVMSG,
+	FN_UDPV6_SENDMSG,
+	FN_UDPV6_RECVMSG,
+	FN_TCP_SENDPAGE,
+	FN_UDP_SENDPAGE,
+};
+
+struct stash_key {
+	__u64 pid_tgid;
+	__u32 fn;  /* enum net_fn */
+	__u32 pad;
+};
+
+struct stash_val {
+	__u8 family; /* enum net_family */
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stash_key);
+	__type(value, struct stash_val);
+} net_stash SEC(".maps");
+
+static __always_inline void stash_key_init(struct stash_key *k, __u32 fn)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->pid_tgid = bpf_get_current_pid_tgid();
+	k->fn = fn;
+}
+
+static __always_inline int stash_entry(__u32 fn, struct sock *sk, bool count)
+{
+	struct stash_key k;
+	struct stash_val v = {};
+
+	if (!count)
+		return 0;
+	stash_key_init(&k, fn);
+	v.family = net_family_of(sk_family_of(sk));
+	if (bpf_map_update_elem(&net_stash, &k, &v, BPF_ANY))
+		net_drop(DROP_STASH_FULL);
+	return 0;
+}
+
+static __always_inline int account_return(__u32 fn, __u8 proto, __u8 dir, long ret)
+{
+	struct stash_key k;
+	struct stash_val *v;
+	__u8 family;
+
+	stash_key_init(&k, fn);
+	v = bpf_map_lookup_elem(&net_stash, &k);
+	if (!v)
+		return 0; /* not stashed on purpose (peek, nested send), or entry missed */
+	family = v->family;
+	bpf_map_delete_elem(&net_stash, &k);
+	net_account(proto, family, dir, ret);
+	return 0;
+}
+#endif /* CEEMSNET_HOOK_KRETPROBE */
+
+#endif /* __CEEMSNET_NET_H */

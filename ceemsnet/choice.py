@@ -1,0 +1,169 @@
+"""Which BPF object and hook each kernel function gets: pure functions.
+
+Given a kernel version, an arch, a hook family and (optionally) the kernel's
+BTF prototypes, plan_family() picks one object of that family and says, for
+every function, whether it will be hooked and why. Nothing here touches the
+kernel: the loader tries the families in order and keeps the first one the
+kernel accepts (a load probe), see ceemsnet/loader.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from packaging.version import Version
+
+from . import CeemsnetError
+from .kernel import Signature, compare_signature
+from .objects import (CATALOGUE, FAMILIES, FAMILY_RULES, MIN_REASON, SUPPORTED_MIN,
+                      BpfObject, Hook, objects_for)
+
+
+class Signatures(Protocol):
+    def function(self, name: str) -> Signature | None: ...
+    def tracepoint(self, name: str) -> Signature | None: ...
+
+
+@dataclass
+class HookChoice:
+    subsystem: str
+    function: str
+    hook: str      # fexit | kretprobe | tracepoint | none
+    object: str    # file name in bpf/objs, "" when none
+    status: str    # ok | skipped
+    reason: str
+    programs: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"subsystem": self.subsystem, "function": self.function, "hook": self.hook,
+                "object": self.object, "status": self.status, "reason": self.reason}
+
+
+@dataclass
+class FamilyPlan:
+    subsystem: str
+    family: str
+    obj: BpfObject | None
+    hooks: list[HookChoice] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    refused: str = ""   # non-empty: the family cannot serve this kernel at all
+
+    @property
+    def usable(self) -> bool:
+        return not self.refused and any(h.status == "ok" for h in self.hooks)
+
+    def programs(self) -> list[str]:
+        """Programs to autoload: those of every hook planned ok, each once."""
+        out: list[str] = []
+        for h in self.hooks:
+            if h.status == "ok":
+                out += [p for p in h.programs if p not in out]
+        return out
+
+    def skip(self, programs: set[str], reason: str) -> None:
+        """Mark the hooks served by `programs` skipped (e.g. attach failed)."""
+        for h in self.hooks:
+            if h.status == "ok" and programs.intersection(h.programs):
+                h.status, h.hook, h.reason = "skipped", "none", reason
+
+
+def check_supported(kver: Version) -> None:
+    if kver < SUPPORTED_MIN:
+        raise CeemsnetError(f"kernel {kver} is not supported: {MIN_REASON}")
+
+
+def family_order(arch: str, forced: str | None = None) -> list[str]:
+    """Families to try, best first: fexit -> kretprobe -> tracepoint."""
+    if forced and forced != "auto":
+        if forced not in FAMILIES:
+            raise CeemsnetError(f"unknown hook family {forced!r}: choose auto, {', '.join(FAMILIES)}")
+        return [forced]
+    return [f for f in FAMILIES if arch in FAMILY_RULES[f].arches]
+
+
+def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str]:
+    """(planned ok?, reason) for one hook of one object."""
+    fn = hook.function
+    removed = f" (removed in {hook.removed_in})" if hook.removed_in else ""
+    if sigs is None:
+        if hook.removed_in and kver >= hook.removed_in:
+            return False, f"{fn} does not exist in {hook.removed_in} and later kernels"
+        if not hook.programs:
+            return False, hook.not_served
+        where = f"at tracepoint {hook.tracepoint}" if hook.tracepoint else "by version rules"
+        return True, f"planned {where}; BTF not checked (not the running kernel)"
+    actual = sigs.function(fn)
+    if actual is None and (hook.removed_in or not hook.tracepoint):
+        return False, f"{fn} is not in this kernel's BTF{removed}: nothing to hook"
+    if not hook.programs:
+        return False, hook.not_served
+    if hook.tracepoint:
+        tp = sigs.tracepoint(hook.tracepoint)
+        if tp is None:
+            return False, f"tracepoint {hook.tracepoint} is not in this kernel's BTF"
+        why = compare_signature(hook.expects, tp, hook.reads)
+        if why:
+            return False, f"tracepoint {hook.tracepoint} {why}"
+        return True, (f"counted at tracepoint sock:{hook.tracepoint} (net/socket.c), "
+                      f"which every {'send' if 'send' in hook.tracepoint else 'receive'} on a socket passes")
+    why = compare_signature(hook.expects, actual, hook.reads)
+    if why:
+        return False, f"BTF signature mismatch: {fn} {why}"
+    return True, f"BTF prototype matches: {actual.render(fn)}"
+
+
+def _score(obj: BpfObject, sigs: Signatures, kver: Version) -> int:
+    return sum(1 for h in obj.hooks if h.programs and _check_hook(h, sigs, kver)[0])
+
+
+def _version_era(objs: list[BpfObject], kver: Version) -> BpfObject:
+    for o in objs:
+        if o.since <= kver and (o.until is None or kver < o.until):
+            return o
+    return max(objs, key=lambda o: o.since) if kver >= max(o.since for o in objs) \
+        else min(objs, key=lambda o: o.since)
+
+
+def plan_family(subsystem: str, family: str, kver: Version, arch: str,
+                sigs: Signatures | None) -> FamilyPlan:
+    """Plan one hook family for one subsystem on one kernel."""
+    from .objects import SUBSYSTEMS
+    rule = FAMILY_RULES[family]
+    plan = FamilyPlan(subsystem, family, None)
+
+    def refuse(reason: str) -> FamilyPlan:
+        plan.refused = reason
+        plan.hooks = [HookChoice(subsystem, f, "none", "", "skipped", reason) for f in SUBSYSTEMS[subsystem]]
+        return plan
+
+    if arch not in rule.arches:
+        return refuse(f"{family} objects are not used on {arch}: {rule.why}")
+    if kver < rule.since:
+        return refuse(f"{family} needs kernel >= {rule.since} ({rule.why}); this is {kver}")
+    objs = objects_for(subsystem, family, arch)
+    if not objs:
+        return refuse(f"no {family} object for {subsystem} on {arch}")
+    chosen = _version_era(objs, kver)
+    if sigs is not None and len(objs) > 1:
+        # Version numbers lie on backport kernels (RHEL, this very 6.18 with
+        # 7.0's recvmsg): let BTF pick the era when another object matches more.
+        best = max(objs, key=lambda o: (_score(o, sigs, kver), o is chosen))
+        if best is not chosen and _score(best, sigs, kver) > _score(chosen, sigs, kver):
+            plan.notes.append(
+                f"kernel {kver} is in the era of {chosen.file}, but its BTF matches {best.file} "
+                f"(a backported signature change): using {best.file}")
+            chosen = best
+    plan.obj = chosen
+    for hook in chosen.hooks:
+        ok, reason = _check_hook(hook, sigs, kver)
+        plan.hooks.append(HookChoice(subsystem, hook.function, family if ok else "none",
+                                     chosen.file, "ok" if ok else "skipped", reason,
+                                     hook.programs if ok else ()))
+    if not plan.usable:
+        plan.refused = f"no function of {subsystem} can be hooked with {chosen.file}"
+    return plan
+
+
+def all_objects() -> tuple[BpfObject, ...]:
+    return CATALOGUE

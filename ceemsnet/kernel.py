@@ -1,0 +1,215 @@
+"""What the running (or a named) kernel is: version, arch, BTF signatures.
+
+Version parsing and signature comparison are pure functions; reading the
+running kernel's BTF goes through libbpf's btf__* API.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass
+
+from packaging.version import Version
+
+from . import CeemsnetError
+
+_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?=$|[-+._~a-zA-Z])")
+
+ARCH_ALIASES = {
+    "x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64",
+    "aarch64": "aarch64", "arm64": "aarch64",
+}
+
+
+def parse_kernel_version(text: str) -> Version:
+    """The upstream version of a kernel release string.
+
+    Accepts what `uname -r` prints on the distributions we support
+    ("5.14.0-427.el9.x86_64", "6.8.0-45-generic", "6.12.117+deb12-amd64",
+    "6.18.44-fc-v769") and Ubuntu's /proc/version_signature line
+    ("Ubuntu 6.8.0-45.45-generic 6.8.12"), whose last field is the mainline
+    version the Ubuntu kernel is based on.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise CeemsnetError("empty kernel version")
+    s = text.strip()
+    if s.startswith("Ubuntu ") or s.startswith("Ubuntu-"):
+        s = s.split()[-1]
+    m = _VERSION_RE.match(s)
+    if not m:
+        raise CeemsnetError(
+            f"cannot parse kernel version {text!r}: expected MAJOR.MINOR[.PATCH][-suffix], e.g. 6.1.0-28-amd64")
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if major < 2 or major > 99 or minor > 999:
+        raise CeemsnetError(f"implausible kernel version {text!r}")
+    return Version(f"{major}.{minor}.{patch}")
+
+
+def normalize_arch(arch: str) -> str:
+    a = ARCH_ALIASES.get((arch or "").strip().lower())
+    if a is None:
+        raise CeemsnetError(
+            f"unsupported architecture {arch!r}: ceemsnet supports x86_64 and aarch64")
+    return a
+
+
+def running_release(proc: str = "/proc") -> str:
+    """The running kernel's release, preferring Ubuntu's mainline version."""
+    try:
+        with open(os.path.join(proc, "version_signature")) as f:
+            sig = f.read().strip()
+        if sig:
+            return sig
+    except OSError:
+        pass
+    return platform.release()
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A function prototype as BTF gives it: return type and (name, type) params."""
+    ret: str
+    params: tuple[tuple[str, str], ...]
+
+    def render(self, name: str = "") -> str:
+        args = ", ".join(f"{t} {n}".replace("* ", "*") if n else t for n, t in self.params)
+        return f"{self.ret} {name}({args})"
+
+
+def compare_signature(expected: Signature, actual: Signature, reads: tuple[int, ...] | None) -> str | None:
+    """None when `actual` satisfies what the object assumes, else why not.
+
+    reads=None: the program depends on the whole prototype (fexit: its return
+    value sits after the last argument, so the count must match exactly).
+    reads=(0, 3): only those argument positions (and the return type) matter
+    (kprobe entry/return pairs read registers by position).
+    """
+    if expected.ret != actual.ret:
+        return f"returns {actual.ret}, object expects {expected.ret}"
+    if reads is None:
+        if len(expected.params) != len(actual.params):
+            return (f"has {len(actual.params)} arguments, object expects {len(expected.params)} "
+                    f"({_names(actual)} vs {_names(expected)})")
+        positions = range(len(expected.params))
+    else:
+        positions = reads
+    for i in positions:
+        if i >= len(actual.params):
+            return f"has no argument {i + 1}, object reads {expected.params[i][0]} there"
+        en, et = expected.params[i]
+        an, at = actual.params[i]
+        if et != at or (en and an and en != an):
+            return f"argument {i + 1} is {at} {an}, object expects {et} {en}"
+    return None
+
+
+def _names(sig: Signature) -> str:
+    return "(" + ",".join(n or "?" for n, _ in sig.params) + ")"
+
+
+# BTF kinds (include/uapi/linux/btf.h)
+BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5
+BTF_KIND_ENUM, BTF_KIND_FWD, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 7, 8, 9, 10
+BTF_KIND_RESTRICT, BTF_KIND_FUNC, BTF_KIND_FUNC_PROTO = 11, 12, 13
+BTF_KIND_FLOAT, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 16, 18, 19
+_QUALIFIERS = {BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG}
+
+
+class KernelBTF:
+    """Function and tracepoint prototypes from a kernel's BTF (via libbpf)."""
+
+    def __init__(self, path: str | None = None):
+        from . import libbpf
+        self._lb = libbpf.lib()
+        if path is None:
+            if not os.path.exists("/sys/kernel/btf/vmlinux"):
+                raise CeemsnetError(
+                    "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): "
+                    "ceemsnet needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+            ptr = self._lb.btf__load_vmlinux_btf()
+            what = "/sys/kernel/btf/vmlinux"
+        else:
+            ptr = self._lb.btf__parse(path.encode(), None)
+            what = path
+        if not ptr:
+            import ctypes
+            raise CeemsnetError(f"cannot read BTF from {what}: {os.strerror(ctypes.get_errno() or 22)}")
+        self._btf = ptr
+        self._cache: dict[str, Signature | None] = {}
+
+    def close(self):
+        if self._btf:
+            self._lb.btf__free(self._btf)
+            self._btf = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _type(self, tid: int):
+        return self._lb.btf__type_by_id(self._btf, tid).contents
+
+    def _name(self, off: int) -> str:
+        n = self._lb.btf__name_by_offset(self._btf, off)
+        return n.decode() if n else ""
+
+    def render_type(self, tid: int, depth: int = 0) -> str:
+        if tid == 0:
+            return "void"
+        if depth > 20:
+            return "?"
+        t = self._type(tid)
+        kind = (t.info >> 24) & 0x1F
+        name = self._name(t.name_off)
+        if kind in _QUALIFIERS:
+            return self.render_type(t.size_or_type, depth + 1)
+        if kind == BTF_KIND_PTR:
+            return self.render_type(t.size_or_type, depth + 1) + " *"
+        if kind in (BTF_KIND_STRUCT,):
+            return f"struct {name}"
+        if kind == BTF_KIND_UNION:
+            return f"union {name}"
+        if kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            return f"enum {name}"
+        if kind == BTF_KIND_FWD:
+            return f"{'union' if t.info >> 31 else 'struct'} {name}"
+        if kind == BTF_KIND_FUNC_PROTO:
+            return "fnptr"
+        return name or "?"
+
+    def _proto(self, proto_id: int) -> Signature:
+        import ctypes
+        from .libbpf import btf_param
+        t = self._lb.btf__type_by_id(self._btf, proto_id)
+        vlen = t.contents.info & 0xFFFF
+        params_ptr = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents),
+                                 ctypes.POINTER(btf_param))
+        params = tuple((self._name(params_ptr[i].name_off), self.render_type(params_ptr[i].type))
+                       for i in range(vlen))
+        return Signature(ret=self.render_type(t.contents.size_or_type), params=params)
+
+    def function(self, name: str) -> Signature | None:
+        """The prototype of kernel function `name`, or None if BTF has no such function."""
+        key = "f:" + name
+        if key not in self._cache:
+            tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_FUNC)
+            self._cache[key] = None if tid <= 0 else self._proto(self._type(tid).size_or_type)
+        return self._cache[key]
+
+    def tracepoint(self, name: str) -> Signature | None:
+        """A raw tracepoint's prototype (btf_trace_<name>), its leading `void *__data` dropped."""
+        key = "t:" + name
+        if key not in self._cache:
+            sig = None
+            tid = self._lb.btf__find_by_name_kind(self._btf, f"btf_trace_{name}".encode(), BTF_KIND_TYPEDEF)
+            if tid > 0:
+                ptr = self._type(self._type(tid).size_or_type)
+                if (ptr.info >> 24) & 0x1F == BTF_KIND_PTR:
+                    full = self._proto(ptr.size_or_type)
+                    sig = Signature(ret=full.ret, params=full.params[1:])
+            self._cache[key] = sig
+        return self._cache[key]

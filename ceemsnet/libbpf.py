@@ -1,0 +1,190 @@
+"""ctypes binding to the system libbpf (Debian's libbpf1, libbpf >= 1.0).
+
+Only the calls ceemsnet needs, each with its C prototype declared. libbpf 1.x
+reports errors as NULL pointers or negative returns with errno set; the
+wrappers here turn those into OSError with the errno and a message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_mod
+import logging
+import os
+import threading
+
+log = logging.getLogger("ceemsnet.libbpf")
+
+c_void_p = ctypes.c_void_p
+c_int = ctypes.c_int
+c_uint = ctypes.c_uint
+c_char_p = ctypes.c_char_p
+c_size_t = ctypes.c_size_t
+c_uint32 = ctypes.c_uint32
+c_uint64 = ctypes.c_uint64
+c_bool = ctypes.c_bool
+
+LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so")
+
+
+class bpf_map_batch_opts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+class btf_type(ctypes.Structure):
+    # include/uapi/linux/btf.h: name_off, info, union { size; type; }
+    _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
+
+
+class btf_param(ctypes.Structure):
+    _fields_ = [("name_off", c_uint32), ("type", c_uint32)]
+
+
+PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+
+_PROTOS = {
+    # name: (restype, argtypes)
+    "libbpf_set_print": (c_void_p, [PRINT_FN]),
+    "libbpf_major_version": (c_uint32, []),
+    "libbpf_minor_version": (c_uint32, []),
+    "libbpf_num_possible_cpus": (c_int, []),
+    "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+    "bpf_object__load": (c_int, [c_void_p]),
+    "bpf_object__close": (None, [c_void_p]),
+    "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "bpf_program__name": (c_char_p, [c_void_p]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
+    "bpf_program__set_autoload": (c_int, [c_void_p, c_bool]),
+    "bpf_program__autoload": (c_bool, [c_void_p]),
+    "bpf_program__fd": (c_int, [c_void_p]),
+    "bpf_program__attach": (c_void_p, [c_void_p]),
+    "bpf_link__destroy": (c_int, [c_void_p]),
+    "bpf_map__fd": (c_int, [c_void_p]),
+    "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
+    "bpf_map__max_entries": (c_uint32, [c_void_p]),
+    "bpf_map__key_size": (c_uint32, [c_void_p]),
+    "bpf_map__value_size": (c_uint32, [c_void_p]),
+    "bpf_map__type": (c_int, [c_void_p]),
+    "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
+    "bpf_map_lookup_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p,
+                                     ctypes.POINTER(c_uint32), ctypes.POINTER(bpf_map_batch_opts)]),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
+    "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "btf__load_vmlinux_btf": (c_void_p, []),
+    "btf__parse": (c_void_p, [c_char_p, c_void_p]),
+    "btf__free": (None, [c_void_p]),
+    "btf__type_cnt": (c_uint32, [c_void_p]),
+    "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
+    "btf__type_by_id": (ctypes.POINTER(btf_type), [c_void_p, c_uint32]),
+    "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32]),
+}
+
+# enum bpf_map_type values used here (include/uapi/linux/bpf.h)
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+PERCPU_MAP_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+
+_lib = None
+_lib_lock = threading.Lock()
+_print_cb = None
+# libbpf's log lines of the current thread's load, kept for error messages
+_log_tls = threading.local()
+
+
+class LibbpfUnavailable(OSError):
+    pass
+
+
+def _vsnprintf():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.vsnprintf
+    fn.restype = c_int
+    fn.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+    return fn
+
+
+def lib():
+    """The loaded libbpf, prototypes declared and its log routed to logging."""
+    global _lib, _print_cb
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        last = None
+        for name in LIBBPF_NAMES:
+            try:
+                handle = ctypes.CDLL(name, use_errno=True)
+                break
+            except OSError as e:
+                last = e
+        else:
+            raise LibbpfUnavailable(
+                errno_mod.ENOENT,
+                f"cannot load libbpf ({last}); install Debian's libbpf1 (make setup does)")
+        for fname, (res, args) in _PROTOS.items():
+            fn = getattr(handle, fname, None)
+            if fn is None:
+                raise LibbpfUnavailable(errno_mod.ENOSYS, f"libbpf lacks {fname}(): libbpf >= 1.0 is needed")
+            fn.restype = res
+            fn.argtypes = args
+        vsnprintf = _vsnprintf()
+
+        def _print(level, fmt, ap):
+            buf = ctypes.create_string_buffer(4096)
+            vsnprintf(buf, len(buf), fmt, ap)
+            line = buf.value.decode("utf-8", "replace").rstrip("\n")
+            lines = getattr(_log_tls, "lines", None)
+            if lines is not None:
+                lines.append(line)
+            # libbpf levels: 0 warn, 1 info, 2 debug
+            log.log(logging.DEBUG if level >= 1 else logging.INFO, "%s", line)
+            return 0
+
+        _print_cb = PRINT_FN(_print)
+        handle.libbpf_set_print(_print_cb)
+        _lib = handle
+        return _lib
+
+
+def version() -> str:
+    lb = lib()
+    return f"{lb.libbpf_major_version()}.{lb.libbpf_minor_version()}"
+
+
+def num_possible_cpus() -> int:
+    n = lib().libbpf_num_possible_cpus()
+    if n < 0:
+        raise OSError(-n, "libbpf_num_possible_cpus failed")
+    return n
+
+
+class capture_log:
+    """Collect libbpf's log lines (verifier output included) while in the block."""
+
+    def __enter__(self):
+        self.lines = []
+        _log_tls.lines = self.lines
+        return self
+
+    def __exit__(self, *exc):
+        _log_tls.lines = None
+        return False
+
+
+def check_ptr(ptr, what: str):
+    if not ptr:
+        err = ctypes.get_errno() or errno_mod.EINVAL
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ptr
+
+
+def check_rc(rc: int, what: str) -> int:
+    if rc < 0:
+        err = -rc if rc != -1 else (ctypes.get_errno() or errno_mod.EINVAL)
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return rc
