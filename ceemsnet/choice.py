@@ -79,6 +79,8 @@ def family_order(arch: str, forced: str | None = None) -> list[str]:
         if forced not in FAMILIES:
             raise CeemsnetError(f"unknown hook family {forced!r}: choose auto, {', '.join(FAMILIES)}")
         return [forced]
+    if arch == "any":  # every family, so a report can say why one does not apply
+        return list(FAMILIES)
     return [f for f in FAMILIES if arch in FAMILY_RULES[f].arches]
 
 

@@ -142,7 +142,9 @@ def lib():
             if lines is not None:
                 lines.append(line)
             # libbpf levels: 0 warn, 1 info, 2 debug
-            log.log(logging.DEBUG if level >= 1 else logging.INFO, "%s", line)
+            # ceemsnet reports the reasons that matter itself; libbpf's own
+            # lines are for --log.level=debug
+            log.debug("%s", line)
             return 0
 
         _print_cb = PRINT_FN(_print)

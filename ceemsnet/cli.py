@@ -1,0 +1,261 @@
+"""ceemsnet command line: serve, probe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+
+from . import CeemsnetError, __version__
+
+log = logging.getLogger("ceemsnet")
+
+AVAILABLE_COLLECTORS = ("net",)
+PLANNED_COLLECTORS = {"vfs": "filesystem IO (issue 4)", "skb": "cgroup_skb backend (issue 5)"}
+DEFAULT_LISTEN = ":9977"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like argparse, but with our prefix
+        self.print_usage(sys.stderr)
+        print(f"ceemsnet: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ceemsnet", description=(
+        "Per-cgroup (per-job) network and filesystem IO accounting with eBPF. "
+        "Counts TCP/UDP bytes where each send/receive call returns, and charges them to the "
+        "cgroup of the task that made the call."))
+    p.add_argument("--version", action="version", version=f"ceemsnet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run the Prometheus exporter",
+                       description="Load the BPF objects this kernel accepts, attach them and serve "
+                                   "per-cgroup counters on /metrics until SIGTERM or SIGINT "
+                                   "(which detach everything cleanly). Needs root.")
+    s.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"where to serve /metrics (default {DEFAULT_LISTEN}: every address, port 9977; "
+                        "IPv6 as [::1]:9977)")
+    s.add_argument("--collectors", default="net", metavar="LIST",
+                   help="comma-separated collectors to run (default net; available: "
+                        + ", ".join(AVAILABLE_COLLECTORS) + ")")
+    s.add_argument("--hook", default="auto", choices=("auto", "fexit", "kretprobe", "tracepoint"),
+                   help="hook family: auto (default) picks the best one the kernel accepts, "
+                        "fexit -> kretprobe -> tracepoint; naming one makes its refusal an error")
+    s.add_argument("--net.map-entries", dest="net_map_entries", type=_positive, default=65536, metavar="N",
+                   help="capacity of the net counters map in keys (a cgroup uses up to 8); "
+                        "entries are allocated on use (default 65536)")
+    s.add_argument("--log.level", dest="log_level", default="info",
+                   choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
+
+    pr = sub.add_parser("probe", help="show which BPF object and hook each kernel function gets, and why",
+                        description="Without options: plan for the running kernel, check every hooked "
+                                    "function's prototype against its BTF and load-probe the hook "
+                                    "families (needs root). With --kernel: answer for another kernel "
+                                    "from version and arch rules only (no BTF, no loading).")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--kernel", metavar="VERSION",
+                    help="answer for this kernel release (e.g. 5.14.0-427.el9.x86_64) instead of this one")
+    pr.add_argument("--arch", metavar="ARCH", help="with --kernel: x86_64 or aarch64 (default: this machine's)")
+    pr.add_argument("--hook", default="auto", choices=("auto", "fexit", "kretprobe", "tracepoint"),
+                    help="probe only this hook family")
+    pr.add_argument("--log.level", dest="log_level", default="warning",
+                    choices=("debug", "info", "warning", "error"), help="log verbosity (default warning)")
+    return p
+
+
+def _collectors(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise CeemsnetError("--collectors is empty: name at least one of " + ", ".join(AVAILABLE_COLLECTORS))
+    for n in names:
+        if n in PLANNED_COLLECTORS:
+            raise CeemsnetError(f"collector {n!r} ({PLANNED_COLLECTORS[n]}) is not available in this version; "
+                                "available: " + ", ".join(AVAILABLE_COLLECTORS))
+        if n not in AVAILABLE_COLLECTORS:
+            raise CeemsnetError(f"unknown collector {n!r}; available: " + ", ".join(AVAILABLE_COLLECTORS))
+    return list(dict.fromkeys(names))
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        from .loader import PRIVILEGE_HINT
+        raise CeemsnetError(f"{what}: {PRIVILEGE_HINT}")
+
+
+def _running_kernel():
+    from .choice import check_supported
+    from .kernel import normalize_arch, parse_kernel_version, running_release
+    release = platform.release()
+    kver = parse_kernel_version(running_release())
+    check_supported(kver)
+    return release, kver, normalize_arch(platform.machine())
+
+
+def cmd_serve(args) -> int:
+    from .cgroups import CgroupResolver, find_cgroup2_root
+    from .collectors.net import NetCollector
+    from .exporter import CeemsnetCollector, build_labels, build_registry, start_server
+    from .exporter import parse_listen_address
+    from .kernel import KernelBTF
+    from .loader import select_and_load
+
+    collectors = _collectors(args.collectors)
+    parse_listen_address(args.listen)  # bad flags fail before anything is loaded
+    _require_root("ceemsnet serve")
+    release, kver, arch = _running_kernel()
+    btf = KernelBTF()
+    resolver = CgroupResolver(find_cgroup2_root())
+    loaded, hooks, cols = [], [], []
+    try:
+        for name in collectors:
+            sel = select_and_load(name, kver, arch, btf, forced=args.hook,
+                                  map_entries={"net_stats": args.net_map_entries})
+            if sel.loaded is None:
+                why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
+                raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")
+            for fam, why in sel.refusals.items():
+                log.info("%s: %s not used: %s", name, fam, why)
+            plan = sel.plan
+            for note in plan.notes:
+                log.info("%s: %s", name, note)
+            for h in plan.hooks:
+                if h.status == "ok":
+                    hooks.append(h)
+                    log.info("%s: %s -> %s (%s)", name, h.function, h.hook, h.object)
+                else:
+                    # absent functions are expected; a mismatch or failed attach is not
+                    level = logging.INFO if "not in this kernel" in h.reason or "does not exist" in h.reason \
+                        else logging.WARNING
+                    log.log(level, "%s: %s not hooked: %s", name, h.function, h.reason)
+            loaded.append(sel.loaded)
+            cols.append(NetCollector(sel.loaded, resolver))
+        collector = CeemsnetCollector(cols, hooks, build_labels(release))
+        httpd, _ = start_server(args.listen, build_registry(collector))
+        log.info("serving /metrics on %s", args.listen)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(3600):
+            pass
+        log.info("stopping: detaching BPF programs")
+        httpd.shutdown()
+        httpd.server_close()
+    finally:
+        for lo in loaded:
+            lo.close()
+    return 0
+
+
+def probe_report(args) -> dict:
+    from .choice import check_supported, family_order, plan_family
+    from .kernel import normalize_arch, parse_kernel_version
+    from .objects import SUBSYSTEMS
+
+    if args.kernel is None:
+        if args.arch:
+            raise CeemsnetError("--arch goes with --kernel (the running kernel's arch is known)")
+        _require_root("ceemsnet probe (load-probing hook families)")
+        from .kernel import KernelBTF
+        from .loader import select_and_load
+        release, kver, arch = _running_kernel()
+        btf = KernelBTF()
+        report = {"kernel": release, "version": str(kver), "arch": arch, "btf_checked": True,
+                  "subsystems": {}, "hooks": []}
+        for sub in SUBSYSTEMS:
+            sel = select_and_load(sub, kver, arch, btf, forced=args.hook, keep=False)
+            plan = sel.plan
+            rows = plan.hooks if plan else (sel.plans[-1].hooks if sel.plans else [])
+            report["subsystems"][sub] = {
+                "family": plan.family if plan else "none",
+                "object": plan.obj.file if plan else "",
+                "refused": sel.refusals,
+                "notes": plan.notes if plan else [],
+            }
+            report["hooks"] += [h.as_dict() for h in rows]
+        return report
+    kver = parse_kernel_version(args.kernel)
+    check_supported(kver)
+    arch = normalize_arch(args.arch or platform.machine())
+    report = {"kernel": args.kernel, "version": str(kver), "arch": arch, "btf_checked": False,
+              "note": "answered from version and arch rules only: BTF not checked and nothing loaded; "
+                      "the node itself may refuse a family and fall back to the next",
+              "subsystems": {}, "hooks": []}
+    for sub in SUBSYSTEMS:
+        chosen, refused = None, {}
+        for fam in family_order("any", args.hook):
+            plan = plan_family(sub, fam, kver, arch, None)
+            if plan.usable:
+                chosen = plan
+                break
+            refused[fam] = plan.refused
+        report["subsystems"][sub] = {"family": chosen.family if chosen else "none",
+                                     "object": chosen.obj.file if chosen else "", "refused": refused,
+                                     "notes": chosen.notes if chosen else []}
+        rows = chosen.hooks if chosen else plan.hooks
+        report["hooks"] += [h.as_dict() for h in rows]
+    return report
+
+
+def format_probe(report: dict) -> str:
+    lines = [f"kernel {report['kernel']} (version {report['version']}), {report['arch']}, "
+             + ("prototypes checked against this kernel's BTF" if report["btf_checked"]
+                else "BTF not checked (not the running kernel)")]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    for sub, info in report["subsystems"].items():
+        lines.append(f"{sub}: {info['family']} family" + (f", object {info['object']}" if info["object"] else ""))
+        for fam, why in info["refused"].items():
+            lines.append(f"  {fam} not used: {why}")
+        for note in info["notes"]:
+            lines.append(f"  note: {note}")
+    rows = [("FUNCTION", "HOOK", "OBJECT", "STATUS", "REASON")]
+    rows += [(h["function"], h["hook"], h["object"] or "-", h["status"], h["reason"]) for h in report["hooks"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines.append("")
+    for r in rows:
+        lines.append("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    return "\n".join(lines)
+
+
+def cmd_probe(args) -> int:
+    report = probe_report(args)
+    print(json.dumps(report, indent=2) if args.json else format_probe(report))
+    return 0 if any(h["status"] == "ok" for h in report["hooks"]) else 1
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return {"serve": cmd_serve, "probe": cmd_probe}[args.command](args)
+    except CeemsnetError as e:
+        print(f"ceemsnet: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

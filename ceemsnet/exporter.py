@@ -1,0 +1,149 @@
+"""The Prometheus exporter: one custom collector over the subsystem collectors.
+
+Every scrape yields fresh metric families (prometheus_client's custom
+collector API). A collector whose read fails reports success 0 and serves
+its last good values, so a failed scrape never loses counts already seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import make_wsgi_app
+
+from . import CeemsnetError, __version__
+
+log = logging.getLogger("ceemsnet.exporter")
+
+
+def parse_listen_address(addr: str) -> tuple[str, int]:
+    """'HOST:PORT', ':PORT' (all addresses) or '[V6]:PORT' -> (host, port)."""
+    host, sep, port = (addr or "").rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CeemsnetError(f"invalid --web.listen-address {addr!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise CeemsnetError(f"invalid --web.listen-address {addr!r}: put IPv6 addresses in brackets, [::1]:9977")
+    return host or "0.0.0.0", int(port)
+
+
+class CeemsnetCollector:
+    def __init__(self, collectors, hooks, build_labels: dict[str, str]):
+        self.collectors = list(collectors)
+        self.hooks = list(hooks)  # HookChoice of attached hooks
+        self.build_labels = build_labels
+        self._last: dict[str, list] = {}
+        self._lock = threading.Lock()
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self):
+        b = GaugeMetricFamily("ceemsnet_build_info", "ceemsnet version, libbpf and kernel; always 1",
+                              labels=list(self.build_labels))
+        b.add_metric(list(self.build_labels.values()), 1)
+        yield b
+        h = GaugeMetricFamily("ceemsnet_hook_info",
+                              "1 for each kernel function hooked, with the hook family and BPF object used",
+                              labels=["subsystem", "function", "hook", "object"])
+        for hc in self.hooks:
+            h.add_metric([hc.subsystem, hc.function, hc.hook, hc.object], 1)
+        yield h
+        dur = GaugeMetricFamily("ceemsnet_scrape_collector_duration_seconds",
+                                "Time a collector took to read its maps this scrape", labels=["collector"])
+        ok = GaugeMetricFamily("ceemsnet_scrape_collector_success",
+                               "1 if the collector read its maps this scrape, 0 if it served its last values",
+                               labels=["collector"])
+        for c in self.collectors:
+            t0 = time.perf_counter()
+            try:
+                fams = c.collect()
+                self._last[c.name] = fams
+                success = 1
+            except Exception as e:  # keep serving what we had
+                log.error("collector %s failed: %s", c.name, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                fams = self._last.get(c.name, [])
+                success = 0
+            dur.add_metric([c.name], time.perf_counter() - t0)
+            ok.add_metric([c.name], success)
+            yield from fams
+        yield dur
+        yield ok
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, fmt, *args):
+        log.debug("http: " + fmt, *args)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+LANDING = b"""<html><head><title>ceemsnet</title></head><body>
+<h1>ceemsnet</h1><p>Per-cgroup network and filesystem IO accounting with eBPF.</p>
+<p><a href="/metrics">Metrics</a></p></body></html>
+"""
+
+
+def make_app(registry):
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [LANDING]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: metrics are at /metrics\n"]
+    return app
+
+
+def build_registry(collector: CeemsnetCollector) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    ProcessCollector(namespace="ceemsnet", registry=reg)
+    return reg
+
+
+def start_server(listen: str, registry) -> tuple[WSGIServer, threading.Thread]:
+    host, port = parse_listen_address(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise CeemsnetError(f"cannot resolve listen address {host!r}: {e.strerror}") from None
+
+    class Server(_Server):
+        address_family = family
+
+    try:
+        httpd = make_server(host, port, make_app(registry), server_class=Server, handler_class=_QuietHandler)
+    except OSError as e:
+        raise CeemsnetError(f"cannot listen on {listen}: {e.strerror}") from None
+    t = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
+    t.start()
+    return httpd, t
+
+
+def build_labels(kernel_release: str) -> dict[str, str]:
+    from . import libbpf
+    try:
+        lbv = libbpf.version()
+    except OSError:
+        lbv = "unavailable"
+    return {"version": __version__, "libbpf": lbv, "kernel": kernel_release}

@@ -1,0 +1,300 @@
+"""Load, attach and read ceemsnet's BPF objects through libbpf.
+
+The loader tries the planned hook families best first (fexit -> kretprobe ->
+tracepoint) and keeps the first one the kernel really accepts: loading and
+attaching the real programs is the feature probe, so a kernel that refuses
+trampolines (EPERM at load) or has no kprobes (attach fails) is found out
+by what it does, not by a config flag.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+from dataclasses import dataclass, field
+
+from packaging.version import Version
+
+from . import CeemsnetError, libbpf
+from .choice import FamilyPlan, family_order, plan_family
+
+log = logging.getLogger("ceemsnet.loader")
+
+PRIVILEGE_HINT = "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
+
+
+class BpfMap:
+    """A loaded map: fd plus the geometry needed to read it."""
+
+    def __init__(self, name: str, fd: int, key_size: int, value_size: int, max_entries: int,
+                 map_type: int):
+        self.name = name
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.percpu = map_type in libbpf.PERCPU_MAP_TYPES
+        self.ncpus = libbpf.num_possible_cpus() if self.percpu else 1
+        # per-CPU values come as one 8-byte aligned slot per possible CPU
+        self.value_stride = ((value_size + 7) // 8) * 8 if self.percpu else value_size
+        self.batch_ok: bool | None = None  # None: not tried yet
+
+    def read_all(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """Every (key, value) as two packed buffers and a count.
+
+        bpf_map_lookup_batch (5.6+) reads a chunk per syscall; older kernels
+        (or a map type without batch ops) fall back to get_next_key + lookup.
+        """
+        if self.batch_ok is not False:
+            try:
+                out = self._read_batch(chunk)
+                self.batch_ok = True
+                return out
+            except OSError as e:
+                # ENOTSUPP (524, kernel-internal) or EINVAL: no batch ops here
+                if self.batch_ok or e.errno not in (errno.EINVAL, 524, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                log.info("map %s: no batch lookup on this kernel (%s), iterating keys", self.name, e)
+                self.batch_ok = False
+        return self._read_iter()
+
+    def _read_batch(self, chunk: int) -> tuple[bytes, bytes, int]:
+        lb = libbpf.lib()
+        vsize = self.value_stride * self.ncpus
+        chunk = max(1, min(chunk, self.max_entries))
+        keys = ctypes.create_string_buffer(self.key_size * chunk)
+        vals = ctypes.create_string_buffer(vsize * chunk)
+        in_tok = ctypes.c_uint64(0)
+        out_tok = ctypes.c_uint64(0)
+        opts = libbpf.bpf_map_batch_opts(ctypes.sizeof(libbpf.bpf_map_batch_opts), 0, 0)
+        kparts, vparts, total = [], [], 0
+        first = True
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = lb.bpf_map_lookup_batch(self.fd, None if first else ctypes.byref(in_tok),
+                                         ctypes.byref(out_tok), keys, vals, ctypes.byref(count),
+                                         ctypes.byref(opts))
+            err = -rc if rc < 0 else 0
+            if err and err != errno.ENOENT:
+                if err == errno.ENOSPC and chunk < self.max_entries:
+                    # one hash bucket holds more than a chunk: retry with room for all
+                    return self._read_batch(self.max_entries)
+                raise OSError(err, f"bpf_map_lookup_batch({self.name}): {os.strerror(err)}")
+            n = count.value
+            if n:
+                kparts.append(keys.raw[: n * self.key_size])
+                vparts.append(vals.raw[: n * vsize])
+                total += n
+            if err == errno.ENOENT:
+                break
+            in_tok.value = out_tok.value
+            first = False
+        return b"".join(kparts), b"".join(vparts), total
+
+    def _read_iter(self) -> tuple[bytes, bytes, int]:
+        lb = libbpf.lib()
+        key = ctypes.create_string_buffer(self.key_size)
+        nxt = ctypes.create_string_buffer(self.key_size)
+        val = ctypes.create_string_buffer(self.value_stride * self.ncpus)
+        kparts, vparts = [], []
+        prev = None
+        while lb.bpf_map_get_next_key(self.fd, prev, nxt) == 0:
+            ctypes.memmove(key, nxt, self.key_size)
+            prev = key
+            if lb.bpf_map_lookup_elem(self.fd, key, val) == 0:  # may vanish between calls
+                kparts.append(key.raw)
+                vparts.append(val.raw)
+        return b"".join(kparts), b"".join(vparts), len(kparts)
+
+    def delete(self, key: bytes) -> bool:
+        return libbpf.lib().bpf_map_delete_elem(self.fd, key) == 0
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        rc = libbpf.lib().bpf_map_update_elem(self.fd, key, value, flags)
+        libbpf.check_rc(rc, f"bpf_map_update_elem({self.name})")
+
+
+@dataclass
+class LoadedObject:
+    plan: FamilyPlan
+    _obj: int
+    links: dict[str, int] = field(default_factory=dict)
+    maps: dict[str, BpfMap] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return self.plan.obj.file if self.plan.obj else ""
+
+    def close(self) -> None:
+        """Detach every link, then free the object (maps go with the last fd)."""
+        lb = libbpf.lib()
+        for name, link in list(self.links.items()):
+            lb.bpf_link__destroy(link)
+            del self.links[name]
+        if self._obj:
+            lb.bpf_object__close(self._obj)
+            self._obj = 0
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class LoadRefused(Exception):
+    """The kernel refused this family (load or every attach failed)."""
+
+
+def _explain_errno(err: int, family: str) -> str:
+    if err == errno.EPERM:
+        if os.geteuid() != 0:
+            return PRIVILEGE_HINT
+        if family == "fexit":
+            return "the kernel refuses fexit (BPF trampoline) programs: EPERM"
+        return "the kernel refused the load: EPERM"
+    return os.strerror(err)
+
+
+def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
+                rodata: dict[str, bytes] | None = None) -> LoadedObject:
+    """Open plan.obj, autoload only the planned programs, load, attach.
+
+    Programs whose attach fails are detached from the plan (their hooks turn
+    "skipped" with the reason); only when nothing attaches is the family
+    refused. rodata: {section name: bytes} written over `.rodata` before load
+    (const volatile settings); map_entries: {map name: max_entries}.
+    """
+    if plan.obj is None:
+        raise LoadRefused(plan.refused or "nothing planned")
+    lb = libbpf.lib()
+    path = plan.obj.path
+    if not os.path.exists(path):
+        raise CeemsnetError(f"BPF object {path} is missing: the checkout is incomplete")
+    wanted = set(plan.programs())
+    with libbpf.capture_log() as cap:
+        obj = lb.bpf_object__open_file(path.encode(), None)
+        if not obj:
+            err = ctypes.get_errno()
+            raise CeemsnetError(f"cannot open {path}: {os.strerror(err)}")
+        loaded = LoadedObject(plan, obj)
+        try:
+            prog = lb.bpf_object__next_program(obj, None)
+            while prog:
+                name = lb.bpf_program__name(prog).decode()
+                lb.bpf_program__set_autoload(prog, name in wanted)
+                prog = lb.bpf_object__next_program(obj, prog)
+            for mname, n in (map_entries or {}).items():
+                m = lb.bpf_object__find_map_by_name(obj, mname.encode())
+                if m:
+                    libbpf.check_rc(lb.bpf_map__set_max_entries(m, n), f"resize map {mname}")
+            for sec, data in (rodata or {}).items():
+                m = lb.bpf_object__find_map_by_name(obj, sec.encode())
+                if not m:
+                    raise CeemsnetError(f"{plan.obj.file} has no {sec} section to configure")
+                size = ctypes.c_size_t(0)
+                ptr = lb.bpf_map__initial_value(m, ctypes.byref(size))
+                if not ptr or size.value < len(data):
+                    raise CeemsnetError(f"{plan.obj.file}: {sec} is {size.value} bytes, settings need {len(data)}")
+                ctypes.memmove(ptr, data, len(data))
+            rc = lb.bpf_object__load(obj)
+            if rc < 0:
+                err = -rc
+                detail = _last_verifier_line(cap.lines)
+                raise LoadRefused(f"loading {plan.obj.file} failed: {_explain_errno(err, plan.family)}"
+                                  + (f" ({detail})" if detail and err != errno.EPERM else ""))
+            failed: dict[str, str] = {}
+            for name in sorted(wanted):
+                p = lb.bpf_object__find_program_by_name(obj, name.encode())
+                link = lb.bpf_program__attach(p)
+                if not link:
+                    err = ctypes.get_errno() or errno.EINVAL
+                    failed[name] = _attach_error(err, plan.family)
+                    continue
+                loaded.links[name] = link
+            for name, why in failed.items():
+                plan.skip({name}, f"attach of {name} failed: {why}")
+            # A hook is all its programs or none: a kprobe whose kretprobe
+            # failed would only fill the stash. Release what is left unused.
+            still = set(plan.programs())
+            for name in [n for n in loaded.links if n not in still]:
+                lb.bpf_link__destroy(loaded.links.pop(name))
+            if not loaded.links:
+                raise LoadRefused(f"no program of {plan.obj.file} could attach: "
+                                  + "; ".join(sorted(set(failed.values()))))
+            for mname in _map_names(plan):
+                mp = lb.bpf_object__find_map_by_name(obj, mname.encode())
+                if mp:
+                    loaded.maps[mname] = BpfMap(mname, lb.bpf_map__fd(mp), lb.bpf_map__key_size(mp),
+                                                lb.bpf_map__value_size(mp), lb.bpf_map__max_entries(mp),
+                                                lb.bpf_map__type(mp))
+            return loaded
+        except BaseException:
+            loaded.close()
+            raise
+
+
+def _map_names(plan: FamilyPlan) -> tuple[str, ...]:
+    from .objects import MAPS
+    return MAPS.get(plan.subsystem, ())
+
+
+def _attach_error(err: int, family: str) -> str:
+    if family == "kretprobe" and err in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP, 524):
+        return f"{os.strerror(err)} (no kprobe support: CONFIG_KPROBES off, or the symbol is not traceable)"
+    return _explain_errno(err, family)
+
+
+def _last_verifier_line(lines: list[str]) -> str:
+    for line in reversed(lines):
+        s = line.strip()
+        if s and not s.startswith("--") and "processed" not in s:
+            return s[:200]
+    return ""
+
+
+@dataclass
+class Selection:
+    """What select_and_load decided, for probe, the log and the info metric."""
+    loaded: LoadedObject | None
+    plans: list[FamilyPlan]                          # every family considered, in order
+    refusals: dict[str, str] = field(default_factory=dict)  # family -> why not used
+
+    @property
+    def plan(self) -> FamilyPlan | None:
+        return self.loaded.plan if self.loaded else None
+
+
+def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
+                    map_entries: dict[str, int] | None = None, keep: bool = True) -> Selection:
+    """Plan each family best first and keep the first the kernel accepts.
+
+    forced: a family name; then only that one is tried and its refusal is
+    an error (a forced hook never falls back silently). keep=False loads and
+    attaches to find out, then detaches (ceemsnet probe).
+    """
+    sel = Selection(None, [])
+    for family in family_order(arch, forced):
+        plan = plan_family(subsystem, family, kver, arch, sigs)
+        sel.plans.append(plan)
+        if plan.refused:
+            sel.refusals[family] = plan.refused
+            continue
+        try:
+            loaded = load_object(plan, map_entries)
+        except LoadRefused as e:
+            sel.refusals[family] = str(e)
+            plan.refused = str(e)
+            log.debug("%s: %s family refused: %s", subsystem, family, e)
+            continue
+        if not keep:
+            loaded.close()
+            loaded._obj = 0
+        sel.loaded = loaded
+        break
+    if sel.loaded is None and forced and forced != "auto":
+        raise CeemsnetError(f"--hook={forced} cannot be used for {subsystem} on this kernel: "
+                            f"{sel.refusals.get(forced, 'refused')}")
+    return sel

@@ -1,0 +1,72 @@
+"""Python mirrors of bpf/include/ceemsnet.h, and decoding of map contents.
+
+The ctypes structs are the one Python copy of the C layout;
+tests/unit/test_structs.py checks them against the BTF of every committed
+object. Decoding is pure: bytes in, dicts out.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+NET_PROTO = {0: "tcp", 1: "udp"}
+NET_FAMILY = {0: "ipv4", 1: "ipv6"}
+NET_DIR = {0: "egress", 1: "ingress"}
+DROP_REASONS = {0: "stats_full", 1: "stash_full"}
+
+
+class NetKey(ctypes.Structure):
+    _fields_ = [
+        ("cgroup_id", ctypes.c_uint64),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 5),
+    ]
+
+
+class NetValue(ctypes.Structure):
+    _fields_ = [
+        ("bytes", ctypes.c_uint64),
+        ("calls", ctypes.c_uint64),
+        ("errors", ctypes.c_uint64),
+    ]
+
+
+_NET_KEY = struct.Struct("=QBBB5x")
+assert _NET_KEY.size == ctypes.sizeof(NetKey)
+_NET_VALUE_WORDS = ctypes.sizeof(NetValue) // 8
+
+
+def pack_net_key(cgroup_id: int, proto: int, family: int, direction: int) -> bytes:
+    return _NET_KEY.pack(cgroup_id, proto, family, direction)
+
+
+def sum_percpu(values: bytes, count: int, ncpus: int, words: int) -> list[tuple[int, ...]]:
+    """Sum `count` per-CPU values of `words` u64 each (one slot per possible CPU)."""
+    mv = memoryview(values).cast("Q")
+    stride = words * ncpus
+    out = []
+    for i in range(count):
+        base = i * stride
+        if ncpus == 1:
+            out.append(tuple(mv[base:base + words]))
+        else:
+            out.append(tuple(sum(mv[base + w:base + stride:words]) for w in range(words)))
+    return out
+
+
+def decode_net(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int, int], tuple[int, int, int]]:
+    """{(cgroup_id, proto, family, dir): (bytes, calls, errors)} from a net_stats read."""
+    sums = sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)
+    out = {}
+    for i, (cg, proto, fam, d) in enumerate(_NET_KEY.iter_unpack(keys[: count * _NET_KEY.size])):
+        out[(cg, proto, fam, d)] = sums[i]
+    return out
+
+
+def decode_drops(values: bytes, count: int, ncpus: int) -> dict[str, int]:
+    """{reason: events} from the per-CPU drops array (keys are 0..count-1)."""
+    sums = sum_percpu(values, count, ncpus, 1)
+    return {DROP_REASONS.get(i, str(i)): s[0] for i, s in enumerate(sums)}
