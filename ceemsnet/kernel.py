@@ -213,3 +213,24 @@ class KernelBTF:
                     sig = Signature(ret=full.ret, params=full.params[1:])
             self._cache[key] = sig
         return self._cache[key]
+
+    def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
+        """(size, [(member, byte offset)]) of `struct name`, or None."""
+        import ctypes
+
+        class btf_member(ctypes.Structure):
+            _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+        tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)
+        if tid <= 0:
+            return None
+        t = self._lb.btf__type_by_id(self._btf, tid)
+        kflag = t.contents.info >> 31
+        vlen = t.contents.info & 0xFFFF
+        members = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents),
+                              ctypes.POINTER(btf_member))
+        out = []
+        for i in range(vlen):
+            bits = members[i].offset & 0xFFFFFF if kflag else members[i].offset
+            out.append((self._name(members[i].name_off), bits // 8))
+        return t.contents.size_or_type, out

@@ -1,0 +1,74 @@
+"""Command-line behaviour that needs no kernel: flags, errors, probe --kernel."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(*args):
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def assert_one_line_error(rc, err, needle):
+    assert rc != 0
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("ceemsnet: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_probe_other_kernel_json():
+    rc, out, err = run("probe", "--json", "--kernel", "6.1.0-28-amd64", "--arch", "x86_64")
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["kernel"] == "6.1.0-28-amd64" and rep["arch"] == "x86_64" and rep["btf_checked"] is False
+    rows = {h["function"]: h for h in rep["hooks"]}
+    assert set(rows) == {"tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg",
+                         "udpv6_recvmsg", "tcp_sendpage", "udp_sendpage"}
+    for h in rep["hooks"]:
+        assert set(h) == {"subsystem", "function", "hook", "object", "status", "reason"}
+        assert h["status"] == "ok" and h["hook"] == "fexit" and h["object"] == "net-fexit-5.19-x86.bpf.o"
+
+
+def test_probe_other_kernel_table_explains_absent_sendpage():
+    rc, out, err = run("probe", "--kernel", "6.12.117+deb12-amd64", "--arch", "aarch64")
+    assert rc == 0, err
+    assert "net: kretprobe family, object net-kretprobe-5.19-arm64.bpf.o" in out
+    assert "fexit not used" in out and "aarch64" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("tcp_sendpage"))
+    assert "skipped" in line and "6.5" in line
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("probe", "--kernel", "4.4.0-210-generic"), "not supported"),
+    (("probe", "--kernel", "not-a-kernel"), "cannot parse kernel version"),
+    (("probe", "--kernel", "6.1.0", "--arch", "ppc64le"), "unsupported architecture"),
+    (("probe", "--arch", "x86_64"), "--arch goes with --kernel"),
+    (("serve", "--collectors", "bogus"), "unknown collector"),
+    (("serve", "--collectors", "vfs"), "not available"),
+    (("serve", "--collectors", ""), "empty"),
+    (("serve", "--web.listen-address", "nope"), "invalid --web.listen-address"),
+])
+def test_bad_input_is_one_line(args, needle):
+    rc, out, err = run(*args)
+    assert_one_line_error(rc, err, needle)
+
+
+def test_bad_flag_is_usage_error():
+    rc, out, err = run("serve", "--hook", "uprobe")
+    assert rc == 2 and "Traceback" not in err and "invalid choice" in err
+    rc, out, err = run("serve", "--net.map-entries", "-3")
+    assert rc == 2 and "must be positive" in err
+
+
+def test_help_explains():
+    rc, out, _ = run("serve", "--help")
+    assert rc == 0 and "--web.listen-address" in out and "fexit -> kretprobe -> tracepoint" in out
+    rc, out, _ = run("probe", "--help")
+    assert rc == 0 and "--kernel" in out

@@ -1,0 +1,64 @@
+"""The exporter's own behaviour, with stand-in collectors (unit tests only)."""
+
+import pytest
+from prometheus_client.core import CounterMetricFamily
+
+from ceemsnet import CeemsnetError
+from ceemsnet.choice import HookChoice
+from ceemsnet.exporter import CeemsnetCollector, build_registry, parse_listen_address
+
+
+class Flaky:
+    name = "net"
+
+    def __init__(self):
+        self.calls = 0
+
+    def collect(self):
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError(5, "map read failed")
+        m = CounterMetricFamily("ceemsnet_net_egress_bytes", "x", labels=["cgroup", "proto", "family"])
+        m.add_metric(["/j", "tcp", "ipv4"], 100 * self.calls)
+        return [m]
+
+
+def scrape(reg):
+    """One scrape: {(name, sorted labels): value}."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in reg.collect() for s in fam.samples}
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_failed_scrape_serves_last_values_and_reports_failure():
+    hooks = [HookChoice("net", "tcp_sendmsg", "fexit", "net-fexit-7.0-x86.bpf.o", "ok", "")]
+    reg = build_registry(CeemsnetCollector([Flaky()], hooks, {"version": "t", "libbpf": "1.1", "kernel": "k"}))
+    lab = {"cgroup": "/j", "proto": "tcp", "family": "ipv4"}
+    first = scrape(reg)
+    assert value(first, "ceemsnet_net_egress_bytes_total", **lab) == 100
+    assert value(first, "ceemsnet_scrape_collector_success", collector="net") == 1
+    assert value(first, "ceemsnet_hook_info", subsystem="net", function="tcp_sendmsg", hook="fexit",
+                 object="net-fexit-7.0-x86.bpf.o") == 1
+    assert value(first, "ceemsnet_build_info", version="t", libbpf="1.1", kernel="k") == 1
+    second = scrape(reg)  # the map read fails: counts already seen are not lost
+    assert value(second, "ceemsnet_scrape_collector_success", collector="net") == 0
+    assert value(second, "ceemsnet_net_egress_bytes_total", **lab) == 100
+    third = scrape(reg)
+    assert value(third, "ceemsnet_scrape_collector_success", collector="net") == 1
+    assert value(third, "ceemsnet_net_egress_bytes_total", **lab) == 300
+
+
+@pytest.mark.parametrize("addr,want", [
+    (":9977", ("0.0.0.0", 9977)), ("127.0.0.1:1", ("127.0.0.1", 1)), ("[::1]:9977", ("::1", 9977)),
+    ("localhost:80", ("localhost", 80)),
+])
+def test_listen_address(addr, want):
+    assert parse_listen_address(addr) == want
+
+
+@pytest.mark.parametrize("bad", ["", "9977", "host:", "host:0", "host:70000", "::1:9977", "h:p"])
+def test_listen_address_rejects(bad):
+    with pytest.raises(CeemsnetError):
+        parse_listen_address(bad)

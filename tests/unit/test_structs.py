@@ -1,0 +1,28 @@
+"""The ctypes mirrors have the C layout, read from each object's own BTF."""
+
+import ctypes
+
+import pytest
+
+from ceemsnet.kernel import KernelBTF
+from ceemsnet.objects import CATALOGUE
+from ceemsnet.structs import NetKey, NetValue
+
+
+def layout(cls):
+    return ctypes.sizeof(cls), [(name, getattr(cls, name).offset) for name, _ in cls._fields_]
+
+
+@pytest.mark.parametrize("obj", [o for o in CATALOGUE if o.subsystem == "net"], ids=lambda o: o.file)
+def test_net_structs_match_c(obj):
+    btf = KernelBTF(obj.path)
+    try:
+        assert btf.struct_layout("net_key") == layout(NetKey)
+        assert btf.struct_layout("net_value") == layout(NetValue)
+    finally:
+        btf.close()
+
+
+def test_key_has_no_implicit_padding():
+    # 8 + 1 + 1 + 1 + 5 explicit: hashing in the kernel sees no stray bytes
+    assert ctypes.sizeof(NetKey) == 16 and ctypes.sizeof(NetValue) == 24
