@@ -1,0 +1,179 @@
+"""Kernel tests: root, a real kernel, real cgroups, real traffic on loopback.
+
+Everything a test creates (cgroups, processes, the exporter) is removed or
+stopped by PID in teardown, also when the test fails.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from ceemsnet.cgroups import find_cgroup2_root
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
+HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="kernel tests need root (BPF load, cgroup creation)")
+        for item in items:
+            if "tests/kernel" in str(item.fspath):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cgroup2_root():
+    try:
+        return find_cgroup2_root()
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"no cgroup2 mount: {e}")
+
+
+class Cgroup:
+    def __init__(self, root, name):
+        self.root = root
+        self.path = os.path.join(root, name)
+        self.rel = "/" + name
+        os.mkdir(self.path)
+        self.id = os.stat(self.path).st_ino
+
+    def add(self, pid):
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def pids(self):
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+
+    def remove(self):
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)  # exited children may take a moment to leave
+        raise RuntimeError(f"cannot remove test cgroup {self.path}: pids {self.pids()}")
+
+
+@pytest.fixture
+def make_cgroup(cgroup2_root):
+    """Factory of fresh cgroups directly below the cgroup2 root; all removed after."""
+    made = []
+
+    def make(prefix="ceemsnet-test"):
+        cg = Cgroup(cgroup2_root, f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        made.append(cg)
+        return cg
+
+    yield make
+    for cg in reversed(made):
+        cg.remove()
+
+
+class Child:
+    """A process started by a test, moved into a cgroup before it does anything."""
+
+    def __init__(self, argv, cgroup):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        cgroup.add(self.proc.pid)
+        assert self.proc.pid in cgroup.pids()
+
+    def go(self, timeout=60):
+        out, err = self.proc.communicate("go\n", timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()  # our own child, by its PID
+            self.proc.wait()
+
+
+@pytest.fixture
+def spawn():
+    children = []
+
+    def start(argv, cgroup):
+        c = Child(argv, cgroup)
+        children.append(c)
+        return c
+
+    yield start
+    for c in children:
+        c.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Exporter:
+    def __init__(self, extra=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
+             "--collectors=net", f"--hook={HOOK}", *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                pytest.fail(f"ceemsnet serve exited with {self.proc.returncode}: {err.strip()}")
+            with contextlib.suppress(OSError):
+                self.scrape_text()
+                return
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail("ceemsnet serve did not answer on /metrics within 60 s")
+
+    def scrape_text(self):
+        with urllib.request.urlopen(self.url, timeout=10) as r:
+            return r.read().decode()
+
+    def samples(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        out = {}
+        for fam in text_string_to_metric_families(self.scrape_text()):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def stop(self):
+        """SIGTERM by PID; returns (exit code, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    e = Exporter()
+    yield e
+    e.stop()
+
+
+def traffic_argv(plan):
+    import json
+    return [sys.executable, TRAFFIC, json.dumps(plan)]
