@@ -147,7 +147,7 @@ def cmd_serve(args) -> int:
             loaded.append(sel.loaded)
             cols.append(NetCollector(sel.loaded, resolver))
         collector = CeemsnetCollector(cols, hooks, build_labels(release))
-        httpd, _ = start_server(args.listen, build_registry(collector))
+        httpd, _ = start_server(args.listen, build_registry(collector), collector)
         log.info("serving /metrics on %s", args.listen)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,10 +15,10 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import make_wsgi_app
+from prometheus_client.exposition import generate_latest, make_wsgi_app
 
 from . import CeemsnetError, __version__
+from .metrics import Family, TextRenderer
 
 log = logging.getLogger("ceemsnet.exporter")
 
@@ -36,6 +36,12 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 
 
 class CeemsnetCollector:
+    """All ceemsnet metrics: build and hook info, then each subsystem collector.
+
+    gather() returns plain Family objects (fast text rendering);
+    collect() is prometheus_client's custom-collector hook over the same data.
+    """
+
     def __init__(self, collectors, hooks, build_labels: dict[str, str]):
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
@@ -47,25 +53,28 @@ class CeemsnetCollector:
         return []
 
     def collect(self):
-        with self._lock:
-            yield from self._collect()
+        for fam in self.gather():
+            yield fam.to_prometheus()
 
-    def _collect(self):
-        b = GaugeMetricFamily("ceemsnet_build_info", "ceemsnet version, libbpf and kernel; always 1",
-                              labels=list(self.build_labels))
-        b.add_metric(list(self.build_labels.values()), 1)
-        yield b
-        h = GaugeMetricFamily("ceemsnet_hook_info",
-                              "1 for each kernel function hooked, with the hook family and BPF object used",
-                              labels=["subsystem", "function", "hook", "object"])
+    def gather(self) -> list[Family]:
+        with self._lock:
+            return self._gather()
+
+    def _gather(self) -> list[Family]:
+        b = Family("ceemsnet_build_info", "ceemsnet version, libbpf and kernel; always 1", "gauge",
+                   tuple(self.build_labels))
+        b.add(tuple(self.build_labels.values()), 1)
+        h = Family("ceemsnet_hook_info",
+                   "1 for each kernel function hooked, with the hook family and BPF object used", "gauge",
+                   ("subsystem", "function", "hook", "object"))
         for hc in self.hooks:
-            h.add_metric([hc.subsystem, hc.function, hc.hook, hc.object], 1)
-        yield h
-        dur = GaugeMetricFamily("ceemsnet_scrape_collector_duration_seconds",
-                                "Time a collector took to read its maps this scrape", labels=["collector"])
-        ok = GaugeMetricFamily("ceemsnet_scrape_collector_success",
-                               "1 if the collector read its maps this scrape, 0 if it served its last values",
-                               labels=["collector"])
+            h.add((hc.subsystem, hc.function, hc.hook, hc.object), 1)
+        out = [b, h]
+        dur = Family("ceemsnet_scrape_collector_duration_seconds",
+                     "Time a collector took to read its maps this scrape", "gauge", ("collector",))
+        ok = Family("ceemsnet_scrape_collector_success",
+                    "1 if the collector read its maps this scrape, 0 if it served its last values", "gauge",
+                    ("collector",))
         for c in self.collectors:
             t0 = time.perf_counter()
             try:
@@ -76,11 +85,11 @@ class CeemsnetCollector:
                 log.error("collector %s failed: %s", c.name, e, exc_info=log.isEnabledFor(logging.DEBUG))
                 fams = self._last.get(c.name, [])
                 success = 0
-            dur.add_metric([c.name], time.perf_counter() - t0)
-            ok.add_metric([c.name], success)
-            yield from fams
-        yield dur
-        yield ok
+            dur.add((c.name,), time.perf_counter() - t0)
+            ok.add((c.name,), success)
+            out += fams
+        out += [dur, ok]
+        return out
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -99,13 +108,27 @@ LANDING = b"""<html><head><title>ceemsnet</title></head><body>
 """
 
 
-def make_app(registry):
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def make_app(registry, collector: CeemsnetCollector | None = None):
+    """/metrics: ceemsnet's families rendered directly in the text format,
+    then the process metrics; OpenMetrics (if asked for) and everything
+    else through prometheus_client."""
     metrics = make_wsgi_app(registry)
+    renderer = TextRenderer()
+    others = CollectorRegistry(auto_describe=False)
+    ProcessCollector(namespace="ceemsnet", registry=others)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return metrics(environ, start_response)
+            accept = environ.get("HTTP_ACCEPT", "")
+            if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
+                return metrics(environ, start_response)
+            body = (renderer.render(collector.gather()) + generate_latest(others).decode()).encode()
+            start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [LANDING]
@@ -121,7 +144,8 @@ def build_registry(collector: CeemsnetCollector) -> CollectorRegistry:
     return reg
 
 
-def start_server(listen: str, registry) -> tuple[WSGIServer, threading.Thread]:
+def start_server(listen: str, registry, collector: CeemsnetCollector | None = None
+                 ) -> tuple[WSGIServer, threading.Thread]:
     host, port = parse_listen_address(listen)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -132,7 +156,7 @@ def start_server(listen: str, registry) -> tuple[WSGIServer, threading.Thread]:
         address_family = family
 
     try:
-        httpd = make_server(host, port, make_app(registry), server_class=Server, handler_class=_QuietHandler)
+        httpd = make_server(host, port, make_app(registry, collector), server_class=Server, handler_class=_QuietHandler)
     except OSError as e:
         raise CeemsnetError(f"cannot listen on {listen}: {e.strerror}") from None
     t = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)

@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily
-
+from ..metrics import Family
 from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_drops, decode_net
 
-LABELS = ["cgroup", "proto", "family"]
+LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
            ("calls", "calls that returned success"),
            ("errors", "calls that returned an error"))
 
 
-def net_families(stats: dict, paths: dict[int, str]) -> list[CounterMetricFamily]:
+def net_families(stats: dict, paths: dict[int, str]) -> list[Family]:
     """Metric families from decoded net_stats and an id -> path map (pure).
 
     Ids that map to the same path (a cgroup removed and created again under
     the same name) are summed, so a series never appears twice.
     """
-    totals: dict[tuple[str, str, str, str], list[int]] = {}
+    # (cgroup, proto, family) -> [egress bytes, calls, errors, ingress bytes, calls, errors]
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    protos, fams = NET_PROTO, NET_FAMILY
     for (cid, proto, fam, d), vals in stats.items():
-        key = (NET_DIR.get(d, "?"), paths[cid], NET_PROTO.get(proto, str(proto)),
-               NET_FAMILY.get(fam, str(fam)))
-        acc = totals.setdefault(key, [0, 0, 0])
-        for i in range(3):
-            acc[i] += vals[i]
+        key = (paths[cid], protos.get(proto) or str(proto), fams.get(fam) or str(fam))
+        acc = totals.get(key)
+        if acc is None:
+            acc = totals[key] = [0, 0, 0, 0, 0, 0]
+        base = 3 * d
+        acc[base] += vals[0]
+        acc[base + 1] += vals[1]
+        acc[base + 2] += vals[2]
+    ordered = sorted(totals.items())
     out = []
-    for direction, verb in (("egress", "sent"), ("ingress", "received")):
+    for d, direction in sorted(NET_DIR.items()):
+        verb = "sent" if direction == "egress" else "received"
         for i, (field, doc) in enumerate(_FIELDS):
-            m = CounterMetricFamily(f"ceemsnet_net_{direction}_{field}",
-                                    f"TCP/UDP {doc} by sockets {verb} through, per cgroup of the calling task",
-                                    labels=LABELS)
-            for (d, cgroup, proto, fam), vals in sorted(totals.items()):
-                if d == direction:
-                    m.add_metric([cgroup, proto, fam], vals[i])
-            out.append(m)
+            col = 3 * d + i
+            f = Family(f"ceemsnet_net_{direction}_{field}",
+                       f"TCP/UDP {doc} by sockets {verb} through, per cgroup of the calling task",
+                       "counter", LABELS)
+            f.rows = [(k, v[col]) for k, v in ordered if v[3 * d + 1] or v[3 * d + 2] or v[3 * d]]
+            out.append(f)
     return out
 
 
@@ -49,7 +54,7 @@ class NetCollector:
         self.stats_map = loaded.maps["net_stats"]
         self.drops_map = loaded.maps.get("net_drops")
 
-    def collect(self) -> list:
+    def collect(self) -> list[Family]:
         keys, values, n = self.stats_map.read_all()
         stats = decode_net(keys, values, n, self.stats_map.ncpus)
         paths = self.resolver.resolve({k[0] for k in stats})
@@ -57,11 +62,10 @@ class NetCollector:
         if self.drops_map is not None:
             _, dv, dn = self.drops_map.read_all()
             drops = decode_drops(dv, dn, self.drops_map.ncpus)
-            m = CounterMetricFamily("ceemsnet_map_update_failures",
-                                    "Events a BPF program could not count because a map was full",
-                                    labels=["map"])
-            m.add_metric(["net_stats"], drops.get("stats_full", 0))
+            m = Family("ceemsnet_map_update_failures",
+                       "Events a BPF program could not count because a map was full", "counter", ("map",))
+            m.add(("net_stats",), drops.get("stats_full", 0))
             if self.loaded.plan.family == "kretprobe":
-                m.add_metric(["net_stash"], drops.get("stash_full", 0))
+                m.add(("net_stash",), drops.get("stash_full", 0))
             fams.append(m)
         return fams

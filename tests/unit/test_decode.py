@@ -34,7 +34,7 @@ class _Coll:
         self.fams = fams
 
     def collect(self):
-        return self.fams
+        return [f.to_prometheus() for f in self.fams]
 
 
 def test_families_merge_ids_with_one_path_and_label_exactly():

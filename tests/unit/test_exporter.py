@@ -1,11 +1,11 @@
 """The exporter's own behaviour, with stand-in collectors (unit tests only)."""
 
 import pytest
-from prometheus_client.core import CounterMetricFamily
 
 from ceemsnet import CeemsnetError
 from ceemsnet.choice import HookChoice
 from ceemsnet.exporter import CeemsnetCollector, build_registry, parse_listen_address
+from ceemsnet.metrics import Family
 
 
 class Flaky:
@@ -18,8 +18,8 @@ class Flaky:
         self.calls += 1
         if self.calls == 2:
             raise OSError(5, "map read failed")
-        m = CounterMetricFamily("ceemsnet_net_egress_bytes", "x", labels=["cgroup", "proto", "family"])
-        m.add_metric(["/j", "tcp", "ipv4"], 100 * self.calls)
+        m = Family("ceemsnet_net_egress_bytes", "x", "counter", ("cgroup", "proto", "family"))
+        m.add(("/j", "tcp", "ipv4"), 100 * self.calls)
         return [m]
 
 
