@@ -149,7 +149,7 @@ def plan_family(subsystem: str, family: str, kver: Version, arch: str,
     chosen = _version_era(objs, kver)
     if sigs is not None and len(objs) > 1:
         # Version numbers lie on backport kernels (RHEL, this very 6.18 with
-        # 7.0's recvmsg): let BTF pick the era when another object matches more.
+        # 7.1's recvmsg): let BTF pick the era when another object matches more.
         best = max(objs, key=lambda o: (_score(o, sigs, kver), o is chosen))
         if best is not chosen and _score(best, sigs, kver) > _score(chosen, sigs, kver):
             plan.notes.append(

@@ -131,8 +131,8 @@ def _net_tracepoint() -> tuple[Hook, ...]:
 V = Version
 CATALOGUE: tuple[BpfObject, ...] = (
     BpfObject("net-fexit-5.5-x86.bpf.o", "net", "fexit", ("x86_64",), V("5.5"), V("5.19"), _net_fexit(1)),
-    BpfObject("net-fexit-5.19-x86.bpf.o", "net", "fexit", ("x86_64",), V("5.19"), V("7.0"), _net_fexit(2)),
-    BpfObject("net-fexit-7.0-x86.bpf.o", "net", "fexit", ("x86_64",), V("7.0"), None, _net_fexit(3)),
+    BpfObject("net-fexit-5.19-x86.bpf.o", "net", "fexit", ("x86_64",), V("5.19"), V("7.1"), _net_fexit(2)),
+    BpfObject("net-fexit-7.1-x86.bpf.o", "net", "fexit", ("x86_64",), V("7.1"), None, _net_fexit(3)),
     BpfObject("net-kretprobe-4.18-x86.bpf.o", "net", "kretprobe", ("x86_64",), V("4.18"), V("5.19"),
               _net_kretprobe(1)),
     BpfObject("net-kretprobe-5.19-x86.bpf.o", "net", "kretprobe", ("x86_64",), V("5.19"), None,

@@ -11,7 +11,7 @@
  *   1: (sk, msg, len, nonblock, flags, addr_len)  before 5.19
  *   2: (sk, msg, len, flags, addr_len)            5.19: commit ec095263a965
  *                                                 "net: remove noblock parameter from recvmsg() entities"
- *   3: (sk, msg, len, flags)                      7.0: commit 8341c989ac77
+ *   3: (sk, msg, len, flags)                      7.1: commit 8341c989ac77
  *                                                 "net: remove addr_len argument of recvmsg() handlers"
  */
 #include "vmlinux.h"

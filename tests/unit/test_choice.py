@@ -34,8 +34,12 @@ CASES = [
     ("6.12.117+deb12-amd64", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
     ("6.18.44-fc-v769", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
     ("6.18.44-fc-v769", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
-    ("7.0.0-31-generic", "x86_64", "fexit", "net-fexit-7.0-x86.bpf.o", False),
+    # 7.0 still has addr_len; 7.1 dropped it (commit 8341c989ac77, net-next after v7.0-rc3)
+    ("7.0.0-31-generic", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
     ("7.0.0-31-generic", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("7.1.2", "x86_64", "fexit", "net-fexit-7.1-x86.bpf.o", False),
+    ("7.1.2", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("7.1.2", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
 ]
 
 
@@ -101,9 +105,9 @@ class FakeBTF:
 
 
 def test_btf_overrides_version_era_on_backport_kernels():
-    # This development host: 6.18 by version, but recvmsg lost addr_len as in 7.0.
+    # This development host: 6.18 by version, but recvmsg lost addr_len as in 7.1.
     plan = plan_family("net", "fexit", parse_kernel_version("6.18.44-fc-v769"), "x86_64", FakeBTF(3))
-    assert plan.obj.file == "net-fexit-7.0-x86.bpf.o"
+    assert plan.obj.file == "net-fexit-7.1-x86.bpf.o"
     assert any("backported" in n for n in plan.notes)
     assert all(h.status == "ok" for h in plan.hooks if "sendpage" not in h.function)
 
@@ -121,8 +125,8 @@ def test_kretprobe_era_by_flags_position():
     assert plan.obj.file == "net-kretprobe-5.19-x86.bpf.o"
     plan = plan_family("net", "kretprobe", k, "x86_64", FakeBTF(1, sendpage=True))
     assert plan.obj.file == "net-kretprobe-4.18-x86.bpf.o"
-    # 7.0's 4-argument recvmsg keeps flags 4th: the 5.19 kretprobe object serves it
-    plan = plan_family("net", "kretprobe", parse_kernel_version("7.0.0"), "x86_64", FakeBTF(3))
+    # 7.1's 4-argument recvmsg keeps flags 4th: the 5.19 kretprobe object serves it
+    plan = plan_family("net", "kretprobe", parse_kernel_version("7.1.0"), "x86_64", FakeBTF(3))
     assert plan.obj.file == "net-kretprobe-5.19-x86.bpf.o"
     assert all(h.status == "ok" for h in plan.hooks if "sendpage" not in h.function)
 

@@ -33,14 +33,14 @@ def value(samples, name, **labels):
 
 
 def test_failed_scrape_serves_last_values_and_reports_failure():
-    hooks = [HookChoice("net", "tcp_sendmsg", "fexit", "net-fexit-7.0-x86.bpf.o", "ok", "")]
+    hooks = [HookChoice("net", "tcp_sendmsg", "fexit", "net-fexit-7.1-x86.bpf.o", "ok", "")]
     reg = build_registry(CeemsnetCollector([Flaky()], hooks, {"version": "t", "libbpf": "1.1", "kernel": "k"}))
     lab = {"cgroup": "/j", "proto": "tcp", "family": "ipv4"}
     first = scrape(reg)
     assert value(first, "ceemsnet_net_egress_bytes_total", **lab) == 100
     assert value(first, "ceemsnet_scrape_collector_success", collector="net") == 1
     assert value(first, "ceemsnet_hook_info", subsystem="net", function="tcp_sendmsg", hook="fexit",
-                 object="net-fexit-7.0-x86.bpf.o") == 1
+                 object="net-fexit-7.1-x86.bpf.o") == 1
     assert value(first, "ceemsnet_build_info", version="t", libbpf="1.1", kernel="k") == 1
     second = scrape(reg)  # the map read fails: counts already seen are not lost
     assert value(second, "ceemsnet_scrape_collector_success", collector="net") == 0
