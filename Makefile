@@ -18,10 +18,11 @@ ARGS      ?=
 
 # --- BPF objects -------------------------------------------------------
 # Built with Debian's clang-19 and committed under bpf/objs/, so users need
-# no compiler. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
+# no compiler. -ffile-prefix-map keeps the checkout's absolute path out of
+# .BTF.ext line info, so any clone rebuilds identical bytes. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
 CLANG     ?= clang-19
 STRIP     ?= llvm-strip-19
-BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf/include -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -ffile-prefix-map=$(CURDIR)=. -Ibpf/include -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 OBJDIR    := bpf/objs
 
 NET_OBJS := \
@@ -52,6 +53,7 @@ objs: $(OBJS)
 define net_rule
 $(OBJDIR)/net-$(1)-$(2)$(if $(3),-$(3)).bpf.o: $(NET_SRC) Makefile
 	@echo "  BPF  $$@"
+	$(Q)mkdir -p $$(@D)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(if $(3),$(3),x86) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
 		-DRECVMSG_ERA=$(era_$(2)) -Ibpf/net -c bpf/net/net.bpf.c -o $$@
 	$(Q)$(STRIP) -g $$@
