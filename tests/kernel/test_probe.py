@@ -1,0 +1,63 @@
+"""`ceemsnet probe` on the running kernel, and forced hook families."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, Exporter
+
+FAMILIES = ("fexit", "kretprobe", "tracepoint")
+
+
+def cli(*args, timeout=120):
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def report():
+    rc, out, err = cli("probe", "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def test_probe_checks_btf_and_picks_one_family(report):
+    assert report["btf_checked"] is True and report["kernel"] == os.uname().release
+    net = report["subsystems"]["net"]
+    assert net["family"] in FAMILIES
+    ok = [h for h in report["hooks"] if h["status"] == "ok"]
+    assert ok and all(h["hook"] == net["family"] and h["object"] == net["object"] for h in ok)
+    # every family better than the chosen one says why it was not used
+    for fam in FAMILIES[:FAMILIES.index(net["family"])]:
+        if fam in net["refused"]:
+            assert net["refused"][fam]
+    for h in report["hooks"]:
+        assert h["reason"], h
+
+
+def test_serve_attaches_what_probe_planned(report):
+    e = Exporter()
+    try:
+        samples = e.samples()
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    attached = {dict(k[1])["function"]: dict(k[1]) for k in samples if k[0] == "ceemsnet_hook_info"}
+    planned = {h["function"]: h for h in report["hooks"] if h["status"] == "ok"}
+    assert set(attached) == set(planned)
+    for fn, h in planned.items():
+        assert (attached[fn]["hook"], attached[fn]["object"]) == (h["hook"], h["object"])
+
+
+def test_forced_family_the_kernel_refuses_is_an_error(report):
+    refused = [f for f in report["subsystems"]["net"]["refused"] if f in FAMILIES]
+    if not refused:
+        pytest.skip("this kernel accepts every hook family: nothing to refuse")
+    fam = refused[0]
+    rc, out, err = cli("serve", "--web.listen-address=127.0.0.1:1", f"--hook={fam}", timeout=60)
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"ceemsnet: error: --hook={fam} cannot be used")
