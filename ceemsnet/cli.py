@@ -37,6 +37,17 @@ def _positive(text: str) -> int:
     return v
 
 
+def _maxactive(text: str) -> int:
+    from .kprobes import MAXACTIVE_MAX
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= v <= MAXACTIVE_MAX:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ceemsnet", description=(
         "Per-cgroup (per-job) network and filesystem IO accounting with eBPF. "
@@ -61,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--net.map-entries", dest="net_map_entries", type=_positive, default=65536, metavar="N",
                    help="capacity of the net counters map in keys (a cgroup uses up to 8); "
                         "entries are allocated on use (default 65536)")
+    s.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
+                   help="kretprobe family: how many calls of one function may be in flight before returns "
+                        "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
+                        "threads a node has blocked in recv() at once; 1-4096, 0 = kernel default "
+                        "(max(10, 2 x CPUs)); default 1024")
     s.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
 
@@ -126,7 +142,8 @@ def cmd_serve(args) -> int:
     try:
         for name in collectors:
             sel = select_and_load(name, kver, arch, btf, forced=args.hook,
-                                  map_entries={"net_stats": args.net_map_entries})
+                                  map_entries={"net_stats": args.net_map_entries},
+                                  maxactive=args.maxactive or None)
             if sel.loaded is None:
                 why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
                 raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")

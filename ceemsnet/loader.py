@@ -120,8 +120,14 @@ class BpfMap:
 class LoadedObject:
     plan: FamilyPlan
     _obj: int
-    links: dict[str, int] = field(default_factory=dict)
+    links: dict[str, object] = field(default_factory=dict)  # program -> libbpf link or KretprobeEvent
     maps: dict[str, BpfMap] = field(default_factory=dict)
+    maxactive: int | None = None  # kretprobes: instances per function (None: kernel default)
+
+    def kretprobe_missed(self) -> dict[str, int]:
+        """{function: returns missed} of return probes attached with a maxactive."""
+        from .kprobes import KretprobeEvent, missed
+        return missed([v for v in self.links.values() if isinstance(v, KretprobeEvent)])
 
     @property
     def file(self) -> str:
@@ -131,7 +137,7 @@ class LoadedObject:
         """Detach every link, then free the object (maps go with the last fd)."""
         lb = libbpf.lib()
         for name, link in list(self.links.items()):
-            lb.bpf_link__destroy(link)
+            _destroy(lb, link)
             del self.links[name]
         if self._obj:
             lb.bpf_object__close(self._obj)
@@ -142,6 +148,13 @@ class LoadedObject:
             self.close()
         except Exception:
             pass
+
+
+def _destroy(lb, link) -> None:
+    if isinstance(link, int):
+        lb.bpf_link__destroy(link)
+    else:
+        link.close()
 
 
 class LoadRefused(Exception):
@@ -159,13 +172,15 @@ def _explain_errno(err: int, family: str) -> str:
 
 
 def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
-                rodata: dict[str, bytes] | None = None) -> LoadedObject:
+                rodata: dict[str, bytes] | None = None, maxactive: int | None = None) -> LoadedObject:
     """Open plan.obj, autoload only the planned programs, load, attach.
 
     Programs whose attach fails are detached from the plan (their hooks turn
     "skipped" with the reason); only when nothing attaches is the family
     refused. rodata: {section name: bytes} written over `.rodata` before load
-    (const volatile settings); map_entries: {map name: max_entries}.
+    (const volatile settings); map_entries: {map name: max_entries};
+    maxactive: kretprobe programs are attached through bcc with this many
+    instances per function (see ceemsnet/kprobes.py), else libbpf's default.
     """
     if plan.obj is None:
         raise LoadRefused(plan.refused or "nothing planned")
@@ -206,8 +221,26 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
                 raise LoadRefused(f"loading {plan.obj.file} failed: {_explain_errno(err, plan.family)}"
                                   + (f" ({detail})" if detail and err != errno.EPERM else ""))
             failed: dict[str, str] = {}
-            for name in sorted(wanted):
+            bcc = None
+            if maxactive and plan.family == "kretprobe":
+                from .kprobes import libbcc, tracefs
+                if tracefs() is None:  # no kprobe_events: no kprobes at all, or tracefs not mounted
+                    log.debug("no tracefs kprobe_events: kretprobes attach with the kernel's default maxactive")
+                else:
+                    bcc = libbcc()
+                    if bcc is not None:
+                        loaded.maxactive = maxactive
+            # entry probes first: a return probe without its entry would only miss
+            for name in sorted(wanted, key=lambda n: (n.startswith("kretprobe_"), n)):
                 p = lb.bpf_object__find_program_by_name(obj, name.encode())
+                if bcc is not None and name.startswith("kretprobe_"):
+                    from .kprobes import KretprobeEvent
+                    try:
+                        loaded.links[name] = KretprobeEvent(bcc, lb.bpf_program__fd(p),
+                                                            name[len("kretprobe_"):], maxactive)
+                    except OSError as e:
+                        failed[name] = _attach_error(e.errno, plan.family)
+                    continue
                 link = lb.bpf_program__attach(p)
                 if not link:
                     err = ctypes.get_errno() or errno.EINVAL
@@ -220,7 +253,7 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
             # failed would only fill the stash. Release what is left unused.
             still = set(plan.programs())
             for name in [n for n in loaded.links if n not in still]:
-                lb.bpf_link__destroy(loaded.links.pop(name))
+                _destroy(lb, loaded.links.pop(name))
             if not loaded.links:
                 raise LoadRefused(f"no program of {plan.obj.file} could attach: "
                                   + "; ".join(sorted(set(failed.values()))))
@@ -268,7 +301,8 @@ class Selection:
 
 
 def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
-                    map_entries: dict[str, int] | None = None, keep: bool = True) -> Selection:
+                    map_entries: dict[str, int] | None = None, keep: bool = True,
+                    maxactive: int | None = None) -> Selection:
     """Plan each family best first and keep the first the kernel accepts.
 
     forced: a family name; then only that one is tried and its refusal is
@@ -283,7 +317,7 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             sel.refusals[family] = plan.refused
             continue
         try:
-            loaded = load_object(plan, map_entries)
+            loaded = load_object(plan, map_entries, maxactive=maxactive)
         except LoadRefused as e:
             sel.refusals[family] = str(e)
             plan.refused = str(e)

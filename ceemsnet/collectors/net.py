@@ -68,4 +68,13 @@ class NetCollector:
             if self.loaded.plan.family == "kretprobe":
                 m.add(("net_stash",), drops.get("stash_full", 0))
             fams.append(m)
+        if self.loaded.plan.family == "kretprobe":
+            missed = self.loaded.kretprobe_missed()
+            if missed or self.loaded.maxactive:
+                k = Family("ceemsnet_kretprobe_missed",
+                           "Returns of hooked functions not seen because more calls were in flight than "
+                           "--kretprobe.maxactive allows: their bytes are not counted", "counter", ("function",))
+                for fn, n in sorted(missed.items()):
+                    k.add((fn,), n)
+                fams.append(k)
         return fams
