@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel objs check-objs bench clean
+.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs bench clean
 
 ifeq ($(V),1)
 Q :=
@@ -89,9 +89,28 @@ serve: setup
 # --- tests ---------------------------------------------------------------
 PYTEST := $(VENV)/bin/pytest
 
-# tests/unit/test_objs_rebuild.py rebuilds bpf/objs and compares (as check-objs does).
+# Everything: unit tests once on the host (test_objs_rebuild.py rebuilds
+# bpf/objs and compares), kernel tests on the host, then the kernel tests in
+# VMs booting Debian's 6.1 and 6.12 kernels, once per hook family.
 test: setup
+	$(Q)echo "== [host] unit and kernel tests ($$(uname -r))"
 	$(Q)$(PYTEST) tests/unit tests/kernel -ra
+	$(Q)$(MAKE) --no-print-directory test-vm
+
+# tests/kernel inside VMs: $(VM_KERNELS) x $(VM_HOOKS), about a minute each
+# under software emulation. A failing run does not stop the others.
+VM_KERNELS ?= 6.1 6.12
+VM_HOOKS   ?= fexit kretprobe
+VM_PYTEST  := env PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cacheprovider tests/kernel -ra
+
+test-vm: setup
+	$(Q)fail=0; n=0; total=$$(( $(words $(VM_KERNELS)) * $(words $(VM_HOOKS)) )); \
+	for k in $(VM_KERNELS); do for h in $(VM_HOOKS); do n=$$((n+1)); \
+		echo "== [vm $$n/$$total] Debian $$k kernel, --hook=$$h (booting under emulation, about a minute)"; \
+		start=$$(date +%s); \
+		tests/vm/run.sh $$k env CEEMSNET_TEST_HOOK=$$h $(VM_PYTEST) || { fail=1; echo "== [vm $$n/$$total] FAILED: $$k --hook=$$h"; }; \
+		echo "== [vm $$n/$$total] done in $$(( $$(date +%s) - start )) s"; \
+	done; done; exit $$fail
 
 test-unit: setup
 	$(Q)$(PYTEST) tests/unit -ra
