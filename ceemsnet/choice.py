@@ -156,14 +156,21 @@ def plan_family(subsystem: str, family: str, kver: Version, arch: str,
                 f"kernel {kver} is in the era of {chosen.file}, but its BTF matches {best.file} "
                 f"(a backported signature change): using {best.file}")
             chosen = best
-    plan.obj = chosen
-    for hook in chosen.hooks:
+    planned = plan_object(chosen, kver, sigs)
+    planned.notes = plan.notes + planned.notes
+    return planned
+
+
+def plan_object(obj: BpfObject, kver: Version, sigs: Signatures | None) -> FamilyPlan:
+    """Plan one given object: each hook ok only if this kernel's prototype fits it."""
+    plan = FamilyPlan(obj.subsystem, obj.family, obj)
+    for hook in obj.hooks:
         ok, reason = _check_hook(hook, sigs, kver)
-        plan.hooks.append(HookChoice(subsystem, hook.function, family if ok else "none",
-                                     chosen.file, "ok" if ok else "skipped", reason,
+        plan.hooks.append(HookChoice(obj.subsystem, hook.function, obj.family if ok else "none",
+                                     obj.file, "ok" if ok else "skipped", reason,
                                      hook.programs if ok else ()))
     if not plan.usable:
-        plan.refused = f"no function of {subsystem} can be hooked with {chosen.file}"
+        plan.refused = f"no function of {obj.subsystem} can be hooked with {obj.file}"
     return plan
 
 
