@@ -36,8 +36,14 @@ find_kimg() {
     return 1
 }
 if ! kimg=$(find_kimg); then
-    pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [ -n "$pkg" ] || die "cannot resolve $meta to a kernel image package (run apt-get update)"
+    resolve() { apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+    pkg=$(resolve)
+    if [ -z "$pkg" ]; then
+        echo "tests/vm/run.sh: $meta unknown to apt, running apt-get update once" >&2
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(resolve)
+    fi
+    [ -n "$pkg" ] || die "cannot resolve $meta to a kernel image package (is Debian's package index reachable?)"
     echo "tests/vm/run.sh: fetching $pkg (once; cached in tests/vm/cache)" >&2
     mkdir -p "$cache"
     tmp=$(mktemp -d "$cache/.dl.XXXXXX")
