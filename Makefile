@@ -35,8 +35,23 @@ NET_OBJS := \
 	$(OBJDIR)/net-kretprobe-5.19-arm64.bpf.o \
 	$(OBJDIR)/net-tracepoint-6.3.bpf.o
 
-OBJS := $(NET_OBJS)
-NET_SRC := bpf/net/net.bpf.c bpf/net/net.h bpf/include/ceemsnet.h bpf/include/arch.h bpf/include/vmlinux.h
+VFS_OBJS := \
+	$(OBJDIR)/vfs-fexit-5.5-x86.bpf.o \
+	$(OBJDIR)/vfs-fexit-5.12-x86.bpf.o \
+	$(OBJDIR)/vfs-fexit-6.3-x86.bpf.o \
+	$(OBJDIR)/vfs-fexit-6.15-x86.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-4.18-x86.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-5.12-x86.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-6.15-x86.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-4.18-arm64.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-5.12-arm64.bpf.o \
+	$(OBJDIR)/vfs-kretprobe-6.15-arm64.bpf.o \
+	$(OBJDIR)/vfs-tracepoint-5.5-x86.bpf.o
+
+OBJS := $(NET_OBJS) $(VFS_OBJS)
+COMMON_SRC := bpf/include/ceemsnet.h bpf/include/arch.h bpf/include/vmlinux.h
+NET_SRC := bpf/net/net.bpf.c bpf/net/net.h $(COMMON_SRC)
+VFS_SRC := bpf/vfs/vfs.bpf.c bpf/vfs/vfs.h $(COMMON_SRC)
 
 # era (first kernel) -> RECVMSG_ERA, see bpf/net/net.bpf.c
 era_5.5  := 1
@@ -44,6 +59,12 @@ era_4.18 := 1
 era_5.19 := 2
 era_7.1  := 3
 era_6.3  := 0
+# era (first kernel) -> VFS_ERA, see bpf/vfs/vfs.bpf.c
+vfs_era_4.18 := 1
+vfs_era_5.5  := 1
+vfs_era_5.12 := 2
+vfs_era_6.3  := 3
+vfs_era_6.15 := 4
 arch_x86   := x86
 arch_arm64 := arm64
 
@@ -66,6 +87,19 @@ $(eval $(call net_rule,kretprobe,5.19,x86))
 $(eval $(call net_rule,kretprobe,4.18,arm64))
 $(eval $(call net_rule,kretprobe,5.19,arm64))
 $(eval $(call net_rule,tracepoint,6.3,))
+
+# $(call vfs_rule,family,era,arch): one object of the vfs source.
+define vfs_rule
+$(OBJDIR)/vfs-$(1)-$(2)-$(3).bpf.o: $(VFS_SRC) Makefile
+	@echo "  BPF  $$@"
+	$(Q)mkdir -p $$(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(3) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
+		-DVFS_ERA=$(vfs_era_$(2)) -Ibpf/vfs -c bpf/vfs/vfs.bpf.c -o $$@
+	$(Q)$(STRIP) -g $$@
+endef
+$(foreach e,5.5 5.12 6.3 6.15,$(eval $(call vfs_rule,fexit,$(e),x86)))
+$(foreach a,x86 arm64,$(foreach e,4.18 5.12 6.15,$(eval $(call vfs_rule,kretprobe,$(e),$(a)))))
+$(eval $(call vfs_rule,tracepoint,5.5,x86))
 
 # Rebuild every object into a scratch folder and compare with the committed ones.
 check-objs:

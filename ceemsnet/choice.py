@@ -17,7 +17,7 @@ from packaging.version import Version
 from . import CeemsnetError
 from .kernel import Signature, compare_signature
 from .objects import (CATALOGUE, FAMILIES, FAMILY_RULES, MIN_REASON, SUPPORTED_MIN,
-                      BpfObject, Hook, objects_for)
+                      BpfObject, Hook, family_rule, objects_for)
 
 
 class Signatures(Protocol):
@@ -73,7 +73,7 @@ def check_supported(kver: Version) -> None:
         raise CeemsnetError(f"kernel {kver} is not supported: {MIN_REASON}")
 
 
-def family_order(arch: str, forced: str | None = None) -> list[str]:
+def family_order(arch: str, forced: str | None = None, subsystem: str = "net") -> list[str]:
     """Families to try, best first: fexit -> kretprobe -> tracepoint."""
     if forced and forced != "auto":
         if forced not in FAMILIES:
@@ -81,7 +81,7 @@ def family_order(arch: str, forced: str | None = None) -> list[str]:
         return [forced]
     if arch == "any":  # every family, so a report can say why one does not apply
         return list(FAMILIES)
-    return [f for f in FAMILIES if arch in FAMILY_RULES[f].arches]
+    return [f for f in FAMILIES if arch in family_rule(subsystem, f).arches]
 
 
 def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str]:
@@ -107,8 +107,7 @@ def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[boo
         why = compare_signature(hook.expects, tp, hook.reads)
         if why:
             return False, f"tracepoint {hook.tracepoint} {why}"
-        return True, (f"counted at tracepoint sock:{hook.tracepoint} (net/socket.c), "
-                      f"which every {'send' if 'send' in hook.tracepoint else 'receive'} on a socket passes")
+        return True, hook.note or f"counted at tracepoint {hook.tracepoint}"
     why = compare_signature(hook.expects, actual, hook.reads)
     if why:
         return False, f"BTF signature mismatch: {fn} {why}"
@@ -131,7 +130,7 @@ def plan_family(subsystem: str, family: str, kver: Version, arch: str,
                 sigs: Signatures | None) -> FamilyPlan:
     """Plan one hook family for one subsystem on one kernel."""
     from .objects import SUBSYSTEMS
-    rule = FAMILY_RULES[family]
+    rule = family_rule(subsystem, family)
     plan = FamilyPlan(subsystem, family, None)
 
     def refuse(reason: str) -> FamilyPlan:

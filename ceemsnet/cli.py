@@ -15,8 +15,8 @@ from . import CeemsnetError, __version__
 
 log = logging.getLogger("ceemsnet")
 
-AVAILABLE_COLLECTORS = ("net",)
-PLANNED_COLLECTORS = {"vfs": "filesystem IO (issue 4)", "skb": "cgroup_skb backend (issue 5)"}
+AVAILABLE_COLLECTORS = ("net", "vfs")
+PLANNED_COLLECTORS = {"skb": "cgroup_skb backend (issue 5)"}
 DEFAULT_LISTEN = ":9977"
 
 
@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--net.map-entries", dest="net_map_entries", type=_positive, default=65536, metavar="N",
                    help="capacity of the net counters map in keys (a cgroup uses up to 8); "
                         "entries are allocated on use (default 65536)")
+    s.add_argument("--vfs.map-entries", dest="vfs_map_entries", type=_positive, default=65536, metavar="N",
+                   help="capacity of the vfs counters map in keys (a cgroup uses up to 7 per file system "
+                        "it touches); entries are allocated on use (default 65536)")
+    s.add_argument("--vfs.fstypes", dest="vfs_fstypes", default="storage", metavar="LIST",
+                   help="file system types the vfs collector reports: storage (default: all but pseudo "
+                        "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
+                        "lustre,...); 'storage,-tmpfs' removes one")
     s.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
                    help="kretprobe family: how many calls of one function may be in flight before returns "
                         "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
@@ -127,6 +134,8 @@ def _running_kernel():
 def cmd_serve(args) -> int:
     from .cgroups import CgroupResolver, find_cgroup2_root
     from .collectors.net import NetCollector
+    from .collectors.vfs import VfsCollector
+    from .fstypes import parse_fstypes
     from .exporter import CeemsnetCollector, build_labels, build_registry, start_server
     from .exporter import parse_listen_address
     from .kernel import KernelBTF
@@ -134,6 +143,7 @@ def cmd_serve(args) -> int:
 
     collectors = _collectors(args.collectors)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
+    counted_fs = parse_fstypes(args.vfs_fstypes)
     _require_root("ceemsnet serve")
     release, kver, arch = _running_kernel()
     btf = KernelBTF()
@@ -142,7 +152,8 @@ def cmd_serve(args) -> int:
     try:
         for name in collectors:
             sel = select_and_load(name, kver, arch, btf, forced=args.hook,
-                                  map_entries={"net_stats": args.net_map_entries},
+                                  map_entries={"net_stats": args.net_map_entries,
+                                               "vfs_stats": args.vfs_map_entries},
                                   maxactive=args.maxactive or None)
             if sel.loaded is None:
                 why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
@@ -162,7 +173,8 @@ def cmd_serve(args) -> int:
                         else logging.WARNING
                     log.log(level, "%s: %s not hooked: %s", name, h.function, h.reason)
             loaded.append(sel.loaded)
-            cols.append(NetCollector(sel.loaded, resolver))
+            cols.append(NetCollector(sel.loaded, resolver) if name == "net"
+                        else VfsCollector(sel.loaded, resolver, counted_fs))
         collector = CeemsnetCollector(cols, hooks, build_labels(release))
         httpd, _ = start_server(args.listen, build_registry(collector), collector)
         log.info("serving /metrics on %s", args.listen)
@@ -216,7 +228,7 @@ def probe_report(args) -> dict:
               "subsystems": {}, "hooks": []}
     for sub in SUBSYSTEMS:
         chosen, refused = None, {}
-        for fam in family_order("any", args.hook):
+        for fam in family_order("any", args.hook, sub):
             plan = plan_family(sub, fam, kver, arch, None)
             if plan.usable:
                 chosen = plan

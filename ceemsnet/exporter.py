@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import generate_latest, make_wsgi_app
 
 from . import CeemsnetError, __version__
-from .metrics import Family, TextRenderer
+from .metrics import Family, TextRenderer, merge_families
 
 log = logging.getLogger("ceemsnet.exporter")
 
@@ -89,7 +89,7 @@ class CeemsnetCollector:
             ok.add((c.name,), success)
             out += fams
         out += [dur, ok]
-        return out
+        return merge_families(out)
 
 
 class _QuietHandler(WSGIRequestHandler):

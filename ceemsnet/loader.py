@@ -310,7 +310,7 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
     attaches to find out, then detaches (ceemsnet probe).
     """
     sel = Selection(None, [])
-    for family in family_order(arch, forced):
+    for family in family_order("any", forced):  # plan_family explains families that do not apply
         plan = plan_family(subsystem, family, kver, arch, sigs)
         sel.plans.append(plan)
         if plan.refused:

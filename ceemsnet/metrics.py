@@ -34,6 +34,25 @@ class Family:
         return m
 
 
+def merge_families(families: list[Family]) -> list[Family]:
+    """One family per name: collectors may each add rows to a shared family
+    (ceemsnet_map_update_failures, ...), which must be exposed once."""
+    seen: dict[str, Family] = {}
+    out: list[Family] = []
+    for f in families:
+        first = seen.get(f.name)
+        if first is None:
+            seen[f.name] = f
+            out.append(f)
+        else:
+            if first.labels != f.labels or first.kind != f.kind:
+                raise ValueError(f"family {f.name} defined twice with different labels or type")
+            if first.rows is f.rows:
+                continue
+            first.rows = first.rows + f.rows
+    return out
+
+
 def _escape_label(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 

@@ -40,6 +40,16 @@ FAMILY_RULES = {
     "tracepoint": FamilyRule("tracepoint", ("x86_64", "aarch64"), Version("6.3"),
                              "the sock_send_length/sock_recv_length tracepoints arrived in 6.3"),
 }
+# Where a subsystem's rule differs from the family's.
+SUBSYSTEM_RULES = {
+    ("vfs", "tracepoint"): FamilyRule(
+        "tracepoint", ("x86_64",), Version("5.5"),
+        "tp_btf on the sys_enter/sys_exit raw tracepoints needs 5.5; the object uses x86_64 syscall numbers"),
+}
+
+
+def family_rule(subsystem: str, family: str) -> FamilyRule:
+    return SUBSYSTEM_RULES.get((subsystem, family), FAMILY_RULES[family])
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Hook:
     tracepoint: str | None = None      # served through this raw tracepoint instead
     removed_in: Version | None = None  # function gone from mainline since
     not_served: str = ""               # why the object does not serve it, if programs == ()
+    note: str = ""                     # how a tracepoint-served hook counts, shown when planned ok
 
 
 @dataclass(frozen=True)
@@ -117,15 +128,85 @@ def _net_kretprobe(era: int) -> tuple[Hook, ...]:
 
 
 def _net_tracepoint() -> tuple[Hook, ...]:
-    hooks = [Hook("net", f, ("tp_btf_sock_send_length",), SOCK_TP, tracepoint="sock_send_length")
-             for f in SEND]
-    hooks += [Hook("net", f, ("tp_btf_sock_recv_length",), SOCK_TP, tracepoint="sock_recv_length")
-              for f in RECV_FUNCS]
+    send_note = ("counted at tracepoint sock:sock_send_length (net/socket.c), "
+                 "which every send on a socket passes")
+    recv_note = ("counted at tracepoint sock:sock_recv_length (net/socket.c), "
+                 "which every receive on a socket passes")
+    hooks = [Hook("net", f, ("tp_btf_sock_send_length",), SOCK_TP, tracepoint="sock_send_length",
+                  note=send_note) for f in SEND]
+    hooks += [Hook("net", f, ("tp_btf_sock_recv_length",), SOCK_TP, tracepoint="sock_recv_length",
+                   note=recv_note) for f in RECV_FUNCS]
     hooks += [Hook("net", f, (), removed_in=SENDPAGE_GONE,
                    not_served="sendfile()/splice() to a socket took ->sendpage() before 6.5, which "
                               "bypasses sock_sendmsg() and so the sock_send_length tracepoint")
               for f in ("tcp_sendpage", "udp_sendpage")]
     return tuple(hooks)
+
+
+# ---- vfs ----------------------------------------------------------------
+
+FILE = ("file", "struct file *")
+RW = Signature("ssize_t", (FILE, ("buf", "char *"), ("count", "size_t"), ("pos", "loff_t *")))
+RWV = Signature("ssize_t", (FILE, ("vec", "struct iovec *"), ("vlen", "long unsigned int"), ("pos", "loff_t *"),
+                            ("flags", "rwf_t")))
+OPEN = Signature("int", (("path", "struct path *"), FILE))
+DIR, DENTRY, MODE = ("dir", "struct inode *"), ("dentry", "struct dentry *"), ("mode", "umode_t")
+# The namespace argument: none before 5.12, then user_namespace, then mnt_idmap
+# (6.3, commit abf08576afe3); its name varies (mnt_userns, idmap), its type decides.
+VFS_NS = {1: (), 2: (("", "struct user_namespace *"),), 3: (("", "struct mnt_idmap *"),),
+          4: (("", "struct mnt_idmap *"),)}
+VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
+                 "vfs_unlink", "vfs_mkdir", "vfs_rmdir")
+
+
+def _vfs_sigs(era: int) -> dict[str, Signature]:
+    ns = VFS_NS[era]
+    # 6.15: vfs_mkdir returns the new dentry or an ERR_PTR (commit c54b386969a5)
+    mkdir_ret = "struct dentry *" if era == 4 else "int"
+    return {
+        "vfs_read": RW, "vfs_write": RW, "vfs_readv": RWV, "vfs_writev": RWV, "vfs_open": OPEN,
+        "vfs_create": Signature("int", ns + (DIR, DENTRY, MODE, ("want_excl", "bool"))),
+        "vfs_unlink": Signature("int", ns + (DIR, DENTRY, ("", "struct inode **"))),
+        "vfs_mkdir": Signature(mkdir_ret, ns + (DIR, DENTRY, MODE)),
+        "vfs_rmdir": Signature("int", ns + (DIR, DENTRY)),
+    }
+
+
+def _vfs_fexit(era: int) -> tuple[Hook, ...]:
+    sigs = _vfs_sigs(era)
+    return tuple(Hook("vfs", f, (f"fexit_{f}",), sigs[f]) for f in VFS_FUNCTIONS)
+
+
+def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
+    # the entry probe reads the file (rw), the path (open) or the parent
+    # directory, which follows the namespace argument from 5.12 on
+    sigs = _vfs_sigs(era)
+    dir_at = 0 if era == 1 else 1
+    reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open")}
+    reads.update({f: (dir_at,) for f in ("vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir")})
+    return tuple(Hook("vfs", f, (f"kprobe_{f}", f"kretprobe_{f}"), sigs[f], reads=reads[f])
+                 for f in VFS_FUNCTIONS)
+
+
+SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))
+_SYSCALLS = {
+    "vfs_read": "read, pread64, readv, preadv, preadv2 on regular files",
+    "vfs_write": "write, pwrite64, writev, pwritev, pwritev2 on regular files",
+    "vfs_readv": "readv, preadv, preadv2 (folded into the read counters)",
+    "vfs_writev": "writev, pwritev, pwritev2 (folded into the write counters)",
+    "vfs_open": "open, openat, openat2 (file system from the returned fd)",
+    "vfs_create": "creat, and mknod/mknodat of regular files",
+    "vfs_unlink": "unlink, unlinkat (file system not known: fstype unknown)",
+    "vfs_mkdir": "mkdir, mkdirat (file system not known)",
+    "vfs_rmdir": "rmdir, unlinkat(AT_REMOVEDIR) (file system not known)",
+}
+
+
+def _vfs_tracepoint() -> tuple[Hook, ...]:
+    return tuple(Hook("vfs", f, ("tp_btf_sys_enter", "tp_btf_sys_exit"), SYS_TP, tracepoint="sys_enter",
+                      note=f"counted at the system call boundary (raw tracepoints sys_enter/sys_exit): "
+                           f"{_SYSCALLS[f]}; errors include failed path lookups, io_uring and mmap IO "
+                           f"are not seen") for f in VFS_FUNCTIONS)
 
 
 V = Version
@@ -143,10 +224,20 @@ CATALOGUE: tuple[BpfObject, ...] = (
               _net_kretprobe(2)),
     BpfObject("net-tracepoint-6.3.bpf.o", "net", "tracepoint", ("x86_64", "aarch64"), V("6.3"), None,
               _net_tracepoint()),
+    BpfObject("vfs-fexit-5.5-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("5.5"), V("5.12"), _vfs_fexit(1)),
+    BpfObject("vfs-fexit-5.12-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("5.12"), V("6.3"), _vfs_fexit(2)),
+    BpfObject("vfs-fexit-6.3-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("6.3"), V("6.15"), _vfs_fexit(3)),
+    BpfObject("vfs-fexit-6.15-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("6.15"), None, _vfs_fexit(4)),
+    *(BpfObject(f"vfs-kretprobe-{since}-{short}.bpf.o", "vfs", "kretprobe", (arch,), V(since), until and V(until),
+                _vfs_kretprobe(era))
+      for arch, short in (("x86_64", "x86"), ("aarch64", "arm64"))
+      for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
+    BpfObject("vfs-tracepoint-5.5-x86.bpf.o", "vfs", "tracepoint", ("x86_64",), V("5.5"), None,
+              _vfs_tracepoint()),
 )
 
-SUBSYSTEMS = {"net": NET_FUNCTIONS}
-MAPS = {"net": ("net_stats", "net_drops")}
+SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
+MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops")}
 
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:

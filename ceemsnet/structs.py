@@ -34,6 +34,23 @@ class NetValue(ctypes.Structure):
     ]
 
 
+VFS_OPS = {0: "read", 1: "write", 2: "open", 3: "create", 4: "unlink", 5: "mkdir", 6: "rmdir"}
+
+
+class VfsKey(ctypes.Structure):
+    _fields_ = [
+        ("cgroup_id", ctypes.c_uint64),
+        ("magic", ctypes.c_uint32),
+        ("op", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+VfsValue = NetValue  # same three counters; tests/unit/test_structs.py checks the C struct too
+
+_VFS_KEY = struct.Struct("=QIB3x")
+assert _VFS_KEY.size == ctypes.sizeof(VfsKey)
+
 _NET_KEY = struct.Struct("=QBBB5x")
 assert _NET_KEY.size == ctypes.sizeof(NetKey)
 _NET_VALUE_WORDS = ctypes.sizeof(NetValue) // 8
@@ -70,3 +87,13 @@ def decode_drops(values: bytes, count: int, ncpus: int) -> dict[str, int]:
     """{reason: events} from the per-CPU drops array (keys are 0..count-1)."""
     sums = sum_percpu(values, count, ncpus, 1)
     return {DROP_REASONS.get(i, str(i)): s[0] for i, s in enumerate(sums)}
+
+
+def pack_vfs_key(cgroup_id: int, magic: int, op: int) -> bytes:
+    return _VFS_KEY.pack(cgroup_id, magic, op)
+
+
+def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+    """{(cgroup_id, magic, op): (bytes, calls, errors)} from a vfs_stats read."""
+    sums = sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)
+    return {k: sums[i] for i, k in enumerate(_VFS_KEY.iter_unpack(keys[: count * _VFS_KEY.size]))}

@@ -37,6 +37,30 @@ struct net_value {
 	__u64 errors; /* calls that returned < 0 (EAGAIN on non-blocking sockets included) */
 };
 
+enum vfs_op {
+	VFS_OP_READ = 0,   /* vfs_read, vfs_readv: read(2), pread64, readv, preadv[2] */
+	VFS_OP_WRITE = 1,  /* vfs_write, vfs_writev */
+	VFS_OP_OPEN = 2,
+	VFS_OP_CREATE = 3,
+	VFS_OP_UNLINK = 4,
+	VFS_OP_MKDIR = 5,
+	VFS_OP_RMDIR = 6,
+	VFS_OP_MAX = 7,
+};
+
+struct vfs_key {
+	__u64 cgroup_id; /* as in net_key */
+	__u32 magic;     /* super block magic of the file system (0: unknown, tracepoint family) */
+	__u8 op;         /* enum vfs_op */
+	__u8 pad[3];     /* explicit and always zero */
+};
+
+struct vfs_value {
+	__u64 bytes;  /* read/write: sum of non-negative return values; other ops: 0 */
+	__u64 calls;  /* calls that returned success */
+	__u64 errors; /* calls that returned an error */
+};
+
 /* Indexes of the per-CPU "drops" array: events a program could not count. */
 enum drop_reason {
 	DROP_STATS_FULL = 0,  /* the stats map was full: a new key could not be added */

@@ -28,12 +28,17 @@ def test_probe_other_kernel_json():
     assert rc == 0, err
     rep = json.loads(out)
     assert rep["kernel"] == "6.1.0-28-amd64" and rep["arch"] == "x86_64" and rep["btf_checked"] is False
-    rows = {h["function"]: h for h in rep["hooks"]}
-    assert set(rows) == {"tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg",
-                         "udpv6_recvmsg", "tcp_sendpage", "udp_sendpage"}
+    net = {h["function"]: h for h in rep["hooks"] if h["subsystem"] == "net"}
+    assert set(net) == {"tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg",
+                        "udpv6_recvmsg", "tcp_sendpage", "udp_sendpage"}
+    vfs = {h["function"]: h for h in rep["hooks"] if h["subsystem"] == "vfs"}
+    assert set(vfs) == {"vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
+                        "vfs_unlink", "vfs_mkdir", "vfs_rmdir"}
     for h in rep["hooks"]:
         assert set(h) == {"subsystem", "function", "hook", "object", "status", "reason"}
-        assert h["status"] == "ok" and h["hook"] == "fexit" and h["object"] == "net-fexit-5.19-x86.bpf.o"
+        assert h["status"] == "ok" and h["hook"] == "fexit"
+    assert {h["object"] for h in net.values()} == {"net-fexit-5.19-x86.bpf.o"}
+    assert {h["object"] for h in vfs.values()} == {"vfs-fexit-5.12-x86.bpf.o"}  # 6.1: user_namespace era
 
 
 def test_probe_other_kernel_table_explains_absent_sendpage():
@@ -51,7 +56,8 @@ def test_probe_other_kernel_table_explains_absent_sendpage():
     (("probe", "--kernel", "6.1.0", "--arch", "ppc64le"), "unsupported architecture"),
     (("probe", "--arch", "x86_64"), "--arch goes with --kernel"),
     (("serve", "--collectors", "bogus"), "unknown collector"),
-    (("serve", "--collectors", "vfs"), "not available"),
+    (("serve", "--collectors", "skb"), "not available"),
+    (("serve", "--vfs.fstypes", "ext4,zzzfs"), "unknown file system type"),
     (("serve", "--collectors", ""), "empty"),
     (("serve", "--web.listen-address", "nope"), "invalid --web.listen-address"),
 ])

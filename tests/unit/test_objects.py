@@ -53,11 +53,10 @@ def test_object_contents(obj):
             sec = info["progs"][prog]
             assert sec.startswith(SEC_PREFIX[kind if kind != "tp" else "tp_btf"]), (prog, sec)
             if hook.tracepoint:
-                assert sec == f"tp_btf/{hook.tracepoint}"
+                assert sec == f"tp_btf/{prog[len('tp_btf_'):]}"
             else:
                 # <hook>_<kernel function>: the name says what it attaches to
                 assert sec == f"{kind}/{hook.function}" and target == hook.function
-    if obj.family == "kretprobe":
-        assert "net_stash" in info["maps"]
-    else:
-        assert "net_stash" not in info["maps"]
+    stash = f"{obj.subsystem}_stash"  # entry -> return hand-over
+    needs_stash = obj.family == "kretprobe" or (obj.subsystem == "vfs" and obj.family == "tracepoint")
+    assert (stash in info["maps"]) is needs_stash

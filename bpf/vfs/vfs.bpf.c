@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Filesystem IO accounting: bytes, calls and errors of reads and writes on
+ * regular files, and counts of open/create/unlink/mkdir/rmdir, charged to
+ * the cgroup of the calling task and keyed by file system magic.
+ *
+ * One source, several objects (see bpf/README.md and the Makefile):
+ *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per VFS_ERA
+ *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
+ *   CEEMSNET_HOOK_TRACEPOINT  syscall enter/exit raw tracepoints (x86_64)
+ * VFS_ERA picks the inode-operation prototypes:
+ *   1: vfs_mkdir(dir, dentry, mode)                      before 5.12
+ *   2: vfs_mkdir(struct user_namespace *, dir, ...)     5.12 (idmapped mounts)
+ *   3: vfs_mkdir(struct mnt_idmap *, dir, ...)          6.3 (commit abf08576afe3)
+ *   4: struct dentry *vfs_mkdir(struct mnt_idmap *, ...) 6.15 (commit c54b386969a5)
+ */
+#include "vmlinux.h"
+#include "arch.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "vfs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#if defined(CEEMSNET_HOOK_FEXIT)
+
+#if VFS_ERA == 1
+#define NS
+#elif VFS_ERA == 2
+#define NS struct user_namespace *ns,
+#elif VFS_ERA >= 3
+#define NS struct mnt_idmap *idmap,
+#else
+#error "VFS_ERA must be 1 to 4"
+#endif
+
+SEC("fexit/vfs_read")
+int BPF_PROG(fexit_vfs_read, struct file *file, char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	return handle_rw(file, VFS_OP_READ, ret);
+}
+
+SEC("fexit/vfs_write")
+int BPF_PROG(fexit_vfs_write, struct file *file, const char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	return handle_rw(file, VFS_OP_WRITE, ret);
+}
+
+SEC("fexit/vfs_readv")
+int BPF_PROG(fexit_vfs_readv, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags, ssize_t ret)
+{
+	return handle_rw(file, VFS_OP_READ, ret);
+}
+
+SEC("fexit/vfs_writev")
+int BPF_PROG(fexit_vfs_writev, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags, ssize_t ret)
+{
+	return handle_rw(file, VFS_OP_WRITE, ret);
+}
+
+SEC("fexit/vfs_open")
+int BPF_PROG(fexit_vfs_open, const struct path *path, struct file *file, int ret)
+{
+	return handle_open(path, ret);
+}
+
+SEC("fexit/vfs_create")
+int BPF_PROG(fexit_vfs_create, NS struct inode *dir, struct dentry *dentry, umode_t mode, bool want_excl, int ret)
+{
+	return handle_dirop(dir, VFS_OP_CREATE, ret);
+}
+
+SEC("fexit/vfs_unlink")
+int BPF_PROG(fexit_vfs_unlink, NS struct inode *dir, struct dentry *dentry, struct inode **delegated_inode,
+	     int ret)
+{
+	return handle_dirop(dir, VFS_OP_UNLINK, ret);
+}
+
+#if VFS_ERA == 4
+SEC("fexit/vfs_mkdir")
+int BPF_PROG(fexit_vfs_mkdir, NS struct inode *dir, struct dentry *dentry, umode_t mode, struct dentry *ret)
+{
+	return handle_dirop(dir, VFS_OP_MKDIR, dentry_ret(ret));
+}
+#else
+SEC("fexit/vfs_mkdir")
+int BPF_PROG(fexit_vfs_mkdir, NS struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	return handle_dirop(dir, VFS_OP_MKDIR, ret);
+}
+#endif
+
+SEC("fexit/vfs_rmdir")
+int BPF_PROG(fexit_vfs_rmdir, NS struct inode *dir, struct dentry *dentry, int ret)
+{
+	return handle_dirop(dir, VFS_OP_RMDIR, ret);
+}
+
+#elif defined(CEEMSNET_HOOK_KRETPROBE)
+
+/* The parent directory: first argument before 5.12, second since (the namespace comes first). */
+#if VFS_ERA == 1
+#define DIR_ARG(ctx) ((struct inode *)PT_REGS_PARM1(ctx))
+#elif VFS_ERA == 2 || VFS_ERA == 4
+#define DIR_ARG(ctx) ((struct inode *)PT_REGS_PARM2(ctx))
+#else
+#error "kretprobe objects use VFS_ERA 1, 2 (5.12-6.14: only the argument position matters) or 4"
+#endif
+
+enum vfs_fn { FN_READ, FN_WRITE, FN_READV, FN_WRITEV, FN_OPEN, FN_CREATE, FN_UNLINK, FN_MKDIR, FN_RMDIR };
+
+static __always_inline int rw_entry(__u32 fn, struct file *file, __u8 op)
+{
+	__u32 magic;
+
+	if (file_counted(file, &magic))
+		vfs_stash_put(fn, magic, op);
+	return 0;
+}
+
+static __always_inline int any_return(__u32 fn, long ret)
+{
+	struct vfs_stash_val v;
+
+	if (vfs_stash_take(fn, &v))
+		vfs_account(v.magic, v.op, ret);
+	return 0;
+}
+
+SEC("kprobe/vfs_read")
+int BPF_KPROBE(kprobe_vfs_read, struct file *file)
+{
+	return rw_entry(FN_READ, file, VFS_OP_READ);
+}
+
+SEC("kretprobe/vfs_read")
+int BPF_KRETPROBE(kretprobe_vfs_read, long ret)
+{
+	return any_return(FN_READ, ret);
+}
+
+SEC("kprobe/vfs_write")
+int BPF_KPROBE(kprobe_vfs_write, struct file *file)
+{
+	return rw_entry(FN_WRITE, file, VFS_OP_WRITE);
+}
+
+SEC("kretprobe/vfs_write")
+int BPF_KRETPROBE(kretprobe_vfs_write, long ret)
+{
+	return any_return(FN_WRITE, ret);
+}
+
+SEC("kprobe/vfs_readv")
+int BPF_KPROBE(kprobe_vfs_readv, struct file *file)
+{
+	return rw_entry(FN_READV, file, VFS_OP_READ);
+}
+
+SEC("kretprobe/vfs_readv")
+int BPF_KRETPROBE(kretprobe_vfs_readv, long ret)
+{
+	return any_return(FN_READV, ret);
+}
+
+SEC("kprobe/vfs_writev")
+int BPF_KPROBE(kprobe_vfs_writev, struct file *file)
+{
+	return rw_entry(FN_WRITEV, file, VFS_OP_WRITE);
+}
+
+SEC("kretprobe/vfs_writev")
+int BPF_KRETPROBE(kretprobe_vfs_writev, long ret)
+{
+	return any_return(FN_WRITEV, ret);
+}
+
+SEC("kprobe/vfs_open")
+int BPF_KPROBE(kprobe_vfs_open, const struct path *path)
+{
+	return vfs_stash_put(FN_OPEN, path_magic(path), VFS_OP_OPEN);
+}
+
+SEC("kretprobe/vfs_open")
+int BPF_KRETPROBE(kretprobe_vfs_open, int ret)
+{
+	return any_return(FN_OPEN, ret);
+}
+
+SEC("kprobe/vfs_create")
+int BPF_KPROBE(kprobe_vfs_create)
+{
+	return vfs_stash_put(FN_CREATE, inode_magic(DIR_ARG(ctx)), VFS_OP_CREATE);
+}
+
+SEC("kretprobe/vfs_create")
+int BPF_KRETPROBE(kretprobe_vfs_create, int ret)
+{
+	return any_return(FN_CREATE, ret);
+}
+
+SEC("kprobe/vfs_unlink")
+int BPF_KPROBE(kprobe_vfs_unlink)
+{
+	return vfs_stash_put(FN_UNLINK, inode_magic(DIR_ARG(ctx)), VFS_OP_UNLINK);
+}
+
+SEC("kretprobe/vfs_unlink")
+int BPF_KRETPROBE(kretprobe_vfs_unlink, int ret)
+{
+	return any_return(FN_UNLINK, ret);
+}
+
+SEC("kprobe/vfs_mkdir")
+int BPF_KPROBE(kprobe_vfs_mkdir)
+{
+	return vfs_stash_put(FN_MKDIR, inode_magic(DIR_ARG(ctx)), VFS_OP_MKDIR);
+}
+
+#if VFS_ERA == 4
+SEC("kretprobe/vfs_mkdir")
+int BPF_KRETPROBE(kretprobe_vfs_mkdir, struct dentry *ret)
+{
+	return any_return(FN_MKDIR, dentry_ret(ret));
+}
+#else
+SEC("kretprobe/vfs_mkdir")
+int BPF_KRETPROBE(kretprobe_vfs_mkdir, int ret)
+{
+	return any_return(FN_MKDIR, ret);
+}
+#endif
+
+SEC("kprobe/vfs_rmdir")
+int BPF_KPROBE(kprobe_vfs_rmdir)
+{
+	return vfs_stash_put(FN_RMDIR, inode_magic(DIR_ARG(ctx)), VFS_OP_RMDIR);
+}
+
+SEC("kretprobe/vfs_rmdir")
+int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
+{
+	return any_return(FN_RMDIR, ret);
+}
+
+#elif defined(CEEMSNET_HOOK_TRACEPOINT)
+
+/*
+ * No trampolines and no kprobes: count at the system call boundary with
+ * the sys_enter/sys_exit raw tracepoints (tp_btf, 5.5+). sys_enter decides
+ * from the file descriptor's file (regular file? which file system?) and
+ * stashes that per thread; sys_exit adds the return value. Semantics
+ * differ from vfs hooks: errors include path lookups that fail before
+ * reaching the VFS, directory operations carry no file system (magic 0),
+ * and IO done without a read/write-family syscall (io_uring, mmap,
+ * sendfile, copy_file_range) is not seen. x86_64 syscall numbers.
+ */
+#if !defined(__TARGET_ARCH_x86)
+#error "the syscall tracepoint object uses x86_64 syscall numbers"
+#endif
+
+#define NR_read 0
+#define NR_write 1
+#define NR_open 2
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
+#define NR_writev 20
+#define NR_mkdir 83
+#define NR_rmdir 84
+#define NR_creat 85
+#define NR_unlink 87
+#define NR_mknod 133
+#define NR_openat 257
+#define NR_mkdirat 258
+#define NR_mknodat 259
+#define NR_unlinkat 263
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_preadv2 327
+#define NR_pwritev2 328
+#define NR_openat2 437
+#define AT_REMOVEDIR 0x200
+#define OP_FROM_RET 0xff /* open/creat: the file system comes from the returned fd */
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **arr;
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	arr = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&file, sizeof(file), &arr[fd]);
+	return file;
+}
+
+static __always_inline int syscall_rw(long fd, __u8 op)
+{
+	__u32 magic;
+
+	if (file_counted(fd_file(fd), &magic))
+		vfs_stash_put(0, magic, op);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(tp_btf_sys_enter, struct pt_regs *regs, long id)
+{
+	unsigned long mode;
+
+	switch (id) {
+	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
+		return syscall_rw(BPF_CORE_READ(regs, di), VFS_OP_READ);
+	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
+		return syscall_rw(BPF_CORE_READ(regs, di), VFS_OP_WRITE);
+	case NR_open: case NR_openat: case NR_openat2:
+		return vfs_stash_put(0, OP_FROM_RET, VFS_OP_OPEN);
+	case NR_creat:
+		return vfs_stash_put(0, OP_FROM_RET, VFS_OP_CREATE);
+	case NR_mknod: case NR_mknodat:
+		/* a regular file (type 0 means regular too); device nodes and fifos are not counted */
+		mode = id == NR_mknod ? BPF_CORE_READ(regs, si) : BPF_CORE_READ(regs, dx);
+		if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == 0)
+			return vfs_stash_put(0, 0, VFS_OP_CREATE);
+		return 0;
+	case NR_mkdir: case NR_mkdirat:
+		return vfs_stash_put(0, 0, VFS_OP_MKDIR);
+	case NR_rmdir:
+		return vfs_stash_put(0, 0, VFS_OP_RMDIR);
+	case NR_unlink:
+		return vfs_stash_put(0, 0, VFS_OP_UNLINK);
+	case NR_unlinkat:
+		return vfs_stash_put(0, 0, BPF_CORE_READ(regs, dx) & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct vfs_stash_val v;
+
+	if (!vfs_stash_take(0, &v))
+		return 0;
+	if (v.magic == OP_FROM_RET) {
+		struct file *file = ret >= 0 ? fd_file(ret) : NULL;
+
+		v.magic = file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0;
+	}
+	vfs_account(v.magic, v.op, ret);
+	return 0;
+}
+
+#else
+#error "define one of CEEMSNET_HOOK_FEXIT, CEEMSNET_HOOK_KRETPROBE, CEEMSNET_HOOK_TRACEPOINT"
+#endif

@@ -1,0 +1,83 @@
+"""Filesystem IO collector: ceemsnet_vfs_* counters per cgroup."""
+
+from __future__ import annotations
+
+from ..fstypes import fstype
+from ..metrics import Family
+from ..structs import VFS_OPS, decode_drops, decode_vfs
+
+_RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
+            ("errors", "calls that returned an error"))
+
+
+def vfs_families(stats: dict, paths: dict[int, str], counted: frozenset[str]) -> list[Family]:
+    """Metric families from decoded vfs_stats (pure).
+
+    Reads and writes per (cgroup, fstype); other operations per (cgroup, op),
+    summed over the counted file systems. Keys of file systems not counted
+    are dropped here.
+    """
+    rw: dict[tuple[str, str, int], list[int]] = {}   # (cgroup, fstype, op) -> [bytes, calls, errors]
+    ops: dict[tuple[str, str], list[int]] = {}       # (cgroup, op name) -> [calls, errors]
+    for (cid, magic, op), (nbytes, calls, errors) in stats.items():
+        fs = fstype(magic)
+        if fs not in counted or op not in VFS_OPS:
+            continue
+        if op <= 1:
+            acc = rw.setdefault((paths[cid], fs, op), [0, 0, 0])
+            acc[0] += nbytes
+            acc[1] += calls
+            acc[2] += errors
+        else:
+            acc = ops.setdefault((paths[cid], VFS_OPS[op]), [0, 0])
+            acc[0] += calls
+            acc[1] += errors
+    out = []
+    ordered = sorted(rw.items())
+    for op, name in ((0, "read"), (1, "write")):
+        for i, (field, doc) in enumerate(_RW_DOCS):
+            f = Family(f"ceemsnet_vfs_{name}_{field}", f"Regular-file {name}s: {doc}, per cgroup of the "
+                       f"calling task and file system type", "counter", ("cgroup", "fstype"))
+            f.rows = [((cg, fs), v[i]) for (cg, fs, o), v in ordered if o == op]
+            out.append(f)
+    calls = Family("ceemsnet_vfs_ops", "open, create, unlink, mkdir and rmdir calls that succeeded, per cgroup",
+                   "counter", ("cgroup", "op"))
+    errs = Family("ceemsnet_vfs_op_errors", "open, create, unlink, mkdir and rmdir calls that failed, per cgroup",
+                  "counter", ("cgroup", "op"))
+    for key, (c, e) in sorted(ops.items()):
+        calls.add(key, c)
+        errs.add(key, e)
+    return out + [calls, errs]
+
+
+class VfsCollector:
+    name = "vfs"
+
+    def __init__(self, loaded, resolver, counted: frozenset[str]):
+        self.loaded = loaded
+        self.resolver = resolver
+        self.counted = counted
+        self.stats_map = loaded.maps["vfs_stats"]
+        self.drops_map = loaded.maps.get("vfs_drops")
+
+    def collect(self) -> list[Family]:
+        keys, values, n = self.stats_map.read_all()
+        stats = decode_vfs(keys, values, n, self.stats_map.ncpus)
+        paths = self.resolver.resolve({k[0] for k in stats})
+        fams = vfs_families(stats, paths, self.counted)
+        if self.drops_map is not None:
+            _, dv, dn = self.drops_map.read_all()
+            drops = decode_drops(dv, dn, self.drops_map.ncpus)
+            m = Family("ceemsnet_map_update_failures",
+                       "Events a BPF program could not count because a map was full", "counter", ("map",))
+            m.add(("vfs_stats",), drops.get("stats_full", 0))
+            if self.loaded.plan.family in ("kretprobe", "tracepoint"):
+                m.add(("vfs_stash",), drops.get("stash_full", 0))
+            fams.append(m)
+        if self.loaded.plan.family == "kretprobe" and self.loaded.maxactive:
+            k = Family("ceemsnet_kretprobe_missed", "Returns of hooked functions not seen because more calls "
+                       "were in flight than --kretprobe.maxactive allows", "counter", ("function",))
+            for fn, n in sorted(self.loaded.kretprobe_missed().items()):
+                k.add((fn,), n)
+            fams.append(k)
+        return fams
