@@ -168,7 +168,8 @@ class KernelBTF:
         if kind in _QUALIFIERS:
             return self.render_type(t.size_or_type, depth + 1)
         if kind == BTF_KIND_PTR:
-            return self.render_type(t.size_or_type, depth + 1) + " *"
+            target = self.render_type(t.size_or_type, depth + 1)
+            return target + ("*" if target.endswith("*") else " *")  # "struct inode **"
         if kind in (BTF_KIND_STRUCT,):
             return f"struct {name}"
         if kind == BTF_KIND_UNION:

@@ -123,12 +123,12 @@ def free_port():
 
 
 class Exporter:
-    def __init__(self, extra=()):
+    def __init__(self, extra=(), collectors="net"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--collectors=net", f"--hook={HOOK}", *extra],
+             f"--collectors={collectors}", f"--hook={HOOK}", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -1,0 +1,100 @@
+"""Exact per-cgroup file IO through a running `ceemsnet serve --collectors=vfs`.
+
+A child in a fresh cgroup does a known set of operations on a tmpfs and an
+ext4 file system mounted by the test; the exporter's counters must move by
+exactly those amounts between a scrape taken while the child waits and one
+taken after it is done. Pipe, socket and procfs IO must not show up.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from .conftest import Exporter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RW_BYTES, RW_CALLS = 2100, 3
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    e = Exporter(collectors="vfs")
+    yield e
+    e.stop()
+
+
+def _umount(path):
+    subprocess.run(["umount", path], check=False)
+    os.rmdir(path)
+
+
+@pytest.fixture(scope="module")
+def tmpfs_dir():
+    d = tempfile.mkdtemp(prefix="ceemsnet-tmpfs-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "ceemsnet-test", d], check=True)
+    yield d
+    _umount(d)
+
+
+@pytest.fixture(scope="module")
+def ext4_dir():
+    mkfs = shutil.which("mkfs.ext4")
+    if not mkfs:
+        pytest.skip("mkfs.ext4 (e2fsprogs) is missing")
+    img = tempfile.NamedTemporaryFile(prefix="ceemsnet-ext4-", suffix=".img", delete=False)
+    img.truncate(32 * 1024 * 1024)
+    img.close()
+    d = tempfile.mkdtemp(prefix="ceemsnet-ext4-")
+    try:
+        subprocess.run([mkfs, "-q", "-F", img.name], check=True, capture_output=True)
+        subprocess.run(["modprobe", "-q", "loop"], check=False, capture_output=True)
+        p = subprocess.run(["mount", "-o", "loop", img.name, d], capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot loop-mount an ext4 image on {os.uname().release}: {p.stderr.strip()}")
+        yield d
+        _umount(d)
+        d = None
+    finally:
+        if d:
+            os.rmdir(d)
+        os.unlink(img.name)
+
+
+def delta(before, after, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_dir):
+    cg = make_cgroup()
+    child = spawn([sys.executable, os.path.join(HERE, "fileio.py"), tmpfs_dir, ext4_dir], cg)
+    assert child.proc.stdout.readline().strip() == "ready"
+    before = exporter.samples()
+    out = child.go()
+    assert out.strip() == "done"
+    after = exporter.samples()
+    for fs in ("tmpfs", "ext4"):
+        for op in ("read", "write"):
+            got = tuple(delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs)
+                        for k in ("bytes", "calls", "errors"))
+            assert got == (RW_BYTES, RW_CALLS, 0), (fs, op)
+    # only the two file systems' bytes: the pipe, socket and procfs IO are not there
+    for op in ("read", "write"):
+        total = sum(v - before.get((n, lab), 0) for (n, lab), v in after.items()
+                    if n == f"ceemsnet_vfs_{op}_bytes_total" and ("cgroup", cg.rel) in lab)
+        assert total == 2 * RW_BYTES, op
+    ops = {op: (delta(before, after, "ceemsnet_vfs_ops_total", cgroup=cg.rel, op=op),
+                delta(before, after, "ceemsnet_vfs_op_errors_total", cgroup=cg.rel, op=op))
+           for op in ("open", "create", "unlink", "mkdir", "rmdir")}
+    assert ops == {"open": (2, 0), "create": (2, 0), "unlink": (2, 2), "mkdir": (4, 0), "rmdir": (4, 0)}
+
+
+def test_fstype_label_is_bounded(exporter):
+    from ceemsnet.fstypes import ALL_NAMES
+    seen = {dict(k[1])["fstype"] for k in exporter.samples() if "fstype" in dict(k[1])}
+    assert seen <= ALL_NAMES
+    assert not seen & {"proc", "sysfs", "pipefs", "sockfs"}  # left out by default
