@@ -39,14 +39,15 @@ def test_probe_checks_btf_and_picks_one_family(report):
     if HOOK != "auto":
         assert report["subsystems"]["net"]["family"] == HOOK
     assert report["btf_checked"] is True and report["kernel"] == os.uname().release
-    net = report["subsystems"]["net"]
-    assert net["family"] in FAMILIES
-    ok = [h for h in report["hooks"] if h["status"] == "ok"]
-    assert ok and all(h["hook"] == net["family"] and h["object"] == net["object"] for h in ok)
-    # every family better than the chosen one says why it was not used
-    for fam in FAMILIES[:FAMILIES.index(net["family"])]:
-        if fam in net["refused"]:
-            assert net["refused"][fam]
+    assert set(report["subsystems"]) == {"net", "vfs"}
+    for sub, info in report["subsystems"].items():
+        assert info["family"] in FAMILIES
+        ok = [h for h in report["hooks"] if h["status"] == "ok" and h["subsystem"] == sub]
+        assert ok and all(h["hook"] == info["family"] and h["object"] == info["object"] for h in ok)
+        # in auto mode every family better than the chosen one says why it was not used
+        if HOOK == "auto":
+            for fam in FAMILIES[:FAMILIES.index(info["family"])]:
+                assert info["refused"].get(fam), (sub, fam)
     for h in report["hooks"]:
         assert h["reason"], h
 
@@ -59,7 +60,7 @@ def test_serve_attaches_what_probe_planned(report):
         rc, err = e.stop()
     assert rc == 0, err
     attached = {dict(k[1])["function"]: dict(k[1]) for k in samples if k[0] == "ceemsnet_hook_info"}
-    planned = {h["function"]: h for h in report["hooks"] if h["status"] == "ok"}
+    planned = {h["function"]: h for h in report["hooks"] if h["status"] == "ok" and h["subsystem"] == "net"}
     assert set(attached) == set(planned)
     for fn, h in planned.items():
         assert (attached[fn]["hook"], attached[fn]["object"]) == (h["hook"], h["object"])

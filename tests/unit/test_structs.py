@@ -6,7 +6,7 @@ import pytest
 
 from ceemsnet.kernel import KernelBTF
 from ceemsnet.objects import CATALOGUE
-from ceemsnet.structs import NetKey, NetValue
+from ceemsnet.structs import NetKey, NetValue, VfsKey, VfsValue
 
 
 def layout(cls):
@@ -26,3 +26,13 @@ def test_net_structs_match_c(obj):
 def test_key_has_no_implicit_padding():
     # 8 + 1 + 1 + 1 + 5 explicit: hashing in the kernel sees no stray bytes
     assert ctypes.sizeof(NetKey) == 16 and ctypes.sizeof(NetValue) == 24
+
+
+@pytest.mark.parametrize("obj", [o for o in CATALOGUE if o.subsystem == "vfs"], ids=lambda o: o.file)
+def test_vfs_structs_match_c(obj):
+    btf = KernelBTF(obj.path)
+    try:
+        assert btf.struct_layout("vfs_key") == layout(VfsKey)
+        assert btf.struct_layout("vfs_value") == layout(VfsValue)
+    finally:
+        btf.close()

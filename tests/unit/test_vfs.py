@@ -1,0 +1,119 @@
+"""VFS: object choice, fstype mapping and metric families (pure)."""
+
+import pytest
+
+from ceemsnet import CeemsnetError
+from ceemsnet.choice import plan_family
+from ceemsnet.collectors.vfs import vfs_families
+from ceemsnet.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
+from ceemsnet.kernel import parse_kernel_version
+from ceemsnet.metrics import Family, TextRenderer, merge_families
+from ceemsnet.objects import VFS_FUNCTIONS, _vfs_sigs
+
+CASES = [  # kernel, arch -> (family, object)
+    ("4.18.0-553.el8_10.x86_64", "x86_64", "kretprobe", "vfs-kretprobe-4.18-x86.bpf.o"),
+    ("5.10.0-30-amd64", "x86_64", "fexit", "vfs-fexit-5.5-x86.bpf.o"),
+    ("5.14.0-427.el9.x86_64", "x86_64", "fexit", "vfs-fexit-5.12-x86.bpf.o"),
+    ("5.15.0-91-generic", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),
+    ("6.1.0-28-amd64", "x86_64", "fexit", "vfs-fexit-5.12-x86.bpf.o"),
+    ("6.8.0-45-generic", "x86_64", "fexit", "vfs-fexit-6.3-x86.bpf.o"),
+    ("6.12.117+deb12-amd64", "x86_64", "fexit", "vfs-fexit-6.3-x86.bpf.o"),
+    ("6.12.117+deb12-amd64", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),
+    ("6.18.44-fc-v769", "x86_64", "fexit", "vfs-fexit-6.15-x86.bpf.o"),
+    ("7.0.0-31-generic", "aarch64", "kretprobe", "vfs-kretprobe-6.15-arm64.bpf.o"),
+]
+
+
+@pytest.mark.parametrize("kernel,arch,family,obj", CASES)
+def test_vfs_object_by_version(kernel, arch, family, obj):
+    kver = parse_kernel_version(kernel)
+    for fam in ("fexit", "kretprobe", "tracepoint"):
+        plan = plan_family("vfs", fam, kver, arch, None)
+        if plan.usable:
+            break
+    assert (plan.family, plan.obj.file) == (family, obj)
+    assert {h.function for h in plan.hooks if h.status == "ok"} == set(VFS_FUNCTIONS)
+
+
+def test_vfs_tracepoint_family_rules():
+    k = parse_kernel_version("5.15.0")
+    assert plan_family("vfs", "tracepoint", k, "x86_64", None).usable  # 5.5+, unlike net's 6.3
+    assert "x86_64" in plan_family("vfs", "tracepoint", k, "aarch64", None).refused
+
+
+class FakeBTF:
+    def __init__(self, era, mkdir_override=None):
+        self.funcs = dict(_vfs_sigs(era))
+        if mkdir_override:
+            self.funcs["vfs_mkdir"] = mkdir_override
+
+    def function(self, name):
+        return self.funcs.get(name)
+
+    def tracepoint(self, name):
+        return None
+
+
+def test_btf_picks_mkdir_era_on_backports():
+    # a 6.12-numbered kernel with 6.15's dentry-returning vfs_mkdir
+    plan = plan_family("vfs", "fexit", parse_kernel_version("6.12.0"), "x86_64", FakeBTF(4))
+    assert plan.obj.file == "vfs-fexit-6.15-x86.bpf.o" and plan.notes
+    # kretprobe objects read only the parent directory and the return value
+    plan = plan_family("vfs", "kretprobe", parse_kernel_version("6.5.0"), "x86_64", FakeBTF(3))
+    assert plan.obj.file == "vfs-kretprobe-5.12-x86.bpf.o"
+    assert all(h.status == "ok" for h in plan.hooks)
+
+
+def test_mkdir_return_type_mismatch_is_skipped():
+    sigs = _vfs_sigs(3)
+    plan = plan_family("vfs", "fexit", parse_kernel_version("6.15.0"), "x86_64", FakeBTF(4))
+    assert plan.obj.file == "vfs-fexit-6.15-x86.bpf.o"
+    odd = FakeBTF(4, mkdir_override=sigs["vfs_mkdir"].__class__("long", _vfs_sigs(4)["vfs_mkdir"].params))
+    plan = plan_family("vfs", "fexit", parse_kernel_version("6.15.0"), "x86_64", odd)
+    row = next(h for h in plan.hooks if h.function == "vfs_mkdir")
+    assert row.status == "skipped" and "returns long" in row.reason
+
+
+def test_fstype_names_are_bounded():
+    assert fstype(0xEF53) == "ext4" and fstype(0x0BD00BD0) == "lustre" and fstype(0x01021994) == "tmpfs"
+    assert fstype(0x12345678) == "other" and fstype(0) == "unknown"
+    assert len(ALL_NAMES) < 64
+
+
+def test_parse_fstypes():
+    storage = parse_fstypes("storage")
+    assert "ext4" in storage and "other" in storage and not storage & PSEUDO
+    assert parse_fstypes("all") == ALL_NAMES
+    assert parse_fstypes("ext4, nfs") == {"ext4", "nfs"}
+    assert "tmpfs" not in parse_fstypes("storage,-tmpfs")
+    for bad in ("", "ext5", "storage,-zz"):
+        with pytest.raises(CeemsnetError):
+            parse_fstypes(bad)
+
+
+def test_vfs_families():
+    EXT4, PROC = 0xEF53, 0x9FA0
+    stats = {
+        (7, EXT4, 0): (2100, 3, 0), (7, EXT4, 1): (500, 1, 1), (7, PROC, 0): (999, 9, 0),
+        (7, EXT4, 2): (0, 5, 1), (7, PROC, 2): (0, 40, 0), (7, 0, 4): (0, 1, 2), (8, EXT4, 5): (0, 2, 0),
+    }
+    paths = {7: "/job_1", 8: "/job_2"}
+    fams = {f.name: f for f in vfs_families(stats, paths, parse_fstypes("storage"))}
+    assert fams["ceemsnet_vfs_read_bytes"].rows == [(("/job_1", "ext4"), 2100)]  # proc left out
+    assert fams["ceemsnet_vfs_write_errors"].rows == [(("/job_1", "ext4"), 1)]
+    assert dict(fams["ceemsnet_vfs_ops"].rows) == {("/job_1", "open"): 5, ("/job_1", "unlink"): 1,
+                                                   ("/job_2", "mkdir"): 2}
+    assert dict(fams["ceemsnet_vfs_op_errors"].rows)[("/job_1", "unlink")] == 2
+    fams = {f.name: f for f in vfs_families(stats, paths, parse_fstypes("all"))}
+    assert (("/job_1", "proc"), 999) in fams["ceemsnet_vfs_read_bytes"].rows
+    assert dict(fams["ceemsnet_vfs_ops"].rows)[("/job_1", "open")] == 45
+
+
+def test_shared_families_are_merged_once():
+    a = Family("ceemsnet_map_update_failures", "h", "counter", ("map",), [(("net_stats",), 1)])
+    b = Family("ceemsnet_map_update_failures", "h", "counter", ("map",), [(("vfs_stats",), 2)])
+    merged = merge_families([a, b])
+    assert len(merged) == 1 and len(merged[0].rows) == 2
+    assert TextRenderer().render(merged).count("# TYPE ceemsnet_map_update_failures_total") == 1
+    with pytest.raises(ValueError):
+        merge_families([a, Family("ceemsnet_map_update_failures", "h", "gauge", ("map",), [])])
