@@ -44,7 +44,7 @@ FAMILY_RULES = {
 SUBSYSTEM_RULES = {
     ("vfs", "tracepoint"): FamilyRule(
         "tracepoint", ("x86_64",), Version("5.5"),
-        "tp_btf on the sys_enter/sys_exit raw tracepoints needs 5.5; the object uses x86_64 syscall numbers"),
+        "tp_btf on the sys_exit raw tracepoint needs 5.5; the object uses x86_64 syscall numbers"),
 }
 
 
@@ -188,7 +188,7 @@ def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
                  for f in VFS_FUNCTIONS)
 
 
-SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))
+SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))  # sys_exit(regs, ret)
 _SYSCALLS = {
     "vfs_read": "read, pread64, readv, preadv, preadv2 on regular files",
     "vfs_write": "write, pwrite64, writev, pwritev, pwritev2 on regular files",
@@ -203,8 +203,8 @@ _SYSCALLS = {
 
 
 def _vfs_tracepoint() -> tuple[Hook, ...]:
-    return tuple(Hook("vfs", f, ("tp_btf_sys_enter", "tp_btf_sys_exit"), SYS_TP, tracepoint="sys_enter",
-                      note=f"counted at the system call boundary (raw tracepoints sys_enter/sys_exit): "
+    return tuple(Hook("vfs", f, ("tp_btf_sys_exit",), SYS_TP, tracepoint="sys_exit",
+                      note=f"counted at the system call boundary (raw tracepoint sys_exit): "
                            f"{_SYSCALLS[f]}; errors include failed path lookups, io_uring and mmap IO "
                            f"are not seen") for f in VFS_FUNCTIONS)
 

@@ -251,13 +251,15 @@ int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
 
 /*
  * No trampolines and no kprobes: count at the system call boundary with
- * the sys_enter/sys_exit raw tracepoints (tp_btf, 5.5+). sys_enter decides
- * from the file descriptor's file (regular file? which file system?) and
- * stashes that per thread; sys_exit adds the return value. Semantics
- * differ from vfs hooks: errors include path lookups that fail before
- * reaching the VFS, directory operations carry no file system (magic 0),
- * and IO done without a read/write-family syscall (io_uring, mmap,
- * sendfile, copy_file_range) is not seen. x86_64 syscall numbers.
+ * the sys_exit raw tracepoint (tp_btf, 5.5+). At exit, x86_64's pt_regs
+ * still hold the syscall number (orig_ax) and the arguments, so one program
+ * does everything: no sys_enter program on every syscall, no hand-over map.
+ * Loads go straight through BTF pointers (task, fd table) up to the fd
+ * array slot; the file found there is read with CO-RE probe reads. Semantics differ from vfs hooks: errors
+ * include path lookups that fail before the VFS, directory operations
+ * carry no file system (magic 0), and IO without a read/write-family
+ * syscall (io_uring, mmap, sendfile, copy_file_range) is not seen.
+ * x86_64 native syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
  */
 #if !defined(__TARGET_ARCH_x86)
 #error "the syscall tracepoint object uses x86_64 syscall numbers"
@@ -285,76 +287,66 @@ int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
 #define NR_pwritev2 328
 #define NR_openat2 437
 #define AT_REMOVEDIR 0x200
-#define OP_FROM_RET 0xff /* open/creat: the file system comes from the returned fd */
 
 static __always_inline struct file *fd_file(long fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **arr;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= fdt->max_fds)
 		return NULL;
-	arr = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &arr[fd]);
+	/* a variable index into a kernel array: the one probe read */
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
 	return file;
 }
 
-static __always_inline int syscall_rw(long fd, __u8 op)
+static __always_inline int exit_rw(long fd, __u8 op, long ret)
 {
-	__u32 magic;
-
-	if (file_counted(fd_file(fd), &magic))
-		vfs_stash_put(0, magic, op);
-	return 0;
+	return handle_rw(fd_file(fd), op, ret);
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(tp_btf_sys_enter, struct pt_regs *regs, long id)
+static __always_inline int exit_open(__u8 op, long ret)
 {
-	unsigned long mode;
+	struct file *file = ret >= 0 ? fd_file(ret) : NULL;
 
-	switch (id) {
-	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
-		return syscall_rw(BPF_CORE_READ(regs, di), VFS_OP_READ);
-	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-		return syscall_rw(BPF_CORE_READ(regs, di), VFS_OP_WRITE);
-	case NR_open: case NR_openat: case NR_openat2:
-		return vfs_stash_put(0, OP_FROM_RET, VFS_OP_OPEN);
-	case NR_creat:
-		return vfs_stash_put(0, OP_FROM_RET, VFS_OP_CREATE);
-	case NR_mknod: case NR_mknodat:
-		/* a regular file (type 0 means regular too); device nodes and fifos are not counted */
-		mode = id == NR_mknod ? BPF_CORE_READ(regs, si) : BPF_CORE_READ(regs, dx);
-		if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == 0)
-			return vfs_stash_put(0, 0, VFS_OP_CREATE);
-		return 0;
-	case NR_mkdir: case NR_mkdirat:
-		return vfs_stash_put(0, 0, VFS_OP_MKDIR);
-	case NR_rmdir:
-		return vfs_stash_put(0, 0, VFS_OP_RMDIR);
-	case NR_unlink:
-		return vfs_stash_put(0, 0, VFS_OP_UNLINK);
-	case NR_unlinkat:
-		return vfs_stash_put(0, 0, BPF_CORE_READ(regs, dx) & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK);
-	}
+	vfs_account(file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0, op, ret);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct vfs_stash_val v;
+	unsigned long mode;
 
-	if (!vfs_stash_take(0, &v))
+	switch (regs->orig_ax) {
+	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
+		return exit_rw(regs->di, VFS_OP_READ, ret);
+	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
+		return exit_rw(regs->di, VFS_OP_WRITE, ret);
+	case NR_open: case NR_openat: case NR_openat2:
+		return exit_open(VFS_OP_OPEN, ret);
+	case NR_creat:
+		return exit_open(VFS_OP_CREATE, ret);
+	case NR_mknod: case NR_mknodat:
+		/* regular files only (type 0 means regular too); device nodes and fifos are not counted */
+		mode = regs->orig_ax == NR_mknod ? regs->si : regs->dx;
+		if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == 0)
+			vfs_account(0, VFS_OP_CREATE, ret);
 		return 0;
-	if (v.magic == OP_FROM_RET) {
-		struct file *file = ret >= 0 ? fd_file(ret) : NULL;
-
-		v.magic = file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0;
+	case NR_mkdir: case NR_mkdirat:
+		vfs_account(0, VFS_OP_MKDIR, ret);
+		return 0;
+	case NR_rmdir:
+		vfs_account(0, VFS_OP_RMDIR, ret);
+		return 0;
+	case NR_unlink:
+		vfs_account(0, VFS_OP_UNLINK, ret);
+		return 0;
+	case NR_unlinkat:
+		vfs_account(0, regs->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK, ret);
+		return 0;
 	}
-	vfs_account(v.magic, v.op, ret);
 	return 0;
 }
 

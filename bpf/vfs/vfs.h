@@ -127,11 +127,11 @@ static __always_inline long dentry_ret(const void *ret)
 	return v >= (unsigned long)-MAX_ERRNO ? (long)v : 0;
 }
 
-#if defined(CEEMSNET_HOOK_KRETPROBE) || defined(CEEMSNET_HOOK_TRACEPOINT)
+#if defined(CEEMSNET_HOOK_KRETPROBE)
 /*
  * Entry -> return hand-over: the entry side decides whether and how to
  * count (file system magic, operation); the return side adds the result.
- * Keyed by thread and function (kprobes) or by thread (syscalls).
+ * Keyed by thread and function.
  */
 struct vfs_stash_key {
 	__u64 pid_tgid;

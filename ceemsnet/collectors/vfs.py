@@ -71,7 +71,7 @@ class VfsCollector:
             m = Family("ceemsnet_map_update_failures",
                        "Events a BPF program could not count because a map was full", "counter", ("map",))
             m.add(("vfs_stats",), drops.get("stats_full", 0))
-            if self.loaded.plan.family in ("kretprobe", "tracepoint"):
+            if self.loaded.plan.family == "kretprobe":
                 m.add(("vfs_stash",), drops.get("stash_full", 0))
             fams.append(m)
         if self.loaded.plan.family == "kretprobe" and self.loaded.maxactive:

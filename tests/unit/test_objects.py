@@ -58,5 +58,4 @@ def test_object_contents(obj):
                 # <hook>_<kernel function>: the name says what it attaches to
                 assert sec == f"{kind}/{hook.function}" and target == hook.function
     stash = f"{obj.subsystem}_stash"  # entry -> return hand-over
-    needs_stash = obj.family == "kretprobe" or (obj.subsystem == "vfs" and obj.family == "tracepoint")
-    assert (stash in info["maps"]) is needs_stash
+    assert (stash in info["maps"]) is (obj.family == "kretprobe")
