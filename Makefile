@@ -19,11 +19,15 @@ ARGS      ?=
 # --- BPF objects -------------------------------------------------------
 # Built with Debian's clang-19 and committed under bpf/objs/, so users need
 # no compiler. -ffile-prefix-map keeps the checkout's absolute path out of
-# .BTF.ext line info, so any clone rebuilds identical bytes. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
+# .BTF.ext line info. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
 CLANG     ?= clang-19
 STRIP     ?= llvm-strip-19
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -ffile-prefix-map=$(CURDIR)=. -Ibpf/include -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 OBJDIR    := bpf/objs
+# clang's .BTF string order depends on the -o path (seen with clang 19), so
+# every object is compiled to the same scratch path and then moved: any
+# OBJDIR, any checkout, same bytes.
+SCRATCH   := .build/cc
 
 NET_OBJS := \
 	$(OBJDIR)/net-fexit-5.5-x86.bpf.o \
@@ -48,10 +52,13 @@ VFS_OBJS := \
 	$(OBJDIR)/vfs-kretprobe-6.15-arm64.bpf.o \
 	$(OBJDIR)/vfs-tracepoint-5.5-x86.bpf.o
 
-OBJS := $(NET_OBJS) $(VFS_OBJS)
+SKB_OBJS := $(OBJDIR)/skb-root.bpf.o $(OBJDIR)/skb-cgroup.bpf.o
+
+OBJS := $(NET_OBJS) $(VFS_OBJS) $(SKB_OBJS)
 COMMON_SRC := bpf/include/ceemsnet.h bpf/include/arch.h bpf/include/vmlinux.h
 NET_SRC := bpf/net/net.bpf.c bpf/net/net.h $(COMMON_SRC)
 VFS_SRC := bpf/vfs/vfs.bpf.c bpf/vfs/vfs.h $(COMMON_SRC)
+SKB_SRC := bpf/net/skb.bpf.c bpf/net/skb.h $(COMMON_SRC)
 
 # era (first kernel) -> RECVMSG_ERA, see bpf/net/net.bpf.c
 era_5.5  := 1
@@ -74,10 +81,10 @@ objs: $(OBJS)
 define net_rule
 $(OBJDIR)/net-$(1)-$(2)$(if $(3),-$(3)).bpf.o: $(NET_SRC) Makefile
 	@echo "  BPF  $$@"
-	$(Q)mkdir -p $$(@D)
+	$(Q)mkdir -p $$(@D) $(SCRATCH)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(if $(3),$(3),x86) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
-		-DRECVMSG_ERA=$(era_$(2)) -Ibpf/net -c bpf/net/net.bpf.c -o $$@
-	$(Q)$(STRIP) -g $$@
+		-DRECVMSG_ERA=$(era_$(2)) -Ibpf/net -c bpf/net/net.bpf.c -o $(SCRATCH)/$$(@F)
+	$(Q)$(STRIP) -g $(SCRATCH)/$$(@F) && mv $(SCRATCH)/$$(@F) $$@
 endef
 $(eval $(call net_rule,fexit,5.5,x86))
 $(eval $(call net_rule,fexit,5.19,x86))
@@ -92,14 +99,26 @@ $(eval $(call net_rule,tracepoint,6.3,))
 define vfs_rule
 $(OBJDIR)/vfs-$(1)-$(2)-$(3).bpf.o: $(VFS_SRC) Makefile
 	@echo "  BPF  $$@"
-	$(Q)mkdir -p $$(@D)
+	$(Q)mkdir -p $$(@D) $(SCRATCH)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(3) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
-		-DVFS_ERA=$(vfs_era_$(2)) -Ibpf/vfs -c bpf/vfs/vfs.bpf.c -o $$@
-	$(Q)$(STRIP) -g $$@
+		-DVFS_ERA=$(vfs_era_$(2)) -Ibpf/vfs -c bpf/vfs/vfs.bpf.c -o $(SCRATCH)/$$(@F)
+	$(Q)$(STRIP) -g $(SCRATCH)/$$(@F) && mv $(SCRATCH)/$$(@F) $$@
 endef
 $(foreach e,5.5 5.12 6.3 6.15,$(eval $(call vfs_rule,fexit,$(e),x86)))
 $(foreach a,x86 arm64,$(foreach e,4.18 5.12 6.15,$(eval $(call vfs_rule,kretprobe,$(e),$(a)))))
 $(eval $(call vfs_rule,tracepoint,5.5,x86))
+
+# cgroup_skb backend: root mode (hash) and per-cgroup mode (cgroup storage)
+$(OBJDIR)/skb-root.bpf.o: $(SKB_SRC) Makefile
+	@echo "  BPF  $@"
+	$(Q)mkdir -p $(@D) $(SCRATCH)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_x86 -DCEEMSNET_SKB_ROOT -Ibpf/net -c bpf/net/skb.bpf.c -o $(SCRATCH)/$(@F)
+	$(Q)$(STRIP) -g $(SCRATCH)/$(@F) && mv $(SCRATCH)/$(@F) $@
+$(OBJDIR)/skb-cgroup.bpf.o: $(SKB_SRC) Makefile
+	@echo "  BPF  $@"
+	$(Q)mkdir -p $(@D) $(SCRATCH)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_x86 -DCEEMSNET_SKB_STORAGE -Ibpf/net -c bpf/net/skb.bpf.c -o $(SCRATCH)/$(@F)
+	$(Q)$(STRIP) -g $(SCRATCH)/$(@F) && mv $(SCRATCH)/$(@F) $@
 
 # Rebuild every object into a scratch folder and compare with the committed ones.
 check-objs:

@@ -15,8 +15,8 @@ from . import CeemsnetError, __version__
 
 log = logging.getLogger("ceemsnet")
 
-AVAILABLE_COLLECTORS = ("net", "vfs")
-PLANNED_COLLECTORS = {"skb": "cgroup_skb backend (issue 5)"}
+AVAILABLE_COLLECTORS = ("net", "vfs", "skb")
+PLANNED_COLLECTORS: dict[str, str] = {}
 DEFAULT_LISTEN = ":9977"
 
 
@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file system types the vfs collector reports: storage (default: all but pseudo "
                         "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
                         "lustre,...); 'storage,-tmpfs' removes one")
+    s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
+                   help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
+                        "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "
+                        "--skb.cgroups and counts in per-CPU cgroup storage")
+    s.add_argument("--skb.root", dest="skb_root", default="/", metavar="PATH",
+                   help="root mode: the cgroup (relative to the cgroup2 root) to attach to (default /)")
+    s.add_argument("--skb.cgroups", dest="skb_cgroups", metavar="GLOB",
+                   help="per-cgroup mode: cgroup paths to attach to, e.g. '/slurm/*/job_*' or "
+                        "'/system.slice/slurmstepd.scope/job_*' (descendants count into the match)")
+    s.add_argument("--skb.sync-interval", dest="skb_sync", type=float, default=1.0, metavar="SECONDS",
+                   help="per-cgroup mode: how often to look for new and removed cgroups (default 1)")
+    s.add_argument("--skb.map-entries", dest="skb_map_entries", type=_positive, default=65536, metavar="N",
+                   help="root mode: capacity of the skb counters map in keys (4 per cgroup)")
     s.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
                    help="kretprobe family: how many calls of one function may be in flight before returns "
                         "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
@@ -86,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(max(10, 2 x CPUs)); default 1024")
     s.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
+
+    c = sub.add_parser("compare", help="socket-level vs cgroup_skb bytes per cgroup, with reasons",
+                       description="Read a running exporter's /metrics (serve --collectors=net,skb) and show, "
+                                   "per cgroup and direction, socket-level payload bytes beside cgroup_skb "
+                                   "IP-layer bytes, their ratio, and why they differ beyond header overhead.")
+    c.add_argument("--url", default="http://127.0.0.1:9977/metrics",
+                   help="the exporter's metrics URL (default http://127.0.0.1:9977/metrics)")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("--log.level", dest="log_level", default="warning",
+                   choices=("debug", "info", "warning", "error"), help=argparse.SUPPRESS)
 
     pr = sub.add_parser("probe", help="show which BPF object and hook each kernel function gets, and why",
                         description="Without options: plan for the running kernel, check every hooked "
@@ -133,6 +156,7 @@ def _running_kernel():
 
 def cmd_serve(args) -> int:
     from .cgroups import CgroupResolver, find_cgroup2_root
+    from .collectors.skb import SkbBackend, SkbCollector
     from .collectors.net import NetCollector
     from .collectors.vfs import VfsCollector
     from .fstypes import parse_fstypes
@@ -144,13 +168,27 @@ def cmd_serve(args) -> int:
     collectors = _collectors(args.collectors)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
     counted_fs = parse_fstypes(args.vfs_fstypes)
+    if "skb" in collectors and args.skb_mode == "per-cgroup" and not args.skb_cgroups:
+        raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
     _require_root("ceemsnet serve")
     release, kver, arch = _running_kernel()
     btf = KernelBTF()
-    resolver = CgroupResolver(find_cgroup2_root())
+    try:
+        cg2 = find_cgroup2_root()
+    except CeemsnetError as e:
+        if "skb" in collectors:
+            raise CeemsnetError(f"--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups: {e}") from None
+        raise
+    resolver = CgroupResolver(cg2)
     loaded, hooks, cols = [], [], []
     try:
         for name in collectors:
+            if name == "skb":
+                backend = SkbBackend(cg2, args.skb_mode, args.skb_root, args.skb_cgroups, args.skb_map_entries)
+                cols.append(SkbCollector(backend, resolver, args.skb_sync))
+                hooks += backend.hooks()
+                log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
+                continue
             sel = select_and_load(name, kver, arch, btf, forced=args.hook,
                                   map_entries={"net_stats": args.net_map_entries,
                                                "vfs_stats": args.vfs_map_entries},
@@ -187,6 +225,9 @@ def cmd_serve(args) -> int:
         httpd.shutdown()
         httpd.server_close()
     finally:
+        for c in cols:
+            if hasattr(c, "close"):
+                c.close()
         for lo in loaded:
             lo.close()
     return 0
@@ -269,6 +310,13 @@ def cmd_probe(args) -> int:
     return 0 if any(h["status"] == "ok" for h in report["hooks"]) else 1
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare_rows, fetch_metrics, format_compare
+    rows = compare_rows(fetch_metrics(args.url))
+    print(json.dumps(rows, indent=2) if args.json else format_compare(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,7 +326,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": cmd_serve, "probe": cmd_probe}[args.command](args)
+        return {"serve": cmd_serve, "probe": cmd_probe, "compare": cmd_compare}[args.command](args)
     except CeemsnetError as e:
         print(f"ceemsnet: error: {e}", file=sys.stderr)
         return 1

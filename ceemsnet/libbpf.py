@@ -61,6 +61,9 @@ _PROTOS = {
     "bpf_program__autoload": (c_bool, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
+    "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+    "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
+    "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_map__fd": (c_int, [c_void_p]),
     "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
@@ -88,7 +91,13 @@ _PROTOS = {
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
-PERCPU_MAP_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
+# enum bpf_attach_type, and attach flags
+BPF_CGROUP_INET_INGRESS = 0
+BPF_CGROUP_INET_EGRESS = 1
+BPF_F_ALLOW_MULTI = 2
+PERCPU_MAP_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                    BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE}
 
 _lib = None
 _lib_lock = threading.Lock()

@@ -236,8 +236,21 @@ CATALOGUE: tuple[BpfObject, ...] = (
               _vfs_tracepoint()),
 )
 
+# cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not
+# kernel functions, by ceemsnet/collectors/skb.py. "function" names the hook.
+_SKB_HOOKS = (Hook("skb", "cgroup_skb/egress", ("cgroup_skb_egress",)),
+              Hook("skb", "cgroup_skb/ingress", ("cgroup_skb_ingress",)))
+SKB_OBJECTS = {
+    "root": BpfObject("skb-root.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("4.20"), None, _SKB_HOOKS),
+    "per-cgroup": BpfObject("skb-cgroup.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("4.20"), None,
+                            _SKB_HOOKS),
+}
+CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
+
+# subsystems whose objects hook kernel functions (planned by ceemsnet/choice.py)
 SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
-MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops")}
+MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
+        "skb": ("skb_stats", "skb_drops")}
 
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:

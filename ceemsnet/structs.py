@@ -97,3 +97,52 @@ def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple
     """{(cgroup_id, magic, op): (bytes, calls, errors)} from a vfs_stats read."""
     sums = sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)
     return {k: sums[i] for i, k in enumerate(_VFS_KEY.iter_unpack(keys[: count * _VFS_KEY.size]))}
+
+
+class SkbKey(ctypes.Structure):
+    _fields_ = [
+        ("cgroup_id", ctypes.c_uint64),
+        ("family", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 6),
+    ]
+
+
+class SkbValue(ctypes.Structure):
+    _fields_ = [
+        ("bytes", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("segments", ctypes.c_uint64),
+    ]
+
+
+class SkbStorage(ctypes.Structure):
+    _fields_ = [("v", (SkbValue * 2) * 2)]  # [family][direction]
+
+
+_SKB_KEY = struct.Struct("=QBB6x")
+_STORAGE_KEY = struct.Struct("=QI4x")  # struct bpf_cgroup_storage_key { u64 cgroup_inode_id; u32 attach_type; }
+assert _SKB_KEY.size == ctypes.sizeof(SkbKey)
+
+
+def decode_skb(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+    """{(cgroup_id, family, dir): (bytes, packets, segments)} from skb_stats (root mode)."""
+    sums = sum_percpu(values, count, ncpus, 3)
+    return {k: sums[i] for i, k in enumerate(_SKB_KEY.iter_unpack(keys[: count * _SKB_KEY.size]))}
+
+
+def decode_skb_storage(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple]:
+    """The same from per-CPU cgroup storage (per-cgroup mode), one storage per
+    (cgroup, attach type), each a [family][direction] array; summed per cgroup."""
+    words = ctypes.sizeof(SkbStorage) // 8
+    sums = sum_percpu(values, count, ncpus, words)
+    out: dict[tuple[int, int, int], list[int]] = {}
+    for i, (cg, _attach) in enumerate(_STORAGE_KEY.iter_unpack(keys[: count * _STORAGE_KEY.size])):
+        s = sums[i]
+        for fam in (0, 1):
+            for d in (0, 1):
+                base = (fam * 2 + d) * 3
+                acc = out.setdefault((cg, fam, d), [0, 0, 0])
+                for j in range(3):
+                    acc[j] += s[base + j]
+    return {k: tuple(v) for k, v in out.items()}

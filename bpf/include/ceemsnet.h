@@ -61,6 +61,24 @@ struct vfs_value {
 	__u64 errors; /* calls that returned an error */
 };
 
+struct skb_key {
+	__u64 cgroup_id; /* bpf_skb_cgroup_id(): the cgroup the socket was created in */
+	__u8 family;     /* enum net_family, from skb->protocol */
+	__u8 dir;        /* enum net_dir */
+	__u8 pad[6];     /* explicit and always zero */
+};
+
+struct skb_value {
+	__u64 bytes;    /* skb->len: IP header, transport header and payload */
+	__u64 packets;  /* skbs seen (one GSO super-packet is one) */
+	__u64 segments; /* GSO segments: the packets a GSO skb stands for (1 for others) */
+};
+
+/* Per-CPU cgroup storage value (per-cgroup mode): [family][direction]. */
+struct skb_storage {
+	struct skb_value v[2][2];
+};
+
 /* Indexes of the per-CPU "drops" array: events a program could not count. */
 enum drop_reason {
 	DROP_STATS_FULL = 0,  /* the stats map was full: a new key could not be added */
