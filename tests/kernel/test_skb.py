@@ -1,0 +1,159 @@
+"""cgroup_skb backend beside the socket-level one, on a real kernel.
+
+Both modes run at once (two exporters): root (hash keyed by the skb's
+cgroup) and per-cgroup (programs attached to cgroups matching a glob). IP
+bytes must lie between the payload and the payload plus a header bound per
+skb, while the socket-level bytes beside them stay exact.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ceemsnet import libbpf
+from ceemsnet.compare import MAX_HEADER
+
+from .conftest import ROOT, Exporter, traffic_argv
+from .peer import Peer, reply_size
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREFIX = "ceemsnet-skb"
+
+
+@pytest.fixture(scope="module")
+def exporters():
+    root = Exporter(collectors="net,skb")
+    try:
+        percg = Exporter(collectors="net,skb", extra=("--skb.mode=per-cgroup", f"--skb.cgroups=/{PREFIX}-*"))
+    except BaseException:
+        root.stop()
+        raise
+    yield {"root": root, "per-cgroup": percg}
+    for e in (root, percg):
+        rc, err = e.stop()
+        assert rc == 0, err
+
+
+@pytest.fixture
+def peer():
+    p = Peer()
+    yield p
+    p.close()
+
+
+def val(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def skb(samples, cg, d, field, family="ipv4"):
+    return val(samples, f"ceemsnet_skb_{d}_{field}_total", cgroup=cg.rel, family=family)
+
+
+def wait_attached(exporter, cg, timeout=30):
+    """per-cgroup mode follows new cgroups within --skb.sync-interval."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ("ceemsnet_skb_egress_bytes_total", (("cgroup", cg.rel), ("family", "ipv4"))) in exporter.samples():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"per-cgroup exporter did not attach to {cg.rel}")
+
+
+def test_bulk_tcp_ip_bytes_within_header_bound(exporters, make_cgroup, spawn, peer):
+    cg = make_cgroup(PREFIX)
+    wait_attached(exporters["per-cgroup"], cg)
+    size = 4 * 1024 * 1024
+    child = spawn(traffic_argv([{"op": "tcp", "family": 4, "addr": peer.tcp4, "send": size,
+                                 "expect": reply_size(size)}]), cg)
+    child.go()
+    for mode, e in exporters.items():
+        s = e.samples()
+        # socket level: exact, whatever the skb backend does beside it
+        assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=cg.rel, proto="tcp", family="ipv4") == size
+        for d, payload in (("egress", size), ("ingress", reply_size(size))):
+            b, p, seg = skb(s, cg, d, "bytes"), skb(s, cg, d, "packets"), skb(s, cg, d, "segments")
+            assert payload <= b <= payload + p * MAX_HEADER, (mode, d, b, p)
+            assert 0 < p <= seg, (mode, d)
+
+
+def test_socket_created_before_the_move(exporters, make_cgroup, spawn, peer):
+    old, new = make_cgroup(PREFIX), make_cgroup(PREFIX)
+    wait_attached(exporters["per-cgroup"], new)
+    n = 200_000
+    child = spawn([sys.executable, os.path.join(HERE, "moved_socket.py"), peer.tcp4[0], str(peer.tcp4[1]), str(n)],
+                  old)
+    child.proc.stdin.write("go\n")
+    child.proc.stdin.flush()
+    assert child.proc.stdout.readline().strip() == "connected"
+    new.add(child.proc.pid)  # cgroup2: moving our own child between our own test cgroups
+    out = child.go()
+    assert int(out.split()[-1]) == reply_size(n)
+    s = exporters["root"].samples()
+    # socket level follows the task; the skb level stays with the socket's cgroup
+    assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=new.rel, proto="tcp", family="ipv4") == n
+    assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=old.rel, proto="tcp", family="ipv4") == 0
+    assert n <= skb(s, old, "egress", "bytes") <= n + skb(s, old, "egress", "packets") * MAX_HEADER
+    assert skb(s, new, "egress", "bytes") == 0
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "compare", "--json", "--url", exporters["root"].url],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = {(r["cgroup"], r["direction"]): r for r in json.loads(p.stdout)}
+    assert rows[(new.rel, "egress")]["reason"].startswith("socket only")
+    assert rows[(old.rel, "egress")]["reason"].startswith("skb only")
+    assert rows[(new.rel, "egress")]["socket_bytes"] == n
+
+
+def _other_program(cg):
+    """Someone else's cgroup_skb program (think systemd IP accounting), attached
+    with bpf_prog_attach(BPF_F_ALLOW_MULTI); returns (read egress bytes, detach)."""
+    from ceemsnet.loader import BpfMap
+    from ceemsnet.objects import SKB_OBJECTS
+    from ceemsnet.structs import decode_skb
+    lb = libbpf.lib()
+    obj = lb.bpf_object__open_file(SKB_OBJECTS["root"].path.encode(), None)
+    assert obj and lb.bpf_object__load(obj) == 0
+    prog = lb.bpf_object__find_program_by_name(obj, b"cgroup_skb_egress")
+    mp = lb.bpf_object__find_map_by_name(obj, b"skb_stats")
+    m = BpfMap("other", lb.bpf_map__fd(mp), 16, 24, lb.bpf_map__max_entries(mp), lb.bpf_map__type(mp))
+    fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
+    assert lb.bpf_prog_attach(lb.bpf_program__fd(prog), fd, libbpf.BPF_CGROUP_INET_EGRESS,
+                              libbpf.BPF_F_ALLOW_MULTI) == 0
+
+    def egress_bytes():
+        k, v, n = m.read_all()
+        return sum(vals[0] for (cid, _, d), vals in decode_skb(k, v, n, m.ncpus).items() if cid == cg.id and d == 0)
+
+    def detach():
+        lb.bpf_prog_detach2(lb.bpf_program__fd(prog), fd, libbpf.BPF_CGROUP_INET_EGRESS)
+        os.close(fd)
+        lb.bpf_object__close(obj)
+
+    return egress_bytes, detach
+
+
+def test_other_programs_keep_counting(make_cgroup, spawn, peer):
+    cg = make_cgroup("ceemsnet-other")
+    egress, detach = _other_program(cg)
+    plan = [{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [1000]}]
+    try:
+        spawn(traffic_argv(plan), cg).go()
+        first = egress()
+        assert 1000 <= first <= 1000 + MAX_HEADER
+        ours = Exporter(collectors="skb", extra=("--skb.mode=per-cgroup", f"--skb.cgroups={cg.rel}"))
+        try:
+            wait_attached(ours, cg)
+            spawn(traffic_argv(plan), cg).go()
+            assert 1000 <= egress() - first <= 1000 + MAX_HEADER  # theirs still counts with ours attached
+            assert 1000 <= skb(ours.samples(), cg, "egress", "bytes") <= 1000 + MAX_HEADER
+        finally:
+            rc, err = ours.stop()
+        assert rc == 0, err
+        second = egress()
+        spawn(traffic_argv(plan), cg).go()
+        assert 1000 <= egress() - second <= 1000 + MAX_HEADER  # and after ours detached
+    finally:
+        detach()
