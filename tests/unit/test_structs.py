@@ -6,7 +6,7 @@ import pytest
 
 from ceemsnet.kernel import KernelBTF
 from ceemsnet.objects import CATALOGUE
-from ceemsnet.structs import NetKey, NetValue, VfsKey, VfsValue
+from ceemsnet.structs import NetKey, NetValue, SkbKey, SkbStorage, SkbValue, VfsKey, VfsValue
 
 
 def layout(cls):
@@ -34,5 +34,18 @@ def test_vfs_structs_match_c(obj):
     try:
         assert btf.struct_layout("vfs_key") == layout(VfsKey)
         assert btf.struct_layout("vfs_value") == layout(VfsValue)
+    finally:
+        btf.close()
+
+
+@pytest.mark.parametrize("obj", [o for o in CATALOGUE if o.subsystem == "skb"], ids=lambda o: o.file)
+def test_skb_structs_match_c(obj):
+    btf = KernelBTF(obj.path)
+    try:
+        if obj.file == "skb-root.bpf.o":
+            assert btf.struct_layout("skb_key") == layout(SkbKey)
+            assert btf.struct_layout("skb_value") == layout(SkbValue)
+        else:
+            assert btf.struct_layout("skb_storage")[0] == ctypes.sizeof(SkbStorage)
     finally:
         btf.close()
