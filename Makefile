@@ -55,7 +55,7 @@ VFS_OBJS := \
 SKB_OBJS := $(OBJDIR)/skb-root.bpf.o $(OBJDIR)/skb-cgroup.bpf.o
 
 OBJS := $(NET_OBJS) $(VFS_OBJS) $(SKB_OBJS)
-COMMON_SRC := bpf/include/ceemsnet.h bpf/include/arch.h bpf/include/vmlinux.h
+COMMON_SRC := bpf/include/ceemsnet.h bpf/include/cgroup.h bpf/include/arch.h bpf/include/vmlinux.h
 NET_SRC := bpf/net/net.bpf.c bpf/net/net.h $(COMMON_SRC)
 VFS_SRC := bpf/vfs/vfs.bpf.c bpf/vfs/vfs.h $(COMMON_SRC)
 SKB_SRC := bpf/net/skb.bpf.c bpf/net/skb.h $(COMMON_SRC)

@@ -100,8 +100,10 @@ class CgroupResolver:
     while callers still ask for them (their counts still exist).
     """
 
-    def __init__(self, root: str, max_age: float = 60.0, clock=time.monotonic):
+    def __init__(self, root: str, max_age: float = 60.0, clock=time.monotonic, low32: bool = False):
         self.root = root
+        # before 5.5 bpf_get_current_cgroup_id() returns generation << 32 | inode
+        self.mask = 0xFFFFFFFF if low32 else None
         self.max_age = max_age
         self._clock = clock
         self._paths: dict[int, str] = {}
@@ -122,9 +124,100 @@ class CgroupResolver:
 
     def resolve(self, ids: Iterable[int]) -> dict[int, str]:
         ids = set(ids)
+        if self.mask is not None:
+            lows = self.resolve({i & self.mask for i in ids} - {0})
+            return {i: lows.get(i & self.mask) or unresolved_label(i) for i in ids}
         now = self._clock()
         stale = self._scanned_at is None or now - self._scanned_at >= self.max_age
         new = any(i not in self._paths and i not in self._unresolvable for i in ids)
         if stale or new:
             self._rescan(ids)
         return {i: self._paths.get(i) or unresolved_label(i) for i in ids}
+
+
+# ---- which hierarchy attributes the work: --cgroup.hierarchy ---------------
+
+from dataclasses import dataclass  # noqa: E402
+
+SLURM_V1_CONTROLLERS = ("freezer", "cpuset", "memory", "cpu", "cpuacct", "devices", "pids")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    version: str        # "v2" or "v1"
+    controller: str     # v1 only
+    subsys_index: int   # the controller's index in /proc/cgroups (v1), -1 for v2
+    root: str           # mount point: metric paths are relative to it
+    reason: str
+
+    def describe(self) -> str:
+        what = "cgroup v2" if self.version == "v2" else f"cgroup v1 {self.controller} hierarchy"
+        return f"{what} at {self.root} ({self.reason})"
+
+
+def parse_proc_cgroups(text: str) -> list[str]:
+    """Controller names in /proc/cgroups order, which is the kernel's subsystem index."""
+    return [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def parse_v1_mounts(mountinfo: str) -> dict[str, str]:
+    """{controller: mount point} of cgroup v1 hierarchies (named ones such as name=systemd left out)."""
+    out: dict[str, str] = {}
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(rest) < 3 or rest[0] != "cgroup":
+            continue
+        for opt in rest[2].split(","):
+            if opt not in ("rw", "ro") and "=" not in opt:
+                out.setdefault(opt, _unescape_mount(fields[4]))
+    return out
+
+
+def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path.isdir) -> Hierarchy:
+    """The hierarchy --cgroup.hierarchy=auto|v2|v1:<controller> means on this host (pure)."""
+    v2 = parse_cgroup2_mounts(mountinfo)
+    v2_root = next((p for p in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified") if p in v2), v2[0] if v2 else None)
+    v1 = parse_v1_mounts(mountinfo)
+    names = parse_proc_cgroups(proc_cgroups)
+    spec = (spec or "auto").strip()
+
+    def v1_hierarchy(ctrl: str, reason: str) -> Hierarchy:
+        if ctrl not in names:
+            raise CeemsnetError(f"unknown cgroup controller {ctrl!r}; this kernel has: {', '.join(names)}")
+        if ctrl not in v1:
+            raise CeemsnetError(f"the {ctrl} controller is not mounted as a cgroup v1 hierarchy here"
+                                + (" (cgroup2 is mounted: --cgroup.hierarchy=v2 uses it)" if v2 else ""))
+        return Hierarchy("v1", ctrl, names.index(ctrl), v1[ctrl], reason)
+
+    if spec == "v2":
+        if not v2_root:
+            raise CeemsnetError("no cgroup2 file system is mounted: use --cgroup.hierarchy=v1:<controller>")
+        return Hierarchy("v2", "", -1, v2_root, "asked for")
+    if spec.startswith("v1:") and len(spec) > 3:
+        return v1_hierarchy(spec[3:], "asked for")
+    if spec != "auto":
+        raise CeemsnetError(f"invalid --cgroup.hierarchy {spec!r}: use auto, v2 or v1:<controller> "
+                            "(e.g. v1:memory)")
+    if v2_root and not v1:
+        return Hierarchy("v2", "", -1, v2_root, "unified host")
+    for ctrl in SLURM_V1_CONTROLLERS:
+        if ctrl in v1 and isdir(os.path.join(v1[ctrl], "slurm")):
+            return v1_hierarchy(ctrl, f"SLURM's tree found at {os.path.join(v1[ctrl], 'slurm')}")
+    if v2_root:
+        return Hierarchy("v2", "", -1, v2_root, "hybrid host with no SLURM tree in a v1 controller")
+    for ctrl in ("memory",) + SLURM_V1_CONTROLLERS:
+        if ctrl in v1:
+            return v1_hierarchy(ctrl, "cgroup v1 only host")
+    raise CeemsnetError("no cgroup file system is mounted")
+
+
+def host_hierarchy(spec: str) -> Hierarchy:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mi = f.read()
+        with open("/proc/cgroups") as f:
+            pc = f.read()
+    except OSError as e:
+        raise CeemsnetError(f"cannot read cgroup mounts: {e.strerror}") from None
+    return choose_hierarchy(spec, mi, pc)

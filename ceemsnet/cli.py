@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file system types the vfs collector reports: storage (default: all but pseudo "
                         "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
                         "lustre,...); 'storage,-tmpfs' removes one")
+    s.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
+                   help="which cgroup the net and vfs collectors charge: v2 (the task's cgroup2 cgroup), "
+                        "v1:<controller> (its cgroup in that cgroup v1 hierarchy, e.g. v1:memory), or auto "
+                        "(default: v2 on unified hosts; on v1/hybrid hosts the controller holding a slurm "
+                        "tree, else v2 if mounted)")
     s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
                    help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
                         "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "
@@ -121,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--arch", metavar="ARCH", help="with --kernel: x86_64 or aarch64 (default: this machine's)")
     pr.add_argument("--hook", default="auto", choices=("auto", "fexit", "kretprobe", "tracepoint"),
                     help="probe only this hook family")
+    pr.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
+                    help="the attribution to plan for (see serve --help)")
     pr.add_argument("--log.level", dest="log_level", default="warning",
                     choices=("debug", "info", "warning", "error"), help="log verbosity (default warning)")
     return p
@@ -155,7 +162,8 @@ def _running_kernel():
 
 
 def cmd_serve(args) -> int:
-    from .cgroups import CgroupResolver, find_cgroup2_root
+    from packaging.version import Version
+    from .cgroups import CgroupResolver, find_cgroup2_root, host_hierarchy
     from .collectors.skb import SkbBackend, SkbCollector
     from .collectors.net import NetCollector
     from .collectors.vfs import VfsCollector
@@ -173,26 +181,30 @@ def cmd_serve(args) -> int:
     _require_root("ceemsnet serve")
     release, kver, arch = _running_kernel()
     btf = KernelBTF()
-    try:
-        cg2 = find_cgroup2_root()
-    except CeemsnetError as e:
-        if "skb" in collectors:
+    hier = host_hierarchy(args.hierarchy)
+    log.info("attributing to %s", hier.describe())
+    resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
+    cg2 = skb_resolver = None
+    if "skb" in collectors:
+        try:
+            cg2 = find_cgroup2_root()
+        except CeemsnetError as e:
             raise CeemsnetError(f"--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups: {e}") from None
-        raise
-    resolver = CgroupResolver(cg2)
+        skb_resolver = resolver if hier.version == "v2" and hier.root == cg2 else CgroupResolver(cg2)
+    settings = {"cgrp_v1_subsys": hier.subsys_index}
     loaded, hooks, cols = [], [], []
     try:
         for name in collectors:
             if name == "skb":
                 backend = SkbBackend(cg2, args.skb_mode, args.skb_root, args.skb_cgroups, args.skb_map_entries)
-                cols.append(SkbCollector(backend, resolver, args.skb_sync))
+                cols.append(SkbCollector(backend, skb_resolver, args.skb_sync))
                 hooks += backend.hooks()
                 log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
                 continue
             sel = select_and_load(name, kver, arch, btf, forced=args.hook,
                                   map_entries={"net_stats": args.net_map_entries,
                                                "vfs_stats": args.vfs_map_entries},
-                                  maxactive=args.maxactive or None)
+                                  maxactive=args.maxactive or None, settings=settings)
             if sel.loaded is None:
                 why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
                 raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")
@@ -246,10 +258,15 @@ def probe_report(args) -> dict:
         from .loader import select_and_load
         release, kver, arch = _running_kernel()
         btf = KernelBTF()
+        from .cgroups import host_hierarchy
+        hier = host_hierarchy(args.hierarchy)
         report = {"kernel": release, "version": str(kver), "arch": arch, "btf_checked": True,
+                  "cgroup_hierarchy": {"version": hier.version, "controller": hier.controller,
+                                       "root": hier.root, "reason": hier.reason},
                   "subsystems": {}, "hooks": []}
         for sub in SUBSYSTEMS:
-            sel = select_and_load(sub, kver, arch, btf, forced=args.hook, keep=False)
+            sel = select_and_load(sub, kver, arch, btf, forced=args.hook, keep=False,
+                                  settings={"cgrp_v1_subsys": hier.subsys_index})
             plan = sel.plan
             rows = plan.hooks if plan else (sel.plans[-1].hooks if sel.plans else [])
             report["subsystems"][sub] = {
@@ -289,6 +306,10 @@ def format_probe(report: dict) -> str:
                 else "BTF not checked (not the running kernel)")]
     if report.get("note"):
         lines.append(f"note: {report['note']}")
+    if report.get("cgroup_hierarchy"):
+        h = report["cgroup_hierarchy"]
+        what = "cgroup v2" if h["version"] == "v2" else f"cgroup v1 {h['controller']} hierarchy"
+        lines.append(f"attribution: {what} at {h['root']} ({h['reason']})")
     for sub, info in report["subsystems"].items():
         lines.append(f"{sub}: {info['family']} family" + (f", object {info['object']}" if info["object"] else ""))
         for fam, why in info["refused"].items():
@@ -332,6 +353,9 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ceemsnet probe | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -235,3 +235,19 @@ class KernelBTF:
             bits = members[i].offset & 0xFFFFFF if kflag else members[i].offset
             out.append((self._name(members[i].name_off), bits // 8))
         return t.contents.size_or_type, out
+
+    def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
+        """{variable: (offset, size)} of a data section (".rodata") in an object's BTF."""
+        import ctypes
+
+        class var_secinfo(ctypes.Structure):
+            _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+        tid = self._lb.btf__find_by_name_kind(self._btf, section.encode(), 15)  # BTF_KIND_DATASEC
+        if tid <= 0:
+            return {}
+        t = self._lb.btf__type_by_id(self._btf, tid)
+        vlen = t.contents.info & 0xFFFF
+        infos = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents), ctypes.POINTER(var_secinfo))
+        return {self._name(self._type(infos[i].type).name_off): (infos[i].offset, infos[i].size)
+                for i in range(vlen)}

@@ -172,13 +172,14 @@ def _explain_errno(err: int, family: str) -> str:
 
 
 def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
-                rodata: dict[str, bytes] | None = None, maxactive: int | None = None) -> LoadedObject:
+                settings: dict[str, int] | None = None, maxactive: int | None = None) -> LoadedObject:
     """Open plan.obj, autoload only the planned programs, load, attach.
 
     Programs whose attach fails are detached from the plan (their hooks turn
     "skipped" with the reason); only when nothing attaches is the family
-    refused. rodata: {section name: bytes} written over `.rodata` before load
-    (const volatile settings); map_entries: {map name: max_entries};
+    refused. settings: {const volatile global: integer} written into
+    `.rodata` before load, at the offsets the object's BTF gives;
+    map_entries: {map name: max_entries};
     maxactive: kretprobe programs are attached through bcc with this many
     instances per function (see ceemsnet/kprobes.py), else libbpf's default.
     """
@@ -205,15 +206,8 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
                 m = lb.bpf_object__find_map_by_name(obj, mname.encode())
                 if m:
                     libbpf.check_rc(lb.bpf_map__set_max_entries(m, n), f"resize map {mname}")
-            for sec, data in (rodata or {}).items():
-                m = lb.bpf_object__find_map_by_name(obj, sec.encode())
-                if not m:
-                    raise CeemsnetError(f"{plan.obj.file} has no {sec} section to configure")
-                size = ctypes.c_size_t(0)
-                ptr = lb.bpf_map__initial_value(m, ctypes.byref(size))
-                if not ptr or size.value < len(data):
-                    raise CeemsnetError(f"{plan.obj.file}: {sec} is {size.value} bytes, settings need {len(data)}")
-                ctypes.memmove(ptr, data, len(data))
+            if settings:
+                _apply_settings(lb, obj, path, plan.obj.file, settings)
             rc = lb.bpf_object__load(obj)
             if rc < 0:
                 err = -rc
@@ -269,6 +263,25 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
             raise
 
 
+def _apply_settings(lb, obj, path: str, file: str, settings: dict[str, int]) -> None:
+    from .kernel import KernelBTF
+    btf = KernelBTF(path)
+    try:
+        layout = btf.datasec_vars(".rodata")
+    finally:
+        btf.close()
+    m = lb.bpf_object__find_map_by_name(obj, b".rodata")
+    size = ctypes.c_size_t(0)
+    ptr = lb.bpf_map__initial_value(m, ctypes.byref(size)) if m else None
+    for name, value in settings.items():
+        if name not in layout or not ptr:
+            raise CeemsnetError(f"{file} has no setting {name} (rebuild the objects: make objs)")
+        off, sz = layout[name]
+        if off + sz > size.value:
+            raise CeemsnetError(f"{file}: .rodata too small for {name}")
+        ctypes.memmove(ptr + off, value.to_bytes(sz, "little", signed=True), sz)
+
+
 def _map_names(plan: FamilyPlan) -> tuple[str, ...]:
     from .objects import MAPS
     return MAPS.get(plan.subsystem, ())
@@ -302,7 +315,7 @@ class Selection:
 
 def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
                     map_entries: dict[str, int] | None = None, keep: bool = True,
-                    maxactive: int | None = None) -> Selection:
+                    maxactive: int | None = None, settings: dict[str, int] | None = None) -> Selection:
     """Plan each family best first and keep the first the kernel accepts.
 
     forced: a family name; then only that one is tried and its refusal is
@@ -317,7 +330,7 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             sel.refusals[family] = plan.refused
             continue
         try:
-            loaded = load_object(plan, map_entries, maxactive=maxactive)
+            loaded = load_object(plan, map_entries, settings=settings, maxactive=maxactive)
         except LoadRefused as e:
             sel.refusals[family] = str(e)
             plan.refused = str(e)

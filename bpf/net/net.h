@@ -7,6 +7,7 @@
 #define __CEEMSNET_NET_H
 
 #include "ceemsnet.h"
+#include "cgroup.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -55,7 +56,7 @@ static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long 
 	struct net_value *val;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	key.cgroup_id = bpf_get_current_cgroup_id();
+	key.cgroup_id = ceemsnet_cgroup_id();
 	key.proto = proto;
 	key.family = family;
 	key.dir = dir;

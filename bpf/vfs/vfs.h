@@ -9,6 +9,7 @@
 #define __CEEMSNET_VFS_H
 
 #include "ceemsnet.h"
+#include "cgroup.h"
 
 #define S_IFMT 00170000
 #define S_IFREG 0100000
@@ -44,7 +45,7 @@ static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 	struct vfs_value *val;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	key.cgroup_id = bpf_get_current_cgroup_id();
+	key.cgroup_id = ceemsnet_cgroup_id();
 	key.magic = magic;
 	key.op = op;
 

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Which cgroup a task's work is charged to.
+ *
+ * cgroup v2 (default): bpf_get_current_cgroup_id(), the id of the task's
+ * cgroup2 cgroup, which is the inode number of its directory.
+ * cgroup v1 (RHEL 8, hybrid hosts): the id of the task's cgroup in one
+ * controller's hierarchy, task->cgroups->subsys[i]->cgroup->kn->id, where
+ * i is the controller's index in /proc/cgroups. The loader sets i before
+ * load; the verifier then sees a constant and drops the branch not taken.
+ */
+#ifndef __CEEMSNET_CGROUP_H
+#define __CEEMSNET_CGROUP_H
+
+const volatile __s32 cgrp_v1_subsys = -1;
+
+/* a bound for the verifier: kernels have at most ~14 controllers */
+#define CGROUP_SUBSYS_MAX 16
+
+/*
+ * Before 5.5, kernfs_node.id was a union of { ino, generation } and a u64
+ * (5.5, "kernfs: convert kernfs_node->id from union kernfs_node_id to u64"). User space
+ * sees the inode number, so on old kernels read .ino.
+ */
+union kernfs_node_id {
+	struct {
+		__u32 ino;
+		__u32 generation;
+	};
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___old {
+	union kernfs_node_id id;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 kn_ino(struct kernfs_node *kn)
+{
+	if (bpf_core_type_exists(union kernfs_node_id)) {
+		struct kernfs_node___old *old = (void *)kn;
+
+		return BPF_CORE_READ(old, id.ino);
+	}
+	return BPF_CORE_READ(kn, id);
+}
+
+static __always_inline __u64 ceemsnet_cgroup_id(void)
+{
+	struct cgroup_subsys_state *css = NULL;
+	struct task_struct *task;
+	struct css_set *cset;
+	__s32 i = cgrp_v1_subsys;
+
+	if (i < 0)
+		return bpf_get_current_cgroup_id();
+	if (i >= CGROUP_SUBSYS_MAX)
+		return 0;
+	task = (struct task_struct *)bpf_get_current_task();
+	cset = BPF_CORE_READ(task, cgroups);
+	if (!cset)
+		return 0;
+	/* subsys[] is relocated by CO-RE; the index is a load-time constant */
+	bpf_probe_read_kernel(&css, sizeof(css), (void *)&cset->subsys[0] + i * sizeof(css));
+	if (!css)
+		return 0;
+	return kn_ino(BPF_CORE_READ(css, cgroup, kn));
+}
+
+#endif /* __CEEMSNET_CGROUP_H */
