@@ -125,8 +125,11 @@ class CgroupResolver:
     def resolve(self, ids: Iterable[int]) -> dict[int, str]:
         ids = set(ids)
         if self.mask is not None:
-            lows = self.resolve({i & self.mask for i in ids} - {0})
+            lows = self._resolve({i & self.mask for i in ids} - {0})
             return {i: lows.get(i & self.mask) or unresolved_label(i) for i in ids}
+        return self._resolve(ids)
+
+    def _resolve(self, ids: set[int]) -> dict[int, str]:
         now = self._clock()
         stale = self._scanned_at is None or now - self._scanned_at >= self.max_age
         new = any(i not in self._paths and i not in self._unresolvable for i in ids)
@@ -155,6 +158,11 @@ class Hierarchy:
         return f"{what} at {self.root} ({self.reason})"
 
 
+# cgroup v1 super block options that are not controllers (kernel/cgroup/cgroup-v1.c)
+_V1_MOUNT_OPTIONS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "none", "all",
+                     "favordynmods", "nofavordynmods"}
+
+
 def parse_proc_cgroups(text: str) -> list[str]:
     """Controller names in /proc/cgroups order, which is the kernel's subsystem index."""
     return [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -169,7 +177,7 @@ def parse_v1_mounts(mountinfo: str) -> dict[str, str]:
         if not sep or len(fields) < 5 or len(rest) < 3 or rest[0] != "cgroup":
             continue
         for opt in rest[2].split(","):
-            if opt not in ("rw", "ro") and "=" not in opt:
+            if opt not in _V1_MOUNT_OPTIONS and "=" not in opt:
                 out.setdefault(opt, _unescape_mount(fields[4]))
     return out
 
