@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "v1:<controller> (its cgroup in that cgroup v1 hierarchy, e.g. v1:memory), or auto "
                         "(default: v2 on unified hosts; on v1/hybrid hosts the controller holding a slurm "
                         "tree, else v2 if mounted)")
+    s.add_argument("--cgroup.retention", dest="retention", type=float, default=300.0, metavar="SECONDS",
+                   help="how long the series of a removed cgroup stay exported with their last counts "
+                        "(default 300: a few scrape intervals); its map entries are freed at once")
     s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
                    help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
                         "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "
@@ -167,6 +170,7 @@ def cmd_serve(args) -> int:
     from .collectors.skb import SkbBackend, SkbCollector
     from .collectors.net import NetCollector
     from .collectors.vfs import VfsCollector
+    from .lifecycle import Lifecycle
     from .fstypes import parse_fstypes
     from .exporter import CeemsnetCollector, build_labels, build_registry, start_server
     from .exporter import parse_listen_address
@@ -223,8 +227,9 @@ def cmd_serve(args) -> int:
                         else logging.WARNING
                     log.log(level, "%s: %s not hooked: %s", name, h.function, h.reason)
             loaded.append(sel.loaded)
-            cols.append(NetCollector(sel.loaded, resolver) if name == "net"
-                        else VfsCollector(sel.loaded, resolver, counted_fs))
+            life = Lifecycle(hier.root, args.retention)
+            cols.append(NetCollector(sel.loaded, resolver, life) if name == "net"
+                        else VfsCollector(sel.loaded, resolver, counted_fs, life))
         collector = CeemsnetCollector(cols, hooks, build_labels(release))
         httpd, _ = start_server(args.listen, build_registry(collector), collector)
         log.info("serving /metrics on %s", args.listen)

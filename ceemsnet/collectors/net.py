@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..metrics import Family
-from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_drops, decode_net
+from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_drops, decode_net, pack_net_key
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -43,14 +43,22 @@ def net_families(stats: dict, paths: dict[int, str]) -> list[Family]:
     return out
 
 
+def map_entries_family(name: str, n: int) -> Family:
+    f = Family("ceemsnet_map_entries", "Keys in a BPF counters map (capacity: the --*.map-entries flags)",
+               "gauge", ("map",))
+    f.add((name,), n)
+    return f
+
+
 class NetCollector:
     """Reads the net object's maps each scrape."""
 
     name = "net"
 
-    def __init__(self, loaded, resolver):
+    def __init__(self, loaded, resolver, lifecycle=None):
         self.loaded = loaded
         self.resolver = resolver
+        self.lifecycle = lifecycle
         self.stats_map = loaded.maps["net_stats"]
         self.drops_map = loaded.maps.get("net_drops")
 
@@ -58,7 +66,10 @@ class NetCollector:
         keys, values, n = self.stats_map.read_all()
         stats = decode_net(keys, values, n, self.stats_map.ncpus)
         paths = self.resolver.resolve({k[0] for k in stats})
+        if self.lifecycle is not None:
+            stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_net_key(*k)))
         fams = net_families(stats, paths)
+        fams.append(map_entries_family("net_stats", n))
         if self.drops_map is not None:
             _, dv, dn = self.drops_map.read_all()
             drops = decode_drops(dv, dn, self.drops_map.ncpus)

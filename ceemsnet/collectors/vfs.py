@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..fstypes import fstype
 from ..metrics import Family
-from ..structs import VFS_OPS, decode_drops, decode_vfs
+from ..structs import VFS_OPS, decode_drops, decode_vfs, pack_vfs_key
+from .net import map_entries_family
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
@@ -53,9 +54,10 @@ def vfs_families(stats: dict, paths: dict[int, str], counted: frozenset[str]) ->
 class VfsCollector:
     name = "vfs"
 
-    def __init__(self, loaded, resolver, counted: frozenset[str]):
+    def __init__(self, loaded, resolver, counted: frozenset[str], lifecycle=None):
         self.loaded = loaded
         self.resolver = resolver
+        self.lifecycle = lifecycle
         self.counted = counted
         self.stats_map = loaded.maps["vfs_stats"]
         self.drops_map = loaded.maps.get("vfs_drops")
@@ -64,7 +66,10 @@ class VfsCollector:
         keys, values, n = self.stats_map.read_all()
         stats = decode_vfs(keys, values, n, self.stats_map.ncpus)
         paths = self.resolver.resolve({k[0] for k in stats})
+        if self.lifecycle is not None:
+            stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_vfs_key(*k)))
         fams = vfs_families(stats, paths, self.counted)
+        fams.append(map_entries_family("vfs_stats", n))
         if self.drops_map is not None:
             _, dv, dn = self.drops_map.read_all()
             drops = decode_drops(dv, dn, self.drops_map.ncpus)
