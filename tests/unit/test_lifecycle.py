@@ -1,0 +1,48 @@
+from ceemsnet.lifecycle import Lifecycle
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_gone_cgroups_fold_delete_and_expire():
+    alive = {1: True, 2: True}
+    clock = Clock()
+    life = Lifecycle("/unused", retention=10, clock=clock, alive=lambda cid, path: alive.get(cid, False))
+    deleted = []
+    paths = {1: "/job_1/step_0", 2: "/job_1/step_1"}
+    stats = {(1, 0, 0, 0): (100, 1, 0), (1, 1, 0, 0): (5, 1, 0), (2, 0, 0, 0): (7, 1, 0)}
+    out, _ = life.process(dict(stats), paths, lambda k: deleted.append(k) or True)
+    assert out == stats and not deleted
+    alive[1] = False  # step_0 removed
+    clock.t = 1
+    out, p = life.process(dict(stats), paths, lambda k: deleted.append(k) or True)
+    assert sorted(deleted) == [(1, 0, 0, 0), (1, 1, 0, 0)] and life.deleted == 2
+    retired = {k: v for k, v in out.items() if k[0] < 0}
+    assert {(p[k[0]],) + k[1:]: v for k, v in retired.items()} == {("/job_1/step_0", 0, 0, 0): (100, 1, 0),
+                                                                     ("/job_1/step_0", 1, 0, 0): (5, 1, 0)}
+    # the keys are gone from the map: later reads no longer have them, the totals stay
+    later = {(2, 0, 0, 0): (9, 2, 0)}
+    clock.t = 5
+    out, p = life.process(dict(later), paths, lambda k: True)
+    assert {(p[k[0]],) + k[1:]: v for k, v in out.items() if k[0] < 0} == {
+        ("/job_1/step_0", 0, 0, 0): (100, 1, 0), ("/job_1/step_0", 1, 0, 0): (5, 1, 0)}
+    assert out[(2, 0, 0, 0)] == (9, 2, 0)
+    clock.t = 12  # retention over: step_0's series go, step_1 stays
+    out, p = life.process(dict(later), paths, lambda k: True)
+    assert out == later
+
+
+def test_a_path_taken_by_a_new_cgroup_keeps_summing():
+    clock = Clock()
+    alive = {1: False, 3: True}
+    life = Lifecycle("/unused", retention=10, clock=clock, alive=lambda cid, path: alive[cid])
+    out, p = life.process({(1, 0): (50,)}, {1: "/job"}, lambda k: True)
+    out, p = life.process({(3, 0): (7,)}, {3: "/job"}, lambda k: True)
+    assert sum(v[0] for k, v in out.items() if p[k[0]] == "/job") == 57
+    clock.t = 100  # the path is live again: its retired counts are not dropped
+    out, p = life.process({(3, 0): (8,)}, {3: "/job"}, lambda k: True)
+    assert sum(v[0] for k, v in out.items() if p[k[0]] == "/job") == 58
