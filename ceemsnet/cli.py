@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "v1:<controller> (its cgroup in that cgroup v1 hierarchy, e.g. v1:memory), or auto "
                         "(default: v2 on unified hosts; on v1/hybrid hosts the controller holding a slurm "
                         "tree, else v2 if mounted)")
+    s.add_argument("--unit", dest="unit", default="auto", choices=("auto", "none", "slurm", "systemd", "k8s"),
+                   help="add the workload unit to every series and export per-unit sums: slurm (label job, "
+                        "ceemsnet_job_*), systemd (unit, ceemsnet_unit_*), k8s (pod, ceemsnet_pod_*); auto "
+                        "(default) is slurm where a SLURM cgroup tree exists, else none")
     s.add_argument("--cgroup.retention", dest="retention", type=float, default=300.0, metavar="SECONDS",
                    help="how long the series of a removed cgroup stay exported with their last counts "
                         "(default 300: a few scrape intervals); its map entries are freed at once")
@@ -196,6 +200,11 @@ def cmd_serve(args) -> int:
             raise CeemsnetError(f"--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups: {e}") from None
         skb_resolver = resolver if hier.version == "v2" and hier.root == cg2 else CgroupResolver(cg2)
     settings = {"cgrp_v1_subsys": hier.subsys_index}
+    from .units import PARSERS, resolve_kind
+    unit_kind = resolve_kind(args.unit, hier.root)
+    unit_of = PARSERS.get(unit_kind)
+    if unit_kind != "none":
+        log.info("workload units: %s", unit_kind)
     loaded, hooks, cols = [], [], []
     try:
         for name in collectors:
@@ -227,10 +236,10 @@ def cmd_serve(args) -> int:
                         else logging.WARNING
                     log.log(level, "%s: %s not hooked: %s", name, h.function, h.reason)
             loaded.append(sel.loaded)
-            life = Lifecycle(hier.root, args.retention)
+            life = Lifecycle(hier.root, args.retention, unit_of=unit_of)
             cols.append(NetCollector(sel.loaded, resolver, life) if name == "net"
                         else VfsCollector(sel.loaded, resolver, counted_fs, life))
-        collector = CeemsnetCollector(cols, hooks, build_labels(release))
+        collector = CeemsnetCollector(cols, hooks, build_labels(release), unit_kind)
         httpd, _ = start_server(args.listen, build_registry(collector), collector)
         log.info("serving /metrics on %s", args.listen)
         stop = threading.Event()

@@ -42,7 +42,9 @@ class CeemsnetCollector:
     collect() is prometheus_client's custom-collector hook over the same data.
     """
 
-    def __init__(self, collectors, hooks, build_labels: dict[str, str]):
+    def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none"):
+        self.unit_kind = unit_kind
+        self._unit_cache: dict[str, str | None] = {}
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
         self.build_labels = build_labels
@@ -89,6 +91,11 @@ class CeemsnetCollector:
             ok.add((c.name,), success)
             out += fams
         out += [dur, ok]
+        if self.unit_kind != "none":
+            from .units import add_units
+            if len(self._unit_cache) > 200_000:
+                self._unit_cache.clear()
+            out = add_units(out, self.unit_kind, self._unit_cache)
         return merge_families(out)
 
 

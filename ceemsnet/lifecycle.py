@@ -21,8 +21,12 @@ log = logging.getLogger("ceemsnet.lifecycle")
 
 class Lifecycle:
     def __init__(self, root: str, retention: float = 300.0, clock=time.monotonic,
-                 alive: Callable[[int, str], bool] | None = None):
+                 alive: Callable[[int, str], bool] | None = None,
+                 unit_of: Callable[[str], str | None] | None = None):
         self.root = root
+        # a removed cgroup's counts also stay while its unit (SLURM job) has live cgroups,
+        # so per-job sums never go backwards while the job runs
+        self.unit_of = unit_of
         self.retention = retention
         self._clock = clock
         self._alive = alive or self._alive_on_disk
@@ -58,8 +62,10 @@ class Lifecycle:
             else:
                 live[key] = vals
                 self._last_live[paths[cid]] = now
+        live_paths = {paths[k[0]] for k in live}
+        live_units = {self.unit_of(p) for p in live_paths} - {None} if self.unit_of else set()
         for path in [p for p, t in self._last_live.items() if now - t > self.retention]:
-            if not any(paths.get(k[0]) == path for k in live):
+            if path not in live_paths and not (self.unit_of and self.unit_of(path) in live_units):
                 for rk in [rk for rk in self.retired if rk[0] == path]:
                     del self.retired[rk]
                 del self._last_live[path]

@@ -46,3 +46,19 @@ def test_a_path_taken_by_a_new_cgroup_keeps_summing():
     clock.t = 100  # the path is live again: its retired counts are not dropped
     out, p = life.process({(3, 0): (8,)}, {3: "/job"}, lambda k: True)
     assert sum(v[0] for k, v in out.items() if p[k[0]] == "/job") == 58
+
+
+def test_a_jobs_removed_steps_stay_while_the_job_lives():
+    clock = Clock()
+    alive = {1: False, 2: True}
+    unit = {"/job_1/step_0": "1", "/job_1/step_1": "1"}.get
+    life = Lifecycle("/unused", retention=10, clock=clock, alive=lambda c, p: alive[c], unit_of=unit)
+    paths = {1: "/job_1/step_0", 2: "/job_1/step_1"}
+    life.process({(1, 0): (50,), (2, 0): (5,)}, paths, lambda k: True)
+    clock.t = 100  # long past retention, but step_1 of the same job is alive
+    out, p = life.process({(2, 0): (6,)}, paths, lambda k: True)
+    assert sorted((p[k[0]], v) for k, v in out.items()) == [("/job_1/step_0", (50,)), ("/job_1/step_1", (6,))]
+    alive[2] = False  # the job's last cgroup goes: both expire after retention
+    life.process({(2, 0): (6,)}, paths, lambda k: True)
+    clock.t = 200
+    assert life.process({}, paths, lambda k: True)[0] == {}

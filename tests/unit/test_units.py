@@ -1,0 +1,83 @@
+"""Unit parsers on real layouts, odd names included."""
+
+import pytest
+
+from ceemsnet import CeemsnetError
+from ceemsnet.units import k8s_pod, resolve_kind, slurm_job, systemd_unit
+
+
+@pytest.mark.parametrize("path,job", [
+    ("/slurm/uid_1000/job_42/step_0/task_0", "42"),
+    ("/slurm/uid_1000/job_42", "42"),
+    ("/slurm/uid_1000/job_42/step_batch", "42"),
+    ("/slurm_node01/uid_0/job_7/step_extern", "7"),              # multiple slurmd per node
+    ("/system.slice/slurmstepd.scope/job_4242/step_0/user/task_0", "4242"),
+    ("/system.slice/slurmstepd.scope/job_4242", "4242"),
+    ("/system.slice/node01_slurmstepd.scope/job_9/step_1", "9"),
+    ("/system.slice/slurmstepd.scope/system", None),              # slurmstepd itself
+    ("/system.slice/slurmstepd.scope/a1b2c3/step_0", "a1b2c3"),   # 26.05 identifier directories
+    ("/system.slice/slurmd.service", None),
+    ("/slurm/uid_1000", None),
+    ("/", None),
+    ("/user.slice/job_42", None),
+])
+def test_slurm(path, job):
+    assert slurm_job(path) == job
+
+
+@pytest.mark.parametrize("path,unit", [
+    ("/system.slice/nginx.service", "nginx.service"),
+    ("/user.slice/user-1000.slice/session-2.scope", "session-2.scope"),
+    ("/system.slice/docker-abc.scope/init", "docker-abc.scope"),
+    ("/user.slice/user-1000.slice", "user-1000.slice"),
+    ("/machine.slice/my vm with spaces.service", "my vm with spaces.service"),
+    ("/system.slice/ünïcode.service", "ünïcode.service"),
+    ("/", None),
+])
+def test_systemd(path, unit):
+    assert systemd_unit(path) == unit
+
+
+@pytest.mark.parametrize("path,pod", [
+    ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/"
+     "cri-containerd-0123abcd.scope", "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"),
+    ("/kubepods.slice/kubepods-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice", "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"),
+    ("/kubepods/besteffort/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901/0123abcd", "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"),
+    ("/system.slice/kubelet.service", None),
+])
+def test_k8s(path, pod):
+    assert k8s_pod(path) == pod
+
+
+def test_deep_trees():
+    deep = "/slurm/uid_1/job_5" + "/x" * 500
+    assert slurm_job(deep) == "5"
+    assert systemd_unit("/a.slice" + "/d" * 500) == "a.slice"
+
+
+def test_unit_kinds(tmp_path):
+    assert resolve_kind("auto", str(tmp_path)) == "none"
+    (tmp_path / "system.slice" / "slurmstepd.scope").mkdir(parents=True)
+    assert resolve_kind("auto", str(tmp_path)) == "slurm"
+    assert resolve_kind("k8s", str(tmp_path)) == "k8s"
+    with pytest.raises(CeemsnetError):
+        resolve_kind("lsf", str(tmp_path))
+
+
+def test_add_units_labels_and_sums():
+    from ceemsnet.metrics import Family, TextRenderer
+    from ceemsnet.units import add_units
+    f = Family("ceemsnet_net_egress_bytes", "h", "counter", ("cgroup", "proto", "family"), [
+        (("/system.slice/slurmstepd.scope/job_42/step_0", "tcp", "ipv4"), 100),
+        (("/system.slice/slurmstepd.scope/job_42/step_1", "tcp", "ipv4"), 20),
+        (("/system.slice/slurmstepd.scope/job_42/step_batch", "udp", "ipv4"), 3),
+        (("/system.slice/sshd.service", "tcp", "ipv4"), 9),
+    ])
+    g = Family("ceemsnet_build_info", "b", "gauge", ("version",), [(("x",), 1)])
+    out = {x.name: x for x in add_units([f, g], "slurm")}
+    assert out["ceemsnet_net_egress_bytes"].labels == ("cgroup", "proto", "family", "job")
+    assert out["ceemsnet_net_egress_bytes"].rows[3] == (("/system.slice/sshd.service", "tcp", "ipv4", ""), 9)
+    assert out["ceemsnet_job_net_egress_bytes"].rows == [(("42", "tcp", "ipv4"), 120), (("42", "udp", "ipv4"), 3)]
+    assert out["ceemsnet_build_info"] is g
+    assert "ceemsnet_job_net_egress_bytes_total{job=\"42\"" in TextRenderer().render(list(out.values()))
+    assert add_units([f], "none") == [f]
