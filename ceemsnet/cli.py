@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the workload unit to every series and export per-unit sums: slurm (label job, "
                         "ceemsnet_job_*), systemd (unit, ceemsnet_unit_*), k8s (pod, ceemsnet_pod_*); auto "
                         "(default) is slurm where a SLURM cgroup tree exists, else none")
-    s.add_argument("--cgroup.retention", dest="retention", type=float, default=300.0, metavar="SECONDS",
+    s.add_argument("--cgroup.retention", dest="retention", type=float, default=120.0, metavar="SECONDS",
                    help="how long the series of a removed cgroup stay exported with their last counts "
-                        "(default 300: a few scrape intervals); its map entries are freed at once")
+                        "(default 120: a few scrape intervals); its map entries are freed at once")
     s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
                    help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
                         "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "

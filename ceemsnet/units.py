@@ -30,10 +30,10 @@ _K8S_POD = re.compile(r"(?:^|/)(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-fA-F_-]{8,})(
 def slurm_job(path: str) -> str | None:
     """The SLURM job of a cgroup path, or None.
 
-    v2 with CgroupJobIdPaths (the default before 26.05, and what 26.05 needs
-    set to keep them): job_<id> -> "<id>". 26.05's default names the job
-    directory by another identifier: that name is used as the job label as
-    it is, since the numeric job id cannot be derived from the path.
+    v2: job_<id> -> "<id>" (every release before 26.05, and 26.05.2+ with
+    CgroupJobIdPaths=yes in cgroup.conf). 26.05's default names the job
+    directory by the job's SLUID (e.g. sEKNKTV3WPV500): that is used as the
+    job label as it is, since the numeric id cannot be derived from it.
     """
     m = _SLURM_V1.match(path)
     if m:
