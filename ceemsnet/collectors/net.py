@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..metrics import Family
-from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_drops, decode_net, pack_net_key
+from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
+from .common import health_families, map_entries_family
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -43,13 +44,6 @@ def net_families(stats: dict, paths: dict[int, str]) -> list[Family]:
     return out
 
 
-def map_entries_family(name: str, n: int) -> Family:
-    f = Family("ceemsnet_map_entries", "Keys in a BPF counters map (capacity: the --*.map-entries flags)",
-               "gauge", ("map",))
-    f.add((name,), n)
-    return f
-
-
 class NetCollector:
     """Reads the net object's maps each scrape."""
 
@@ -60,7 +54,6 @@ class NetCollector:
         self.resolver = resolver
         self.lifecycle = lifecycle
         self.stats_map = loaded.maps["net_stats"]
-        self.drops_map = loaded.maps.get("net_drops")
 
     def collect(self) -> list[Family]:
         keys, values, n = self.stats_map.read_all()
@@ -70,22 +63,5 @@ class NetCollector:
             stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_net_key(*k)))
         fams = net_families(stats, paths)
         fams.append(map_entries_family("net_stats", n))
-        if self.drops_map is not None:
-            _, dv, dn = self.drops_map.read_all()
-            drops = decode_drops(dv, dn, self.drops_map.ncpus)
-            m = Family("ceemsnet_map_update_failures",
-                       "Events a BPF program could not count because a map was full", "counter", ("map",))
-            m.add(("net_stats",), drops.get("stats_full", 0))
-            if self.loaded.plan.family == "kretprobe":
-                m.add(("net_stash",), drops.get("stash_full", 0))
-            fams.append(m)
-        if self.loaded.plan.family == "kretprobe":
-            missed = self.loaded.kretprobe_missed()
-            if missed or self.loaded.maxactive:
-                k = Family("ceemsnet_kretprobe_missed",
-                           "Returns of hooked functions not seen because more calls were in flight than "
-                           "--kretprobe.maxactive allows: their bytes are not counted", "counter", ("function",))
-                for fn, n in sorted(missed.items()):
-                    k.add((fn,), n)
-                fams.append(k)
+        fams += health_families(self.loaded, "net")
         return fams

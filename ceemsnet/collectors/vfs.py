@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..fstypes import fstype
 from ..metrics import Family
-from ..structs import VFS_OPS, decode_drops, decode_vfs, pack_vfs_key
-from .net import map_entries_family
+from ..structs import VFS_OPS, decode_vfs, pack_vfs_key
+from .common import health_families, map_entries_family
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
@@ -60,7 +60,6 @@ class VfsCollector:
         self.lifecycle = lifecycle
         self.counted = counted
         self.stats_map = loaded.maps["vfs_stats"]
-        self.drops_map = loaded.maps.get("vfs_drops")
 
     def collect(self) -> list[Family]:
         keys, values, n = self.stats_map.read_all()
@@ -70,19 +69,5 @@ class VfsCollector:
             stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_vfs_key(*k)))
         fams = vfs_families(stats, paths, self.counted)
         fams.append(map_entries_family("vfs_stats", n))
-        if self.drops_map is not None:
-            _, dv, dn = self.drops_map.read_all()
-            drops = decode_drops(dv, dn, self.drops_map.ncpus)
-            m = Family("ceemsnet_map_update_failures",
-                       "Events a BPF program could not count because a map was full", "counter", ("map",))
-            m.add(("vfs_stats",), drops.get("stats_full", 0))
-            if self.loaded.plan.family == "kretprobe":
-                m.add(("vfs_stash",), drops.get("stash_full", 0))
-            fams.append(m)
-        if self.loaded.plan.family == "kretprobe" and self.loaded.maxactive:
-            k = Family("ceemsnet_kretprobe_missed", "Returns of hooked functions not seen because more calls "
-                       "were in flight than --kretprobe.maxactive allows", "counter", ("function",))
-            for fn, n in sorted(self.loaded.kretprobe_missed().items()):
-                k.add((fn,), n)
-            fams.append(k)
+        fams += health_families(self.loaded, "vfs")
         return fams

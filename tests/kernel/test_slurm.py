@@ -12,26 +12,11 @@ import time
 
 import pytest
 
-from .conftest import Exporter, traffic_argv
+from .conftest import Cgroup, Exporter, traffic_argv
 from .peer import Peer
 from .test_lifecycle import cgroup_ids_in_map, map_ids_held_by
 
 STEPS = {"step_0": 1000, "step_1": 2000, "step_batch": 3000}
-
-
-class Dir:
-    def __init__(self, path):
-        self.path = path
-        self.rel = None
-        self.id = None
-
-    def add(self, pid):
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(pid))
-
-    def pids(self):
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            return [int(x) for x in f.read().split()]
 
 
 @pytest.fixture
@@ -40,13 +25,9 @@ def slurm_tree(cgroup2_root):
     made = []
 
     def mk(rel):
-        path = os.path.join(cgroup2_root, rel)
-        if not os.path.isdir(path):
-            os.mkdir(path)
-            made.append(path)
-        d = Dir(path)
-        d.rel = "/" + rel
-        d.id = os.stat(path).st_ino
+        d = Cgroup(cgroup2_root, rel, exist_ok=True)
+        if d.created:
+            made.append(d.path)
         return d
 
     mk("system.slice")
