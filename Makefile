@@ -161,7 +161,7 @@ test-vm: setup
 	for k in $(VM_KERNELS); do for h in $(VM_HOOKS); do n=$$((n+1)); \
 		echo "== [vm $$n/$$total] Debian $$k kernel, --hook=$$h (booting under emulation, about a minute)"; \
 		start=$$(date +%s); \
-		tests/vm/run.sh $$k env CEEMSNET_TEST_HOOK=$$h $(VM_PYTEST) || { fail=1; echo "== [vm $$n/$$total] FAILED: $$k --hook=$$h"; }; \
+		tests/vm/run.sh $$k env CEEMSNET_VM=$$k CEEMSNET_TEST_HOOK=$$h $(VM_PYTEST) || { fail=1; echo "== [vm $$n/$$total] FAILED: $$k --hook=$$h"; }; \
 		echo "== [vm $$n/$$total] done in $$(( $$(date +%s) - start )) s"; \
 	done; done; exit $$fail
 

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from .conftest import Exporter, traffic_argv
 from .peer import Peer
 
@@ -56,6 +58,9 @@ def churn_round(parent, peer, tag):
                     time.sleep(0.1)
 
 
+@pytest.mark.skipif(bool(os.environ.get("CEEMSNET_VM")),
+                    reason="churn test runs on the host: it tests the exporter's lifecycle, not a hook family, "
+                           "and its timing and memory figures mean nothing under software emulation")
 def test_churn_keeps_survivors_and_frees_maps(make_cgroup, spawn):
     e = Exporter(extra=("--cgroup.retention=1",))
     peer = Peer()
@@ -68,7 +73,10 @@ def test_churn_keeps_survivors_and_frees_maps(make_cgroup, spawn):
 
     def scrape_loop():
         while not stop.is_set():
-            s = e.samples()
+            try:
+                s = e.samples()
+            except OSError:  # a slow scrape: try again rather than lose the thread
+                continue
             seen.append(s.get(lab))
             entries.append(s.get(entries_key))
             time.sleep(0.3)
