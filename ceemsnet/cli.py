@@ -18,6 +18,7 @@ log = logging.getLogger("ceemsnet")
 AVAILABLE_COLLECTORS = ("net", "vfs", "skb")
 PLANNED_COLLECTORS: dict[str, str] = {}
 DEFAULT_LISTEN = ":9977"
+DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cgroup.retention", dest="retention", type=float, default=120.0, metavar="SECONDS",
                    help="how long the series of a removed cgroup stay exported with their last counts "
                         "(default 120: a few scrape intervals); its map entries are freed at once")
+    s.add_argument("--storage.path", dest="storage_path", default=DEFAULT_STORE, metavar="FILE",
+                   help=f"SQLite accounting store for `ceemsnet report` (default {DEFAULT_STORE}; 'none' turns "
+                        "it off)")
+    s.add_argument("--storage.interval", dest="storage_interval", type=float, default=30.0, metavar="SECONDS",
+                   help="how often totals are written (default 30); also written on SIGTERM. A crash loses "
+                        "at most one interval")
     s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
                    help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
                         "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "
@@ -111,6 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(max(10, 2 x CPUs)); default 1024")
     s.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
+
+    r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals from the local store",
+                       description="Totals the exporter kept in its SQLite store (serve --storage.path), "
+                                   "grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid).")
+    r.add_argument("--storage.path", dest="storage_path", default=DEFAULT_STORE, metavar="FILE",
+                   help=f"the store (default {DEFAULT_STORE})")
+    r.add_argument("--by", default="job", choices=("job", "cgroup", "user"), help="grouping (default job)")
+    r.add_argument("--job", help="only this job (error if the store has no such job)")
+    r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: all)")
+    r.add_argument("--until", help="end: ISO date or time, or an age (default: now)")
+    r.add_argument("--format", default="table", choices=("table", "csv", "json"), help="output (default table)")
+    r.add_argument("--log.level", dest="log_level", default="warning",
+                   choices=("debug", "info", "warning", "error"), help=argparse.SUPPRESS)
 
     c = sub.add_parser("compare", help="socket-level vs cgroup_skb bytes per cgroup, with reasons",
                        description="Read a running exporter's /metrics (serve --collectors=net,skb) and show, "
@@ -240,6 +260,11 @@ def cmd_serve(args) -> int:
             cols.append(NetCollector(sel.loaded, resolver, life) if name == "net"
                         else VfsCollector(sel.loaded, resolver, counted_fs, life))
         collector = CeemsnetCollector(cols, hooks, build_labels(release), unit_kind)
+        writer = None
+        if args.storage_path != "none":
+            from .store import Store, StoreWriter
+            writer = StoreWriter(Store(args.storage_path, unit_of), collector.gather, args.storage_interval)
+            log.info("accounting store %s, written every %gs", args.storage_path, args.storage_interval)
         httpd, _ = start_server(args.listen, build_registry(collector), collector)
         log.info("serving /metrics on %s", args.listen)
         stop = threading.Event()
@@ -247,9 +272,11 @@ def cmd_serve(args) -> int:
             signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(3600):
             pass
-        log.info("stopping: detaching BPF programs")
+        log.info("stopping: writing the store, detaching BPF programs")
         httpd.shutdown()
         httpd.server_close()
+        if writer is not None:
+            writer.stop()
     finally:
         for c in cols:
             if hasattr(c, "close"):
@@ -345,6 +372,11 @@ def cmd_probe(args) -> int:
     return 0 if any(h["status"] == "ok" for h in report["hooks"]) else 1
 
 
+def cmd_report(args) -> int:
+    from .report import run
+    return run(args)
+
+
 def cmd_compare(args) -> int:
     from .compare import compare_rows, fetch_metrics, format_compare
     rows = compare_rows(fetch_metrics(args.url))
@@ -361,7 +393,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": cmd_serve, "probe": cmd_probe, "compare": cmd_compare}[args.command](args)
+        return {"serve": cmd_serve, "probe": cmd_probe, "compare": cmd_compare,
+                "report": cmd_report}[args.command](args)
     except CeemsnetError as e:
         print(f"ceemsnet: error: {e}", file=sys.stderr)
         return 1

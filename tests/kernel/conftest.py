@@ -134,7 +134,7 @@ class Exporter:
             [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
              f"--collectors={collectors}", f"--hook={HOOK}",
              # tests choose their unit resolver: auto would follow whatever cgroup tree the host has
-             "--unit=none", *extra],
+             "--unit=none", "--storage.path=none", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -1,0 +1,57 @@
+"""The accounting store: exact per-job totals across step removal, restart and crash."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .conftest import ROOT, Exporter, traffic_argv
+from .peer import Peer
+from .test_slurm import slurm_tree  # noqa: F401 - fixture
+
+
+def report(db, job):
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={db}", "--by=job",
+                        "--format=json", f"--job={job}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)
+    assert row["job"] == job
+    return row
+
+
+def send(spawn, cg, peer, size):
+    spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [size]}]), cg).go()
+
+
+def test_job_totals_through_removal_restart_and_crash(slurm_tree, spawn, tmp_path):  # noqa: F811
+    job, steps = slurm_tree
+    db = str(tmp_path / "accounting.db")
+    flags = ("--unit=slurm", f"--storage.path={db}", "--storage.interval=1")
+    peer = Peer()
+    try:
+        e = Exporter(extra=flags)
+        send(spawn, steps["step_0"], peer, 1000)
+        e.samples()                     # the step's counts seen ...
+        os.rmdir(steps["step_0"].path)  # ... then the step cgroup goes
+        rc, err = e.stop()              # SIGTERM writes the store
+        assert rc == 0, err
+        row = report(db, job)
+        assert (row["net_egress_bytes"], row["net_ingress_bytes"], row["net_egress_calls"]) == (1000, 1000, 1)
+        assert row["vfs_read_bytes"] is None and row["skb_egress_bytes"] is None  # collectors not run: null
+
+        e = Exporter(extra=flags)       # a restart continues the totals
+        send(spawn, steps["step_1"], peer, 2000)
+        rc, err = e.stop()
+        assert rc == 0, err
+        assert report(db, job)["net_egress_bytes"] == 3000
+
+        e = Exporter(extra=flags)       # a crash loses at most one interval
+        send(spawn, steps["step_1"], peer, 500)
+        time.sleep(2.5)                 # more than two --storage.interval
+        e.proc.send_signal(signal.SIGKILL)
+        e.proc.wait(timeout=30)
+        assert report(db, job)["net_egress_bytes"] == 3500
+    finally:
+        peer.close()
