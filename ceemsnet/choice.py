@@ -16,7 +16,7 @@ from packaging.version import Version
 
 from . import CeemsnetError
 from .kernel import Signature, compare_signature
-from .objects import (CATALOGUE, FAMILIES, FAMILY_RULES, MIN_REASON, SUPPORTED_MIN,
+from .objects import (CATALOGUE, FAMILIES, MIN_REASON, SUPPORTED_MIN,
                       BpfObject, Hook, family_rule, objects_for)
 
 

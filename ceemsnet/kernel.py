@@ -182,16 +182,19 @@ class KernelBTF:
             return "fnptr"
         return name or "?"
 
-    def _proto(self, proto_id: int) -> Signature:
+    def _records(self, tid: int, cls):
+        """The type's vlen and the array of `cls` records that follows it in BTF."""
         import ctypes
+        t = self._lb.btf__type_by_id(self._btf, tid)
+        records = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents), ctypes.POINTER(cls))
+        return t.contents, t.contents.info & 0xFFFF, records
+
+    def _proto(self, proto_id: int) -> Signature:
         from .libbpf import btf_param
-        t = self._lb.btf__type_by_id(self._btf, proto_id)
-        vlen = t.contents.info & 0xFFFF
-        params_ptr = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents),
-                                 ctypes.POINTER(btf_param))
-        params = tuple((self._name(params_ptr[i].name_off), self.render_type(params_ptr[i].type))
-                       for i in range(vlen))
-        return Signature(ret=self.render_type(t.contents.size_or_type), params=params)
+        t, vlen, params = self._records(proto_id, btf_param)
+        return Signature(ret=self.render_type(t.size_or_type),
+                         params=tuple((self._name(params[i].name_off), self.render_type(params[i].type))
+                                      for i in range(vlen)))
 
     def function(self, name: str) -> Signature | None:
         """The prototype of kernel function `name`, or None if BTF has no such function."""
@@ -217,37 +220,22 @@ class KernelBTF:
 
     def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
         """(size, [(member, byte offset)]) of `struct name`, or None."""
-        import ctypes
-
-        class btf_member(ctypes.Structure):
-            _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
-
+        from .libbpf import btf_member
         tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)
         if tid <= 0:
             return None
-        t = self._lb.btf__type_by_id(self._btf, tid)
-        kflag = t.contents.info >> 31
-        vlen = t.contents.info & 0xFFFF
-        members = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents),
-                              ctypes.POINTER(btf_member))
-        out = []
-        for i in range(vlen):
-            bits = members[i].offset & 0xFFFFFF if kflag else members[i].offset
-            out.append((self._name(members[i].name_off), bits // 8))
-        return t.contents.size_or_type, out
+        t, vlen, members = self._records(tid, btf_member)
+        kflag = t.info >> 31  # with kflag the offset's low 24 bits are the bit offset
+        return t.size_or_type, [(self._name(members[i].name_off),
+                                 (members[i].offset & 0xFFFFFF if kflag else members[i].offset) // 8)
+                                for i in range(vlen)]
 
     def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         """{variable: (offset, size)} of a data section (".rodata") in an object's BTF."""
-        import ctypes
-
-        class var_secinfo(ctypes.Structure):
-            _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
-
+        from .libbpf import btf_var_secinfo
         tid = self._lb.btf__find_by_name_kind(self._btf, section.encode(), 15)  # BTF_KIND_DATASEC
         if tid <= 0:
             return {}
-        t = self._lb.btf__type_by_id(self._btf, tid)
-        vlen = t.contents.info & 0xFFFF
-        infos = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents), ctypes.POINTER(var_secinfo))
+        _, vlen, infos = self._records(tid, btf_var_secinfo)
         return {self._name(self._type(infos[i].type).name_off): (infos[i].offset, infos[i].size)
                 for i in range(vlen)}

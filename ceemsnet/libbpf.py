@@ -37,8 +37,16 @@ class btf_type(ctypes.Structure):
     _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size_or_type", c_uint32)]
 
 
-class btf_param(ctypes.Structure):
+class btf_param(ctypes.Structure):  # after a FUNC_PROTO
     _fields_ = [("name_off", c_uint32), ("type", c_uint32)]
+
+
+class btf_member(ctypes.Structure):  # after a STRUCT or UNION
+    _fields_ = [("name_off", c_uint32), ("type", c_uint32), ("offset", c_uint32)]
+
+
+class btf_var_secinfo(ctypes.Structure):  # after a DATASEC
+    _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
 
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)

@@ -41,6 +41,14 @@ class BpfMap:
         self.value_stride = ((value_size + 7) // 8) * 8 if self.percpu else value_size
         self.batch_ok: bool | None = None  # None: not tried yet
 
+    @classmethod
+    def from_libbpf(cls, name: str, map_ptr) -> "BpfMap":
+        """A loaded libbpf `struct bpf_map *`, geometry read from libbpf (cgroup
+        storage maps report max_entries 0: read them key by key)."""
+        lb = libbpf.lib()
+        return cls(name, lb.bpf_map__fd(map_ptr), lb.bpf_map__key_size(map_ptr), lb.bpf_map__value_size(map_ptr),
+                   max(1, lb.bpf_map__max_entries(map_ptr)), lb.bpf_map__type(map_ptr))
+
     def read_all(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
         """Every (key, value) as two packed buffers and a count.
 
@@ -254,9 +262,7 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
             for mname in _map_names(plan):
                 mp = lb.bpf_object__find_map_by_name(obj, mname.encode())
                 if mp:
-                    loaded.maps[mname] = BpfMap(mname, lb.bpf_map__fd(mp), lb.bpf_map__key_size(mp),
-                                                lb.bpf_map__value_size(mp), lb.bpf_map__max_entries(mp),
-                                                lb.bpf_map__type(mp))
+                    loaded.maps[mname] = BpfMap.from_libbpf(mname, mp)
             return loaded
         except BaseException:
             loaded.close()
@@ -338,7 +344,6 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             continue
         if not keep:
             loaded.close()
-            loaded._obj = 0
         sel.loaded = loaded
         break
     if sel.loaded is None and forced and forced != "auto":

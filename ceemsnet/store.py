@@ -71,7 +71,7 @@ def open_db(path: str, create: bool) -> sqlite3.Connection:
     return db
 
 
-def totals_from_families(families, unit_of=None) -> dict[str, dict[str, int]]:
+def totals_from_families(families) -> dict[str, dict[str, int]]:
     """{cgroup path: {column: value}} from one gather (pure)."""
     wanted = {name: col for col, name in COLUMNS.items()}
     out: dict[str, dict[str, int]] = {}

@@ -68,11 +68,9 @@ class SkbBackend:
             self.progs = {n: lb.bpf_object__find_program_by_name(self._obj, n.encode()) for n in PROGRAMS}
             name = "skb_stats" if mode == "root" else "skb_cgroup_storage"
             mp = lb.bpf_object__find_map_by_name(self._obj, name.encode())
-            self.map = BpfMap(name, lb.bpf_map__fd(mp), lb.bpf_map__key_size(mp), lb.bpf_map__value_size(mp),
-                              max(1, lb.bpf_map__max_entries(mp)), lb.bpf_map__type(mp))
+            self.map = BpfMap.from_libbpf(name, mp)
             dp = lb.bpf_object__find_map_by_name(self._obj, b"skb_drops")
-            self.drops = (BpfMap("skb_drops", lb.bpf_map__fd(dp), 4, 8, lb.bpf_map__max_entries(dp),
-                                 lb.bpf_map__type(dp)) if dp else None)
+            self.drops = BpfMap.from_libbpf("skb_drops", dp) if dp else None
             if mode == "root":
                 path = os.path.join(self.root, self.subtree.lstrip("/"))
                 if not os.path.isdir(path):

@@ -6,6 +6,7 @@ stopped by PID in teardown, also when the test fails.
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -84,6 +85,36 @@ def make_cgroup(cgroup2_root):
     yield make
     for cg in reversed(made):
         cg.remove()
+
+
+@pytest.fixture
+def slurm_tree(cgroup2_root):
+    """A SLURM-shaped cgroup2 tree: system.slice/slurmstepd.scope/job_<j>/{step_0,step_1,step_batch};
+    yields (job id, {step: Cgroup}). Only the directories made here are removed."""
+    job = str(random.randint(10**8, 10**9))
+    made = []
+
+    def mk(rel):
+        d = Cgroup(cgroup2_root, rel, exist_ok=True)
+        if d.created:
+            made.append(d.path)
+        return d
+
+    mk("system.slice")
+    mk("system.slice/slurmstepd.scope")
+    mk(f"system.slice/slurmstepd.scope/job_{job}")
+    steps = {s: mk(f"system.slice/slurmstepd.scope/job_{job}/{s}") for s in ("step_0", "step_1", "step_batch")}
+    yield job, steps
+    for path in reversed(made):
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
 
 
 class Child:

@@ -15,7 +15,7 @@ import pytest
 
 from ceemsnet.cgroups import parse_v1_mounts
 
-from .conftest import Exporter, traffic_argv
+from .conftest import Cgroup, Exporter, traffic_argv
 from .peer import Peer
 
 
@@ -31,7 +31,7 @@ def own_v1_cgroup(controller):
 
 @pytest.fixture
 def v1_cgroup():
-    """(controller, path relative to the hierarchy, absolute path) of a fresh v1 cgroup.
+    """(controller, Cgroup) of a fresh v1 cgroup.
 
     Uses the host's v1 memory hierarchy where there is one (hybrid hosts,
     RHEL 8); on cgroup2-only systems (the VMs) mounts a v1 hierarchy of
@@ -53,39 +53,27 @@ def v1_cgroup():
             pytest.skip(f"no cgroup v1 hierarchy can be mounted on {os.uname().release}: {p.stderr.strip()}")
         controller, mount = "net_cls", mounted_here
     own = own_v1_cgroup(controller) or "/"
-    rel = f"{own.rstrip('/')}/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    path = os.path.join(mount, rel.lstrip("/"))
-    os.mkdir(path)
+    cg = Cgroup(mount, f"{own.strip('/')}/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}".lstrip("/"))
     try:
-        yield controller, rel, path
+        yield controller, cg
     finally:
-        os.rmdir(path)
+        cg.remove()
         if mounted_here:
             subprocess.run(["umount", mounted_here], check=False)
             os.rmdir(mounted_here)
 
 
 def test_exact_bytes_on_a_v1_hierarchy(v1_cgroup, spawn):
-    controller, rel, path = v1_cgroup
-
-    class V1:  # what spawn() needs: add(pid), pids()
-        def add(self, pid):
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-
-        def pids(self):
-            with open(os.path.join(path, "cgroup.procs")) as f:
-                return [int(x) for x in f.read().split()]
-
+    controller, cg = v1_cgroup
     e = Exporter(extra=(f"--cgroup.hierarchy=v1:{controller}",))
     peer = Peer()
     try:
         sizes = [100, 2000, 777]
         tally = json.loads(spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": sizes}]),
-                                 V1()).go())
+                                 cg).go())
         assert tally["udp/ipv4/egress"][0] == sum(sizes)
         s = e.samples()
-        lab = (("cgroup", rel), ("family", "ipv4"), ("proto", "udp"))
+        lab = (("cgroup", cg.rel), ("family", "ipv4"), ("proto", "udp"))
         assert s.get(("ceemsnet_net_egress_bytes_total", lab)) == sum(sizes)
         assert s.get(("ceemsnet_net_ingress_bytes_total", lab)) == sum(sizes)
         assert s.get(("ceemsnet_net_egress_calls_total", lab)) == len(sizes)

@@ -138,7 +138,7 @@ def _other_program(cg):
     assert obj and lb.bpf_object__load(obj) == 0
     prog = lb.bpf_object__find_program_by_name(obj, b"cgroup_skb_egress")
     mp = lb.bpf_object__find_map_by_name(obj, b"skb_stats")
-    m = BpfMap("other", lb.bpf_map__fd(mp), 16, 24, lb.bpf_map__max_entries(mp), lb.bpf_map__type(mp))
+    m = BpfMap.from_libbpf("other", mp)
     fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
     assert lb.bpf_prog_attach(lb.bpf_program__fd(prog), fd, libbpf.BPF_CGROUP_INET_EGRESS,
                               libbpf.BPF_F_ALLOW_MULTI) == 0

@@ -7,43 +7,13 @@ map keys freed), and keep it past --cgroup.retention while the job lives.
 """
 
 import os
-import random
 import time
 
-import pytest
-
-from .conftest import Cgroup, Exporter, traffic_argv
+from .conftest import Exporter, traffic_argv
 from .peer import Peer
 from .test_lifecycle import cgroup_ids_in_map, map_ids_held_by
 
 STEPS = {"step_0": 1000, "step_1": 2000, "step_batch": 3000}
-
-
-@pytest.fixture
-def slurm_tree(cgroup2_root):
-    job = str(random.randint(10**8, 10**9))
-    made = []
-
-    def mk(rel):
-        d = Cgroup(cgroup2_root, rel, exist_ok=True)
-        if d.created:
-            made.append(d.path)
-        return d
-
-    mk("system.slice")
-    mk("system.slice/slurmstepd.scope")
-    mk(f"system.slice/slurmstepd.scope/job_{job}")
-    steps = {s: mk(f"system.slice/slurmstepd.scope/job_{job}/{s}") for s in STEPS}
-    yield job, steps
-    for path in reversed(made):
-        for _ in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def test_job_totals_survive_their_steps(slurm_tree, spawn):

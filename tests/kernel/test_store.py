@@ -9,7 +9,6 @@ import time
 
 from .conftest import ROOT, Exporter, traffic_argv
 from .peer import Peer
-from .test_slurm import slurm_tree  # noqa: F401 - fixture
 
 
 def report(db, job):
@@ -25,7 +24,7 @@ def send(spawn, cg, peer, size):
     spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [size]}]), cg).go()
 
 
-def test_job_totals_through_removal_restart_and_crash(slurm_tree, spawn, tmp_path):  # noqa: F811
+def test_job_totals_through_removal_restart_and_crash(slurm_tree, spawn, tmp_path):
     job, steps = slurm_tree
     db = str(tmp_path / "accounting.db")
     flags = ("--unit=slurm", f"--storage.path={db}", "--storage.interval=1")
