@@ -1,4 +1,4 @@
-"""ceemsnet command line: serve, probe."""
+"""ceemsnet command line: serve, probe, compare, report."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import sys
 import threading
 
 from . import CeemsnetError, __version__
+from .report import DEFAULT_STORE
 
 log = logging.getLogger("ceemsnet")
 
 AVAILABLE_COLLECTORS = ("net", "vfs", "skb")
 PLANNED_COLLECTORS: dict[str, str] = {}
 DEFAULT_LISTEN = ":9977"
-DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +47,15 @@ def _maxactive(text: str) -> int:
     if not 0 <= v <= MAXACTIVE_MAX:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
     return v
+
+
+def _duration(text: str) -> float:
+    """A positive duration: seconds, or a number with s, m, h or d (90, 90s, 15m, 1h)."""
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 90s, 15m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,14 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log.level", dest="log_level", default="info",
                    choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
 
-    r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals from the local store",
-                       description="Totals the exporter kept in its SQLite store (serve --storage.path), "
-                                   "grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid).")
-    r.add_argument("--storage.path", dest="storage_path", default=DEFAULT_STORE, metavar="FILE",
-                   help=f"the store (default {DEFAULT_STORE})")
+    r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals, from the local store or Prometheus",
+                       description="Totals grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid). "
+                                   "By default from the SQLite store this node's exporter keeps (serve "
+                                   "--storage.path): whole totals of every cgroup seen in the range. With "
+                                   "--prometheus: what every scraped node counted inside the range, from the "
+                                   "Prometheus server's HTTP API (exact sample differences, counter resets and "
+                                   "exporter restarts handled).")
+    r.add_argument("--storage.path", dest="storage_path", default=None, metavar="FILE",
+                   help=f"the local store (default {DEFAULT_STORE})")
+    r.add_argument("--prometheus", metavar="URL",
+                   help="report from this Prometheus server instead (e.g. http://prometheus:9090; "
+                        "user:password@ in the URL for basic auth)")
+    r.add_argument("--prometheus.selector", dest="prom_selector", metavar="MATCHERS",
+                   help="label matchers added to every series selector, e.g. 'job=\"ceemsnet\",cluster=\"a\"'")
+    r.add_argument("--prometheus.lookback", dest="prom_lookback", type=_duration, default=3600.0,
+                   metavar="DURATION", help="how far before --since to look for a series' starting value "
+                                            "(default 1h; must exceed the scrape interval)")
+    r.add_argument("--prometheus.timeout", dest="prom_timeout", type=_duration, default=60.0, metavar="DURATION",
+                   help="per query (default 60s)")
+    r.add_argument("--prometheus.bearer-token-file", dest="prom_token", metavar="FILE",
+                   help="send the token in this file as Authorization: Bearer")
+    r.add_argument("--prometheus.ca-file", dest="prom_ca", metavar="FILE",
+                   help="CA certificates to verify an https:// server with (default: the system's)")
     r.add_argument("--by", default="job", choices=("job", "cgroup", "user"), help="grouping (default job)")
-    r.add_argument("--job", help="only this job (error if the store has no such job)")
-    r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: all)")
+    r.add_argument("--job", help="only this job (error if there is no such job)")
+    r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: everything in "
+                                   "the store; 24h with --prometheus)")
     r.add_argument("--until", help="end: ISO date or time, or an age (default: now)")
     r.add_argument("--format", default="table", choices=("table", "csv", "json"), help="output (default table)")
     r.add_argument("--log.level", dest="log_level", default="warning",

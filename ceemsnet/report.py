@@ -12,6 +12,8 @@ import time
 from . import CeemsnetError
 from .store import COLUMNS, open_db
 
+DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
+
 KEYS = {"job": "job", "cgroup": "path", "user": "user"}
 _REL = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -105,8 +107,24 @@ def format_rows(rows: list[dict], by: str, fmt: str) -> str:
 
 def run(args) -> int:
     now = time.time()
-    since = parse_time(args.since, now, 0.0)
-    until = parse_time(args.until, now, now + 1e9)
-    rows = query(args.storage_path, args.by, since, until, args.job)
+    if args.prometheus is None:
+        since = parse_time(args.since, now, 0.0)
+        until = parse_time(args.until, now, now + 1e9)
+        rows = query(args.storage_path or DEFAULT_STORE, args.by, since, until, args.job)
+    else:
+        from . import promreport
+        if args.storage_path is not None:
+            raise CeemsnetError("give --storage.path (this node's store) or --prometheus (the cluster), not both")
+        until = parse_time(args.until, now, now)
+        since = parse_time(args.since, now, until - 86400)
+        api = promreport.PrometheusAPI(args.prometheus, timeout=args.prom_timeout,
+                                       bearer_token_file=args.prom_token, ca_file=args.prom_ca)
+        progress = promreport.stderr_progress()
+        try:
+            rows = promreport.query(api, args.by, since, until, args.job, selector=args.prom_selector,
+                                    lookback=args.prom_lookback, progress=progress)
+        finally:
+            if progress:
+                progress("")
     print(format_rows(rows, args.by, args.format))
     return 0

@@ -35,6 +35,13 @@ COLUMNS = {
 }
 _SLURM_UID = re.compile(r"^/slurm(?:_[^/]+)?/uid_(\d+)/")
 
+
+def user_of(path: str) -> str | None:
+    """The uid a SLURM v1 cgroup path carries (/slurm/uid_<u>/...); v2 paths carry none."""
+    m = _SLURM_UID.match(path)
+    return m.group(1) if m else None
+
+
 _SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE cgroups (path TEXT PRIMARY KEY, job TEXT, user TEXT, first_seen REAL NOT NULL, "
@@ -113,8 +120,7 @@ class Store:
                 base = self.base.get(path, {})
                 vals = {c: base.get(c, 0) + cur.get(c, 0) for c in set(base) | set(cur)}
                 job = self.unit_of(path) if self.unit_of else None
-                m = _SLURM_UID.match(path)
-                rows.append((path, job, m.group(1) if m else None, now, now,
+                rows.append((path, job, user_of(path), now, now,
                              *[vals.get(c) for c in COLUMNS]))
                 self.last[path] = dict(cur)
             cols = ", ".join(COLUMNS)

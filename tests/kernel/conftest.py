@@ -158,8 +158,8 @@ def free_port():
 
 
 class Exporter:
-    def __init__(self, extra=(), collectors="net"):
-        self.port = free_port()
+    def __init__(self, extra=(), collectors="net", port=None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",

@@ -1,0 +1,273 @@
+"""`ceemsnet report --prometheus=URL`: the per-job report for a whole cluster.
+
+Every node's exporter is scraped by one Prometheus; this asks it, over its
+HTTP API, how much each counter grew inside (since, until], per cgroup, and
+groups cgroups into jobs (or users) with the same path parsers the exporter
+uses. Plain HTTP through the standard library: the API is one endpoint and
+JSON, and the maintained client (prometheus-api-client) would bring pandas,
+numpy and matplotlib onto every node that runs a report.
+
+Why not `increase()`: it extrapolates to the ends of the range, so a job's
+bytes come back as a non-integer estimate. The figures here are exact
+sample differences instead:
+
+- A series' growth is its last sample in the range minus its last sample
+  at or before `since` (none: the series was born in the range, from 0).
+  Prometheus computes this, summed per cgroup, for every series whose
+  exporter neither restarted nor went backwards in the window.
+- Counter resets: the exporter's BPF counters restart at zero with it. A
+  restart is seen by `ceemsnet_process_start_time_seconds` changing, and a
+  reset by a value going down (`resets()`); either sends that exporter's
+  (instance's) series to the exact path: their raw samples are fetched and
+  summed step by step, a step across a restart or reset counting the new
+  value from zero. The start-time check catches a restart whose new run
+  already counted more than the old one had, which `resets()` alone misses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import ssl
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from . import CeemsnetError
+from .report import _iso
+from .store import COLUMNS, user_of
+from .units import slurm_job
+
+METRICS = {col: name + "_total" for col, name in COLUMNS.items()}
+START_TIME = "ceemsnet_process_start_time_seconds"
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class PrometheusAPI:
+    """The instant-query endpoint of a Prometheus server; every failure is a CeemsnetError."""
+
+    def __init__(self, url: str, timeout: float = 60.0, bearer_token_file: str | None = None,
+                 ca_file: str | None = None):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CeemsnetError(f"--prometheus {url!r}: give the server's http:// or https:// URL, "
+                                "e.g. http://prometheus:9090")
+        self.headers = {"Accept": "application/json", "User-Agent": "ceemsnet-report"}
+        if parts.username is not None:
+            cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
+        if bearer_token_file:
+            try:
+                with open(bearer_token_file) as f:
+                    self.headers["Authorization"] = "Bearer " + f.read().strip()
+            except OSError as e:
+                raise CeemsnetError(f"cannot read --prometheus.bearer-token-file {bearer_token_file}: "
+                                    f"{e.strerror}") from None
+        netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        self.base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+        try:
+            self.context = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
+        except (OSError, ssl.SSLError) as e:
+            raise CeemsnetError(f"cannot use --prometheus.ca-file {ca_file}: {e}") from None
+        self.queries = 0
+
+    def query(self, expr: str, at: float) -> tuple[str, list]:
+        """(resultType, result) of an instant query evaluated at `at`."""
+        self.queries += 1
+        body = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"}).encode()
+        req = urllib.request.Request(self.base + "/api/v1/query", data=body, headers=self.headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                msg = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):
+                raise CeemsnetError(f"{self.base} answered HTTP {e.code} to /api/v1/query: is it a Prometheus "
+                                    "server (with the path prefix, if it has one)?") from None
+            hint = " (narrow --since/--until or --job, or raise the server's --query.max-samples)" \
+                if "too many samples" in msg else ""
+            raise CeemsnetError(f"Prometheus at {self.base} refused the query: {msg}{hint}") from None
+        except urllib.error.URLError as e:
+            reason = e.reason.strerror if isinstance(e.reason, OSError) and e.reason.strerror else e.reason
+            raise CeemsnetError(f"cannot reach Prometheus at {self.base}: {reason}") from None
+        except (TimeoutError, socket.timeout):
+            raise CeemsnetError(f"Prometheus at {self.base} did not answer within {self.timeout:g} s "
+                                "(--prometheus.timeout)") from None
+        except OSError as e:
+            raise CeemsnetError(f"cannot reach Prometheus at {self.base}: {e.strerror or e}") from None
+        try:
+            doc = json.loads(raw)
+            if doc["status"] != "success":
+                raise CeemsnetError(f"Prometheus at {self.base} refused the query: {doc.get('error')}")
+            return doc["data"]["resultType"], doc["data"]["result"]
+        except (ValueError, KeyError, TypeError):
+            raise CeemsnetError(f"{self.base} did not answer /api/v1/query with Prometheus JSON") from None
+
+
+def _matchers(*groups) -> str:
+    return ", ".join(m for g in groups for m in g if m)
+
+
+def _sel(metric: str, matchers: str) -> str:
+    return f"{metric}{{{matchers}}}" if matchers else metric
+
+
+def _dur(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _label_regex(values) -> str:
+    """A PromQL label regex matching exactly these values (in a double-quoted string)."""
+    alts = "|".join(re.escape(v) for v in sorted(values))
+    return f"^(?:{alts})$".replace("\\", "\\\\").replace('"', '\\"')
+
+
+def job_matcher(job: str) -> str:
+    """A cheap server-side filter for one job's cgroups; the exact parse happens here."""
+    if not _JOB_ID.match(job):
+        raise CeemsnetError(f"--job {job!r}: a SLURM job is a number (or a 26.05 SLUID), e.g. 4242")
+    esc = re.escape(job).replace("\\", "\\\\")
+    return f'cgroup=~".*/(?:job_)?{esc}(?:/.*)?"'
+
+
+def exact_increase(samples, since: float, starts=None) -> float | None:
+    """Growth of one counter series inside (since, until] from its raw samples.
+
+    samples: [(t, v)] in time order, starting up to the lookback before
+    `since`; starts: the exporter's [(t, start_time)] samples, or None.
+    A step that goes down, or crosses a change of start time, is a counter
+    reset: the new value counted from zero. None if no sample is in range.
+    """
+    def start_at(t):
+        s = None
+        for ts, v in starts or ():
+            if ts > t:
+                break
+            s = v
+        return s
+
+    prev = None
+    total, seen = 0.0, False
+    for t, v in samples:
+        if t > since:
+            seen = True
+            if prev is None or v < prev[1] or (starts and start_at(t) != start_at(prev[0])):
+                total += v
+            else:
+                total += v - prev[1]
+        prev = (t, v)
+    return total if seen else None
+
+
+def _key_of(by: str):
+    return {"job": slurm_job, "user": user_of, "cgroup": lambda p: p if p.startswith("/") else None}[by]
+
+
+def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | None = None,
+          selector: str | None = None, lookback: float = 3600.0, progress=None) -> list[dict]:
+    """The same rows as report.query, from Prometheus, for the range (since, until]."""
+    if since >= until:
+        raise CeemsnetError("empty time range: --since is not before --until")
+    since, until = round(since, 3), round(until, 3)
+    rng, window = _dur(until - since), _dur(until - since + lookback)
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    cg = _matchers(common, [job_matcher(job)] if job else [])
+    steps = 2 + 2 * len(METRICS)
+    done = 0
+
+    def tick(what):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(f"querying Prometheus: {what} ({done}/{steps})")
+
+    # 1. exporters whose counters restarted or went backwards in the window
+    tick("restarts")
+    raw_inst = {r["metric"].get("instance", "")
+                for r in api.query(f"changes({_sel(START_TIME, _matchers(common))}[{window}]) > 0", until)[1]}
+    for col, m in METRICS.items():
+        tick(f"resets of {m}")
+        raw_inst |= {r["metric"].get("instance", "") for r in api.query(
+            f"count by (instance) (resets({_sel(m, cg)}[{window}]) > 0)", until)[1]}
+    inst_in = inst_out = None
+    if raw_inst:
+        inst_re = _label_regex(raw_inst)
+        inst_in, inst_out = f'instance=~"{inst_re}"', f'instance!~"{inst_re}"'
+    starts: dict[str, list] = {}
+    if raw_inst:
+        _, res = api.query(_sel(START_TIME, _matchers(common, [inst_in])) + f"[{window}]", until)
+        for r in res:
+            starts[r["metric"].get("instance", "")] = [(float(t), float(v)) for t, v in r["values"]]
+
+    # 2. per cgroup and column: the fast path for regular series, the exact path for the rest
+    per_cg: dict[str, dict[str, float]] = {}
+    for col, m in METRICS.items():
+        tick(f"growth of {m}")
+        s = _sel(m, _matchers([cg], [inst_out]))
+        expr = (f"sum by (cgroup) (last_over_time({s}[{rng}]) - "
+                f"(last_over_time({s}[{_dur(lookback)}] offset {rng}) or last_over_time({s}[{rng}]) * 0))")
+        for r in api.query(expr, until)[1]:
+            row = per_cg.setdefault(r["metric"].get("cgroup", ""), {})
+            row[col] = row.get(col, 0.0) + max(0.0, float(r["value"][1]))
+        if raw_inst:
+            s = _sel(m, _matchers([cg], [inst_in]))
+            for r in api.query(f"{s}[{window}]", until)[1]:
+                inc = exact_increase([(float(t), float(v)) for t, v in r["values"]], since,
+                                     starts.get(r["metric"].get("instance", "")))
+                if inc is not None:
+                    row = per_cg.setdefault(r["metric"].get("cgroup", ""), {})
+                    row[col] = row.get(col, 0.0) + inc
+
+    # 3. first and last seen, to within a thousandth of the range
+    tick("first and last seen")
+    names = "|".join(METRICS.values())
+    name_m = f'__name__=~"{names}"'
+    grp = "group by (cgroup) ({" + _matchers([name_m], [cg]) + "})"
+    sub = f"[{rng}:{_dur(max(1.0, (until - since) / 1000))}]"
+    seen: dict[str, list] = {}
+    for fn, i in (("min_over_time", 0), ("max_over_time", 1)):
+        for r in api.query(f"{fn}(timestamp({grp}){sub})", until)[1]:
+            seen.setdefault(r["metric"].get("cgroup", ""), [since, until])[i] = float(r["value"][1])
+
+    key_of = _key_of(by)
+    groups: dict[str, dict] = {}
+    for path, vals in per_cg.items():
+        k = key_of(path)
+        if k is None or (job is not None and slurm_job(path) != job):
+            continue
+        g = groups.setdefault(k, {"cols": {}, "first": until, "last": since})
+        for c, v in vals.items():
+            g["cols"][c] = g["cols"].get(c, 0.0) + v
+        f, last = seen.get(path, (since, until))
+        g["first"], g["last"] = min(g["first"], max(f, since)), max(g["last"], min(last, until))
+    if job is not None and not groups:
+        raise CeemsnetError(f"no job {job} in Prometheus at {api.base} between "
+                            f"{_iso(since)} and {_iso(until)}")
+
+    out = []
+    for k in sorted(groups):
+        g = groups[k]
+        item = {by: k}
+        item.update({c: (round(g["cols"][c]) if c in g["cols"] else None) for c in COLUMNS})
+        item["first_seen"], item["last_seen"] = _iso(g["first"]), _iso(g["last"])
+        out.append(item)
+    return out
+
+
+def stderr_progress():
+    """Progress lines on a terminal, nothing when stderr is a file or pipe."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(msg):
+        sys.stderr.write("\r\033[K" + msg)
+        sys.stderr.flush()
+    return show
