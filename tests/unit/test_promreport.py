@@ -1,0 +1,200 @@
+"""report --prometheus without a kernel: the exact-growth arithmetic, bad input, and
+the PromQL itself against a real Prometheus scraping exporters this test plays."""
+
+import datetime as dt
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ceemsnet.promreport import _label_regex, exact_increase, job_matcher
+
+from .test_cli import assert_one_line_error, run
+
+
+def test_exact_increase_counts_growth_inside_the_range():
+    s = [(90, 100), (100, 100), (101, 150), (102, 180)]
+    assert exact_increase(s, since=100) == 80          # baseline: the last sample at or before since
+    assert exact_increase(s, since=95) == 80
+    assert exact_increase(s, since=89) == 180          # born in range: from zero
+    assert exact_increase(s, since=102) is None        # nothing in range
+
+
+def test_exact_increase_resets():
+    s = [(0, 500), (1, 600), (2, 40), (3, 90)]        # went down: restarted from zero
+    assert exact_increase(s, since=0.5) == 100 + 40 + 50
+    starts = [(0, 1.0), (1, 1.0), (2, 7.0), (3, 7.0)]
+    s = [(0, 500), (1, 600), (2, 700), (3, 900)]      # new run counted more than the old: start time says so
+    assert exact_increase(s, since=0.5, starts=starts) == 100 + 700 + 200
+    assert exact_increase(s, since=0.5) == 400         # without it, undercounted (why the start time matters)
+
+
+def _promql_string(s):
+    return s.replace('\\\\', '\\')
+
+
+def test_label_regex_matches_exactly_those_values():
+    rx = re.compile(_promql_string(_label_regex({"node1:9977", "n.2:9977", ""})))
+    assert all(rx.fullmatch(v) for v in ("node1:9977", "n.2:9977", ""))
+    assert not any(rx.fullmatch(v) for v in ("nx2:9977", "node1:99770", "x"))
+
+
+def test_job_matcher_prefilters_and_rejects_odd_ids():
+    rx = re.compile(_promql_string(job_matcher("42").split('"')[1]))
+    assert rx.fullmatch("/system.slice/slurmstepd.scope/job_42/step_0")
+    assert rx.fullmatch("/slurm/uid_1/job_42")
+    assert not rx.fullmatch("/slurm/uid_1/job_421/step_0")
+    with pytest.raises(Exception, match="SLURM job"):
+        job_matcher('4" or vector(1)')
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--prometheus", f"http://127.0.0.1:{closed_port()}"), "cannot reach Prometheus"),
+    (("--prometheus", "prometheus:9090"), "http:// or https://"),
+    (("--prometheus", "http://127.0.0.1:1", "--storage.path", "/tmp/x.db"), "not both"),
+    (("--prometheus", "http://127.0.0.1:1", "--job", "4 2"), "SLURM job"),
+    (("--prometheus", "http://127.0.0.1:1", "--since", "1h", "--until", "2h"), "empty time range"),
+    (("--prometheus", "http://127.0.0.1:1", "--prometheus.bearer-token-file", "/nonexistent"),
+     "bearer-token-file"),
+])
+def test_bad_input_is_one_line(args, needle):
+    rc, out, err = run("report", *args)
+    assert_one_line_error(rc, err, needle)
+
+
+def test_bad_duration_is_usage_error():
+    rc, out, err = run("report", "--prometheus", "http://127.0.0.1:1", "--prometheus.lookback", "soon")
+    assert rc == 2 and "not a positive duration" in err and "Traceback" not in err
+
+
+class Served:
+    """A loopback HTTP server answering every request with what `answer(path)` returns."""
+
+    def __init__(self, answer):
+        class H(BaseHTTPRequestHandler):
+            def _reply(self):
+                code, ctype, body = answer(self.path)
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = _reply
+
+            def log_message(self, *a):
+                pass
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("answer,needle", [
+    ((404, "text/html", b"<html>nope</html>"), "answered HTTP 404"),
+    ((200, "text/plain", b"hello"), "did not answer /api/v1/query with Prometheus JSON"),
+    ((422, "application/json", b'{"status":"error","errorType":"execution","error":"query processing would '
+                               b'load too many samples into memory in query execution"}'), "--query.max-samples"),
+])
+def test_not_a_prometheus_or_refused(answer, needle):
+    srv = Served(lambda path: answer)
+    try:
+        rc, out, err = run("report", "--prometheus", srv.url)
+    finally:
+        srv.close()
+    assert_one_line_error(rc, err, needle)
+
+
+# ---- the PromQL against a real Prometheus ----------------------------------------------------
+
+PROMETHEUS = shutil.which("prometheus")
+STEP = "/system.slice/slurmstepd.scope/job_77/step_0"
+
+
+class FakeExporter:
+    """Serves one ceemsnet counter whose value the test sets, with a fixed process start time."""
+
+    def __init__(self):
+        self.value, self.start = 0, time.time()
+
+        def answer(path):
+            body = (f'ceemsnet_net_egress_bytes_total{{cgroup="{STEP}",proto="udp",family="ipv4"}} {self.value}\n'
+                    f"ceemsnet_process_start_time_seconds {self.start}\n").encode()
+            return 200, "text/plain; version=0.0.4", body
+        self.srv = Served(answer)
+        self.target = self.srv.url.split("//")[1]
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed (make setup)")
+def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
+    a, b = FakeExporter(), FakeExporter()   # a: only grows; b: goes down once (a reset, same start time)
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "p.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: fake\n"
+        f"    static_configs:\n      - targets: ['{a.target}', '{b.target}']\n")
+    log = open(tmp_path / "p.log", "w+")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'p.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+
+    def scraped(want_a, want_b):
+        q = urllib.parse.urlencode({"query": "ceemsnet_net_egress_bytes_total"})
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as r:
+                    got = {x["metric"]["instance"]: float(x["value"][1]) for x in json.load(r)["data"]["result"]}
+                if got == {a.target: want_a, b.target: want_b}:
+                    time.sleep(1.1)  # a returned time lies after this sample and before the next value
+                    return time.time()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        log.seek(0)
+        pytest.fail(f"Prometheus never scraped {want_a}/{want_b}: {log.read()[-1500:]}")
+
+    def report(since, until, *extra):
+        iso = [dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+               for t in (since, until)]
+        rc, out, err = run("report", f"--prometheus={url}", "--by=cgroup", f"--since={iso[0]}",
+                           f"--until={iso[1]}", "--format=json", *extra)
+        assert rc == 0, err
+        return {r["cgroup"]: r["net_egress_bytes"] for r in json.loads(out)}
+
+    try:
+        t0 = time.time() - 1
+        a.value, b.value = 100, 500
+        t1 = scraped(100, 500)
+        a.value, b.value = 250, 200   # b went down: a reset
+        scraped(250, 200)
+        a.value, b.value = 260, 260
+        t2 = scraped(260, 260)
+        assert report(t0, t2) == {STEP: 260 + (500 + 200 + 60)}
+        assert report(t1, t2) == {STEP: 160 + (200 + 60)}   # a: fast path, minus its baseline of 100
+        only_a = report(t1, t2, f'--prometheus.selector=instance="{a.target}"')
+        assert only_a == {STEP: 160}
+    finally:
+        if prom.poll() is None:
+            prom.send_signal(signal.SIGTERM)
+            prom.wait(timeout=30)
+        log.close()
+        a.srv.close()
+        b.srv.close()
