@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prometheus.lookback", dest="prom_lookback", type=_duration, default=3600.0,
                    metavar="DURATION", help="how far before --since to look for a series' starting value "
                                             "(default 1h; must exceed the scrape interval)")
+    r.add_argument("--prometheus.chunk", dest="prom_chunk", type=_duration, default=6 * 3600.0, metavar="DURATION",
+                   help="ask for the range in pieces this long (default 6h), so no query loads more samples "
+                        "than the server's --query.max-samples; smaller for very large clusters")
     r.add_argument("--prometheus.timeout", dest="prom_timeout", type=_duration, default=60.0, metavar="DURATION",
                    help="per query (default 60s)")
     r.add_argument("--prometheus.bearer-token-file", dest="prom_token", metavar="FILE",

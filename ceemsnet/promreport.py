@@ -22,6 +22,9 @@ sample differences instead:
   summed step by step, a step across a restart or reset counting the new
   value from zero. The start-time check catches a restart whose new run
   already counted more than the old one had, which `resets()` alone misses.
+- Long ranges are asked for in chunks (--prometheus.chunk), which add up
+  exactly, so no query loads more samples than the server allows and a
+  restart sends only its own chunk of that exporter down the exact path.
 """
 
 from __future__ import annotations
@@ -171,71 +174,92 @@ def _key_of(by: str):
     return {"job": slurm_job, "user": user_of, "cgroup": lambda p: p if p.startswith("/") else None}[by]
 
 
-def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | None = None,
-          selector: str | None = None, lookback: float = 3600.0, progress=None) -> list[dict]:
-    """The same rows as report.query, from Prometheus, for the range (since, until]."""
-    if since >= until:
-        raise CeemsnetError("empty time range: --since is not before --until")
-    since, until = round(since, 3), round(until, 3)
+def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
+    """Add what every cgroup's counters grew by inside (since, until] to per_cg,
+    and widen seen[cgroup] = [first, last] by when its series were there."""
     rng, window = _dur(until - since), _dur(until - since + lookback)
-    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
-    cg = _matchers(common, [job_matcher(job)] if job else [])
-    steps = 2 + 2 * len(METRICS)
-    done = 0
-
-    def tick(what):
-        nonlocal done
-        done += 1
-        if progress:
-            progress(f"querying Prometheus: {what} ({done}/{steps})")
 
     # 1. exporters whose counters restarted or went backwards in the window
     tick("restarts")
     raw_inst = {r["metric"].get("instance", "")
                 for r in api.query(f"changes({_sel(START_TIME, _matchers(common))}[{window}]) > 0", until)[1]}
-    for col, m in METRICS.items():
+    for m in METRICS.values():
         tick(f"resets of {m}")
         raw_inst |= {r["metric"].get("instance", "") for r in api.query(
             f"count by (instance) (resets({_sel(m, cg)}[{window}]) > 0)", until)[1]}
     inst_in = inst_out = None
+    starts: dict[str, list] = {}
+    tick("start times")
     if raw_inst:
         inst_re = _label_regex(raw_inst)
         inst_in, inst_out = f'instance=~"{inst_re}"', f'instance!~"{inst_re}"'
-    starts: dict[str, list] = {}
-    if raw_inst:
         _, res = api.query(_sel(START_TIME, _matchers(common, [inst_in])) + f"[{window}]", until)
         for r in res:
             starts[r["metric"].get("instance", "")] = [(float(t), float(v)) for t, v in r["values"]]
 
     # 2. per cgroup and column: the fast path for regular series, the exact path for the rest
-    per_cg: dict[str, dict[str, float]] = {}
+    def add(cgroup, col, v):
+        row = per_cg.setdefault(cgroup, {})
+        row[col] = row.get(col, 0.0) + v
+
     for col, m in METRICS.items():
         tick(f"growth of {m}")
         s = _sel(m, _matchers([cg], [inst_out]))
         expr = (f"sum by (cgroup) (last_over_time({s}[{rng}]) - "
                 f"(last_over_time({s}[{_dur(lookback)}] offset {rng}) or last_over_time({s}[{rng}]) * 0))")
         for r in api.query(expr, until)[1]:
-            row = per_cg.setdefault(r["metric"].get("cgroup", ""), {})
-            row[col] = row.get(col, 0.0) + max(0.0, float(r["value"][1]))
+            add(r["metric"].get("cgroup", ""), col, max(0.0, float(r["value"][1])))
         if raw_inst:
             s = _sel(m, _matchers([cg], [inst_in]))
             for r in api.query(f"{s}[{window}]", until)[1]:
                 inc = exact_increase([(float(t), float(v)) for t, v in r["values"]], since,
                                      starts.get(r["metric"].get("instance", "")))
                 if inc is not None:
-                    row = per_cg.setdefault(r["metric"].get("cgroup", ""), {})
-                    row[col] = row.get(col, 0.0) + inc
+                    add(r["metric"].get("cgroup", ""), col, inc)
 
-    # 3. first and last seen, to within a thousandth of the range
-    tick("first and last seen")
+    # 3. first and last seen, to within 1/250 of the chunk
     names = "|".join(METRICS.values())
-    name_m = f'__name__=~"{names}"'
-    grp = "group by (cgroup) ({" + _matchers([name_m], [cg]) + "})"
-    sub = f"[{rng}:{_dur(max(1.0, (until - since) / 1000))}]"
-    seen: dict[str, list] = {}
-    for fn, i in (("min_over_time", 0), ("max_over_time", 1)):
+    grp = "group by (cgroup) ({" + _matchers([f'__name__=~"{names}"'], [cg]) + "})"
+    sub = f"[{rng}:{_dur(max(1.0, (until - since) / 250))}]"
+    for fn, i, pick in (("min_over_time", 0, min), ("max_over_time", 1, max)):
+        tick("first seen" if i == 0 else "last seen")
         for r in api.query(f"{fn}(timestamp({grp}){sub})", until)[1]:
-            seen.setdefault(r["metric"].get("cgroup", ""), [since, until])[i] = float(r["value"][1])
+            t = min(max(float(r["value"][1]), since), until)
+            cur = seen.setdefault(r["metric"].get("cgroup", ""), [None, None])
+            cur[i] = t if cur[i] is None else pick(cur[i], t)
+
+
+def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | None = None,
+          selector: str | None = None, lookback: float = 3600.0, chunk: float = 6 * 3600.0,
+          progress=None) -> list[dict]:
+    """The same rows as report.query, from Prometheus, for the range (since, until].
+
+    The range is asked for in chunks of at most `chunk` seconds, so that no
+    query loads more samples than the server allows (--query.max-samples)
+    and an exporter restart sends only its own chunk down the exact path.
+    Chunks add up exactly: each starts from the last sample of the one before.
+    """
+    if since >= until:
+        raise CeemsnetError("empty time range: --since is not before --until")
+    since, until = round(since, 3), round(until, 3)
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    cg = _matchers(common, [job_matcher(job)] if job else [])
+    bounds = [since]
+    while bounds[-1] < until:
+        bounds.append(min(until, round(bounds[-1] + chunk, 3)))
+    steps = (len(bounds) - 1) * (4 + 2 * len(METRICS))
+    done = 0
+
+    def tick(what):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(f"querying Prometheus: {what} ({done}/{steps} queries)")
+
+    per_cg: dict[str, dict[str, float]] = {}
+    seen: dict[str, list] = {}
+    for a, b in zip(bounds, bounds[1:]):
+        _chunk(api, a, b, common, cg, lookback, tick, per_cg, seen)
 
     key_of = _key_of(by)
     groups: dict[str, dict] = {}
@@ -246,8 +270,9 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
         g = groups.setdefault(k, {"cols": {}, "first": until, "last": since})
         for c, v in vals.items():
             g["cols"][c] = g["cols"].get(c, 0.0) + v
-        f, last = seen.get(path, (since, until))
-        g["first"], g["last"] = min(g["first"], max(f, since)), max(g["last"], min(last, until))
+        f, last = seen.get(path, (None, None))
+        g["first"] = min(g["first"], since if f is None else f)
+        g["last"] = max(g["last"], until if last is None else last)
     if job is not None and not groups:
         raise CeemsnetError(f"no job {job} in Prometheus at {api.base} between "
                             f"{_iso(since)} and {_iso(until)}")

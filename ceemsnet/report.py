@@ -122,7 +122,7 @@ def run(args) -> int:
         progress = promreport.stderr_progress()
         try:
             rows = promreport.query(api, args.by, since, until, args.job, selector=args.prom_selector,
-                                    lookback=args.prom_lookback, progress=progress)
+                                    lookback=args.prom_lookback, chunk=args.prom_chunk, progress=progress)
         finally:
             if progress:
                 progress("")

@@ -189,6 +189,9 @@ def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
         t2 = scraped(260, 260)
         assert report(t0, t2) == {STEP: 260 + (500 + 200 + 60)}
         assert report(t1, t2) == {STEP: 160 + (200 + 60)}   # a: fast path, minus its baseline of 100
+        # chunks add up exactly: one-second pieces, boundaries between samples, give the same figures
+        assert report(t0, t2, "--prometheus.chunk=1s") == {STEP: 260 + (500 + 200 + 60)}
+        assert report(t1, t2, "--prometheus.chunk=1s") == {STEP: 160 + (200 + 60)}
         only_a = report(t1, t2, f'--prometheus.selector=instance="{a.target}"')
         assert only_a == {STEP: 160}
     finally:
