@@ -7,8 +7,6 @@ stopped by PID in teardown, also when the test fails.
 import contextlib
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ import uuid
 import pytest
 
 from ceemsnet.cgroups import find_cgroup2_root
+
+from ..promserver import free_port, stop_by_pid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -151,12 +151,6 @@ def spawn():
         c.stop()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Exporter:
     def __init__(self, extra=(), collectors="net", port=None):
         self.port = port or free_port()
@@ -193,13 +187,7 @@ class Exporter:
 
     def stop(self):
         """SIGTERM by PID; returns (exit code, stderr)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_by_pid(self.proc)
         _, err = self.proc.communicate()
         return self.proc.returncode, err
 

@@ -11,78 +11,15 @@ the local store must agree exactly, and equal the bytes sent.
 import datetime as dt
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
-import pytest
-
-from .conftest import ROOT, Exporter, free_port, traffic_argv
+from ..promserver import PrometheusServer, needs_prometheus
+from .conftest import ROOT, Exporter, traffic_argv
 from .peer import Peer
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed "
-                                "(make setup installs it)")
-
-
-class Prometheus:
-    def __init__(self, workdir, target):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = workdir / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                       "scrape_configs:\n  - job_name: ceemsnet\n"
-                       f"    static_configs:\n      - targets: ['{target}']\n")
-        self.log = open(workdir / "prometheus.log", "w+")
-        self.proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.logs()
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        pytest.fail("prometheus was not ready within 90 s: " + self.logs())
-
-    def logs(self):
-        self.log.seek(0)
-        return self.log.read()[-2000:]
-
-    def value(self, expr):
-        q = urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
-            res = json.load(r)["data"]["result"]
-        return float(res[0]["value"][1]) if res else None
-
-    def wait_for(self, expr, want, timeout=90):
-        deadline = time.time() + timeout
-        got = None
-        while time.time() < deadline:
-            got = self.value(expr)
-            if got == want:
-                return
-            time.sleep(0.3)
-        pytest.fail(f"Prometheus never saw {expr} = {want} (last {got})")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+pytestmark = needs_prometheus
 
 
 def report(*args):
@@ -105,7 +42,7 @@ def test_prometheus_report_agrees_with_store_across_a_restart(slurm_tree, spawn,
     e = Exporter(extra=flags)
     prom = None
     try:
-        prom = Prometheus(tmp_path, f"127.0.0.1:{e.port}")
+        prom = PrometheusServer(tmp_path, [f"127.0.0.1:{e.port}"])
         spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [1000]}]),
               steps["step_0"]).go()
         prom.wait_for(sent, 1000)

@@ -4,20 +4,16 @@ the PromQL itself against a real Prometheus scraping exporters this test plays."
 import datetime as dt
 import json
 import re
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ceemsnet.promreport import _label_regex, exact_increase, job_matcher
 
+from ..promserver import PrometheusServer, needs_prometheus
 from .test_cli import assert_one_line_error, run
 
 
@@ -124,7 +120,6 @@ def test_not_a_prometheus_or_refused(answer, needle):
 
 # ---- the PromQL against a real Prometheus ----------------------------------------------------
 
-PROMETHEUS = shutil.which("prometheus")
 STEP = "/system.slice/slurmstepd.scope/job_77/step_0"
 
 
@@ -142,44 +137,27 @@ class FakeExporter:
         self.target = self.srv.url.split("//")[1]
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed (make setup)")
+@needs_prometheus
 def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
     a, b = FakeExporter(), FakeExporter()   # a: only grows; b: goes down once (a reset, same start time)
-    port = closed_port()
-    url = f"http://127.0.0.1:{port}"
-    (tmp_path / "p.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: fake\n"
-        f"    static_configs:\n      - targets: ['{a.target}', '{b.target}']\n")
-    log = open(tmp_path / "p.log", "w+")
-    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'p.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+    prom = None
 
     def scraped(want_a, want_b):
-        q = urllib.parse.urlencode({"query": "ceemsnet_net_egress_bytes_total"})
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as r:
-                    got = {x["metric"]["instance"]: float(x["value"][1]) for x in json.load(r)["data"]["result"]}
-                if got == {a.target: want_a, b.target: want_b}:
-                    time.sleep(1.1)  # a returned time lies after this sample and before the next value
-                    return time.time()
-            except OSError:
-                pass
-            time.sleep(0.2)
-        log.seek(0)
-        pytest.fail(f"Prometheus never scraped {want_a}/{want_b}: {log.read()[-1500:]}")
+        prom.wait_for("ceemsnet_net_egress_bytes_total",
+                      lambda v: {m["instance"]: x for m, x in v} == {a.target: want_a, b.target: want_b})
+        time.sleep(1.1)  # a returned time lies after this sample and before the next value
+        return time.time()
 
     def report(since, until, *extra):
         iso = [dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
                for t in (since, until)]
-        rc, out, err = run("report", f"--prometheus={url}", "--by=cgroup", f"--since={iso[0]}",
+        rc, out, err = run("report", f"--prometheus={prom.url}", "--by=cgroup", f"--since={iso[0]}",
                            f"--until={iso[1]}", "--format=json", *extra)
         assert rc == 0, err
         return {r["cgroup"]: r["net_egress_bytes"] for r in json.loads(out)}
 
     try:
+        prom = PrometheusServer(tmp_path, [a.target, b.target])
         t0 = time.time() - 1
         a.value, b.value = 100, 500
         t1 = scraped(100, 500)
@@ -195,9 +173,7 @@ def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
         only_a = report(t1, t2, f'--prometheus.selector=instance="{a.target}"')
         assert only_a == {STEP: 160}
     finally:
-        if prom.poll() is None:
-            prom.send_signal(signal.SIGTERM)
-            prom.wait(timeout=30)
-        log.close()
+        if prom:
+            prom.stop()
         a.srv.close()
         b.srv.close()

@@ -1,0 +1,89 @@
+"""Debian's prometheus, started by a test on loopback with a 1 s scrape interval and its
+own TSDB in the test's temporary directory; stopped by PID."""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+PROMETHEUS = shutil.which("prometheus")
+needs_prometheus = pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed "
+                                      "(make setup installs it)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_by_pid(proc, timeout=30):
+    """SIGTERM the process we started; SIGKILL if it does not go."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class PrometheusServer:
+    def __init__(self, workdir, targets):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        cfg = workdir / "prometheus.yml"
+        cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                       "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
+                       f"      - targets: {json.dumps(list(targets))}\n")
+        self.log = open(workdir / "prometheus.log", "w+")
+        self.proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                                      f"--web.listen-address={self.url.split('//')[1]}", "--log.level=warn"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail("prometheus exited: " + self.logs())
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        pytest.fail("prometheus was not ready within 90 s: " + self.logs())
+
+    def logs(self):
+        self.log.seek(0)
+        return self.log.read()[-2000:]
+
+    def vector(self, expr):
+        """[(labels, value)] of an instant query now."""
+        q = urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
+            return [(x["metric"], float(x["value"][1])) for x in json.load(r)["data"]["result"]]
+
+    def wait_for(self, expr, want, timeout=90):
+        """Until the query answers `want`: a number (its one value) or a callable on the vector."""
+        check = want if callable(want) else (lambda v: [x for _, x in v] == [want])
+        deadline = time.time() + timeout
+        got = None
+        while time.time() < deadline:
+            try:
+                got = self.vector(expr)
+                if check(got):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"Prometheus never saw {expr} = {want} (last {got}): {self.logs()}")
+
+    def stop(self):
+        stop_by_pid(self.proc)
+        self.log.close()
