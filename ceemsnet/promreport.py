@@ -149,24 +149,21 @@ def exact_increase(samples, since: float, starts=None) -> float | None:
     A step that goes down, or crosses a change of start time, is a counter
     reset: the new value counted from zero. None if no sample is in range.
     """
-    def start_at(t):
-        s = None
-        for ts, v in starts or ():
-            if ts > t:
-                break
-            s = v
-        return s
-
-    prev = None
+    starts = starts or []
+    i, run = 0, None  # starts[:i] are at or before the current sample; run: the latest start time among them
+    prev_t = prev_v = prev_run = None
     total, seen = 0.0, False
     for t, v in samples:
+        while i < len(starts) and starts[i][0] <= t:
+            run = starts[i][1]
+            i += 1
         if t > since:
             seen = True
-            if prev is None or v < prev[1] or (starts and start_at(t) != start_at(prev[0])):
+            if prev_t is None or v < prev_v or run != prev_run:
                 total += v
             else:
-                total += v - prev[1]
-        prev = (t, v)
+                total += v - prev_v
+        prev_t, prev_v, prev_run = t, v, run
     return total if seen else None
 
 
