@@ -40,7 +40,7 @@ import urllib.parse
 import urllib.request
 
 from . import CeemsnetError
-from .report import _iso
+from .report import _iso, make_row
 from .store import COLUMNS, user_of
 from .units import slurm_job
 
@@ -151,7 +151,7 @@ def exact_increase(samples, since: float, starts=None) -> float | None:
     """
     starts = starts or []
     i, run = 0, None  # starts[:i] are at or before the current sample; run: the latest start time among them
-    prev_t = prev_v = prev_run = None
+    prev_v = prev_run = None
     total, seen = 0.0, False
     for t, v in samples:
         while i < len(starts) and starts[i][0] <= t:
@@ -159,11 +159,11 @@ def exact_increase(samples, since: float, starts=None) -> float | None:
             i += 1
         if t > since:
             seen = True
-            if prev_t is None or v < prev_v or run != prev_run:
+            if prev_v is None or v < prev_v or run != prev_run:
                 total += v
             else:
                 total += v - prev_v
-        prev_t, prev_v, prev_run = t, v, run
+        prev_v, prev_run = v, run
     return total if seen else None
 
 
@@ -274,14 +274,8 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
         raise CeemsnetError(f"no job {job} in Prometheus at {api.base} between "
                             f"{_iso(since)} and {_iso(until)}")
 
-    out = []
-    for k in sorted(groups):
-        g = groups[k]
-        item = {by: k}
-        item.update({c: (round(g["cols"][c]) if c in g["cols"] else None) for c in COLUMNS})
-        item["first_seen"], item["last_seen"] = _iso(g["first"]), _iso(g["last"])
-        out.append(item)
-    return out
+    return [make_row(by, k, {c: round(v) for c, v in g["cols"].items()}, g["first"], g["last"])
+            for k, g in sorted(groups.items())]
 
 
 def stderr_progress():

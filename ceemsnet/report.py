@@ -54,14 +54,13 @@ def query(path: str, by: str, since: float, until: float, job: str | None = None
             raise CeemsnetError(f"no job {job} in {path}" + (" in that time range" if known else ""))
     finally:
         db.close()
-    out = []
-    for r in rows:
-        item = {by: r[0]}
-        item.update({c: r[1 + i] for i, c in enumerate(COLUMNS)})
-        item["first_seen"] = _iso(r[-2])
-        item["last_seen"] = _iso(r[-1])
-        out.append(item)
-    return out
+    return [make_row(by, r[0], dict(zip(COLUMNS, r[1:])), r[-2], r[-1]) for r in rows]
+
+
+def make_row(by: str, key, values: dict, first: float, last: float) -> dict:
+    """One report row, the same from the store and from Prometheus: the key, every
+    column (None where its collector never counted), then first and last seen (UTC)."""
+    return {by: key, **{c: values.get(c) for c in COLUMNS}, "first_seen": _iso(first), "last_seen": _iso(last)}
 
 
 def _iso(t: float) -> str:

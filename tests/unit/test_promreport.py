@@ -4,7 +4,6 @@ the PromQL itself against a real Prometheus scraping exporters this test plays."
 import datetime as dt
 import json
 import re
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,7 @@ import pytest
 
 from ceemsnet.promreport import _label_regex, exact_increase, job_matcher
 
-from ..promserver import PrometheusServer, needs_prometheus
+from ..promserver import PrometheusServer, free_port, needs_prometheus
 from .test_cli import assert_one_line_error, run
 
 
@@ -53,14 +52,8 @@ def test_job_matcher_prefilters_and_rejects_odd_ids():
         job_matcher('4" or vector(1)')
 
 
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("args,needle", [
-    (("--prometheus", f"http://127.0.0.1:{closed_port()}"), "cannot reach Prometheus"),
+    (("--prometheus", f"http://127.0.0.1:{free_port()}"), "cannot reach Prometheus"),
     (("--prometheus", "prometheus:9090"), "http:// or https://"),
     (("--prometheus", "http://127.0.0.1:1", "--storage.path", "/tmp/x.db"), "not both"),
     (("--prometheus", "http://127.0.0.1:1", "--job", "4 2"), "SLURM job"),
