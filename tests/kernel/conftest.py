@@ -1,27 +1,21 @@
 """Kernel tests: root, a real kernel, real cgroups, real traffic on loopback.
 
-Everything a test creates (cgroups, processes, the exporter) is removed or
-stopped by PID in teardown, also when the test fails.
+Only fixtures and hooks live here; the objects they hand out (Cgroup, Child,
+Exporter, ...) are in helpers.py, which tests import. Everything a test
+creates (cgroups, processes, the exporter) is removed or stopped by PID in
+teardown, also when the test fails.
 """
 
-import contextlib
 import os
 import random
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from ceemsnet.cgroups import find_cgroup2_root
 
-from ..promserver import free_port, stop_by_pid
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
-HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
+from .helpers import Cgroup, Child, Exporter
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,38 +32,6 @@ def cgroup2_root():
         return find_cgroup2_root()
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"no cgroup2 mount: {e}")
-
-
-class Cgroup:
-    """A cgroup directory: made here (or already existing, with exist_ok)."""
-
-    def __init__(self, root, name, exist_ok=False):
-        self.root = root
-        self.path = os.path.join(root, name)
-        self.rel = "/" + name
-        self.created = not os.path.isdir(self.path)
-        if self.created or not exist_ok:
-            os.mkdir(self.path)
-        self.id = os.stat(self.path).st_ino
-
-    def add(self, pid):
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(pid))
-
-    def pids(self):
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            return [int(x) for x in f.read().split()]
-
-    def remove(self):
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)  # exited children may take a moment to leave
-        raise RuntimeError(f"cannot remove test cgroup {self.path}: pids {self.pids()}")
 
 
 @pytest.fixture
@@ -116,27 +78,6 @@ def slurm_tree(cgroup2_root):
                 time.sleep(0.1)
 
 
-
-class Child:
-    """A process started by a test, moved into a cgroup before it does anything."""
-
-    def __init__(self, argv, cgroup):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        cgroup.add(self.proc.pid)
-        assert self.proc.pid in cgroup.pids()
-
-    def go(self, timeout=60):
-        out, err = self.proc.communicate("go\n", timeout=timeout)
-        assert self.proc.returncode == 0, err
-        return out
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()  # our own child, by its PID
-            self.proc.wait()
-
-
 @pytest.fixture
 def spawn():
     children = []
@@ -151,54 +92,8 @@ def spawn():
         c.stop()
 
 
-class Exporter:
-    def __init__(self, extra=(), collectors="net", port=None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
-             f"--collectors={collectors}", f"--hook={HOOK}",
-             # tests choose their unit resolver: auto would follow whatever cgroup tree the host has
-             "--unit=none", "--storage.path=none", *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                pytest.fail(f"ceemsnet serve exited with {self.proc.returncode}: {err.strip()}")
-            with contextlib.suppress(OSError):
-                self.scrape_text()
-                return
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail("ceemsnet serve did not answer on /metrics within 60 s")
-
-    def scrape_text(self):
-        with urllib.request.urlopen(self.url, timeout=10) as r:
-            return r.read().decode()
-
-    def samples(self):
-        from prometheus_client.parser import text_string_to_metric_families
-        out = {}
-        for fam in text_string_to_metric_families(self.scrape_text()):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-    def stop(self):
-        """SIGTERM by PID; returns (exit code, stderr)."""
-        stop_by_pid(self.proc)
-        _, err = self.proc.communicate()
-        return self.proc.returncode, err
-
-
 @pytest.fixture(scope="module")
 def exporter():
     e = Exporter()
     yield e
     e.stop()
-
-
-def traffic_argv(plan):
-    import json
-    return [sys.executable, TRAFFIC, json.dumps(plan)]

@@ -15,7 +15,7 @@ import pytest
 
 from ceemsnet.cgroups import parse_v1_mounts
 
-from .conftest import Cgroup, Exporter, traffic_argv
+from .helpers import Cgroup, Exporter, traffic_argv
 from .peer import Peer
 
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .conftest import Exporter, traffic_argv
+from .helpers import Exporter, traffic_argv
 from .peer import Peer
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from .conftest import Exporter
+from .helpers import Exporter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = 1000

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from .conftest import Exporter, traffic_argv
+from .helpers import Exporter, traffic_argv
 from .peer import Peer
 
 

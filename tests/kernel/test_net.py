@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from .conftest import Exporter, traffic_argv
+from .helpers import Exporter, traffic_argv
 from .peer import Peer, reply_size
 
 SIZES_UDP4 = [1, 512, 1400, 9000]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import HOOK, ROOT, Exporter
+from .helpers import HOOK, ROOT, Exporter
 
 FAMILIES = ("fexit", "kretprobe", "tracepoint")
 

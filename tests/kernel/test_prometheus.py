@@ -16,7 +16,7 @@ import sys
 import time
 
 from ..promserver import PrometheusServer, needs_prometheus
-from .conftest import ROOT, Exporter, traffic_argv
+from .helpers import ROOT, Exporter, traffic_argv
 from .peer import Peer
 
 pytestmark = needs_prometheus

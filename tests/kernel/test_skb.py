@@ -17,7 +17,7 @@ import pytest
 from ceemsnet import libbpf
 from ceemsnet.compare import MAX_HEADER
 
-from .conftest import ROOT, Exporter, traffic_argv
+from .helpers import ROOT, Exporter, traffic_argv
 from .peer import Peer, reply_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))

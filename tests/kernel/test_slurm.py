@@ -9,7 +9,7 @@ map keys freed), and keep it past --cgroup.retention while the job lives.
 import os
 import time
 
-from .conftest import Exporter, traffic_argv
+from .helpers import Exporter, traffic_argv
 from .peer import Peer
 from .test_lifecycle import cgroup_ids_in_map, map_ids_held_by
 

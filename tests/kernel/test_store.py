@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from .conftest import ROOT, Exporter, traffic_argv
+from .helpers import ROOT, Exporter, traffic_argv
 from .peer import Peer
 
 

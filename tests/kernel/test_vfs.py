@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from .conftest import Exporter
+from .helpers import Exporter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
