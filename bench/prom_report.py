@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ceemsnet.promreport import PrometheusAPI, query  # noqa: E402
+from ceemsnet.report.prometheus import PrometheusAPI, query  # noqa: E402
 from tests.promserver import free_port, stop_by_pid  # noqa: E402
 
 STEP = 15

@@ -19,9 +19,10 @@ import time
 
 from . import CeemsnetError
 
+DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
 SCHEMA_VERSION = 1
 APP = "ceemsnet-accounting"
-# column -> (metric family name, labels summed over)
+# column -> metric family it sums (over every label but cgroup)
 COLUMNS = {
     "net_egress_bytes": "ceemsnet_net_egress_bytes",
     "net_ingress_bytes": "ceemsnet_net_ingress_bytes",

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ceemsnet.promreport import _label_regex, exact_increase, job_matcher
+from ceemsnet.report.prometheus import _label_regex, exact_increase, job_matcher
 
 from ..promserver import PrometheusServer, free_port, needs_prometheus
 from .test_cli import assert_one_line_error, run

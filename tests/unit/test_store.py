@@ -5,7 +5,8 @@ import pytest
 
 from ceemsnet import CeemsnetError
 from ceemsnet.metrics import Family
-from ceemsnet.report import format_rows, parse_time, query
+from ceemsnet.report.local import query
+from ceemsnet.report.rows import format_rows
 from ceemsnet.store import Store, open_db, totals_from_families
 from ceemsnet.units import slurm_job
 
@@ -80,10 +81,3 @@ def test_formats(tmp_path):
     assert json.loads(format_rows(rows, "job", "json"))[0]["net_egress_bytes"] == 3 * 2**20 + 512
     assert format_rows(rows, "job", "csv").splitlines()[0].startswith("job,net_egress_bytes")
 
-
-def test_parse_time():
-    assert parse_time("24h", 100_000, 0) == 100_000 - 86400
-    assert parse_time(None, 5, 7) == 7
-    assert parse_time("2026-11-22T00:00:00+00:00", 0, 0) == 1795305600
-    with pytest.raises(CeemsnetError):
-        parse_time("yesterday", 0, 0)

@@ -39,10 +39,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from . import CeemsnetError
-from .report import _iso, make_row
-from .store import COLUMNS, user_of
-from .units import slurm_job
+from .. import CeemsnetError
+from ..store import COLUMNS, user_of
+from ..units import slurm_job
+from .rows import iso, make_row
 
 METRICS = {col: name + "_total" for col, name in COLUMNS.items()}
 START_TIME = "ceemsnet_process_start_time_seconds"
@@ -229,7 +229,7 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
 def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | None = None,
           selector: str | None = None, lookback: float = 3600.0, chunk: float = 6 * 3600.0,
           progress=None) -> list[dict]:
-    """The same rows as report.query, from Prometheus, for the range (since, until].
+    """The same rows as local.query, from Prometheus, for the range (since, until].
 
     The range is asked for in chunks of at most `chunk` seconds, so that no
     query loads more samples than the server allows (--query.max-samples)
@@ -272,7 +272,7 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
         g["last"] = max(g["last"], until if last is None else last)
     if job is not None and not groups:
         raise CeemsnetError(f"no job {job} in Prometheus at {api.base} between "
-                            f"{_iso(since)} and {_iso(until)}")
+                            f"{iso(since)} and {iso(until)}")
 
     return [make_row(by, k, {c: round(v) for c, v in g["cols"].items()}, g["first"], g["last"])
             for k, g in sorted(groups.items())]

@@ -1,0 +1,33 @@
+"""Report rows from this node's accounting store (the SQLite file `serve` writes)."""
+
+from __future__ import annotations
+
+from .. import CeemsnetError
+from ..store import COLUMNS, open_db
+from .rows import make_row
+
+# --by -> the store's column holding that key
+KEYS = {"job": "job", "cgroup": "path", "user": "user"}
+
+
+def query(path: str, by: str, since: float, until: float, job: str | None = None) -> list[dict]:
+    """Whole totals of every cgroup seen in [since, until], grouped by `by`."""
+    if since > until:
+        raise CeemsnetError("empty time range: --since is after --until")
+    key = KEYS[by]
+    db = open_db(path, create=False)
+    try:
+        sums = ", ".join(f"SUM({c})" for c in COLUMNS)
+        sql = (f"SELECT {key}, {sums}, MIN(first_seen), MAX(last_seen) FROM cgroups "
+               f"WHERE last_seen >= ? AND first_seen <= ? AND {key} IS NOT NULL")
+        args: list = [since, until]
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        rows = db.execute(sql + f" GROUP BY {key} ORDER BY {key}", args).fetchall()
+        if job is not None and not rows:
+            known = db.execute("SELECT COUNT(*) FROM cgroups WHERE job = ?", (job,)).fetchone()[0]
+            raise CeemsnetError(f"no job {job} in {path}" + (" in that time range" if known else ""))
+    finally:
+        db.close()
+    return [make_row(by, r[0], dict(zip(COLUMNS, r[1:])), r[-2], r[-1]) for r in rows]

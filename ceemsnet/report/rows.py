@@ -1,0 +1,59 @@
+"""Report rows and their output formats, the same for every source."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+from ..store import COLUMNS
+
+
+def make_row(by: str, key, values: dict, first: float, last: float) -> dict:
+    """One report row, the same from the store and from Prometheus: the key, every
+    column (None where its collector never counted), then first and last seen (UTC)."""
+    return {by: key, **{c: values.get(c) for c in COLUMNS}, "first_seen": iso(first), "last_seen": iso(last)}
+
+
+def iso(t: float) -> str:
+    """A Unix time as ISO 8601 UTC, to the second."""
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _human(v, unit=True) -> str:
+    if v is None:
+        return "-"
+    if not unit:
+        return str(v)
+    for u in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or u == "TiB":
+            return f"{v} B" if u == "B" else f"{v:.1f} {u}"
+        v /= 1024
+    return str(v)
+
+
+def format_rows(rows: list[dict], by: str, fmt: str) -> str:
+    """table (human units, a TOTAL line), csv or json."""
+    cols = [by, *COLUMNS, "first_seen", "last_seen"]
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else r[k]) for k in cols})
+        return buf.getvalue().rstrip("\n")
+    if not rows:
+        return "no accounting data in that time range"
+    total = {c: (sum(r[c] for r in rows if r[c] is not None) if any(r[c] is not None for r in rows) else None)
+             for c in COLUMNS}
+    header = [by.upper(), "NET OUT", "NET IN", "CALLS OUT", "CALLS IN", "READ", "WRITTEN", "FILE OPS", "SKB OUT",
+              "SKB IN"]
+    body = [[str(r[by])] + [_human(r[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS] for r in rows]
+    body.append(["TOTAL"] + [_human(total[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS])
+    widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(x[i].rjust(widths[i]) if i else x[i].ljust(widths[i]) for i in range(len(header)))
+             for x in [header] + body]
+    return "\n".join(lines)
