@@ -22,11 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from ceemsnet.cgroups import CgroupResolver, find_cgroup2_root  # noqa: E402
-from ceemsnet.collectors.net import NetCollector  # noqa: E402
+from ceemsnet.collectors.base import KernelHooks  # noqa: E402
+from ceemsnet.collectors.counters import CounterMap, HashSource  # noqa: E402
+from ceemsnet.collectors.net import net_families  # noqa: E402
 from ceemsnet.exporter import CeemsnetCollector, build_registry, make_app  # noqa: E402
 from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.loader import select_and_load  # noqa: E402
-from ceemsnet.structs import pack_net_key  # noqa: E402
+from ceemsnet.structs import decode_net, pack_net_key  # noqa: E402
 
 
 def rss_mib():
@@ -118,7 +120,9 @@ def main():
         print(f"created {a.cgroups} cgroups in {time.perf_counter() - t0:.2f} s")
         m = sel.loaded.maps["net_stats"]
         resolver = CgroupResolver(root)
-        coll = CeemsnetCollector([NetCollector(sel.loaded, resolver)], sel.plan.hooks, {"version": "bench"})
+        net = KernelHooks("net", sel.loaded, CounterMap(HashSource(m, decode_net, pack_net_key), net_families,
+                                                        resolver))
+        coll = CeemsnetCollector([net], net.hooks(), {"version": "bench"})
         app = make_app(build_registry(coll), coll)
         rss0 = rss_mib()
         print(f"kernel {kver}, {sel.plan.family} object {sel.loaded.file}, {m.ncpus} possible CPUs, "

@@ -20,9 +20,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ceemsnet import libbpf  # noqa: E402
 from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
-from ceemsnet.collectors.skb import SkbBackend  # noqa: E402
+from ceemsnet.collectors.skb import PROGRAMS, SkbBackend  # noqa: E402
 
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 SENDER = """
@@ -48,10 +47,9 @@ def send_rate(cg_path, n, size, port):
 
 
 def run_stats(backend):
-    lb = libbpf.lib()
     out = {}
-    for name, prog in backend.progs.items():
-        with open(f"/proc/self/fdinfo/{lb.bpf_program__fd(prog)}") as f:
+    for name in PROGRAMS:
+        with open(f"/proc/self/fdinfo/{backend.coll.program_fd(name)}") as f:
             info = dict(line.split(":", 1) for line in f if ":" in line)
         out[name] = (int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0")))
     return out

@@ -21,7 +21,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ceemsnet import libbpf  # noqa: E402
 from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.loader import select_and_load  # noqa: E402
 
@@ -45,11 +44,9 @@ def best_of(path, n, size, rounds):
 
 
 def prog_stats(loaded):
-    lb = libbpf.lib()
     out = {}
-    for name in loaded.links:
-        p = lb.bpf_object__find_program_by_name(loaded._obj, name.encode())
-        fd = lb.bpf_program__fd(p)
+    for name in loaded.programs():
+        fd = loaded.collection.program_fd(name)
         info = {}
         with open(f"/proc/self/fdinfo/{fd}") as f:
             for line in f:

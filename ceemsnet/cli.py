@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
-import signal
 import sys
-import threading
 
 from . import CeemsnetError, __version__
-from .report import DEFAULT_STORE
+from . import collectors
+from .store import DEFAULT_STORE
+from .timeparse import duration_arg
 
 log = logging.getLogger("ceemsnet")
 
-AVAILABLE_COLLECTORS = ("net", "vfs", "skb")
-PLANNED_COLLECTORS: dict[str, str] = {}
 DEFAULT_LISTEN = ":9977"
+HOOKS = ("auto", "fexit", "kretprobe", "tracepoint")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,16 +27,6 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"ceemsnet: error: {message}", file=sys.stderr)
         sys.exit(2)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return v
 
 
 def _maxactive(text: str) -> int:
@@ -47,15 +38,6 @@ def _maxactive(text: str) -> int:
     if not 0 <= v <= MAXACTIVE_MAX:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
     return v
-
-
-def _duration(text: str) -> float:
-    """A positive duration: seconds, or a number with s, m, h or d (90, 90s, 15m, 1h)."""
-    import re
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (e.g. 90s, 15m, 1h)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,22 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where to serve /metrics (default {DEFAULT_LISTEN}: every address, port 9977; "
                         "IPv6 as [::1]:9977)")
-    s.add_argument("--collectors", default="net", metavar="LIST",
-                   help="comma-separated collectors to run (default net; available: "
-                        + ", ".join(AVAILABLE_COLLECTORS) + ")")
-    s.add_argument("--hook", default="auto", choices=("auto", "fexit", "kretprobe", "tracepoint"),
+    s.add_argument("--collectors", default=collectors.DEFAULT, metavar="LIST",
+                   help=f"comma-separated collectors to run (default {collectors.DEFAULT}; available: "
+                        + ", ".join(collectors.REGISTRY) + "; each has its flags below)")
+    s.add_argument("--hook", default="auto", choices=HOOKS,
                    help="hook family: auto (default) picks the best one the kernel accepts, "
                         "fexit -> kretprobe -> tracepoint; naming one makes its refusal an error")
-    s.add_argument("--net.map-entries", dest="net_map_entries", type=_positive, default=65536, metavar="N",
-                   help="capacity of the net counters map in keys (a cgroup uses up to 8); "
-                        "entries are allocated on use (default 65536)")
-    s.add_argument("--vfs.map-entries", dest="vfs_map_entries", type=_positive, default=65536, metavar="N",
-                   help="capacity of the vfs counters map in keys (a cgroup uses up to 7 per file system "
-                        "it touches); entries are allocated on use (default 65536)")
-    s.add_argument("--vfs.fstypes", dest="vfs_fstypes", default="storage", metavar="LIST",
-                   help="file system types the vfs collector reports: storage (default: all but pseudo "
-                        "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
-                        "lustre,...); 'storage,-tmpfs' removes one")
     s.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
                    help="which cgroup the net and vfs collectors charge: v2 (the task's cgroup2 cgroup), "
                         "v1:<controller> (its cgroup in that cgroup v1 hierarchy, e.g. v1:memory), or auto "
@@ -98,35 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the workload unit to every series and export per-unit sums: slurm (label job, "
                         "ceemsnet_job_*), systemd (unit, ceemsnet_unit_*), k8s (pod, ceemsnet_pod_*); auto "
                         "(default) is slurm where a SLURM cgroup tree exists, else none")
-    s.add_argument("--cgroup.retention", dest="retention", type=float, default=120.0, metavar="SECONDS",
+    s.add_argument("--cgroup.retention", dest="retention", type=duration_arg, default=120.0, metavar="DURATION",
                    help="how long the series of a removed cgroup stay exported with their last counts "
-                        "(default 120: a few scrape intervals); its map entries are freed at once")
+                        "(default 120s: a few scrape intervals); its map entries are freed at once")
     s.add_argument("--storage.path", dest="storage_path", default=DEFAULT_STORE, metavar="FILE",
                    help=f"SQLite accounting store for `ceemsnet report` (default {DEFAULT_STORE}; 'none' turns "
                         "it off)")
-    s.add_argument("--storage.interval", dest="storage_interval", type=float, default=30.0, metavar="SECONDS",
-                   help="how often totals are written (default 30); also written on SIGTERM. A crash loses "
-                        "at most one interval")
-    s.add_argument("--skb.mode", dest="skb_mode", default="root", choices=("root", "per-cgroup"),
-                   help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) and "
-                        "counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup matching "
-                        "--skb.cgroups and counts in per-CPU cgroup storage")
-    s.add_argument("--skb.root", dest="skb_root", default="/", metavar="PATH",
-                   help="root mode: the cgroup (relative to the cgroup2 root) to attach to (default /)")
-    s.add_argument("--skb.cgroups", dest="skb_cgroups", metavar="GLOB",
-                   help="per-cgroup mode: cgroup paths to attach to, e.g. '/slurm/*/job_*' or "
-                        "'/system.slice/slurmstepd.scope/job_*' (descendants count into the match)")
-    s.add_argument("--skb.sync-interval", dest="skb_sync", type=float, default=1.0, metavar="SECONDS",
-                   help="per-cgroup mode: how often to look for new and removed cgroups (default 1)")
-    s.add_argument("--skb.map-entries", dest="skb_map_entries", type=_positive, default=65536, metavar="N",
-                   help="root mode: capacity of the skb counters map in keys (4 per cgroup)")
+    s.add_argument("--storage.interval", dest="storage_interval", type=duration_arg, default=30.0,
+                   metavar="DURATION", help="how often totals are written (default 30s); also written on "
+                                            "SIGTERM. A crash loses at most one interval")
     s.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
                    help="kretprobe family: how many calls of one function may be in flight before returns "
                         "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
                         "threads a node has blocked in recv() at once; 1-4096, 0 = kernel default "
                         "(max(10, 2 x CPUs)); default 1024")
-    s.add_argument("--log.level", dest="log_level", default="info",
-                   choices=("debug", "info", "warning", "error"), help="log verbosity (default info)")
+    s.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS,
+                   help="log verbosity (default info)")
+    collectors.add_flags(s)
 
     r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals, from the local store or Prometheus",
                        description="Totals grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid). "
@@ -142,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "user:password@ in the URL for basic auth)")
     r.add_argument("--prometheus.selector", dest="prom_selector", metavar="MATCHERS",
                    help="label matchers added to every series selector, e.g. 'job=\"ceemsnet\",cluster=\"a\"'")
-    r.add_argument("--prometheus.lookback", dest="prom_lookback", type=_duration, default=3600.0,
+    r.add_argument("--prometheus.lookback", dest="prom_lookback", type=duration_arg, default=3600.0,
                    metavar="DURATION", help="how far before --since to look for a series' starting value "
                                             "(default 1h; must exceed the scrape interval)")
-    r.add_argument("--prometheus.chunk", dest="prom_chunk", type=_duration, default=6 * 3600.0, metavar="DURATION",
+    r.add_argument("--prometheus.chunk", dest="prom_chunk", type=duration_arg, default=6 * 3600.0, metavar="DURATION",
                    help="ask for the range in pieces this long (default 6h), so no query loads more samples "
                         "than the server's --query.max-samples; smaller for very large clusters")
-    r.add_argument("--prometheus.timeout", dest="prom_timeout", type=_duration, default=60.0, metavar="DURATION",
+    r.add_argument("--prometheus.timeout", dest="prom_timeout", type=duration_arg, default=60.0, metavar="DURATION",
                    help="per query (default 60s)")
     r.add_argument("--prometheus.bearer-token-file", dest="prom_token", metavar="FILE",
                    help="send the token in this file as Authorization: Bearer")
@@ -182,26 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--kernel", metavar="VERSION",
                     help="answer for this kernel release (e.g. 5.14.0-427.el9.x86_64) instead of this one")
     pr.add_argument("--arch", metavar="ARCH", help="with --kernel: x86_64 or aarch64 (default: this machine's)")
-    pr.add_argument("--hook", default="auto", choices=("auto", "fexit", "kretprobe", "tracepoint"),
+    pr.add_argument("--hook", default="auto", choices=HOOKS,
                     help="probe only this hook family")
     pr.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
                     help="the attribution to plan for (see serve --help)")
     pr.add_argument("--log.level", dest="log_level", default="warning",
                     choices=("debug", "info", "warning", "error"), help="log verbosity (default warning)")
     return p
-
-
-def _collectors(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise CeemsnetError("--collectors is empty: name at least one of " + ", ".join(AVAILABLE_COLLECTORS))
-    for n in names:
-        if n in PLANNED_COLLECTORS:
-            raise CeemsnetError(f"collector {n!r} ({PLANNED_COLLECTORS[n]}) is not available in this version; "
-                                "available: " + ", ".join(AVAILABLE_COLLECTORS))
-        if n not in AVAILABLE_COLLECTORS:
-            raise CeemsnetError(f"unknown collector {n!r}; available: " + ", ".join(AVAILABLE_COLLECTORS))
-    return list(dict.fromkeys(names))
 
 
 def _require_root(what: str) -> None:
@@ -219,101 +166,34 @@ def _running_kernel():
     return release, kver, normalize_arch(platform.machine())
 
 
-def cmd_serve(args) -> int:
+def build_context(args):
+    """The running kernel, its BTF and the attribution every subsystem opens with."""
     from packaging.version import Version
-    from .cgroups import CgroupResolver, find_cgroup2_root, host_hierarchy
-    from .collectors.skb import SkbBackend, SkbCollector
-    from .collectors.net import NetCollector
-    from .collectors.vfs import VfsCollector
-    from .lifecycle import Lifecycle
-    from .fstypes import parse_fstypes
-    from .exporter import CeemsnetCollector, build_labels, build_registry, start_server
-    from .exporter import parse_listen_address
+    from .cgroups import CgroupResolver, host_hierarchy
+    from .collectors.base import Context
     from .kernel import KernelBTF
-    from .loader import select_and_load
-
-    collectors = _collectors(args.collectors)
-    parse_listen_address(args.listen)  # bad flags fail before anything is loaded
-    counted_fs = parse_fstypes(args.vfs_fstypes)
-    if "skb" in collectors and args.skb_mode == "per-cgroup" and not args.skb_cgroups:
-        raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
-    _require_root("ceemsnet serve")
+    from .units import PARSERS, resolve_kind
     release, kver, arch = _running_kernel()
-    btf = KernelBTF()
     hier = host_hierarchy(args.hierarchy)
     log.info("attributing to %s", hier.describe())
-    resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
-    cg2 = skb_resolver = None
-    if "skb" in collectors:
-        try:
-            cg2 = find_cgroup2_root()
-        except CeemsnetError as e:
-            raise CeemsnetError(f"--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups: {e}") from None
-        skb_resolver = resolver if hier.version == "v2" and hier.root == cg2 else CgroupResolver(cg2)
-    settings = {"cgrp_v1_subsys": hier.subsys_index}
-    from .units import PARSERS, resolve_kind
     unit_kind = resolve_kind(args.unit, hier.root)
-    unit_of = PARSERS.get(unit_kind)
     if unit_kind != "none":
         log.info("workload units: %s", unit_kind)
-    loaded, hooks, cols = [], [], []
-    try:
-        for name in collectors:
-            if name == "skb":
-                backend = SkbBackend(cg2, args.skb_mode, args.skb_root, args.skb_cgroups, args.skb_map_entries)
-                cols.append(SkbCollector(backend, skb_resolver, args.skb_sync))
-                hooks += backend.hooks()
-                log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
-                continue
-            sel = select_and_load(name, kver, arch, btf, forced=args.hook,
-                                  map_entries={"net_stats": args.net_map_entries,
-                                               "vfs_stats": args.vfs_map_entries},
-                                  maxactive=args.maxactive or None, settings=settings)
-            if sel.loaded is None:
-                why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
-                raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")
-            for fam, why in sel.refusals.items():
-                log.info("%s: %s not used: %s", name, fam, why)
-            plan = sel.plan
-            for note in plan.notes:
-                log.info("%s: %s", name, note)
-            for h in plan.hooks:
-                if h.status == "ok":
-                    hooks.append(h)
-                    log.info("%s: %s -> %s (%s)", name, h.function, h.hook, h.object)
-                else:
-                    # absent functions are expected; a mismatch or failed attach is not
-                    level = logging.INFO if "not in this kernel" in h.reason or "does not exist" in h.reason \
-                        else logging.WARNING
-                    log.log(level, "%s: %s not hooked: %s", name, h.function, h.reason)
-            loaded.append(sel.loaded)
-            life = Lifecycle(hier.root, args.retention, unit_of=unit_of)
-            cols.append(NetCollector(sel.loaded, resolver, life) if name == "net"
-                        else VfsCollector(sel.loaded, resolver, counted_fs, life))
-        collector = CeemsnetCollector(cols, hooks, build_labels(release), unit_kind)
-        writer = None
-        if args.storage_path != "none":
-            from .store import Store, StoreWriter
-            writer = StoreWriter(Store(args.storage_path, unit_of), collector.gather, args.storage_interval)
-            log.info("accounting store %s, written every %gs", args.storage_path, args.storage_interval)
-        httpd, _ = start_server(args.listen, build_registry(collector), collector)
-        log.info("serving /metrics on %s", args.listen)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        while not stop.wait(3600):
-            pass
-        log.info("stopping: writing the store, detaching BPF programs")
-        httpd.shutdown()
-        httpd.server_close()
-        if writer is not None:
-            writer.stop()
-    finally:
-        for c in cols:
-            if hasattr(c, "close"):
-                c.close()
-        for lo in loaded:
-            lo.close()
+    # before 5.5 bpf_get_current_cgroup_id() carries a generation in its upper half
+    resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
+    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind))
+
+
+def cmd_serve(args) -> int:
+    from .exporter import parse_listen_address, serve
+    names = collectors.parse(args.collectors)
+    collectors.check(args)
+    parse_listen_address(args.listen)  # bad flags fail before anything is loaded
+    _require_root("ceemsnet serve")
+    ctx = build_context(args)
+    with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
+        subs = collectors.open_all(names, ctx, stack)
+        serve(subs, ctx, args.listen, args.storage_path, args.storage_interval)
     return 0
 
 

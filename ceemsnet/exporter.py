@@ -8,6 +8,7 @@ its last good values, so a failed scrape never loses counts already seen.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -36,7 +37,7 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 
 
 class CeemsnetCollector:
-    """All ceemsnet metrics: build and hook info, then each subsystem collector.
+    """All ceemsnet metrics: build and hook info, then each subsystem's families.
 
     gather() returns plain Family objects (fast text rendering);
     collect() is prometheus_client's custom-collector hook over the same data.
@@ -178,3 +179,26 @@ def build_labels(kernel_release: str) -> dict[str, str]:
     except OSError:
         lbv = "unavailable"
     return {"version": __version__, "libbpf": lbv, "kernel": kernel_release}
+
+
+def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: float) -> None:
+    """Serve the subsystems' counters on `listen` (and keep the store) until SIGTERM or SIGINT."""
+    collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
+                                  build_labels(ctx.release), ctx.unit_kind)
+    writer = None
+    if storage_path != "none":
+        from .store import Store, StoreWriter
+        writer = StoreWriter(Store(storage_path, ctx.unit_of), collector.gather, storage_interval)
+        log.info("accounting store %s, written every %gs", storage_path, storage_interval)
+    httpd, _ = start_server(listen, build_registry(collector), collector)
+    log.info("serving /metrics on %s", listen)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+    log.info("stopping: writing the store, detaching BPF programs")
+    httpd.shutdown()
+    httpd.server_close()
+    if writer is not None:
+        writer.stop()

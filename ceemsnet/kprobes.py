@@ -17,6 +17,8 @@ import errno
 import logging
 import os
 
+from .links import Link
+
 log = logging.getLogger("ceemsnet.kprobes")
 
 MAXACTIVE_MAX = 4096  # KRETPROBE_MAXACTIVE_MAX, kernel/trace/trace_kprobe.c
@@ -40,20 +42,26 @@ def parse_kprobe_profile(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-class KretprobeEvent:
+class KretprobeEvent(Link):
     """One tracefs kretprobe event with our program attached; close() removes it."""
 
-    def __init__(self, libbcc, prog_fd: int, function: str, maxactive: int):
+    def __init__(self, libbcc, prog_fd: int, program: str, function: str, maxactive: int):
         self._lib = libbcc
-        self.function = function
+        self.program = program
+        self.target = function
         # bcc names the event <ev_name>_bcc_<pid> in the kprobes group
         self.ev_name = f"ceemsnet_r_{function}".encode()
-        self.event = f"{self.ev_name.decode()}_bcc_{os.getpid()}"
+        self.tracefs_event = f"{self.ev_name.decode()}_bcc_{os.getpid()}"
+        self.fd = -1
         fd = libbcc.bpf_attach_kprobe(prog_fd, 1, self.ev_name, function.encode(), 0, maxactive)
         if fd < 0:
             err = ctypes.get_errno() or (-fd if fd < -1 else errno.EINVAL)
             raise OSError(err, f"kretprobe on {function} (maxactive {maxactive}): {os.strerror(err)}")
         self.fd = fd
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -72,8 +80,9 @@ def libbcc():
         return None
 
 
-def missed(events: list[KretprobeEvent]) -> dict[str, int]:
-    """{function: returns missed} for our events, from kprobe_profile."""
+def missed(links: list[Link]) -> dict[str, int]:
+    """{function: returns missed} for those of `links` that are tracefs events, from kprobe_profile."""
+    events = [ln for ln in links if ln.tracefs_event]
     d = tracefs()
     if not d or not events:
         return {}
@@ -82,4 +91,4 @@ def missed(events: list[KretprobeEvent]) -> dict[str, int]:
             prof = parse_kprobe_profile(f.read())
     except OSError:
         return {}
-    return {e.function: prof[e.event][1] for e in events if e.event in prof}
+    return {e.target: prof[e.tracefs_event][1] for e in events if e.tracefs_event in prof}

@@ -63,13 +63,14 @@ _PROTOS = {
     "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
     "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
     "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
+    "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_map__name": (c_char_p, [c_void_p]),
     "bpf_program__name": (c_char_p, [c_void_p]),
-    "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__set_autoload": (c_int, [c_void_p, c_bool]),
-    "bpf_program__autoload": (c_bool, [c_void_p]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+    # legacy (non-link) cgroup attach: tests use it to stand in for another tool's program
     "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
     "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
     "bpf_link__destroy": (c_int, [c_void_p]),
@@ -193,13 +194,6 @@ class capture_log:
     def __exit__(self, *exc):
         _log_tls.lines = None
         return False
-
-
-def check_ptr(ptr, what: str):
-    if not ptr:
-        err = ctypes.get_errno() or errno_mod.EINVAL
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ptr
 
 
 def check_rc(rc: int, what: str) -> int:

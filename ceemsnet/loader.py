@@ -1,10 +1,19 @@
-"""Load, attach and read ceemsnet's BPF objects through libbpf.
+"""Load, attach and read ceemsnet's BPF objects through libbpf: the only
+place that opens an object file.
 
-The loader tries the planned hook families best first (fexit -> kretprobe ->
-tracepoint) and keeps the first one the kernel really accepts: loading and
-attaching the real programs is the feature probe, so a kernel that refuses
-trampolines (EPERM at load) or has no kprobes (attach fails) is found out
-by what it does, not by a config flag.
+Two steps, as in cilium/ebpf's CollectionSpec -> Collection:
+  ObjectSpec   what to load: a catalogued object, the programs to autoload,
+               map sizes and load-time settings (`const volatile` globals);
+  Collection   the loaded object: its maps (BpfMap), and the links
+               (ceemsnet/links.py) made from its programs; close() detaches
+               and frees everything.
+For kernel-function subsystems (net, vfs) select_and_load() tries the planned
+hook families best first (fexit -> kretprobe -> tracepoint) and keeps the
+first one the kernel really accepts: loading and attaching the real
+programs is the feature probe, so a kernel that refuses trampolines (EPERM
+at load) or has no kprobes (attach fails) is found out by what it does, not
+by a config flag. The skb subsystem loads its object with load() and
+attaches to cgroups with Collection.attach_cgroup().
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from packaging.version import Version
 
 from . import CeemsnetError, libbpf
 from .choice import FamilyPlan, family_order, plan_family
+from .links import LibbpfLink, Link, close_all
+from .objects import BpfObject
 
 log = logging.getLogger("ceemsnet.loader")
 
@@ -125,30 +136,80 @@ class BpfMap:
 
 
 @dataclass
-class LoadedObject:
-    plan: FamilyPlan
-    _obj: int
-    links: dict[str, object] = field(default_factory=dict)  # program -> libbpf link or KretprobeEvent
-    maps: dict[str, BpfMap] = field(default_factory=dict)
-    maxactive: int | None = None  # kretprobes: instances per function (None: kernel default)
+class ObjectSpec:
+    """What to load from one committed object."""
+    obj: BpfObject
+    programs: tuple[str, ...] | None = None    # to autoload; None: every program of the object
+    map_entries: dict[str, int] = field(default_factory=dict)  # {map: max_entries}; absent maps ignored
+    settings: dict[str, int] = field(default_factory=dict)     # {const volatile global: value}
 
-    def kretprobe_missed(self) -> dict[str, int]:
-        """{function: returns missed} of return probes attached with a maxactive."""
-        from .kprobes import KretprobeEvent, missed
-        return missed([v for v in self.links.values() if isinstance(v, KretprobeEvent)])
+
+class Collection:
+    """A loaded object: its maps by name and the links made from its programs."""
+
+    def __init__(self, spec: ObjectSpec, handle: int):
+        self.spec = spec
+        self._obj = handle
+        self.maps: dict[str, BpfMap] = {}
+        self.links: list[Link] = []
 
     @property
     def file(self) -> str:
-        return self.plan.obj.file if self.plan.obj else ""
+        return self.spec.obj.file
+
+    def _program(self, name: str):
+        p = libbpf.lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if not p:
+            raise CeemsnetError(f"{self.file} has no program {name} (rebuild the objects: make objs)")
+        return p
+
+    def program_fd(self, name: str) -> int:
+        return libbpf.lib().bpf_program__fd(self._program(name))
+
+    def attach(self, name: str, target: str = "") -> Link:
+        """Attach a program where its SEC() says (fexit/, kprobe/, tp_btf/ ...); OSError if refused."""
+        ptr = libbpf.lib().bpf_program__attach(self._program(name))
+        if not ptr:
+            err = ctypes.get_errno() or errno.EINVAL
+            raise OSError(err, os.strerror(err))
+        return self._keep(LibbpfLink(ptr, name, target or name.partition("_")[2]))
+
+    def attach_kretprobe(self, name: str, function: str, maxactive: int, bcc) -> Link:
+        """A return probe through a tracefs event with `maxactive` instances (ceemsnet/kprobes.py)."""
+        from .kprobes import KretprobeEvent
+        return self._keep(KretprobeEvent(bcc, self.program_fd(name), name, function, maxactive))
+
+    def attach_cgroup(self, name: str, cgroup_dir: str, target: str) -> Link:
+        """A cgroup program linked to the cgroup at `cgroup_dir` (a multi-attach BPF link)."""
+        prog = self._program(name)
+        fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ptr = libbpf.lib().bpf_program__attach_cgroup(prog, fd)
+            if not ptr:
+                err = ctypes.get_errno() or errno.EINVAL
+                hint = (": a program attached there without BPF_F_ALLOW_MULTI excludes others"
+                        if err == errno.EPERM and os.geteuid() == 0 else "")
+                raise OSError(err, f"attach {name} to {target}: {os.strerror(err)}{hint}")
+        finally:
+            os.close(fd)
+        return self._keep(LibbpfLink(ptr, name, target))
+
+    def _keep(self, link: Link) -> Link:
+        self.links.append(link)
+        return link
+
+    def detach(self, links) -> None:
+        """Close these links and forget them."""
+        drop = {id(ln) for ln in links}
+        close_all(ln for ln in self.links if id(ln) in drop)
+        self.links = [ln for ln in self.links if id(ln) not in drop]
 
     def close(self) -> None:
-        """Detach every link, then free the object (maps go with the last fd)."""
-        lb = libbpf.lib()
-        for name, link in list(self.links.items()):
-            _destroy(lb, link)
-            del self.links[name]
+        """Detach every link, then free the object (maps go with their last fd)."""
+        close_all(self.links)
+        self.links = []
         if self._obj:
-            lb.bpf_object__close(self._obj)
+            libbpf.lib().bpf_object__close(self._obj)
             self._obj = 0
 
     def __del__(self):
@@ -158,15 +219,8 @@ class LoadedObject:
             pass
 
 
-def _destroy(lb, link) -> None:
-    if isinstance(link, int):
-        lb.bpf_link__destroy(link)
-    else:
-        link.close()
-
-
 class LoadRefused(Exception):
-    """The kernel refused this family (load or every attach failed)."""
+    """The kernel refused this object or family (load or every attach failed)."""
 
 
 def _explain_errno(err: int, family: str) -> str:
@@ -179,94 +233,131 @@ def _explain_errno(err: int, family: str) -> str:
     return os.strerror(err)
 
 
-def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
-                settings: dict[str, int] | None = None, maxactive: int | None = None) -> LoadedObject:
-    """Open plan.obj, autoload only the planned programs, load, attach.
+def load(spec: ObjectSpec) -> Collection:
+    """Open spec.obj, autoload only spec.programs, size maps, write settings, load.
 
-    Programs whose attach fails are detached from the plan (their hooks turn
-    "skipped" with the reason); only when nothing attaches is the family
-    refused. settings: {const volatile global: integer} written into
-    `.rodata` before load, at the offsets the object's BTF gives;
-    map_entries: {map name: max_entries};
-    maxactive: kretprobe programs are attached through bcc with this many
-    instances per function (see ceemsnet/kprobes.py), else libbpf's default.
+    LoadRefused when the kernel refuses the load (the verifier's last line
+    in the message); CeemsnetError when the object file is missing or broken.
     """
-    if plan.obj is None:
-        raise LoadRefused(plan.refused or "nothing planned")
     lb = libbpf.lib()
-    path = plan.obj.path
+    path = spec.obj.path
     if not os.path.exists(path):
         raise CeemsnetError(f"BPF object {path} is missing: the checkout is incomplete")
-    wanted = set(plan.programs())
     with libbpf.capture_log() as cap:
-        obj = lb.bpf_object__open_file(path.encode(), None)
-        if not obj:
-            err = ctypes.get_errno()
-            raise CeemsnetError(f"cannot open {path}: {os.strerror(err)}")
-        loaded = LoadedObject(plan, obj)
+        handle = lb.bpf_object__open_file(path.encode(), None)
+        if not handle:
+            raise CeemsnetError(f"cannot open {path}: {os.strerror(ctypes.get_errno())}")
+        coll = Collection(spec, handle)
         try:
-            prog = lb.bpf_object__next_program(obj, None)
-            while prog:
-                name = lb.bpf_program__name(prog).decode()
-                lb.bpf_program__set_autoload(prog, name in wanted)
-                prog = lb.bpf_object__next_program(obj, prog)
-            for mname, n in (map_entries or {}).items():
-                m = lb.bpf_object__find_map_by_name(obj, mname.encode())
+            if spec.programs is not None:
+                wanted = set(spec.programs)
+                prog = lb.bpf_object__next_program(handle, None)
+                while prog:
+                    lb.bpf_program__set_autoload(prog, lb.bpf_program__name(prog).decode() in wanted)
+                    prog = lb.bpf_object__next_program(handle, prog)
+            for mname, n in spec.map_entries.items():
+                m = lb.bpf_object__find_map_by_name(handle, mname.encode())
                 if m:
                     libbpf.check_rc(lb.bpf_map__set_max_entries(m, n), f"resize map {mname}")
-            if settings:
-                _apply_settings(lb, obj, path, plan.obj.file, settings)
-            rc = lb.bpf_object__load(obj)
+            if spec.settings:
+                _apply_settings(lb, handle, path, spec.obj.file, spec.settings)
+            rc = lb.bpf_object__load(handle)
             if rc < 0:
                 err = -rc
                 detail = _last_verifier_line(cap.lines)
-                raise LoadRefused(f"loading {plan.obj.file} failed: {_explain_errno(err, plan.family)}"
+                raise LoadRefused(f"loading {spec.obj.file} failed: {_explain_errno(err, spec.obj.family)}"
                                   + (f" ({detail})" if detail and err != errno.EPERM else ""))
-            failed: dict[str, str] = {}
-            bcc = None
-            if maxactive and plan.family == "kretprobe":
-                from .kprobes import libbcc, tracefs
-                if tracefs() is None:  # no kprobe_events: no kprobes at all, or tracefs not mounted
-                    log.debug("no tracefs kprobe_events: kretprobes attach with the kernel's default maxactive")
-                else:
-                    bcc = libbcc()
-                    if bcc is not None:
-                        loaded.maxactive = maxactive
-            # entry probes first: a return probe without its entry would only miss
-            for name in sorted(wanted, key=lambda n: (n.startswith("kretprobe_"), n)):
-                p = lb.bpf_object__find_program_by_name(obj, name.encode())
-                if bcc is not None and name.startswith("kretprobe_"):
-                    from .kprobes import KretprobeEvent
-                    try:
-                        loaded.links[name] = KretprobeEvent(bcc, lb.bpf_program__fd(p),
-                                                            name[len("kretprobe_"):], maxactive)
-                    except OSError as e:
-                        failed[name] = _attach_error(e.errno, plan.family)
-                    continue
-                link = lb.bpf_program__attach(p)
-                if not link:
-                    err = ctypes.get_errno() or errno.EINVAL
-                    failed[name] = _attach_error(err, plan.family)
-                    continue
-                loaded.links[name] = link
-            for name, why in failed.items():
-                plan.skip({name}, f"attach of {name} failed: {why}")
-            # A hook is all its programs or none: a kprobe whose kretprobe
-            # failed would only fill the stash. Release what is left unused.
-            still = set(plan.programs())
-            for name in [n for n in loaded.links if n not in still]:
-                _destroy(lb, loaded.links.pop(name))
-            if not loaded.links:
-                raise LoadRefused(f"no program of {plan.obj.file} could attach: "
-                                  + "; ".join(sorted(set(failed.values()))))
-            for mname in _map_names(plan):
-                mp = lb.bpf_object__find_map_by_name(obj, mname.encode())
-                if mp:
-                    loaded.maps[mname] = BpfMap.from_libbpf(mname, mp)
-            return loaded
+            m = lb.bpf_object__next_map(handle, None)
+            while m:
+                name = lb.bpf_map__name(m).decode()
+                if "." not in name:  # .rodata, .bss: libbpf's internal maps
+                    coll.maps[name] = BpfMap.from_libbpf(name, m)
+                m = lb.bpf_object__next_map(handle, m)
+            return coll
         except BaseException:
-            loaded.close()
+            coll.close()
             raise
+
+
+@dataclass
+class LoadedObject:
+    """A planned kernel-function object, loaded and attached (net, vfs)."""
+    plan: FamilyPlan
+    collection: Collection
+    maxactive: int | None = None  # kretprobes: instances per function (None: kernel default)
+
+    @property
+    def maps(self) -> dict[str, BpfMap]:
+        return self.collection.maps
+
+    @property
+    def links(self) -> list[Link]:
+        return self.collection.links
+
+    @property
+    def file(self) -> str:
+        return self.collection.file
+
+    def programs(self) -> list[str]:
+        """Names of the programs attached now."""
+        return [ln.program for ln in self.links]
+
+    def kretprobe_missed(self) -> dict[str, int]:
+        """{function: returns missed} of return probes attached with a maxactive."""
+        from .kprobes import missed
+        return missed(self.links)
+
+    def close(self) -> None:
+        self.collection.close()
+
+
+def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
+                settings: dict[str, int] | None = None, maxactive: int | None = None) -> LoadedObject:
+    """Load plan.obj with the planned programs and attach them.
+
+    Programs whose attach fails are detached from the plan (their hooks turn
+    "skipped" with the reason); only when nothing attaches is the family
+    refused. maxactive: kretprobe programs are attached through bcc with
+    this many instances per function (see ceemsnet/kprobes.py), else with
+    libbpf's default.
+    """
+    if plan.obj is None:
+        raise LoadRefused(plan.refused or "nothing planned")
+    coll = load(ObjectSpec(plan.obj, tuple(plan.programs()), dict(map_entries or {}), dict(settings or {})))
+    loaded = LoadedObject(plan, coll)
+    try:
+        bcc = None
+        if maxactive and plan.family == "kretprobe":
+            from .kprobes import libbcc, tracefs
+            if tracefs() is None:  # no kprobe_events: no kprobes at all, or tracefs not mounted
+                log.debug("no tracefs kprobe_events: kretprobes attach with the kernel's default maxactive")
+            else:
+                bcc = libbcc()
+                if bcc is not None:
+                    loaded.maxactive = maxactive
+        failed: dict[str, str] = {}
+        # entry probes first: a return probe without its entry would only miss
+        for name in sorted(plan.programs(), key=lambda n: (n.startswith("kretprobe_"), n)):
+            try:
+                if bcc is not None and name.startswith("kretprobe_"):
+                    coll.attach_kretprobe(name, name[len("kretprobe_"):], maxactive, bcc)
+                else:
+                    coll.attach(name)
+            except OSError as e:
+                failed[name] = _attach_error(e.errno, plan.family)
+        for name, why in failed.items():
+            plan.skip({name}, f"attach of {name} failed: {why}")
+        # A hook is all its programs or none: a kprobe whose kretprobe
+        # failed would only fill the stash. Release what is left unused.
+        still = set(plan.programs())
+        coll.detach([ln for ln in coll.links if ln.program not in still])
+        if not coll.links:
+            raise LoadRefused(f"no program of {plan.obj.file} could attach: "
+                              + "; ".join(sorted(set(failed.values()))))
+        return loaded
+    except BaseException:
+        loaded.close()
+        raise
 
 
 def _apply_settings(lb, obj, path: str, file: str, settings: dict[str, int]) -> None:
@@ -286,11 +377,6 @@ def _apply_settings(lb, obj, path: str, file: str, settings: dict[str, int]) -> 
         if off + sz > size.value:
             raise CeemsnetError(f"{file}: .rodata too small for {name}")
         ctypes.memmove(ptr + off, value.to_bytes(sz, "little", signed=True), sz)
-
-
-def _map_names(plan: FamilyPlan) -> tuple[str, ...]:
-    from .objects import MAPS
-    return MAPS.get(plan.subsystem, ())
 
 
 def _attach_error(err: int, family: str) -> str:

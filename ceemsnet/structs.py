@@ -125,6 +125,10 @@ _STORAGE_KEY = struct.Struct("=QI4x")  # struct bpf_cgroup_storage_key { u64 cgr
 assert _SKB_KEY.size == ctypes.sizeof(SkbKey)
 
 
+def pack_skb_key(cgroup_id: int, family: int, direction: int) -> bytes:
+    return _SKB_KEY.pack(cgroup_id, family, direction)
+
+
 def decode_skb(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
     """{(cgroup_id, family, dir): (bytes, packets, segments)} from skb_stats (root mode)."""
     sums = sum_percpu(values, count, ncpus, 3)

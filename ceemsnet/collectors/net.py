@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..flags import positive_int
 from ..metrics import Family
 from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
-from .common import health_families, map_entries_family
+from .base import KernelHooks, open_kernel_subsystem
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -44,24 +45,19 @@ def net_families(stats: dict, paths: dict[int, str]) -> list[Family]:
     return out
 
 
-class NetCollector:
-    """Reads the net object's maps each scrape."""
+NAME = "net"
+HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_net_*)"
 
-    name = "net"
 
-    def __init__(self, loaded, resolver, lifecycle=None):
-        self.loaded = loaded
-        self.resolver = resolver
-        self.lifecycle = lifecycle
-        self.stats_map = loaded.maps["net_stats"]
+def add_flags(group) -> None:
+    group.add_argument("--net.map-entries", dest="net_map_entries", type=positive_int, default=65536, metavar="N",
+                       help="capacity of the net counters map in keys (a cgroup uses up to 8); "
+                            "entries are allocated on use (default 65536)")
 
-    def collect(self) -> list[Family]:
-        keys, values, n = self.stats_map.read_all()
-        stats = decode_net(keys, values, n, self.stats_map.ncpus)
-        paths = self.resolver.resolve({k[0] for k in stats})
-        if self.lifecycle is not None:
-            stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_net_key(*k)))
-        fams = net_families(stats, paths)
-        fams.append(map_entries_family("net_stats", n))
-        fams += health_families(self.loaded, "net")
-        return fams
+
+def check(args) -> None:
+    pass
+
+
+def open(ctx) -> KernelHooks:
+    return open_kernel_subsystem(ctx, NAME, ctx.args.net_map_entries, decode_net, pack_net_key, net_families)

@@ -12,65 +12,82 @@ Programs are attached with BPF links, which are multi-attach (the kernel
 treats them as BPF_F_ALLOW_MULTI): other programs on the same cgroups, such
 as systemd's IP accounting, keep running, and only our links are removed.
 A link also goes away with the exporter process, so a crash leaves nothing
-attached.
+attached. The object is loaded through the loader like every other; root
+mode's hash is read by the shared counters-map collector (removed cgroups'
+keys deleted, their counts retired), per-cgroup mode's storage by a source
+of its own below.
 """
 
 from __future__ import annotations
 
-import ctypes
+import argparse
 import errno
 import fnmatch
 import logging
 import os
 import threading
 
-from .. import CeemsnetError, libbpf
+from .. import CeemsnetError
 from ..cgroups import scan_cgroup_ids
 from ..choice import HookChoice
-from ..loader import BpfMap
+from ..flags import positive_int
+from ..loader import LoadRefused, ObjectSpec, load
 from ..metrics import Family
 from ..objects import SKB_OBJECTS
-from ..structs import NET_DIR, NET_FAMILY, decode_drops, decode_skb, decode_skb_storage
+from ..structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
+from .counters import CounterMap, HashSource
 
 log = logging.getLogger("ceemsnet.skb")
+NAME = "skb"
+HELP = "cgroup_skb: IP-layer bytes, packets and segments per socket cgroup, to compare (ceemsnet_skb_*)"
 MODES = ("root", "per-cgroup")
 PROGRAMS = ("cgroup_skb_egress", "cgroup_skb_ingress")
 
 
+def add_flags(group) -> None:
+    from ..timeparse import duration_arg
+    group.add_argument("--skb.mode", dest="skb_mode", default="root", choices=MODES,
+                       help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) "
+                            "and counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup "
+                            "matching --skb.cgroups and counts in per-CPU cgroup storage")
+    group.add_argument("--skb.root", dest="skb_root", default="/", metavar="PATH",
+                       help="root mode: the cgroup (relative to the cgroup2 root) to attach to (default /)")
+    group.add_argument("--skb.cgroups", dest="skb_cgroups", metavar="GLOB",
+                       help="per-cgroup mode: cgroup paths to attach to, e.g. '/slurm/*/job_*' or "
+                            "'/system.slice/slurmstepd.scope/job_*' (descendants count into the match)")
+    group.add_argument("--skb.sync-interval", dest="skb_sync", type=duration_arg, default=1.0, metavar="DURATION",
+                       help="per-cgroup mode: how often to look for new and removed cgroups (default 1s)")
+    group.add_argument("--skb.map-entries", dest="skb_map_entries", type=positive_int, default=65536, metavar="N",
+                       help="root mode: capacity of the skb counters map in keys (4 per cgroup)")
+
+
+def check(args) -> None:
+    if args.skb_mode == "per-cgroup" and not args.skb_cgroups:
+        raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
+
+
 class SkbBackend:
+    """The loaded skb object and its links: one pair at the root, or one pair per matching cgroup."""
+
     def __init__(self, cgroup_root: str, mode: str = "root", subtree: str = "/", pattern: str | None = None,
                  map_entries: int = 65536):
-        if mode not in MODES:
-            raise CeemsnetError(f"unknown --skb.mode {mode!r}: choose root or per-cgroup")
-        if mode == "per-cgroup" and not pattern:
-            raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
+        check(argparse.Namespace(skb_mode=mode, skb_cgroups=pattern))
         self.root = cgroup_root
         self.mode = mode
         self.subtree = "/" + subtree.strip("/") if subtree.strip("/") else "/"
         self.pattern = pattern
         self.spec = SKB_OBJECTS[mode]
         self.lock = threading.RLock()
-        self.attached: dict[str, tuple[int, list[int]]] = {}  # path -> (cgroup id, links)
-        self.final: dict[tuple[int, int, int], tuple] = {}    # counts of cgroups that went away
-        lb = libbpf.lib()
-        self._obj = lb.bpf_object__open_file(self.spec.path.encode(), None)
-        if not self._obj:
-            raise CeemsnetError(f"cannot open {self.spec.path}: {os.strerror(ctypes.get_errno())}")
+        self.attached: dict[str, tuple[int, list]] = {}     # path -> (cgroup id, links)
+        self.final: dict[tuple[int, int, int], tuple] = {}  # per-cgroup: last counts of detached cgroups
+        self._forgotten: set[int] = set()                   # retired by the lifecycle before detached
         try:
-            if mode == "root":
-                m = lb.bpf_object__find_map_by_name(self._obj, b"skb_stats")
-                libbpf.check_rc(lb.bpf_map__set_max_entries(m, map_entries), "resize skb_stats")
-            with libbpf.capture_log():
-                rc = lb.bpf_object__load(self._obj)
-            if rc < 0:
-                raise CeemsnetError(f"loading {self.spec.file} failed: {os.strerror(-rc)}"
-                                    + (" (needs root)" if -rc == errno.EPERM and os.geteuid() else ""))
-            self.progs = {n: lb.bpf_object__find_program_by_name(self._obj, n.encode()) for n in PROGRAMS}
-            name = "skb_stats" if mode == "root" else "skb_cgroup_storage"
-            mp = lb.bpf_object__find_map_by_name(self._obj, name.encode())
-            self.map = BpfMap.from_libbpf(name, mp)
-            dp = lb.bpf_object__find_map_by_name(self._obj, b"skb_drops")
-            self.drops = BpfMap.from_libbpf("skb_drops", dp) if dp else None
+            self.coll = load(ObjectSpec(self.spec, map_entries={"skb_stats": map_entries}))
+        except LoadRefused as e:
+            raise CeemsnetError(f"{e}" + (" (needs root)" if os.geteuid() else "")) from None
+        try:
+            self.map = self.coll.maps["skb_stats" if mode == "root" else "skb_cgroup_storage"]
+            self.drops = self.coll.maps.get("skb_drops")
             if mode == "root":
                 path = os.path.join(self.root, self.subtree.lstrip("/"))
                 if not os.path.isdir(path):
@@ -83,23 +100,15 @@ class SkbBackend:
             raise
 
     def _attach(self, rel: str, path: str) -> None:
-        lb = libbpf.lib()
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         links = []
         try:
+            cid = os.stat(path).st_ino
             for name in PROGRAMS:
-                link = lb.bpf_program__attach_cgroup(self.progs[name], fd)
-                if not link:
-                    err = ctypes.get_errno() or errno.EINVAL
-                    for ln in links:
-                        lb.bpf_link__destroy(ln)
-                    hint = (": a program attached there without BPF_F_ALLOW_MULTI excludes others"
-                            if err == errno.EPERM and os.geteuid() == 0 else "")
-                    raise OSError(err, f"attach {name} to {rel}: {os.strerror(err)}{hint}")
-                links.append(link)
-            self.attached[rel] = (os.fstat(fd).st_ino, links)
-        finally:
-            os.close(fd)
+                links.append(self.coll.attach_cgroup(name, path, rel))
+        except BaseException:
+            self.coll.detach(links)
+            raise
+        self.attached[rel] = (cid, links)
 
     def sync(self) -> None:
         """per-cgroup: attach to new matching cgroups, let go of removed ones."""
@@ -112,14 +121,12 @@ class SkbBackend:
             if gone:
                 # keep the final counts: the storage dies with the links
                 live = self._read_storage()
-                lb = libbpf.lib()
                 for p in gone:
                     cid, links = self.attached.pop(p)
-                    for k, v in live.items():
-                        if k[0] == cid:
-                            self.final[k] = v
-                    for ln in links:
-                        lb.bpf_link__destroy(ln)
+                    if cid not in self._forgotten:
+                        self.final.update((k, v) for k, v in live.items() if k[0] == cid)
+                    self._forgotten.discard(cid)
+                    self.coll.detach(links)
             for p, cid in want.items():
                 if p not in self.attached:
                     try:
@@ -132,31 +139,37 @@ class SkbBackend:
         keys, values, n = self.map.read_all()
         return decode_skb_storage(keys, values, n, self.map.ncpus)
 
-    def read(self) -> dict[tuple[int, int, int], tuple]:
-        """{(cgroup id, family, dir): (bytes, packets, segments)}."""
-        with self.lock:
-            if self.mode == "root":
-                keys, values, n = self.map.read_all()
-                return decode_skb(keys, values, n, self.map.ncpus)
-            out = dict(self.final)
-            for k, v in self._read_storage().items():
-                out[k] = v
-            return out
+    # the counters-map source of per-cgroup mode (root mode reads self.map through a HashSource)
+    name = "skb_cgroup_storage"
 
-    def attached_ids(self) -> set[int]:
+    def read(self) -> tuple[dict[tuple[int, int, int], tuple], int]:
+        """({(cgroup id, family, dir): (bytes, packets, segments)}, storages): the attached
+        cgroups' storage (0 before their first packet) and detached ones' last counts."""
         with self.lock:
-            return {cid for cid, _ in self.attached.values()}
+            out = dict(self.final)
+            for cid, _ in self.attached.values():
+                for fam in (0, 1):
+                    for d in (0, 1):
+                        out.setdefault((cid, fam, d), (0, 0, 0))
+            live = self._read_storage()
+            out.update(live)
+            return out, len({k[0] for k in live})
+
+    def delete(self, key: tuple) -> bool:
+        """The lifecycle retired this cgroup's counts: drop them here, and do not keep
+        its storage's counts when sync() detaches it later (they are retired already)."""
+        with self.lock:
+            if self.final.pop(key, None) is not None:
+                return True
+            if any(cid == key[0] for cid, _ in self.attached.values()):
+                self._forgotten.add(key[0])
+            return False
 
     def close(self) -> None:
-        lb = libbpf.lib()
         with self.lock:
-            for _, links in self.attached.values():
-                for ln in links:
-                    lb.bpf_link__destroy(ln)
             self.attached.clear()
-            if self._obj:
-                lb.bpf_object__close(self._obj)
-                self._obj = 0
+            if getattr(self, "coll", None) is not None:
+                self.coll.close()
 
     def hooks(self) -> list[HookChoice]:
         where = self.subtree if self.mode == "root" else self.pattern
@@ -185,15 +198,17 @@ def skb_families(stats: dict, paths: dict[int, str]) -> list[Family]:
     return out
 
 
-class SkbCollector:
-    name = "skb"
+class SkbSubsystem:
+    name = NAME
 
-    def __init__(self, backend: SkbBackend, resolver, sync_interval: float = 1.0):
+    def __init__(self, backend: SkbBackend, resolver, lifecycle=None, sync_interval: float = 1.0):
         self.backend = backend
-        self.resolver = resolver
+        b = backend
+        source = HashSource(b.map, decode_skb, pack_skb_key) if b.mode == "root" else b
+        self.counters = CounterMap(source, skb_families, resolver, lifecycle, b.drops)
         self._stop = threading.Event()
         self._thread = None
-        if backend.mode == "per-cgroup" and sync_interval > 0:
+        if b.mode == "per-cgroup" and sync_interval > 0:
             self._thread = threading.Thread(target=self._follow, args=(sync_interval,), name="skb-sync",
                                             daemon=True)
             self._thread.start()
@@ -205,26 +220,16 @@ class SkbCollector:
             except Exception as e:  # keep following; the next round may succeed
                 log.warning("skb: following cgroups failed: %s", e)
 
+    def hooks(self) -> list[HookChoice]:
+        return self.backend.hooks()
+
     def collect(self) -> list[Family]:
         self.backend.sync()
-        stats = self.backend.read()
-        if self.backend.mode == "per-cgroup":  # attached cgroups show up at 0 before their first packet
-            for cid in self.backend.attached_ids():
-                for fam in (0, 1):
-                    for d in (0, 1):
-                        stats.setdefault((cid, fam, d), (0, 0, 0))
-        paths = self.resolver.resolve({k[0] for k in stats})
-        fams = skb_families(stats, paths)
+        fams = self.counters.collect()
         att = Family("ceemsnet_skb_attached_cgroups", "Cgroups the cgroup_skb programs are attached to",
                      "gauge", ("mode",))
         att.add((self.backend.mode,), len(self.backend.attached))
         fams.append(att)
-        if self.backend.drops is not None:
-            _, dv, dn = self.backend.drops.read_all()
-            m = Family("ceemsnet_map_update_failures",
-                       "Events a BPF program could not count because a map was full", "counter", ("map",))
-            m.add(("skb_stats",), decode_drops(dv, dn, self.backend.drops.ncpus).get("stats_full", 0))
-            fams.append(m)
         return fams
 
     def close(self) -> None:
@@ -232,3 +237,11 @@ class SkbCollector:
         if self._thread:
             self._thread.join(timeout=5)
         self.backend.close()
+
+
+def open(ctx) -> SkbSubsystem:
+    a = ctx.args
+    root, resolver = ctx.cgroup2("--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups")
+    backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries)
+    log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
+    return SkbSubsystem(backend, resolver, ctx.lifecycle(root), a.skb_sync)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..fstypes import fstype
+from ..flags import positive_int
+from ..fstypes import fstype, parse_fstypes
 from ..metrics import Family
 from ..structs import VFS_OPS, decode_vfs, pack_vfs_key
-from .common import health_families, map_entries_family
+from .base import KernelHooks, open_kernel_subsystem
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
@@ -51,23 +52,25 @@ def vfs_families(stats: dict, paths: dict[int, str], counted: frozenset[str]) ->
     return out + [calls, errs]
 
 
-class VfsCollector:
-    name = "vfs"
+NAME = "vfs"
+HELP = "regular-file read/write bytes, calls and errors, and open/create/unlink/mkdir/rmdir (ceemsnet_vfs_*)"
 
-    def __init__(self, loaded, resolver, counted: frozenset[str], lifecycle=None):
-        self.loaded = loaded
-        self.resolver = resolver
-        self.lifecycle = lifecycle
-        self.counted = counted
-        self.stats_map = loaded.maps["vfs_stats"]
 
-    def collect(self) -> list[Family]:
-        keys, values, n = self.stats_map.read_all()
-        stats = decode_vfs(keys, values, n, self.stats_map.ncpus)
-        paths = self.resolver.resolve({k[0] for k in stats})
-        if self.lifecycle is not None:
-            stats, paths = self.lifecycle.process(stats, paths, lambda k: self.stats_map.delete(pack_vfs_key(*k)))
-        fams = vfs_families(stats, paths, self.counted)
-        fams.append(map_entries_family("vfs_stats", n))
-        fams += health_families(self.loaded, "vfs")
-        return fams
+def add_flags(group) -> None:
+    group.add_argument("--vfs.map-entries", dest="vfs_map_entries", type=positive_int, default=65536, metavar="N",
+                       help="capacity of the vfs counters map in keys (a cgroup uses up to 7 per file system "
+                            "it touches); entries are allocated on use (default 65536)")
+    group.add_argument("--vfs.fstypes", dest="vfs_fstypes", default="storage", metavar="LIST",
+                       help="file system types the vfs collector reports: storage (default: all but pseudo "
+                            "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
+                            "lustre,...); 'storage,-tmpfs' removes one")
+
+
+def check(args) -> None:
+    parse_fstypes(args.vfs_fstypes)
+
+
+def open(ctx) -> KernelHooks:
+    counted = parse_fstypes(ctx.args.vfs_fstypes)
+    return open_kernel_subsystem(ctx, NAME, ctx.args.vfs_map_entries, decode_vfs, pack_vfs_key,
+                                 lambda stats, paths: vfs_families(stats, paths, counted))

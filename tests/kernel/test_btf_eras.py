@@ -79,8 +79,8 @@ def test_wrong_era_object_loads_without_its_recvmsg_programs(kernel):
     except LoadRefused as e:
         pytest.skip(f"fexit programs do not load on {os.uname().release} ({e}); the VM suite runs this")
     try:
-        assert not [p for p in loaded.links if "recvmsg" in p]
-        assert "fexit_tcp_sendmsg" in loaded.links
+        assert not [p for p in loaded.programs() if "recvmsg" in p]
+        assert "fexit_tcp_sendmsg" in loaded.programs()
     finally:
         loaded.close()
 

@@ -3,8 +3,10 @@
 One child visits 5,000 fresh cgroups in turn (moving itself; cgroup v2),
 sending a datagram from each; the test removes each cgroup as soon as the
 child has left it, while scraping the exporter in a loop. A surviving
-cgroup's counters must never go backwards, map entries must not pile up,
-and the exporter's memory must stay flat.
+cgroup's counters must never move, map entries must not pile up, and the
+exporter's memory must stay flat. Run for the net collector's net_stats
+and for the skb collector's root-mode skb_stats (the churner then makes
+its socket in each cgroup: cgroup_skb charges the socket's cgroup).
 """
 
 import os
@@ -22,14 +24,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 N = 5000
 
 
-def churn_round(parent, peer, tag):
+def churn_round(parent, peer, tag, socket_per_cgroup=False):
     """Create N cgroups below parent, visit them with one child, remove each once left."""
     dirs = []
     for i in range(N):
         d = os.path.join(parent.path, f"{tag}{i}")
         os.mkdir(d)
         dirs.append(d)
-    churner = subprocess.Popen([sys.executable, os.path.join(HERE, "churner.py"), str(peer.udp4[1]), *dirs],
+    flag = ["--socket-per-cgroup"] if socket_per_cgroup else []
+    churner = subprocess.Popen([sys.executable, os.path.join(HERE, "churner.py"), str(peer.udp4[1]), *flag, *dirs],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         churner.stdin.write("go\n")
@@ -61,14 +64,19 @@ def churn_round(parent, peer, tag):
 @pytest.mark.skipif(bool(os.environ.get("CEEMSNET_VM")),
                     reason="churn test runs on the host: it tests the exporter's lifecycle, not a hook family, "
                            "and its timing and memory figures mean nothing under software emulation")
-def test_churn_keeps_survivors_and_frees_maps(make_cgroup, spawn):
-    e = Exporter(extra=("--cgroup.retention=1",))
+@pytest.mark.parametrize("collector", ["net", "skb"])
+def test_churn_keeps_survivors_and_frees_maps(collector, make_cgroup, spawn):
+    e = Exporter(extra=("--cgroup.retention=1",), collectors=collector)
     peer = Peer()
     parent, survivor = make_cgroup(), make_cgroup()
     stop = threading.Event()
     seen, entries = [], []
-    lab = ("ceemsnet_net_egress_bytes_total", (("cgroup", survivor.rel), ("family", "ipv4"), ("proto", "udp")))
-    entries_key = ("ceemsnet_map_entries", (("map", "net_stats"),))
+    if collector == "net":
+        lab = ("ceemsnet_net_egress_bytes_total", (("cgroup", survivor.rel), ("family", "ipv4"), ("proto", "udp")))
+    else:
+        lab = ("ceemsnet_skb_egress_bytes_total", (("cgroup", survivor.rel), ("family", "ipv4")))
+    stats_map = f"{collector}_stats"
+    entries_key = ("ceemsnet_map_entries", (("map", stats_map),))
     rss_key = ("ceemsnet_process_resident_memory_bytes", ())
 
     def scrape_loop():
@@ -91,9 +99,9 @@ def test_churn_keeps_survivors_and_frees_maps(make_cgroup, spawn):
         base = e.samples()
         t = threading.Thread(target=scrape_loop, daemon=True)
         t.start()
-        churn_round(parent, peer, "a")
+        churn_round(parent, peer, "a", collector == "skb")
         after1 = settled()
-        churn_round(parent, peer, "b")
+        churn_round(parent, peer, "b", collector == "skb")
         after2 = settled()
         stop.set()
         t.join(timeout=30)
@@ -102,11 +110,14 @@ def test_churn_keeps_survivors_and_frees_maps(make_cgroup, spawn):
         peer.close()
         rc, err = e.stop()
     assert rc == 0, err
+    # net counts the payload; skb the IP packet: 20 B IPv4 + 8 B UDP header more
+    sent = 4321 if collector == "net" else 4321 + 28
     values = [v for v in seen if v is not None]
-    assert values and all(v == 4321 for v in values), "the survivor's counter moved"
-    assert after2[lab] == 4321
+    assert values and all(v == sent for v in values), "the survivor's counter moved"
+    assert after2[lab] == sent
     mib = [x[rss_key] / 2**20 for x in (base, after1, after2)]
-    print(f"\n2 x {N} cgroups churned, {len(seen)} scrapes meanwhile; net_stats entries {base[entries_key]:.0f} "
+    print(f"\n{collector}: 2 x {N} cgroups churned, {len(seen)} scrapes meanwhile; {stats_map} entries "
+          f"{base[entries_key]:.0f} "
           f"before, peak {max(x for x in entries if x is not None):.0f}, {after1[entries_key]:.0f} after round 1, "
           f"{after2[entries_key]:.0f} after round 2; exporter RSS {mib[0]:.1f} -> {mib[1]:.1f} -> {mib[2]:.1f} MiB")
     for after in (after1, after2):
