@@ -28,6 +28,14 @@ from .counters import CounterMap, HashSource
 log = logging.getLogger("ceemsnet.collectors")
 
 
+def add_map_entries_flag(group, name: str, keys: str) -> None:
+    """--<name>.map-entries: the capacity of the subsystem's counters map (<name>_stats)."""
+    from ..flags import positive_int
+    group.add_argument(f"--{name}.map-entries", dest=f"{name}_map_entries", type=positive_int, default=65536,
+                       metavar="N", help=f"capacity of the {name} counters map in keys ({keys}); entries are "
+                                         "allocated on use (default 65536)")
+
+
 class Subsystem(Protocol):
     name: str
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..flags import positive_int
 from ..metrics import Family
 from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
-from .base import KernelHooks, open_kernel_subsystem
+from .base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -50,9 +49,7 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
-    group.add_argument("--net.map-entries", dest="net_map_entries", type=positive_int, default=65536, metavar="N",
-                       help="capacity of the net counters map in keys (a cgroup uses up to 8); "
-                            "entries are allocated on use (default 65536)")
+    add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
 
 
 def check(args) -> None:

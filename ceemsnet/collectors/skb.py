@@ -30,11 +30,11 @@ import threading
 from .. import CeemsnetError
 from ..cgroups import scan_cgroup_ids
 from ..choice import HookChoice
-from ..flags import positive_int
 from ..loader import LoadRefused, ObjectSpec, load
 from ..metrics import Family
 from ..objects import SKB_OBJECTS
 from ..structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
+from .base import add_map_entries_flag
 from .counters import CounterMap, HashSource
 
 log = logging.getLogger("ceemsnet.skb")
@@ -57,8 +57,7 @@ def add_flags(group) -> None:
                             "'/system.slice/slurmstepd.scope/job_*' (descendants count into the match)")
     group.add_argument("--skb.sync-interval", dest="skb_sync", type=duration_arg, default=1.0, metavar="DURATION",
                        help="per-cgroup mode: how often to look for new and removed cgroups (default 1s)")
-    group.add_argument("--skb.map-entries", dest="skb_map_entries", type=positive_int, default=65536, metavar="N",
-                       help="root mode: capacity of the skb counters map in keys (4 per cgroup)")
+    add_map_entries_flag(group, NAME, "root mode; 4 per cgroup")
 
 
 def check(args) -> None:

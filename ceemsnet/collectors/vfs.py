@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..flags import positive_int
 from ..fstypes import fstype, parse_fstypes
 from ..metrics import Family
 from ..structs import VFS_OPS, decode_vfs, pack_vfs_key
-from .base import KernelHooks, open_kernel_subsystem
+from .base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
@@ -57,9 +56,7 @@ HELP = "regular-file read/write bytes, calls and errors, and open/create/unlink/
 
 
 def add_flags(group) -> None:
-    group.add_argument("--vfs.map-entries", dest="vfs_map_entries", type=positive_int, default=65536, metavar="N",
-                       help="capacity of the vfs counters map in keys (a cgroup uses up to 7 per file system "
-                            "it touches); entries are allocated on use (default 65536)")
+    add_map_entries_flag(group, NAME, "a cgroup uses up to 7 per file system it touches")
     group.add_argument("--vfs.fstypes", dest="vfs_fstypes", default="storage", metavar="LIST",
                        help="file system types the vfs collector reports: storage (default: all but pseudo "
                             "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"
