@@ -13,7 +13,7 @@ import sys
 from . import CeemsnetError, __version__
 from . import collectors
 from .store import DEFAULT_STORE
-from .timeparse import duration_arg
+from .timeparse import duration_arg, duration_or_zero_arg
 
 log = logging.getLogger("ceemsnet")
 
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the workload unit to every series and export per-unit sums: slurm (label job, "
                         "ceemsnet_job_*), systemd (unit, ceemsnet_unit_*), k8s (pod, ceemsnet_pod_*); auto "
                         "(default) is slurm where a SLURM cgroup tree exists, else none")
-    s.add_argument("--cgroup.retention", dest="retention", type=duration_arg, default=120.0, metavar="DURATION",
+    s.add_argument("--cgroup.retention", dest="retention", type=duration_or_zero_arg, default=120.0,
+                   metavar="DURATION",
                    help="how long the series of a removed cgroup stay exported with their last counts "
                         "(default 120s: a few scrape intervals); its map entries are freed at once")
     s.add_argument("--storage.path", dest="storage_path", default=DEFAULT_STORE, metavar="FILE",
