@@ -128,7 +128,8 @@ check-objs:
 	@echo "check-objs: $(words $(OBJS)) committed objects match a rebuild"
 
 # --- set-up --------------------------------------------------------------
-APT_PACKAGES := $(shell grep -v '^\s*\#' packaging/apt-packages.txt)
+# package names only: each line's first word, not its '# programs:' note
+APT_PACKAGES := $(shell sed -n 's/^\([a-z0-9][a-z0-9.+-]*\).*/\1/p' packaging/apt-packages.txt)
 
 setup: $(VENV)/.setup-done
 
