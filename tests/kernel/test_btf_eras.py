@@ -17,11 +17,13 @@ from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, run
 from ceemsnet.loader import LoadRefused, load_object
 from ceemsnet.objects import CATALOGUE, RECV_FUNCS
 
+from .helpers import require_program
+
 ERA_BY_NARGS = {6: 1, 5: 2, 4: 3}
 
 
 def recvmsg_nargs() -> int:
-    raw = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
+    raw = subprocess.run([require_program("bpftool"), "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
                          capture_output=True, text=True, check=True).stdout
     m = re.search(r"\] FUNC 'tcp_recvmsg' type_id=(\d+)", raw)
     assert m, "tcp_recvmsg not in BTF"

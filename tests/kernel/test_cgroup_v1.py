@@ -15,7 +15,7 @@ import pytest
 
 from ceemsnet.cgroups import parse_v1_mounts
 
-from .helpers import Cgroup, Exporter, traffic_argv
+from .helpers import Cgroup, Exporter, require_program, traffic_argv
 from .peer import Peer
 
 
@@ -46,7 +46,7 @@ def v1_cgroup():
         controller, mount = "net_cls", mounts["net_cls"]
     else:
         mounted_here = tempfile.mkdtemp(prefix="ceemsnet-v1-")
-        p = subprocess.run(["mount", "-t", "cgroup", "-o", "net_cls", "ceemsnet-test", mounted_here],
+        p = subprocess.run([require_program("mount"), "-t", "cgroup", "-o", "net_cls", "ceemsnet-test", mounted_here],
                            capture_output=True, text=True)
         if p.returncode != 0:
             os.rmdir(mounted_here)

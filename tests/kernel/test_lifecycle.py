@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from .helpers import Exporter, traffic_argv
+from .helpers import Exporter, require_program, traffic_argv
 from .peer import Peer
 
 
@@ -19,13 +19,13 @@ def map_ids_held_by(pid, name):
                 ids |= {int(line.split()[1]) for line in f if line.startswith("map_id:")}
         except OSError:
             continue
-    out = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
+    out = json.loads(subprocess.run([require_program("bpftool"), "-j", "map", "show"], capture_output=True, text=True,
                                     check=True).stdout)
     return [m["id"] for m in out if m["id"] in ids and m.get("name") == name]
 
 
 def cgroup_ids_in_map(map_id):
-    out = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)], capture_output=True,
+    out = json.loads(subprocess.run([require_program("bpftool"), "-j", "map", "dump", "id", str(map_id)], capture_output=True,
                                     text=True, check=True).stdout)
     return {int.from_bytes(bytes(int(b, 16) for b in e["key"][:8]), "little") for e in out}
 

@@ -8,12 +8,11 @@ bytes exactly. The child tallies its own syscalls as a second witness.
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from .helpers import Exporter, traffic_argv
+from .helpers import Exporter, require_program, traffic_argv
 from .peer import Peer, reply_size
 
 SIZES_UDP4 = [1, 512, 1400, 9000]
@@ -96,8 +95,7 @@ def test_counts_never_decrease_between_scrapes(exporter, make_cgroup, spawn, pee
 
 
 def test_promtool_accepts_a_real_scrape(exporter, make_cgroup, spawn, peer, tmp_path):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package prometheus) is missing: run make setup"
+    promtool = require_program("promtool")
     run_plan(spawn, make_cgroup(), [{"op": "udp", "family": 6, "addr": peer.udp6, "sizes": [10]}])
     text = exporter.scrape_text()
     assert "ceemsnet_net_egress_bytes_total" in text
@@ -130,13 +128,12 @@ def prog_ids_held_by(pid):
 
 
 def loaded_prog_ids():
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([require_program("bpftool"), "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
     return {p["id"] for p in json.loads(out)}
 
 
 def test_sigterm_detaches_cleanly():
-    if not shutil.which("bpftool"):
-        pytest.fail("bpftool is missing: run make setup")
+    require_program("bpftool")
     e = Exporter()
     try:
         ids = prog_ids_held_by(e.proc.pid)

@@ -7,14 +7,13 @@ taken after it is done. Pipe, socket and procfs IO must not show up.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
-from .helpers import Exporter
+from .helpers import Exporter, require_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
@@ -35,24 +34,22 @@ def _umount(path):
 @pytest.fixture(scope="module")
 def tmpfs_dir():
     d = tempfile.mkdtemp(prefix="ceemsnet-tmpfs-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "ceemsnet-test", d], check=True)
+    subprocess.run([require_program("mount"), "-t", "tmpfs", "-o", "size=16m", "ceemsnet-test", d], check=True)
     yield d
     _umount(d)
 
 
 @pytest.fixture(scope="module")
 def ext4_dir():
-    mkfs = shutil.which("mkfs.ext4")
-    if not mkfs:
-        pytest.skip("mkfs.ext4 (e2fsprogs) is missing")
+    mkfs = require_program("mkfs.ext4")
     img = tempfile.NamedTemporaryFile(prefix="ceemsnet-ext4-", suffix=".img", delete=False)
     img.truncate(32 * 1024 * 1024)
     img.close()
     d = tempfile.mkdtemp(prefix="ceemsnet-ext4-")
     try:
         subprocess.run([mkfs, "-q", "-F", img.name], check=True, capture_output=True)
-        subprocess.run(["modprobe", "-q", "loop"], check=False, capture_output=True)
-        p = subprocess.run(["mount", "-o", "loop", img.name, d], capture_output=True, text=True)
+        subprocess.run([require_program("modprobe"), "-q", "loop"], check=False, capture_output=True)
+        p = subprocess.run([require_program("mount"), "-o", "loop", img.name, d], capture_output=True, text=True)
         if p.returncode != 0:
             pytest.skip(f"cannot loop-mount an ext4 image on {os.uname().release}: {p.stderr.strip()}")
         yield d

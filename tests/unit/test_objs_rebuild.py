@@ -6,20 +6,22 @@ the Makefile compiles with relative paths, so the check is byte equality.
 
 import filecmp
 import os
-import shutil
 import subprocess
 
 from ceemsnet.objects import CATALOGUE, OBJ_DIR
+
+from ..programs import require_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_committed_objects_match_a_rebuild(tmp_path):
-    assert shutil.which("clang-19"), "clang-19 is missing: run make setup"
+    require_program("clang-19")
+    require_program("llvm-strip-19")
     out = tmp_path / "objs"
     out.mkdir()
     rel = os.path.relpath(out, ROOT)
-    p = subprocess.run(["make", "--no-print-directory", "-B", f"OBJDIR={rel}", "objs"], cwd=ROOT,
+    p = subprocess.run([require_program("make"), "--no-print-directory", "-B", f"OBJDIR={rel}", "objs"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     differ = [o.file for o in CATALOGUE
