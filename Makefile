@@ -18,10 +18,14 @@ ARGS      ?=
 
 # --- BPF objects -------------------------------------------------------
 # Built with Debian's clang-19 and committed under bpf/objs/, so users need
-# no compiler. -ffile-prefix-map keeps the checkout's absolute path out of
-# .BTF.ext line info. Names: <subsystem>-<hook family>-<first kernel of the era>[-<arch>].
+# no compiler. Which objects exist, and each one's source, defines and
+# target, comes from the catalogue in ceemsnet/objects.py, one token per
+# object: FILE:SOURCE:TARGET:DEFINE[,DEFINE...] (`python -m ceemsnet.objects
+# make-specs`). Names: <subsystem>-<hook family>-<first kernel>[-<arch>].
+# -ffile-prefix-map keeps the checkout's absolute path out of .BTF.ext line info.
 CLANG     ?= clang-19
 STRIP     ?= llvm-strip-19
+PYTHON    ?= $(firstword $(wildcard $(VENV)/bin/python) python3)
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -ffile-prefix-map=$(CURDIR)=. -Ibpf/include -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 OBJDIR    := bpf/objs
 # clang's .BTF string order depends on the -o path (seen with clang 19), so
@@ -29,96 +33,28 @@ OBJDIR    := bpf/objs
 # OBJDIR, any checkout, same bytes.
 SCRATCH   := .build/cc
 
-NET_OBJS := \
-	$(OBJDIR)/net-fexit-5.5-x86.bpf.o \
-	$(OBJDIR)/net-fexit-5.19-x86.bpf.o \
-	$(OBJDIR)/net-fexit-7.1-x86.bpf.o \
-	$(OBJDIR)/net-kretprobe-4.18-x86.bpf.o \
-	$(OBJDIR)/net-kretprobe-5.19-x86.bpf.o \
-	$(OBJDIR)/net-kretprobe-4.18-arm64.bpf.o \
-	$(OBJDIR)/net-kretprobe-5.19-arm64.bpf.o \
-	$(OBJDIR)/net-tracepoint-6.3.bpf.o
-
-VFS_OBJS := \
-	$(OBJDIR)/vfs-fexit-5.5-x86.bpf.o \
-	$(OBJDIR)/vfs-fexit-5.12-x86.bpf.o \
-	$(OBJDIR)/vfs-fexit-6.3-x86.bpf.o \
-	$(OBJDIR)/vfs-fexit-6.15-x86.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-4.18-x86.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-5.12-x86.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-6.15-x86.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-4.18-arm64.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-5.12-arm64.bpf.o \
-	$(OBJDIR)/vfs-kretprobe-6.15-arm64.bpf.o \
-	$(OBJDIR)/vfs-tracepoint-5.5-x86.bpf.o
-
-SKB_OBJS := $(OBJDIR)/skb-root.bpf.o $(OBJDIR)/skb-cgroup.bpf.o
-
-OBJS := $(NET_OBJS) $(VFS_OBJS) $(SKB_OBJS)
-COMMON_SRC := bpf/include/ceemsnet.h bpf/include/cgroup.h bpf/include/arch.h bpf/include/vmlinux.h
-NET_SRC := bpf/net/net.bpf.c bpf/net/net.h $(COMMON_SRC)
-VFS_SRC := bpf/vfs/vfs.bpf.c bpf/vfs/vfs.h $(COMMON_SRC)
-SKB_SRC := bpf/net/skb.bpf.c bpf/net/skb.h $(COMMON_SRC)
-
-# era (first kernel) -> RECVMSG_ERA, see bpf/net/net.bpf.c
-era_5.5  := 1
-era_4.18 := 1
-era_5.19 := 2
-era_7.1  := 3
-era_6.3  := 0
-# era (first kernel) -> VFS_ERA, see bpf/vfs/vfs.bpf.c
-vfs_era_4.18 := 1
-vfs_era_5.5  := 1
-vfs_era_5.12 := 2
-vfs_era_6.3  := 3
-vfs_era_6.15 := 4
-arch_x86   := x86
-arch_arm64 := arm64
+# Quiet here: before `make setup` there may be no Python able to import the
+# catalogue, and set-up must still run; `objs` reports the real error.
+OBJ_SPECS := $(shell $(PYTHON) -m ceemsnet.objects make-specs 2>/dev/null)
+OBJS      := $(foreach s,$(OBJ_SPECS),$(OBJDIR)/$(word 1,$(subst :, ,$(s))))
+BPF_DEPS  := $(wildcard bpf/include/*.h) ceemsnet/objects.py Makefile
+comma     := ,
 
 objs: $(OBJS)
+	$(Q)$(if $(OBJ_SPECS),true,$(PYTHON) -m ceemsnet.objects make-specs >/dev/null && echo "make-specs printed nothing" >&2; false)
 
-# $(call net_rule,family,era,arch): one object of the net source.
-define net_rule
-$(OBJDIR)/net-$(1)-$(2)$(if $(3),-$(3)).bpf.o: $(NET_SRC) Makefile
+# $(call bpf_rule,FILE,SOURCE,TARGET,DEFINES): one object; the headers beside
+# SOURCE count as its inputs too.
+define bpf_rule
+$(OBJDIR)/$(1): $(2) $(wildcard $(dir $(2))*.h) $(BPF_DEPS)
 	@echo "  BPF  $$@"
 	$(Q)mkdir -p $$(@D) $(SCRATCH)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(if $(3),$(3),x86) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
-		-DRECVMSG_ERA=$(era_$(2)) -Ibpf/net -c bpf/net/net.bpf.c -o $(SCRATCH)/$$(@F)
-	$(Q)$(STRIP) -g $(SCRATCH)/$$(@F) && mv $(SCRATCH)/$$(@F) $$@
+	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(3) $(addprefix -D,$(subst $(comma), ,$(4))) \
+		-I$(patsubst %/,%,$(dir $(2))) -c $(2) -o $(SCRATCH)/$(1)
+	$(Q)$(STRIP) -g $(SCRATCH)/$(1) && mv $(SCRATCH)/$(1) $$@
 endef
-$(eval $(call net_rule,fexit,5.5,x86))
-$(eval $(call net_rule,fexit,5.19,x86))
-$(eval $(call net_rule,fexit,7.1,x86))
-$(eval $(call net_rule,kretprobe,4.18,x86))
-$(eval $(call net_rule,kretprobe,5.19,x86))
-$(eval $(call net_rule,kretprobe,4.18,arm64))
-$(eval $(call net_rule,kretprobe,5.19,arm64))
-$(eval $(call net_rule,tracepoint,6.3,))
-
-# $(call vfs_rule,family,era,arch): one object of the vfs source.
-define vfs_rule
-$(OBJDIR)/vfs-$(1)-$(2)-$(3).bpf.o: $(VFS_SRC) Makefile
-	@echo "  BPF  $$@"
-	$(Q)mkdir -p $$(@D) $(SCRATCH)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_$(3) -DCEEMSNET_HOOK_$(shell echo $(1) | tr a-z A-Z) \
-		-DVFS_ERA=$(vfs_era_$(2)) -Ibpf/vfs -c bpf/vfs/vfs.bpf.c -o $(SCRATCH)/$$(@F)
-	$(Q)$(STRIP) -g $(SCRATCH)/$$(@F) && mv $(SCRATCH)/$$(@F) $$@
-endef
-$(foreach e,5.5 5.12 6.3 6.15,$(eval $(call vfs_rule,fexit,$(e),x86)))
-$(foreach a,x86 arm64,$(foreach e,4.18 5.12 6.15,$(eval $(call vfs_rule,kretprobe,$(e),$(a)))))
-$(eval $(call vfs_rule,tracepoint,5.5,x86))
-
-# cgroup_skb backend: root mode (hash) and per-cgroup mode (cgroup storage)
-$(OBJDIR)/skb-root.bpf.o: $(SKB_SRC) Makefile
-	@echo "  BPF  $@"
-	$(Q)mkdir -p $(@D) $(SCRATCH)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_x86 -DCEEMSNET_SKB_ROOT -Ibpf/net -c bpf/net/skb.bpf.c -o $(SCRATCH)/$(@F)
-	$(Q)$(STRIP) -g $(SCRATCH)/$(@F) && mv $(SCRATCH)/$(@F) $@
-$(OBJDIR)/skb-cgroup.bpf.o: $(SKB_SRC) Makefile
-	@echo "  BPF  $@"
-	$(Q)mkdir -p $(@D) $(SCRATCH)
-	$(Q)$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_x86 -DCEEMSNET_SKB_STORAGE -Ibpf/net -c bpf/net/skb.bpf.c -o $(SCRATCH)/$(@F)
-	$(Q)$(STRIP) -g $(SCRATCH)/$(@F) && mv $(SCRATCH)/$(@F) $@
+spec_field = $(word $(2),$(subst :, ,$(1)))
+$(foreach s,$(OBJ_SPECS),$(eval $(call bpf_rule,$(call spec_field,$(s),1),$(call spec_field,$(s),2),$(call spec_field,$(s),3),$(call spec_field,$(s),4))))
 
 # Rebuild every object into a scratch folder and compare with the committed ones.
 check-objs:

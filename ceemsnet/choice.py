@@ -111,7 +111,7 @@ def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[boo
     why = compare_signature(hook.expects, actual, hook.reads)
     if why:
         return False, f"BTF signature mismatch: {fn} {why}"
-    return True, f"BTF prototype matches: {actual.render(fn)}"
+    return True, f"BTF prototype matches: {actual.render(fn)}" + (f"; {hook.note}" if hook.note else "")
 
 
 def _score(obj: BpfObject, sigs: Signatures, kver: Version) -> int:

@@ -1,15 +1,17 @@
 """The catalogue of committed BPF objects and what each one assumes.
 
-One entry per file in bpf/objs/. For every hooked kernel function an object
-records the programs that serve it and the prototype it was compiled for,
-so the choice (ceemsnet/choice.py) can check that prototype against the
-running kernel's BTF before anything is loaded. tests/unit checks this table
-against the ELF files themselves.
+One entry per file in bpf/objs/, and the single source for everything that
+names objects: the Makefile builds each one from the entry's source,
+defines and target (`python -m ceemsnet.objects make-specs`), the choice
+(ceemsnet/choice.py) checks each hook's prototype against the running
+kernel's BTF before anything is loaded, and tests/unit checks this table
+against the ELF files themselves and against the tables in bpf/README.md.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from packaging.version import Version
@@ -42,9 +44,11 @@ FAMILY_RULES = {
 }
 # Where a subsystem's rule differs from the family's.
 SUBSYSTEM_RULES = {
+    # tp_btf itself is 5.5, but the program reaches the fd table through
+    # bpf_get_current_task_btf() (5.11, commit 3ca1032ab7ab)
     ("vfs", "tracepoint"): FamilyRule(
-        "tracepoint", ("x86_64",), Version("5.5"),
-        "tp_btf on the sys_exit raw tracepoint needs 5.5; the object uses x86_64 syscall numbers"),
+        "tracepoint", ("x86_64",), Version("5.11"),
+        "the sys_exit program needs bpf_get_current_task_btf() (5.11); it uses x86_64 syscall numbers"),
 }
 
 
@@ -63,7 +67,7 @@ class Hook:
     tracepoint: str | None = None      # served through this raw tracepoint instead
     removed_in: Version | None = None  # function gone from mainline since
     not_served: str = ""               # why the object does not serve it, if programs == ()
-    note: str = ""                     # how a tracepoint-served hook counts, shown when planned ok
+    note: str = ""                     # what the hook counts, shown by probe when planned ok
 
 
 @dataclass(frozen=True)
@@ -72,13 +76,25 @@ class BpfObject:
     subsystem: str
     family: str
     arches: tuple[str, ...]
-    since: Version          # first kernel of its signature era
+    since: Version          # first kernel of its signature era (and of every helper it calls)
     until: Version | None   # first kernel of the next era (None: open)
     hooks: tuple[Hook, ...] = field(default=())
+    # how `make objs` builds it: clang -D<define>... -D__TARGET_ARCH_<target> <source>
+    source: str = ""                 # relative to the checkout
+    defines: tuple[str, ...] = ()    # NAME or NAME=VALUE
+    target: str = "x86"              # libbpf's __TARGET_ARCH_ suffix: x86 | arm64
 
     @property
     def path(self) -> str:
         return os.path.join(OBJ_DIR, self.file)
+
+    def make_spec(self) -> str:
+        """One whitespace-free token: FILE:SOURCE:TARGET:DEFINE,DEFINE..."""
+        fields = (self.file, self.source, self.target, ",".join(self.defines))
+        for f in fields:
+            if not f or any(c in f for c in " \t:$#%"):
+                raise ValueError(f"{self.file}: {f!r} cannot go into a make spec")
+        return ":".join(fields)
 
     @property
     def era(self) -> str:
@@ -172,20 +188,39 @@ def _vfs_sigs(era: int) -> dict[str, Signature]:
     }
 
 
+# What each op counts where a vfs_* function is hooked itself (fexit,
+# kretprobe); shown by `probe` beside the prototype check.
+_ATOMIC_OPEN = ("file systems with ->atomic_open (NFS, CIFS/SMB, FUSE, Lustre, Ceph, 9p) open and create "
+                "inside the file system: their creates never reach vfs_open and their opens only when the name "
+                "is already cached, so this family undercounts both there (the tracepoint family does not)")
+_VFS_NOTES = {
+    "vfs_open": "op open: every open that reaches vfs_open(), errors included; plus op create when the open "
+                f"created the file (FMODE_CREATED: open(O_CREAT), creat()). {_ATOMIC_OPEN}",
+    "vfs_create": "op create: mknod()/mknodat() of regular files and in-kernel callers (nfsd, overlayfs on its "
+                  "upper file system); open(O_CREAT) is counted at vfs_open",
+    "vfs_unlink": "op unlink: unlink(), unlinkat() of non-directories, charged to the parent directory's file "
+                  "system; errors only from vfs_unlink() itself, not failed path lookups",
+    "vfs_mkdir": "op mkdir: mkdir(), mkdirat(), charged to the parent directory's file system",
+    "vfs_rmdir": "op rmdir: rmdir(), unlinkat(AT_REMOVEDIR), charged to the parent directory's file system",
+}
+
+
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:
     sigs = _vfs_sigs(era)
-    return tuple(Hook("vfs", f, (f"fexit_{f}",), sigs[f]) for f in VFS_FUNCTIONS)
+    return tuple(Hook("vfs", f, (f"fexit_{f}",), sigs[f], note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
 
 
 def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
-    # the entry probe reads the file (rw), the path (open) or the parent
-    # directory, which follows the namespace argument from 5.12 on
+    # the entry probe reads the file (rw), the path and the file (open:
+    # f_mode already holds FMODE_CREATED) or the parent directory, which
+    # follows the namespace argument from 5.12 on
     sigs = _vfs_sigs(era)
     dir_at = 0 if era == 1 else 1
-    reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open")}
+    reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev")}
+    reads["vfs_open"] = (0, 1)
     reads.update({f: (dir_at,) for f in ("vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir")})
-    return tuple(Hook("vfs", f, (f"kprobe_{f}", f"kretprobe_{f}"), sigs[f], reads=reads[f])
-                 for f in VFS_FUNCTIONS)
+    return tuple(Hook("vfs", f, (f"kprobe_{f}", f"kretprobe_{f}"), sigs[f], reads=reads[f],
+                      note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
 
 
 SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))  # sys_exit(regs, ret)
@@ -194,11 +229,14 @@ _SYSCALLS = {
     "vfs_write": "write, pwrite64, writev, pwritev, pwritev2 on regular files",
     "vfs_readv": "readv, preadv, preadv2 (folded into the read counters)",
     "vfs_writev": "writev, pwritev, pwritev2 (folded into the write counters)",
-    "vfs_open": "open, openat, openat2 (file system from the returned fd)",
-    "vfs_create": "creat, and mknod/mknodat of regular files",
-    "vfs_unlink": "unlink, unlinkat (file system not known: fstype unknown)",
-    "vfs_mkdir": "mkdir, mkdirat (file system not known)",
-    "vfs_rmdir": "rmdir, unlinkat(AT_REMOVEDIR) (file system not known)",
+    "vfs_open": "op open: open, openat, openat2 and creat (file system from the returned fd; a failed call "
+                "is an error of unknown file system); plus op create when the returned file was created by "
+                "that call (FMODE_CREATED), so creat() or open(O_CREAT) of an existing file creates nothing",
+    "vfs_create": "op create: mknod, mknodat of regular files (file system unknown); creates by open(O_CREAT) "
+                  "and creat are counted with the opens",
+    "vfs_unlink": "op unlink: unlink, unlinkat (file system unknown)",
+    "vfs_mkdir": "op mkdir: mkdir, mkdirat (file system unknown)",
+    "vfs_rmdir": "op rmdir: rmdir, unlinkat(AT_REMOVEDIR) (file system unknown)",
 }
 
 
@@ -210,40 +248,62 @@ def _vfs_tracepoint() -> tuple[Hook, ...]:
 
 
 V = Version
+NET_SRC, VFS_SRC, SKB_SRC = "bpf/net/net.bpf.c", "bpf/vfs/vfs.bpf.c", "bpf/net/skb.bpf.c"
+TARGETS = {"x86_64": "x86", "aarch64": "arm64"}
+
+
+def _net(family: str, era: int, arches: tuple[str, ...], since: str, until: str | None,
+         hooks: tuple[Hook, ...], suffix: str) -> BpfObject:
+    target = TARGETS[arches[0]] if len(arches) == 1 else "x86"  # tp_btf reads no registers
+    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"RECVMSG_ERA={era}",) if era else ())  # 0: no eras
+    return BpfObject(f"net-{family}-{since}{suffix}.bpf.o", "net", family, arches, V(since), until and V(until),
+                     hooks, NET_SRC, defines, target)
+
+
+def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...]) -> BpfObject:
+    target = TARGETS[arch]
+    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"VFS_ERA={era}",) if era else ())  # 0: no eras
+    return BpfObject(f"vfs-{family}-{since}-{target}.bpf.o", "vfs", family, (arch,), V(since), until and V(until),
+                     hooks, VFS_SRC, defines, target)
+
+
+# The version in a name is the object's first kernel: the start of its
+# signature era, and never older than a helper or program type it uses.
 CATALOGUE: tuple[BpfObject, ...] = (
-    BpfObject("net-fexit-5.5-x86.bpf.o", "net", "fexit", ("x86_64",), V("5.5"), V("5.19"), _net_fexit(1)),
-    BpfObject("net-fexit-5.19-x86.bpf.o", "net", "fexit", ("x86_64",), V("5.19"), V("7.1"), _net_fexit(2)),
-    BpfObject("net-fexit-7.1-x86.bpf.o", "net", "fexit", ("x86_64",), V("7.1"), None, _net_fexit(3)),
-    BpfObject("net-kretprobe-4.18-x86.bpf.o", "net", "kretprobe", ("x86_64",), V("4.18"), V("5.19"),
-              _net_kretprobe(1)),
-    BpfObject("net-kretprobe-5.19-x86.bpf.o", "net", "kretprobe", ("x86_64",), V("5.19"), None,
-              _net_kretprobe(2)),
-    BpfObject("net-kretprobe-4.18-arm64.bpf.o", "net", "kretprobe", ("aarch64",), V("4.18"), V("5.19"),
-              _net_kretprobe(1)),
-    BpfObject("net-kretprobe-5.19-arm64.bpf.o", "net", "kretprobe", ("aarch64",), V("5.19"), None,
-              _net_kretprobe(2)),
-    BpfObject("net-tracepoint-6.3.bpf.o", "net", "tracepoint", ("x86_64", "aarch64"), V("6.3"), None,
-              _net_tracepoint()),
-    BpfObject("vfs-fexit-5.5-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("5.5"), V("5.12"), _vfs_fexit(1)),
-    BpfObject("vfs-fexit-5.12-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("5.12"), V("6.3"), _vfs_fexit(2)),
-    BpfObject("vfs-fexit-6.3-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("6.3"), V("6.15"), _vfs_fexit(3)),
-    BpfObject("vfs-fexit-6.15-x86.bpf.o", "vfs", "fexit", ("x86_64",), V("6.15"), None, _vfs_fexit(4)),
-    *(BpfObject(f"vfs-kretprobe-{since}-{short}.bpf.o", "vfs", "kretprobe", (arch,), V(since), until and V(until),
-                _vfs_kretprobe(era))
-      for arch, short in (("x86_64", "x86"), ("aarch64", "arm64"))
+    # fexit: BPF trampolines, 5.5 (also bpf_probe_read_kernel(), 5.5)
+    _net("fexit", 1, ("x86_64",), "5.5", "5.19", _net_fexit(1), "-x86"),
+    _net("fexit", 2, ("x86_64",), "5.19", "7.1", _net_fexit(2), "-x86"),
+    _net("fexit", 3, ("x86_64",), "7.1", None, _net_fexit(3), "-x86"),
+    # kretprobe: 4.18 for RHEL 8; bpf/include/compat.h keeps them off 5.5's
+    # bpf_probe_read_kernel(). Era 3 (7.1) keeps flags 4th: era 2 serves it.
+    *(_net("kretprobe", era, (arch,), since, until, _net_kretprobe(era), f"-{short}")
+      for arch, short in TARGETS.items()
+      for since, until, era in (("4.18", "5.19", 1), ("5.19", None, 2))),
+    # tp_btf on sock_send_length/sock_recv_length, added in 6.3
+    _net("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
+    *(_vfs("fexit", era, "x86_64", since, until, _vfs_fexit(era))
+      for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", None, 4))),
+    # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14
+    *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era))
+      for arch in TARGETS
       for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
-    BpfObject("vfs-tracepoint-5.5-x86.bpf.o", "vfs", "tracepoint", ("x86_64",), V("5.5"), None,
-              _vfs_tracepoint()),
+    # bpf_get_current_task_btf() is 5.11 (commit 3ca1032ab7ab); named 5.5
+    # (tp_btf's kernel) until the catalogue was checked against the helpers
+    _vfs("tracepoint", 0, "x86_64", "5.11", None, _vfs_tracepoint()),
 )
 
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not
 # kernel functions, by ceemsnet/collectors/skb.py. "function" names the hook.
+# First kernels: both read __sk_buff->gso_segs, 5.1 (commit d9ff286a0f59);
+# skb-root calls bpf_skb_cgroup_id(), allowed in cgroup_skb programs only
+# from 5.3 (commit 4ecabd55c904). Both were catalogued as 4.20 before.
 _SKB_HOOKS = (Hook("skb", "cgroup_skb/egress", ("cgroup_skb_egress",)),
               Hook("skb", "cgroup_skb/ingress", ("cgroup_skb_ingress",)))
 SKB_OBJECTS = {
-    "root": BpfObject("skb-root.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("4.20"), None, _SKB_HOOKS),
-    "per-cgroup": BpfObject("skb-cgroup.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("4.20"), None,
-                            _SKB_HOOKS),
+    "root": BpfObject("skb-root.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("5.3"), None, _SKB_HOOKS,
+                      SKB_SRC, ("CEEMSNET_SKB_ROOT",)),
+    "per-cgroup": BpfObject("skb-cgroup.bpf.o", "skb", "cgroup_skb", ("x86_64", "aarch64"), V("5.1"), None,
+                            _SKB_HOOKS, SKB_SRC, ("CEEMSNET_SKB_STORAGE",)),
 }
 CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
 
@@ -255,3 +315,20 @@ MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:
     return [o for o in CATALOGUE if o.subsystem == subsystem and o.family == family and arch in o.arches]
+
+
+def make_specs() -> list[str]:
+    """One token per object for the Makefile's $(foreach)/$(eval) rules."""
+    return [o.make_spec() for o in CATALOGUE]
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["make-specs"]:
+        print("usage: python -m ceemsnet.objects make-specs", file=sys.stderr)
+        return 2
+    print("\n".join(make_specs()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -3,7 +3,8 @@
  * Socket-level network accounting: payload bytes, calls and errors of TCP
  * and UDP sends and receives, charged to the cgroup of the calling task.
  *
- * One source, several objects (see bpf/README.md and the Makefile):
+ * One source, several objects; each one's defines come from the catalogue
+ * in ceemsnet/objects.py (see bpf/README.md):
  *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per recvmsg era
  *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
  *   CEEMSNET_HOOK_TRACEPOINT  tp_btf on sock_send_length/sock_recv_length
@@ -19,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "compat.h"
 #include "net.h"
 
 char LICENSE[] SEC("license") = "GPL";

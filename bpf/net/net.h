@@ -8,6 +8,7 @@
 
 #include "ceemsnet.h"
 #include "cgroup.h"
+#include "maps.bpf.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -36,14 +37,6 @@ struct {
 	__type(value, __u64);
 } net_drops SEC(".maps");
 
-static __always_inline void net_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&net_drops, &reason);
-
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
-
 static __always_inline __u8 net_family_of(__u16 sk_family)
 {
 	return sk_family == AF_INET6 ? NET_FAMILY_IPV6 : NET_FAMILY_IPV4;
@@ -52,6 +45,7 @@ static __always_inline __u8 net_family_of(__u16 sk_family)
 /* Add one call's result to the current task's cgroup. */
 static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long ret)
 {
+	struct net_value zero = {};
 	struct net_key key;
 	struct net_value *val;
 
@@ -61,17 +55,10 @@ static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long 
 	key.family = family;
 	key.dir = dir;
 
-	val = bpf_map_lookup_elem(&net_stats, &key);
+	val = map_lookup_or_try_init(&net_stats, &key, &zero);
 	if (!val) {
-		struct net_value zero = {};
-
-		/* BPF_NOEXIST: if another CPU added the key first, keep its counts. */
-		bpf_map_update_elem(&net_stats, &key, &zero, BPF_NOEXIST);
-		val = bpf_map_lookup_elem(&net_stats, &key);
-		if (!val) {
-			net_drop(DROP_STATS_FULL);
-			return;
-		}
+		count_drop(&net_drops, DROP_STATS_FULL);
+		return;
 	}
 	/*
 	 * Atomic although per-CPU: a preemptible kernel may switch to another
@@ -161,10 +148,8 @@ static __always_inline int handle_sock_tp(struct sock *sk, __u8 dir, int flags, 
 
 #ifdef CEEMSNET_HOOK_KRETPROBE
 /*
- * A return probe sees only the return value: the entry probe stashes what
- * the return needs (the socket's family, whether to count at all), keyed by
- * thread and function so nested hooked calls (udpv6_sendmsg -> udp_sendmsg)
- * do not overwrite each other.
+ * The entry probe stashes what the return needs (the socket's family, and
+ * by stashing at all, whether to count); see stash_put() in maps.bpf.h.
  */
 enum net_fn {
 	FN_TCP_SENDMSG,
@@ -177,58 +162,32 @@ enum net_fn {
 	FN_UDP_SENDPAGE,
 };
 
-struct stash_key {
-	__u64 pid_tgid;
-	__u32 fn;  /* enum net_fn */
-	__u32 pad;
-};
-
-struct stash_val {
+struct net_stash_val {
 	__u8 family; /* enum net_family */
 	__u8 pad[7];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct stash_key);
-	__type(value, struct stash_val);
-} net_stash SEC(".maps");
-
-static __always_inline void stash_key_init(struct stash_key *k, __u32 fn)
-{
-	__builtin_memset(k, 0, sizeof(*k));
-	k->pid_tgid = bpf_get_current_pid_tgid();
-	k->fn = fn;
-}
+STASH_MAP(net_stash, struct net_stash_val);
 
 static __always_inline int stash_entry(__u32 fn, struct sock *sk, bool count)
 {
-	struct stash_key k;
-	struct stash_val v = {};
+	struct net_stash_val v = {};
 
 	if (!count)
 		return 0;
-	stash_key_init(&k, fn);
 	v.family = net_family_of(sk_family_of(sk));
-	if (bpf_map_update_elem(&net_stash, &k, &v, BPF_ANY))
-		net_drop(DROP_STASH_FULL);
+	if (!stash_put(&net_stash, fn, &v))
+		count_drop(&net_drops, DROP_STASH_FULL);
 	return 0;
 }
 
 static __always_inline int account_return(__u32 fn, __u8 proto, __u8 dir, long ret)
 {
-	struct stash_key k;
-	struct stash_val *v;
-	__u8 family;
+	struct net_stash_val v;
 
-	stash_key_init(&k, fn);
-	v = bpf_map_lookup_elem(&net_stash, &k);
-	if (!v)
-		return 0; /* not stashed on purpose (peek, nested send), or entry missed */
-	family = v->family;
-	bpf_map_delete_elem(&net_stash, &k);
-	net_account(proto, family, dir, ret);
+	/* nothing stashed: not counted on purpose (peek, nested send), or entry missed */
+	if (stash_take(&net_stash, fn, &v))
+		net_account(proto, v.family, dir, ret);
 	return 0;
 }
 #endif /* CEEMSNET_HOOK_KRETPROBE */

@@ -11,6 +11,7 @@
 #define __CEEMSNET_SKB_H
 
 #include "ceemsnet.h"
+#include "maps.bpf.h"
 
 #define ETH_P_IPV6_BE 0xDD86 /* htons(0x86DD) */
 
@@ -53,6 +54,7 @@ struct {
 
 static __always_inline int skb_count(struct __sk_buff *skb, __u8 dir)
 {
+	struct skb_value zero = {};
 	struct skb_key key;
 	struct skb_value *v;
 
@@ -60,22 +62,11 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u8 dir)
 	key.cgroup_id = bpf_skb_cgroup_id(skb);
 	key.family = skb_family(skb);
 	key.dir = dir;
-	v = bpf_map_lookup_elem(&skb_stats, &key);
-	if (!v) {
-		struct skb_value zero = {};
-
-		bpf_map_update_elem(&skb_stats, &key, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&skb_stats, &key);
-		if (!v) {
-			__u32 reason = DROP_STATS_FULL;
-			__u64 *n = bpf_map_lookup_elem(&skb_drops, &reason);
-
-			if (n)
-				__sync_fetch_and_add(n, 1);
-			return 1;
-		}
-	}
-	skb_add(v, skb);
+	v = map_lookup_or_try_init(&skb_stats, &key, &zero);
+	if (v)
+		skb_add(v, skb);
+	else
+		count_drop(&skb_drops, DROP_STATS_FULL);
 	return 1; /* always let the packet through: we only count */
 }
 #elif defined(CEEMSNET_SKB_STORAGE)

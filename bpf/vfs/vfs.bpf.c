@@ -4,10 +4,11 @@
  * regular files, and counts of open/create/unlink/mkdir/rmdir, charged to
  * the cgroup of the calling task and keyed by file system magic.
  *
- * One source, several objects (see bpf/README.md and the Makefile):
+ * One source, several objects; each one's defines come from the catalogue
+ * in ceemsnet/objects.py (see bpf/README.md):
  *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per VFS_ERA
  *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
- *   CEEMSNET_HOOK_TRACEPOINT  syscall enter/exit raw tracepoints (x86_64)
+ *   CEEMSNET_HOOK_TRACEPOINT  the sys_exit raw tracepoint (x86_64, 5.11+)
  * VFS_ERA picks the inode-operation prototypes:
  *   1: vfs_mkdir(dir, dentry, mode)                      before 5.12
  *   2: vfs_mkdir(struct user_namespace *, dir, ...)     5.12 (idmapped mounts)
@@ -19,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "compat.h"
 #include "vfs.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -64,7 +66,7 @@ int BPF_PROG(fexit_vfs_writev, struct file *file, const struct iovec *vec, unsig
 SEC("fexit/vfs_open")
 int BPF_PROG(fexit_vfs_open, const struct path *path, struct file *file, int ret)
 {
-	return handle_open(path, ret);
+	return handle_open(path, file, ret);
 }
 
 SEC("fexit/vfs_create")
@@ -118,15 +120,24 @@ static __always_inline int rw_entry(__u32 fn, struct file *file, __u8 op)
 	__u32 magic;
 
 	if (file_counted(file, &magic))
-		vfs_stash_put(fn, magic, op);
+		vfs_stash_put(fn, magic, op, false);
 	return 0;
+}
+
+static __always_inline int dirop_entry(__u32 fn, struct inode *dir, __u8 op)
+{
+	return vfs_stash_put(fn, dir ? inode_magic(dir) : 0, op, false);
 }
 
 static __always_inline int any_return(__u32 fn, long ret)
 {
 	struct vfs_stash_val v;
 
-	if (vfs_stash_take(fn, &v))
+	if (!stash_take(&vfs_stash, fn, &v))
+		return 0;
+	if (v.op == VFS_OP_OPEN)
+		account_open(v.magic, v.created, ret);
+	else
 		vfs_account(v.magic, v.op, ret);
 	return 0;
 }
@@ -179,10 +190,11 @@ int BPF_KRETPROBE(kretprobe_vfs_writev, long ret)
 	return any_return(FN_WRITEV, ret);
 }
 
+/* do_open() has set FMODE_CREATED before it calls vfs_open(): read it at entry. */
 SEC("kprobe/vfs_open")
-int BPF_KPROBE(kprobe_vfs_open, const struct path *path)
+int BPF_KPROBE(kprobe_vfs_open, const struct path *path, struct file *file)
 {
-	return vfs_stash_put(FN_OPEN, path_magic(path), VFS_OP_OPEN);
+	return vfs_stash_put(FN_OPEN, path_magic(path), VFS_OP_OPEN, file_created(file));
 }
 
 SEC("kretprobe/vfs_open")
@@ -194,7 +206,7 @@ int BPF_KRETPROBE(kretprobe_vfs_open, int ret)
 SEC("kprobe/vfs_create")
 int BPF_KPROBE(kprobe_vfs_create)
 {
-	return vfs_stash_put(FN_CREATE, inode_magic(DIR_ARG(ctx)), VFS_OP_CREATE);
+	return dirop_entry(FN_CREATE, DIR_ARG(ctx), VFS_OP_CREATE);
 }
 
 SEC("kretprobe/vfs_create")
@@ -206,7 +218,7 @@ int BPF_KRETPROBE(kretprobe_vfs_create, int ret)
 SEC("kprobe/vfs_unlink")
 int BPF_KPROBE(kprobe_vfs_unlink)
 {
-	return vfs_stash_put(FN_UNLINK, inode_magic(DIR_ARG(ctx)), VFS_OP_UNLINK);
+	return dirop_entry(FN_UNLINK, DIR_ARG(ctx), VFS_OP_UNLINK);
 }
 
 SEC("kretprobe/vfs_unlink")
@@ -218,7 +230,7 @@ int BPF_KRETPROBE(kretprobe_vfs_unlink, int ret)
 SEC("kprobe/vfs_mkdir")
 int BPF_KPROBE(kprobe_vfs_mkdir)
 {
-	return vfs_stash_put(FN_MKDIR, inode_magic(DIR_ARG(ctx)), VFS_OP_MKDIR);
+	return dirop_entry(FN_MKDIR, DIR_ARG(ctx), VFS_OP_MKDIR);
 }
 
 #if VFS_ERA == 4
@@ -238,7 +250,7 @@ int BPF_KRETPROBE(kretprobe_vfs_mkdir, int ret)
 SEC("kprobe/vfs_rmdir")
 int BPF_KPROBE(kprobe_vfs_rmdir)
 {
-	return vfs_stash_put(FN_RMDIR, inode_magic(DIR_ARG(ctx)), VFS_OP_RMDIR);
+	return dirop_entry(FN_RMDIR, DIR_ARG(ctx), VFS_OP_RMDIR);
 }
 
 SEC("kretprobe/vfs_rmdir")
@@ -251,11 +263,14 @@ int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
 
 /*
  * No trampolines and no kprobes: count at the system call boundary with
- * the sys_exit raw tracepoint (tp_btf, 5.5+). At exit, x86_64's pt_regs
+ * the sys_exit raw tracepoint (tp_btf, 5.5). At exit, x86_64's pt_regs
  * still hold the syscall number (orig_ax) and the arguments, so one program
  * does everything: no sys_enter program on every syscall, no hand-over map.
  * Loads go straight through BTF pointers (task, fd table) up to the fd
- * array slot; the file found there is read with CO-RE probe reads. Semantics differ from vfs hooks: errors
+ * array slot; the file found there is read with CO-RE probe reads. The
+ * task comes from bpf_get_current_task_btf(), 5.11 (commit 3ca1032ab7ab):
+ * that, not tp_btf, makes this object's first kernel 5.11 (its name and
+ * ceemsnet/objects.py say so). Semantics differ from vfs hooks: errors
  * include path lookups that fail before the VFS, directory operations
  * carry no file system (magic 0), and IO without a read/write-family
  * syscall (io_uring, mmap, sendfile, copy_file_range) is not seen.
@@ -306,11 +321,17 @@ static __always_inline int exit_rw(long fd, __u8 op, long ret)
 	return handle_rw(fd_file(fd), op, ret);
 }
 
-static __always_inline int exit_open(__u8 op, long ret)
+/*
+ * open, openat, openat2 and creat (an open with O_CREAT|O_WRONLY|O_TRUNC):
+ * one open, plus one create when the returned file has FMODE_CREATED, so
+ * creat() or open(O_CREAT) of an existing file creates nothing. A failed
+ * open carries no file system.
+ */
+static __always_inline int exit_open(long ret)
 {
 	struct file *file = ret >= 0 ? fd_file(ret) : NULL;
 
-	vfs_account(file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0, op, ret);
+	account_open(file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0, file_created(file), ret);
 	return 0;
 }
 
@@ -324,10 +345,8 @@ int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
 		return exit_rw(regs->di, VFS_OP_READ, ret);
 	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
 		return exit_rw(regs->di, VFS_OP_WRITE, ret);
-	case NR_open: case NR_openat: case NR_openat2:
-		return exit_open(VFS_OP_OPEN, ret);
-	case NR_creat:
-		return exit_open(VFS_OP_CREATE, ret);
+	case NR_open: case NR_openat: case NR_openat2: case NR_creat:
+		return exit_open(ret);
 	case NR_mknod: case NR_mknodat:
 		/* regular files only (type 0 means regular too); device nodes and fifos are not counted */
 		mode = regs->orig_ax == NR_mknod ? regs->si : regs->dx;

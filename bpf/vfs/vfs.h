@@ -10,10 +10,21 @@
 
 #include "ceemsnet.h"
 #include "cgroup.h"
+#include "maps.bpf.h"
 
 #define S_IFMT 00170000
 #define S_IFREG 0100000
 #define MAX_ERRNO 4095
+/*
+ * file->f_mode bit set when an open really created the file: in
+ * lookup_open() (fs/namei.c, or by ->atomic_open()), before do_open()
+ * calls vfs_open(), and left set afterwards. Since 4.19 (commit
+ * 73a09dd94377 "introduce FMODE_CREATED and switch to it"), 0x100000 in
+ * every kernel since (spelled 1 << 20 in newer trees). A macro, not in BTF,
+ * so CO-RE cannot relocate it. Before 4.19 the bit is unused: no creates
+ * are seen through open(O_CREAT) there.
+ */
+#define FMODE_CREATED 0x100000
 
 /* Per-CPU and not preallocated, like net_stats (see bpf/net/net.h). */
 struct {
@@ -31,16 +42,9 @@ struct {
 	__type(value, __u64);
 } vfs_drops SEC(".maps");
 
-static __always_inline void vfs_drop(__u32 reason)
-{
-	__u64 *n = bpf_map_lookup_elem(&vfs_drops, &reason);
-
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
-
 static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 {
+	struct vfs_value zero = {};
 	struct vfs_key key;
 	struct vfs_value *val;
 
@@ -49,16 +53,10 @@ static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 	key.magic = magic;
 	key.op = op;
 
-	val = bpf_map_lookup_elem(&vfs_stats, &key);
+	val = map_lookup_or_try_init(&vfs_stats, &key, &zero);
 	if (!val) {
-		struct vfs_value zero = {};
-
-		bpf_map_update_elem(&vfs_stats, &key, &zero, BPF_NOEXIST);
-		val = bpf_map_lookup_elem(&vfs_stats, &key);
-		if (!val) {
-			vfs_drop(DROP_STATS_FULL);
-			return;
-		}
+		count_drop(&vfs_drops, DROP_STATS_FULL);
+		return;
 	}
 	if (ret >= 0) {
 		if (op <= VFS_OP_WRITE)
@@ -107,9 +105,27 @@ static __always_inline __u32 path_magic(const struct path *path)
 	return (__u32)BPF_CORE_READ(path, dentry, d_sb, s_magic);
 }
 
-static __always_inline int handle_open(const struct path *path, long ret)
+static __always_inline bool file_created(struct file *file)
 {
-	vfs_account(path_magic(path), VFS_OP_OPEN, ret);
+	return file && (BPF_CORE_READ(file, f_mode) & FMODE_CREATED);
+}
+
+/*
+ * One open; plus one create when this open made the file: open(O_CREAT)
+ * and creat() reach ->create() from lookup_open() directly, never through
+ * vfs_create(). Counted as a successful create even if the open then
+ * fails (the file exists now).
+ */
+static __always_inline void account_open(__u32 magic, bool created, long ret)
+{
+	vfs_account(magic, VFS_OP_OPEN, ret);
+	if (created)
+		vfs_account(magic, VFS_OP_CREATE, 0);
+}
+
+static __always_inline int handle_open(const struct path *path, struct file *file, long ret)
+{
+	account_open(path_magic(path), file_created(file), ret);
 	return 0;
 }
 
@@ -130,62 +146,30 @@ static __always_inline long dentry_ret(const void *ret)
 
 #if defined(CEEMSNET_HOOK_KRETPROBE)
 /*
- * Entry -> return hand-over: the entry side decides whether and how to
- * count (file system magic, operation); the return side adds the result.
- * Keyed by thread and function.
+ * What the entry probe decides and the return probe needs: the file
+ * system, the operation and, for vfs_open, whether the open created the
+ * file (FMODE_CREATED is already set at entry). See stash_put() in
+ * maps.bpf.h.
  */
-struct vfs_stash_key {
-	__u64 pid_tgid;
-	__u32 fn;
-	__u32 pad;
-};
-
 struct vfs_stash_val {
 	__u32 magic;
-	__u8 op;
-	__u8 pad[3];
+	__u8 op;      /* enum vfs_op */
+	__u8 created; /* vfs_open only: also count a create */
+	__u8 pad[2];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct vfs_stash_key);
-	__type(value, struct vfs_stash_val);
-} vfs_stash SEC(".maps");
+STASH_MAP(vfs_stash, struct vfs_stash_val);
 
-static __always_inline void vfs_stash_key_init(struct vfs_stash_key *k, __u32 fn)
+static __always_inline int vfs_stash_put(__u32 fn, __u32 magic, __u8 op, bool created)
 {
-	__builtin_memset(k, 0, sizeof(*k));
-	k->pid_tgid = bpf_get_current_pid_tgid();
-	k->fn = fn;
-}
-
-static __always_inline int vfs_stash_put(__u32 fn, __u32 magic, __u8 op)
-{
-	struct vfs_stash_key k;
 	struct vfs_stash_val v = {};
 
-	vfs_stash_key_init(&k, fn);
 	v.magic = magic;
 	v.op = op;
-	if (bpf_map_update_elem(&vfs_stash, &k, &v, BPF_ANY))
-		vfs_drop(DROP_STASH_FULL);
+	v.created = created;
+	if (!stash_put(&vfs_stash, fn, &v))
+		count_drop(&vfs_drops, DROP_STASH_FULL);
 	return 0;
-}
-
-/* Returns false if nothing was stashed; else fills *v and forgets the entry. */
-static __always_inline bool vfs_stash_take(__u32 fn, struct vfs_stash_val *out)
-{
-	struct vfs_stash_key k;
-	struct vfs_stash_val *v;
-
-	vfs_stash_key_init(&k, fn);
-	v = bpf_map_lookup_elem(&vfs_stash, &k);
-	if (!v)
-		return false;
-	*out = *v;
-	bpf_map_delete_elem(&vfs_stash, &k);
-	return true;
 }
 #endif
 

@@ -3,19 +3,45 @@
 Usage: python fileio.py DIR [DIR...]. Prints "ready" once loaded, waits for
 a line on stdin, then does exactly the operations below in every DIR, plus
 pipe and socket IO that the vfs counters must not include, and exits.
-Per DIR: 1 open, writes of 1000 + 500 + (100+200+300) bytes in 3 calls,
-reads of the same 2100 bytes in 3 calls, 2 mkdir, 2 rmdir, 1 create
-(mknod of a regular file), 1 unlink, 1 failing unlink (EISDIR).
+Per DIR: writes of 1000 + 500 + (100+200+300) bytes in 3 calls, reads of
+the same 2100 bytes in 3 calls, 2 mkdir, 2 rmdir, 1 unlink, 1 failing
+unlink (EISDIR), and OPENS opens of which CREATES created a file:
+open(O_CREAT) of a new file (open + create), open(O_CREAT) of that file
+again (open only), creat() of a new file (open + create), creat() of an
+existing file (open only: it truncates), mknod() of a regular file (create).
 """
 
+import ctypes
 import os
 import socket
 import stat
 import sys
 
+OPENS, CREATES = 4, 3  # per DIR
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+# the creat system call itself (glibc may turn creat() into openat); aarch64 has none
+NR_CREAT = {"x86_64": 85}.get(os.uname().machine)
+
+
+def creat(path, mode=0o600):
+    if NR_CREAT is None:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+    else:
+        fd = _libc.syscall(ctypes.c_long(NR_CREAT), os.fsencode(path), ctypes.c_long(mode))
+        if fd < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e), path)
+    os.close(fd)
+
 
 def work(d):
-    fd = os.open(os.path.join(d, "data"), os.O_CREAT | os.O_RDWR, 0o600)
+    data, made = os.path.join(d, "data"), os.path.join(d, "made")
+    for p in (data, made):  # lstat, not an open: the creates below must really create
+        if os.path.lexists(p):
+            raise SystemExit(f"{p} exists already")
+    fd = os.open(data, os.O_CREAT | os.O_RDWR, 0o600)
     os.write(fd, b"a" * 1000)
     os.pwrite(fd, b"b" * 500, 1000)
     os.writev(fd, [b"x" * 100, b"y" * 200, b"z" * 300])
@@ -24,6 +50,9 @@ def work(d):
     assert len(os.pread(fd, 500, 1000)) == 500
     assert os.readv(fd, [bytearray(100), bytearray(200), bytearray(300)]) == 600
     os.close(fd)
+    os.close(os.open(data, os.O_CREAT | os.O_RDWR, 0o600))  # exists: no create
+    creat(made)
+    creat(data)  # exists: truncated, not created
     os.mkdir(os.path.join(d, "sub1"))
     os.mkdir(os.path.join(d, "sub2"))
     os.rmdir(os.path.join(d, "sub2"))
