@@ -36,9 +36,11 @@ PY_SOURCES = ("tests/**/*.py", "bench/**/*.py")
 SHELL_SOURCES = ("tests/**/*.sh", "packaging/*.sh", ".ci/run")
 MAKEFILES = ("Makefile",)
 # What virtme-ng runs for tests/vm/run.sh (read in its sources: virtme/qemu_helpers.py
-# finds qemu-system-<arch>, mkinitramfs.py busybox, and the guest's init mounts the
-# shared file systems with the host's /bin/mount).
-VIRTME_NG = ("qemu-system-x86_64", "busybox", "mount")
+# finds qemu-system-<arch>, mkinitramfs.py busybox, commands/run.py depmod and
+# modfinder.py modprobe for the kernel's modules (a fresh machine without kmod
+# failed every VM run with "Could not find ['depmod']"), and the guest's init
+# mounts the shared file systems with the host's /bin/mount).
+VIRTME_NG = ("qemu-system-x86_64", "busybox", "mount", "depmod", "modprobe")
 
 
 # --- shell ------------------------------------------------------------------
