@@ -1,12 +1,14 @@
 """Every committed object, read with pyelftools, has what the catalogue says."""
 
 import os
+import re
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
 from ceemsnet.objects import CATALOGUE, MAPS, OBJ_DIR
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEC_PREFIX = {"fexit": "fexit/", "kprobe": "kprobe/", "kretprobe": "kretprobe/", "tp_btf": "tp_btf/"}
 
 
@@ -66,3 +68,84 @@ def test_object_contents(obj):
                 assert sec == f"{kind}/{hook.function}" and target == hook.function
     stash = f"{obj.subsystem}_stash"  # entry -> return hand-over
     assert (stash in info["maps"]) is (obj.family == "kretprobe")
+
+
+# First kernel of every BPF helper an object calls (bcc docs/kernel-versions.md,
+# each helper's commit), and where a program type got it later, that kernel.
+HELPER_SINCE = {
+    1: "3.19", 2: "3.19", 3: "3.19",   # map lookup, update, delete
+    4: "4.1",                          # probe_read
+    14: "4.2",                         # get_current_pid_tgid
+    35: "4.8",                         # get_current_task
+    79: "4.18",                        # skb_cgroup_id (tc)
+    80: "4.18",                        # get_current_cgroup_id
+    81: "4.19",                        # get_local_storage
+    113: "5.5",                        # probe_read_kernel, commit 6ae08ae3dea2
+    158: "5.11",                       # get_current_task_btf, commit 3ca1032ab7ab
+}
+# cgroup_skb programs may call skb_cgroup_id only from 5.3 (commit 4ecabd55c904)
+PROG_HELPER_SINCE = {("cgroup_skb", 79): "5.3"}
+SEC_SINCE = {"fexit": "5.5", "tp_btf": "5.5", "kprobe": "4.1", "kretprobe": "4.1", "cgroup_skb": "4.10"}
+
+
+def helper_calls(path):
+    """{section: {helper ids}} from the instructions of every program section."""
+    out = {}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for sec in elf.iter_sections():
+            if not sec["sh_flags"] & 0x4 or not sec.data_size:  # SHF_EXECINSTR
+                continue
+            data, ids = sec.data(), set()
+            for i in range(0, len(data), 8):
+                code, regs = data[i], data[i + 1]
+                if code == 0x85 and regs >> 4 == 0:  # BPF_JMP|BPF_CALL, src_reg 0: a helper
+                    ids.add(int.from_bytes(data[i + 4:i + 8], "little", signed=True))
+            out[sec.name] = ids
+    return out
+
+
+@pytest.mark.parametrize("obj", CATALOGUE, ids=lambda o: o.file)
+def test_object_needs_nothing_newer_than_its_first_kernel(obj):
+    from packaging.version import Version
+    calls = helper_calls(obj.path)
+    assert any(calls.values()), "no helper calls found: the decoder is broken"
+    for sec, ids in calls.items():
+        kind = sec.split("/")[0]
+        assert Version(SEC_SINCE[kind]) <= obj.since, (sec, SEC_SINCE[kind])
+        for h in ids:
+            assert h in HELPER_SINCE, f"{sec} calls helper {h}: add its first kernel to HELPER_SINCE"
+            need = Version(PROG_HELPER_SINCE.get((kind, h), HELPER_SINCE[h]))
+            assert need <= obj.since, f"{sec} calls helper {h} ({need}), but the object claims {obj.since}"
+
+
+def test_make_specs_round_trip():
+    from ceemsnet.objects import make_specs
+    specs = make_specs()
+    assert len(specs) == len(CATALOGUE)
+    for tok, obj in zip(specs, CATALOGUE):
+        file, source, target, defines = tok.split(":")
+        assert (file, source, target, tuple(defines.split(","))) == (obj.file, obj.source, obj.target, obj.defines)
+        assert os.path.exists(os.path.join(ROOT, source))
+        assert target in ("x86", "arm64") and obj.defines
+
+
+def test_makefile_builds_what_the_catalogue_says(tmp_path):
+    """`make -n` shows one compile per catalogued object, with its defines and target."""
+    import subprocess
+    rel = os.path.relpath(tmp_path, ROOT)
+    p = subprocess.run(["make", "--no-print-directory", "-n", "-B", f"OBJDIR={rel}", "objs"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    compiles = [line for line in p.stdout.splitlines() if " -target bpf " in line]
+    assert len(compiles) == len(CATALOGUE)
+    for obj in CATALOGUE:
+        (line,) = [c for c in compiles if c.endswith(f"/{obj.file}")]
+        words = line.split()
+        assert f"-D__TARGET_ARCH_{obj.target}" in words and obj.source in words, obj.file
+        assert sorted(w[2:] for w in words if w.startswith("-D") and not w.startswith("-D__TARGET")) \
+            == sorted(obj.defines), obj.file
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        text = f.read()
+    assert ".bpf.o" not in text.split("# --- set-up")[0], "object names belong in ceemsnet/objects.py"
+    assert not re.search(r"^\s*(vfs_)?era_", text, re.M), "era tables belong in the catalogue"

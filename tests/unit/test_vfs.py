@@ -8,7 +8,7 @@ from ceemsnet.collectors.vfs import vfs_families
 from ceemsnet.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
 from ceemsnet.kernel import parse_kernel_version
 from ceemsnet.metrics import Family, TextRenderer, merge_families
-from ceemsnet.objects import VFS_FUNCTIONS, _vfs_sigs
+from ceemsnet.objects import SYS_TP, VFS_FUNCTIONS, _vfs_sigs
 
 CASES = [  # kernel, arch -> (family, object)
     ("4.18.0-553.el8_10.x86_64", "x86_64", "kretprobe", "vfs-kretprobe-4.18-x86.bpf.o"),
@@ -35,12 +35,6 @@ def test_vfs_object_by_version(kernel, arch, family, obj):
     assert {h.function for h in plan.hooks if h.status == "ok"} == set(VFS_FUNCTIONS)
 
 
-def test_vfs_tracepoint_family_rules():
-    k = parse_kernel_version("5.15.0")
-    assert plan_family("vfs", "tracepoint", k, "x86_64", None).usable  # 5.5+, unlike net's 6.3
-    assert "x86_64" in plan_family("vfs", "tracepoint", k, "aarch64", None).refused
-
-
 class FakeBTF:
     def __init__(self, era, mkdir_override=None):
         self.funcs = dict(_vfs_sigs(era))
@@ -51,7 +45,38 @@ class FakeBTF:
         return self.funcs.get(name)
 
     def tracepoint(self, name):
-        return None
+        return SYS_TP if name == "sys_exit" else None
+
+
+def test_vfs_tracepoint_family_rules():
+    k = parse_kernel_version("5.15.0")
+    assert plan_family("vfs", "tracepoint", k, "x86_64", None).usable  # 5.11+, unlike net's 6.3
+    assert "x86_64" in plan_family("vfs", "tracepoint", k, "aarch64", None).refused
+    # bpf_get_current_task_btf() is 5.11: a 5.10 kernel cannot load the sys_exit program
+    old = plan_family("vfs", "tracepoint", parse_kernel_version("5.10.0-30-amd64"), "x86_64", None)
+    assert not old.usable and "5.11" in old.refused
+    plan = plan_family("vfs", "tracepoint", parse_kernel_version("5.11.0"), "x86_64", None)
+    assert plan.obj.file == "vfs-tracepoint-5.11-x86.bpf.o"
+
+
+@pytest.mark.parametrize("family", ["fexit", "kretprobe", "tracepoint"])
+def test_probe_says_what_open_and_create_count(family):
+    plan = plan_family("vfs", family, parse_kernel_version("6.12.0"), "x86_64", FakeBTF(3))
+    rows = {h.function: h for h in plan.hooks}
+    assert rows["vfs_open"].status == "ok" and "FMODE_CREATED" in rows["vfs_open"].reason
+    assert "mknod" in rows["vfs_create"].reason
+    if family != "tracepoint":
+        assert "atomic_open" in rows["vfs_open"].reason  # blind spot stated where it exists
+    else:
+        assert "creat" in rows["vfs_open"].reason
+
+
+def test_kretprobe_open_reads_the_file_too():
+    # f_mode (FMODE_CREATED) is read at entry from the second argument
+    from ceemsnet.objects import CATALOGUE
+    for o in CATALOGUE:
+        if o.subsystem == "vfs" and o.family == "kretprobe":
+            assert next(h for h in o.hooks if h.function == "vfs_open").reads == (0, 1), o.file
 
 
 def test_btf_picks_mkdir_era_on_backports():

@@ -1,0 +1,112 @@
+"""bpf/README.md and README.md's Kernels tables name the objects the catalogue has, as it has them."""
+
+import os
+import re
+
+import pytest
+from packaging.version import Version
+
+from ceemsnet.objects import CATALOGUE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BY_NAME = {o.file[:-len(".bpf.o")]: o for o in CATALOGUE}
+# an object name in backticks, with brace alternatives: `net-kretprobe-4.18-{x86,arm64}`
+NAME = re.compile(r"`((?:net|vfs|skb)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)?)`")
+
+
+def tables(path):
+    """Every markdown table in the file: (header cells, [row cells...])."""
+    out, cur = [], None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("|"):
+                cur = None
+                continue
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cur is None:
+                cur = (cells, [])
+                out.append(cur)
+            elif not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                cur[1].append(cells)
+    return out
+
+
+def names_in(cell):
+    found = []
+    for m in NAME.finditer(cell):
+        stem, brace, alts = re.match(r"([^{]*)(\{([^}]*)\})?", m.group(1)).groups()
+        found += [stem + a for a in alts.split(",")] if brace else [stem]
+    return found
+
+
+def test_parsers_see_names():
+    # the test would pass vacuously if the parsing saw nothing
+    assert names_in("`net-kretprobe-4.18-{x86,arm64}`, `skb-root`") == \
+        ["net-kretprobe-4.18-x86", "net-kretprobe-4.18-arm64", "skb-root"]
+    assert len(tables(os.path.join(ROOT, "bpf", "README.md"))) >= 5
+
+
+def test_every_object_named_in_bpf_readme_is_catalogued():
+    named = [n for _, rows in tables(os.path.join(ROOT, "bpf", "README.md")) for r in rows for c in r
+             for n in names_in(c)]
+    assert named
+    unknown = sorted(set(named) - set(BY_NAME))
+    assert not unknown, f"bpf/README.md names objects the catalogue lacks: {unknown}"
+
+
+def objects_table():
+    for header, rows in tables(os.path.join(ROOT, "bpf", "README.md")):
+        if header[:2] == ["object", "family"]:
+            return header, rows
+    pytest.fail("bpf/README.md has no objects table (| object | family | ... |)")
+
+
+def test_objects_table_matches_catalogue():
+    header, rows = objects_table()
+    col = {h: i for i, h in enumerate(header)}
+    seen = {}
+    for r in rows:
+        (name,) = names_in(r[col["object"]])
+        seen[name] = r
+        o = BY_NAME.get(name)
+        assert o, f"bpf/README.md lists {name}, which is not in the catalogue"
+        assert r[col["family"]] == o.family, name
+        assert r[col["kernels"]] == o.era, name
+        assert tuple(a.strip() for a in r[col["arch"]].split(",")) == o.arches, name
+        assert r[col["defines"]].replace("`", "").split() == list(o.defines), name
+    missing = sorted(set(BY_NAME) - set(seen))
+    assert not missing, f"catalogued objects missing from bpf/README.md's objects table: {missing}"
+
+
+def row_range(first_cell):
+    """Kernel range of a README Kernels row: (low, high) with high None for open."""
+    m = re.match(r"([0-9.]+)\s*-\s*([0-9.]+)", first_cell)
+    if m:
+        return Version(m.group(1)), Version(m.group(2))
+    m = re.match(r"([0-9.]+)(\+| and later)", first_cell)
+    if m:
+        return Version(m.group(1)), None
+    return None
+
+
+def test_readme_kernel_tables_agree():
+    checked = 0
+    for header, rows in tables(os.path.join(ROOT, "README.md")):
+        if header[0] != "kernel" or "x86_64" not in header:
+            continue
+        for r in rows:
+            rng = row_range(r[0])
+            for i, cell in enumerate(r[1:], start=1):
+                for m in re.finditer(r"(\w+) `([^`]+)`", cell):
+                    word, name = m.groups()
+                    o = BY_NAME.get(name)
+                    assert o, f"README.md names {name}, which is not in the catalogue"
+                    assert word == o.family, (name, word)
+                    assert header[i] in o.arches, (name, header[i])
+                    if rng:
+                        low, high = rng
+                        assert o.until is None or o.until > low, (r[0], name)
+                        assert high is None or o.since <= high, (r[0], name)
+                    checked += 1
+    assert checked >= 10, "README.md's Kernels tables were not found"
