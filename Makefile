@@ -41,7 +41,7 @@ BPF_DEPS  := $(wildcard bpf/include/*.h) ceemsnet/objects.py Makefile
 comma     := ,
 
 objs: $(OBJS)
-	$(Q)$(if $(OBJ_SPECS),true,$(PYTHON) -m ceemsnet.objects make-specs >/dev/null && echo "make-specs printed nothing" >&2; false)
+	$(Q)$(if $(OBJ_SPECS),true,$(PYTHON) -m ceemsnet.objects make-specs >/dev/null; echo "no BPF objects: '$(PYTHON) -m ceemsnet.objects make-specs' failed or printed nothing (run make setup)" >&2; false)
 
 # $(call bpf_rule,FILE,SOURCE,TARGET,DEFINES): one object; the headers beside
 # SOURCE count as its inputs too.
