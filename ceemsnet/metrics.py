@@ -72,21 +72,28 @@ def _fmt(v) -> str:
 
 
 class TextRenderer:
-    """Prometheus text format 0.0.4; escaped label values are cached across scrapes."""
+    """Prometheus text format 0.0.4; escaped label values are cached across scrapes.
 
-    def __init__(self, cache_limit: int = 200_000):
+    Two generations: a render keeps the values it uses, and values no render
+    used since the one before are dropped, so the cache holds the live label
+    set and does not grow with every cgroup that ever came and went.
+    """
+
+    def __init__(self):
         self._cache: dict[str, str] = {}
-        self._limit = cache_limit
+        self._prev: dict[str, str] = {}
 
     def _label(self, v: str) -> str:
         e = self._cache.get(v)
         if e is None:
-            if len(self._cache) >= self._limit:
-                self._cache.clear()
-            e = self._cache[v] = _escape_label(v)
+            e = self._prev.get(v)
+            if e is None:
+                e = _escape_label(v)
+            self._cache[v] = e
         return e
 
     def render(self, families: list[Family]) -> str:
+        self._prev, self._cache = self._cache, {}
         out: list[str] = []
         app = out.append
         for f in families:
