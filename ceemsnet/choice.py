@@ -16,7 +16,7 @@ from packaging.version import Version
 
 from . import CeemsnetError
 from .kernel import Signature, compare_signature
-from .objects import (CATALOGUE, FAMILIES, MIN_REASON, SUPPORTED_MIN,
+from .objects import (FAMILIES, MIN_REASON, SUPPORTED_MIN,
                       BpfObject, Hook, family_rule, objects_for)
 
 
@@ -171,7 +171,3 @@ def plan_object(obj: BpfObject, kver: Version, sigs: Signatures | None) -> Famil
     if not plan.usable:
         plan.refused = f"no function of {obj.subsystem} can be hooked with {obj.file}"
     return plan
-
-
-def all_objects() -> tuple[BpfObject, ...]:
-    return CATALOGUE
