@@ -2,11 +2,23 @@
 
 The exporter writes every --storage.interval and on SIGTERM, each write one
 transaction in WAL mode: a crash loses at most one interval and never
-corrupts the file. BPF counters restart at zero with the exporter, so a
-row's stored value is a base (what earlier runs, and series that expired
-in this run, contributed) plus this run's current counter: restarting
-continues the totals, never doubles or resets them. A column is NULL until
-the collector that measures it has run for that cgroup.
+corrupts the file. A row's stored value is a base (what earlier runs, and
+series that expired in this run, contributed) plus this run's current
+counter. A column is NULL until the collector that measures it has run for
+that cgroup.
+
+BPF counters either start at zero with the exporter or continue from an
+earlier run (maps pinned in bpffs and adopted). The store tells the two
+apart per column group (net_*, vfs_*, skb_*) by a generation: an opaque
+string naming the lifetime of that subsystem's counters, stored with the
+run's own counter values as last written, in the same transaction as the
+totals. At start, a group whose generation is the stored one continues:
+its counters already hold the run values last written, so
+base = total - run value (and those values are this run's "last written",
+so a series gone meanwhile is folded like any expired one). A group with
+another generation, or none stored, starts from zero: base = total. Either
+way a restart neither resets nor doubles a total, and after a crash the
+next write is exact again: the store only lagged the counters.
 """
 
 from __future__ import annotations
@@ -16,11 +28,12 @@ import re
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 
 from . import CeemsnetError
 
 DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP = "ceemsnet-accounting"
 # column -> metric family it sums (over every label but cgroup)
 COLUMNS = {
@@ -34,6 +47,9 @@ COLUMNS = {
     "skb_egress_bytes": "ceemsnet_skb_egress_bytes",
     "skb_ingress_bytes": "ceemsnet_skb_ingress_bytes",
 }
+# subsystem -> the columns its counters feed (by prefix)
+GROUPS = {g: tuple(c for c in COLUMNS if c.startswith(g + "_")) for g in ("net", "vfs", "skb")}
+assert sorted(c for cs in GROUPS.values() for c in cs) == sorted(COLUMNS)
 _SLURM_UID = re.compile(r"^/slurm(?:_[^/]+)?/uid_(\d+)/")
 
 
@@ -43,16 +59,45 @@ def user_of(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-_SCHEMA = [
+_SCHEMA = [  # version 1
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE cgroups (path TEXT PRIMARY KEY, job TEXT, user TEXT, first_seen REAL NOT NULL, "
     "last_seen REAL NOT NULL, " + ", ".join(f"{c} INTEGER" for c in COLUMNS) + ")",
     "CREATE INDEX cgroups_job ON cgroups (job)",
 ]
+# version -> statements that bring version - 1 to it
+_MIGRATIONS = {
+    2: [
+        # per subsystem, the generation of the counters whose values `run` holds
+        "CREATE TABLE generations (subsystem TEXT PRIMARY KEY, generation TEXT NOT NULL)",
+        # per cgroup path, the running counters as last written (included in cgroups' totals);
+        # NULL: this generation's counters hold nothing of that path's total
+        "CREATE TABLE run (path TEXT PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in COLUMNS) + ")",
+    ],
+}
+assert sorted(_MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection):
+    """BEGIN IMMEDIATE ... COMMIT (DDL too: the sqlite3 module only opens transactions for DML)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 def open_db(path: str, create: bool) -> sqlite3.Connection:
-    """Open (or create) a store; a file that is not one is a clear error."""
+    """Open a store; a file that is not one is a clear error.
+
+    create=True (the exporter) creates a missing store and migrates an older
+    schema to SCHEMA_VERSION, each in one transaction. create=False (report)
+    changes nothing: it reads every version up to SCHEMA_VERSION as it is,
+    since the cgroups table it reads is the same in all of them.
+    """
     if not create and not os.path.exists(path):
         raise CeemsnetError(f"no accounting database at {path}")
     if create:
@@ -62,20 +107,30 @@ def open_db(path: str, create: bool) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and create and not db.execute("SELECT name FROM sqlite_master").fetchall():
-            with db:
-                for stmt in _SCHEMA:
-                    db.execute(stmt)
-                db.execute("INSERT INTO meta VALUES ('app', ?)", (APP,))
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            version = SCHEMA_VERSION
+            with _transaction(db):
+                # under the write lock: another process may have created it meanwhile
+                if not db.execute("SELECT name FROM sqlite_master").fetchall():
+                    for stmt in _SCHEMA + [s for v in sorted(_MIGRATIONS) for s in _MIGRATIONS[v]]:
+                        db.execute(stmt)
+                    db.execute("INSERT INTO meta VALUES ('app', ?)", (APP,))
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
         app = db.execute("SELECT value FROM meta WHERE key='app'").fetchone() if version else None
+        if app and app[0] == APP and create and version < SCHEMA_VERSION:
+            with _transaction(db):
+                version = db.execute("PRAGMA user_version").fetchone()[0]  # under the write lock
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in _MIGRATIONS[v]:
+                        db.execute(stmt)
+                if version < SCHEMA_VERSION:
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as e:
         raise CeemsnetError(f"{path} is not a ceemsnet accounting database ({e})") from None
     if not app or app[0] != APP:
         raise CeemsnetError(f"{path} is not a ceemsnet accounting database")
     if version > SCHEMA_VERSION:
         raise CeemsnetError(f"{path} has schema {version}, newer than this ceemsnet ({SCHEMA_VERSION})")
-    # migrations from older schema versions go here, each in one transaction
     return db
 
 
@@ -93,45 +148,120 @@ def totals_from_families(families) -> dict[str, dict[str, int]]:
     return out
 
 
+_GROUP_OF = {c: g for g, cs in GROUPS.items() for c in cs}
+
+
 class Store:
-    def __init__(self, path: str, unit_of=None, clock=time.time):
+    """The exporter's writer.
+
+    `generations` is {subsystem: generation} for the subsystems running now
+    (subsystem one of GROUPS: "net", "vfs", "skb"; a generation an opaque
+    string naming the lifetime of that subsystem's counters, the same when
+    they were adopted from the previous run). Equal to the stored one: the
+    counters continue. Another (or None): they started from zero. None for
+    the whole argument: every group started from zero and no generation is
+    kept. A group left out keeps its stored generation and run values for a
+    later run, unless its columns show up in a write: then it is taken as
+    started from zero.
+    """
+
+    def __init__(self, path: str, unit_of=None, clock=time.time, generations: dict[str, str | None] | None = None):
+        if generations is None:
+            generations = dict.fromkeys(GROUPS)
+        unknown = set(generations) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown subsystems {sorted(unknown)}; known: {', '.join(GROUPS)}")
         self.path = path
         self.db = open_db(path, create=True)
         self.unit_of = unit_of
         self._clock = clock
         self._lock = threading.Lock()
         self.base: dict[str, dict[str, int]] = {}
-        for row in self.db.execute("SELECT path, " + ", ".join(COLUMNS) + " FROM cgroups"):
-            self.base[row[0]] = {c: v for c, v in zip(COLUMNS, row[1:]) if v is not None}
-        self.last: dict[str, dict[str, int]] = {}  # this run's counters as last written
+        # this run's counters as last written; for a continuing group, first the run values stored
+        self.last: dict[str, dict[str, int]] = {}
+        self.groups: dict[str, str | None] = {}  # the groups this run writes -> generation
+        self._gone: set[str] = set()  # paths whose run row is still to be rewritten
+        try:
+            with _transaction(self.db):
+                for row in self.db.execute("SELECT path, " + ", ".join(COLUMNS) + " FROM cgroups"):
+                    self.base[row[0]] = {c: v for c, v in zip(COLUMNS, row[1:]) if v is not None}
+                stored = dict(self.db.execute("SELECT subsystem, generation FROM generations"))
+                for group, gen in generations.items():
+                    if gen is not None and stored.get(group) == gen:
+                        self._continue(group)
+                    else:
+                        self._start(group, gen)
+        except BaseException:
+            self.db.close()
+            raise
+        self.groups = dict(generations)
+
+    def _continue(self, group: str) -> None:
+        """The counters continue: they already hold the run values last written."""
+        cols = GROUPS[group]
+        for path, *vals in self.db.execute(f"SELECT path, {', '.join(cols)} FROM run"):
+            for c, v in zip(cols, vals):
+                if v is not None:
+                    base = self.base.setdefault(path, {})
+                    base[c] = base.get(c, 0) - v
+                    self.last.setdefault(path, {})[c] = v
+
+    def _start(self, group: str, gen: str | None) -> None:
+        """The counters start from zero: the run values stored are already in the totals, and void."""
+        self.db.execute("UPDATE run SET " + ", ".join(f"{c} = NULL" for c in GROUPS[group]))
+        self.db.execute("DELETE FROM run WHERE " + " AND ".join(f"{c} IS NULL" for c in COLUMNS))
+        if gen is None:
+            self.db.execute("DELETE FROM generations WHERE subsystem = ?", (group,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?)", (group, gen))
 
     def write(self, current: dict[str, dict[str, int]]) -> None:
-        """One transaction: every cgroup's base + this run's counters."""
+        """One transaction: every cgroup's base + this run's counters, and the counters as run values."""
         now = self._clock()
         with self._lock:
-            for path in [p for p in self.last if p not in current]:
-                # its series expired: what it counted becomes base, its row stays as written
-                base = self.base.setdefault(path, {})
-                for c, v in self.last.pop(path).items():
-                    base[c] = base.get(c, 0) + v
+            current = {p: cur for p, cur in current.items() if p.startswith("/")}  # not unknown:<id>
+            for path, prev in list(self.last.items()):
+                cur = current.get(path, {})
+                for c, v in prev.items():
+                    # its series expired (or, after an adoption, holds less than was written):
+                    # what the store has counted becomes base, the row stays as written
+                    if v > cur.get(c, 0):
+                        base = self.base.setdefault(path, {})
+                        base[c] = base.get(c, 0) + v - cur.get(c, 0)
+                if path not in current:
+                    del self.last[path]
+                    self._gone.add(path)
+            new = {_GROUP_OF[c] for cur in current.values() for c in cur} - set(self.groups)
             rows = []
             for path, cur in current.items():
-                if not path.startswith("/"):
-                    continue  # unknown:<id>, never resolved to a path
                 base = self.base.get(path, {})
                 vals = {c: base.get(c, 0) + cur.get(c, 0) for c in set(base) | set(cur)}
                 job = self.unit_of(path) if self.unit_of else None
                 rows.append((path, job, user_of(path), now, now,
                              *[vals.get(c) for c in COLUMNS]))
                 self.last[path] = dict(cur)
+            running = [c for g in [*self.groups, *sorted(new)] for c in GROUPS[g]]
+            run_paths = [*current, *(self._gone - current.keys())]
+            runs = [(p, *[self.last.get(p, {}).get(c) for c in running]) for p in run_paths]
             cols = ", ".join(COLUMNS)
             marks = ", ".join("?" * (5 + len(COLUMNS)))
             update = ", ".join(f"{c}=COALESCE(excluded.{c}, {c})" for c in COLUMNS)
-            with self.db:
+            with _transaction(self.db):
+                for group in sorted(new):  # columns of a subsystem not declared: taken as fresh
+                    self._start(group, None)
                 self.db.executemany(
                     f"INSERT INTO cgroups (path, job, user, first_seen, last_seen, {cols}) VALUES ({marks}) "
                     f"ON CONFLICT(path) DO UPDATE SET last_seen=excluded.last_seen, "
                     f"job=COALESCE(excluded.job, job), {update}", rows)
+                if running:
+                    self.db.executemany(
+                        f"INSERT INTO run (path, {', '.join(running)}) VALUES ({', '.join('?' * (1 + len(running)))}) "
+                        f"ON CONFLICT(path) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in running), runs)
+                self.db.executemany(
+                    "DELETE FROM run WHERE path = ? AND " + " AND ".join(f"{c} IS NULL" for c in COLUMNS),
+                    [(p,) for p in self._gone])
+            self._gone.clear()
+            self.groups.update(dict.fromkeys(new))
 
     def close(self) -> None:
         self.db.close()

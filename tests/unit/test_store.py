@@ -7,7 +7,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.metrics import Family
 from ceemsnet.report.local import query
 from ceemsnet.report.rows import format_rows
-from ceemsnet.store import Store, open_db, totals_from_families
+from ceemsnet.store import COLUMNS, SCHEMA_VERSION, Store, open_db, totals_from_families
 from ceemsnet.units import slurm_job
 
 
@@ -81,3 +81,186 @@ def test_formats(tmp_path):
     assert json.loads(format_rows(rows, "job", "json"))[0]["net_egress_bytes"] == 3 * 2**20 + 512
     assert format_rows(rows, "job", "csv").splitlines()[0].startswith("job,net_egress_bytes")
 
+
+
+# --- generations: counters that continue across runs (pinned maps adopted) or start fresh
+
+A, B = "/slurm/uid_7/job_5/step_0", "/slurm/uid_7/job_5/step_1"
+
+
+def totals(db):
+    return {r["cgroup"]: r for r in query(db, "cgroup", 0, 1e12)}
+
+
+def run(db, generations, *writes):
+    """One exporter run: a Store with these generations, the given writes, then stop (or a crash:
+    the counters went on after the last write, which is all a crash is to the store)."""
+    s = Store(db, slurm_job, Clock(), generations=generations)
+    for w in writes:
+        s.write(w)
+    s.close()
+
+
+def test_fresh_generations_restart_from_zero(tmp_path):
+    db = str(tmp_path / "a.db")
+    run(db, {"net": "boot1:10"}, {A: {"net_egress_bytes": 10}}, {A: {"net_egress_bytes": 15}})
+    run(db, {"net": "boot1:11"}, {A: {"net_egress_bytes": 4}})   # a new map: counters from 0
+    run(db, None, {A: {"net_egress_bytes": 1}})                  # old callers: every group fresh
+    run(db, {"net": "boot1:11"}, {A: {"net_egress_bytes": 2}})   # None kept no generation: fresh
+    assert totals(db)[A]["net_egress_bytes"] == 15 + 4 + 1 + 2
+
+
+def test_continuing_generation_across_a_clean_stop(tmp_path):
+    db = str(tmp_path / "a.db")
+    gen = {"net": "boot1:10"}
+    run(db, gen, {A: {"net_egress_bytes": 10}}, {A: {"net_egress_bytes": 15}})  # stop writes the final 15
+    run(db, gen, {A: {"net_egress_bytes": 15}})                                 # adopted: the same 15
+    assert totals(db)[A]["net_egress_bytes"] == 15
+    run(db, gen, {A: {"net_egress_bytes": 22, "net_egress_calls": 3}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["net_egress_calls"]) == (22, 3)
+
+
+def test_continuing_generation_across_a_crash(tmp_path):
+    db = str(tmp_path / "a.db")
+    gen = {"net": "boot1:10", "skb": "boot1:12"}
+    # last write at 10 / 100, then SIGKILL while the pinned programs went on counting to 17 / 170
+    run(db, gen, {A: {"net_egress_bytes": 10, "skb_egress_bytes": 100}})
+    assert totals(db)[A]["net_egress_bytes"] == 10          # the store lags the counters ...
+    run(db, gen, {A: {"net_egress_bytes": 17, "skb_egress_bytes": 170}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["skb_egress_bytes"]) == (17, 170)  # ... and catches up, exactly
+    run(db, gen)                                             # a run that crashed before any write
+    run(db, gen, {A: {"net_egress_bytes": 30, "skb_egress_bytes": 200}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["skb_egress_bytes"]) == (30, 200)
+
+
+def test_generation_change_of_one_group_is_exact_per_column(tmp_path):
+    db = str(tmp_path / "a.db")
+    run(db, {"net": "n1", "vfs": "v1"},
+        {A: {"net_egress_bytes": 10, "vfs_read_bytes": 100, "vfs_ops": 5}, B: {"vfs_read_bytes": 50}})
+    # net adopted, vfs reloaded (new map): net continues from 10, vfs counts from 0; B not seen this run
+    run(db, {"net": "n1", "vfs": "v2"}, {A: {"net_egress_bytes": 12, "vfs_read_bytes": 3, "vfs_ops": 1}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["vfs_read_bytes"], row["vfs_ops"], row["skb_egress_bytes"]) == \
+        (12, 103, 6, None)
+    # vfs not running this time: its generation and run values stay for a later run
+    run(db, {"net": "n1"}, {A: {"net_egress_bytes": 14}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["vfs_read_bytes"], row["vfs_ops"]) == (14, 103, 6)
+    # vfs v2 adopted again: continues from 3 / 1; B's counters of v1 are not in v2 (B counts from 0)
+    run(db, {"net": "n1", "vfs": "v2"},
+        {A: {"net_egress_bytes": 14, "vfs_read_bytes": 5, "vfs_ops": 1}, B: {"vfs_read_bytes": 2}})
+    t = totals(db)
+    assert (t[A]["net_egress_bytes"], t[A]["vfs_read_bytes"], t[A]["vfs_ops"]) == (14, 105, 6)
+    assert t[B]["vfs_read_bytes"] == 52
+
+
+def test_undeclared_group_counts_from_zero_and_drops_its_generation(tmp_path):
+    db = str(tmp_path / "a.db")
+    run(db, {"vfs": "v1"}, {A: {"vfs_ops": 100}})
+    run(db, {"net": "n1"}, {A: {"net_egress_bytes": 1, "vfs_ops": 5}})  # vfs counted, but no generation given
+    run(db, {"vfs": "v1"}, {A: {"vfs_ops": 7}})                         # so v1's run values are void: fresh
+    assert totals(db)[A]["vfs_ops"] == 112
+    with pytest.raises(ValueError, match="unknown subsystems"):
+        Store(db, generations={"tcp": "x"})
+
+
+def test_series_expiring_mid_run_under_a_continuing_generation(tmp_path):
+    db = str(tmp_path / "a.db")
+    gen = {"net": "n1"}
+    run(db, gen, {A: {"net_egress_bytes": 10}, B: {"net_egress_bytes": 20}})
+    # adopted: step_0 counts on to 15, then its cgroup goes (map entry deleted, series expires)
+    run(db, gen, {A: {"net_egress_bytes": 15}, B: {"net_egress_bytes": 20}},
+        {B: {"net_egress_bytes": 25}}, {B: {"net_egress_bytes": 30}, "unknown:99": {"net_egress_bytes": 1}})
+    t = totals(db)
+    assert (t[A]["net_egress_bytes"], t[B]["net_egress_bytes"]) == (15, 30)
+    # adopted again: the counters hold nothing of step_0 any more; a new cgroup of that path counts from 0
+    run(db, gen, {A: {"net_egress_bytes": 3}, B: {"net_egress_bytes": 31}})
+    t = totals(db)
+    assert (t[A]["net_egress_bytes"], t[B]["net_egress_bytes"]) == (18, 31)
+    assert "unknown:99" not in t
+    # series gone while the exporter was down: the first write folds what was written, nothing lost
+    run(db, gen, {B: {"net_egress_bytes": 31}})
+    run(db, gen, {A: {"net_egress_bytes": 1}, B: {"net_egress_bytes": 32}})
+    t = totals(db)
+    assert (t[A]["net_egress_bytes"], t[B]["net_egress_bytes"]) == (19, 32)
+    c = sqlite3.connect(db)
+    assert c.execute("SELECT path FROM run ORDER BY path").fetchall() == [(A,), (B,)]
+    c.close()
+
+
+def test_adopted_counter_below_what_was_written_never_goes_backwards(tmp_path):
+    # e.g. counts of a removed cgroup that lived only in the previous process (retired totals)
+    db = str(tmp_path / "a.db")
+    run(db, {"net": "n1"}, {A: {"net_egress_bytes": 100}})
+    run(db, {"net": "n1"}, {A: {"net_egress_bytes": 60}})
+    assert totals(db)[A]["net_egress_bytes"] == 100
+    run(db, {"net": "n1"}, {A: {"net_egress_bytes": 70}})
+    assert totals(db)[A]["net_egress_bytes"] == 110
+
+
+def make_v1(path):
+    """A store as schema 1 wrote it."""
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA journal_mode=WAL")
+    cols = ", ".join(f"{col} INTEGER" for col in COLUMNS)
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    c.execute("CREATE TABLE cgroups (path TEXT PRIMARY KEY, job TEXT, user TEXT, first_seen REAL NOT NULL, "
+              f"last_seen REAL NOT NULL, {cols})")
+    c.execute("CREATE INDEX cgroups_job ON cgroups (job)")
+    c.execute("INSERT INTO meta VALUES ('app', 'ceemsnet-accounting')")
+    c.execute("INSERT INTO cgroups (path, job, user, first_seen, last_seen, net_egress_bytes, vfs_ops) "
+              f"VALUES ('{A}', '5', '7', 900, 950, 40, 2)")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+
+
+def version(path):
+    c = sqlite3.connect(path)
+    try:
+        return c.execute("PRAGMA user_version").fetchone()[0], \
+            {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        c.close()
+
+
+def test_v1_store_is_read_as_is_and_migrated_by_the_exporter(tmp_path):
+    db = str(tmp_path / "a.db")
+    make_v1(db)
+    (job,) = query(db, "job", 0, 1e12)              # report reads v1 and changes nothing
+    assert (job["job"], job["net_egress_bytes"], job["vfs_ops"]) == ("5", 40, 2)
+    assert version(db) == (1, {"meta", "cgroups"})
+    run(db, {"net": "n1", "vfs": "v1"}, {A: {"net_egress_bytes": 5}})  # the exporter migrates: fresh counters
+    assert version(db) == (2, {"meta", "cgroups", "generations", "run"})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["vfs_ops"]) == (45, 2)
+    run(db, {"net": "n1", "vfs": "v1"}, {A: {"net_egress_bytes": 6}})  # and then continues
+    assert totals(db)[A]["net_egress_bytes"] == 46
+
+
+def test_migration_is_one_transaction(tmp_path):
+    db = str(tmp_path / "a.db")
+    make_v1(db)
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE run (x)")  # the migration's second statement will fail
+    c.commit()
+    c.close()
+    with pytest.raises(CeemsnetError, match="already exists"):
+        Store(db)
+    assert version(db) == (1, {"meta", "cgroups", "run"})  # no generations table, still version 1
+    assert query(db, "job", 0, 1e12)[0]["net_egress_bytes"] == 40
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = str(tmp_path / "a.db")
+    Store(db).close()
+    c = sqlite3.connect(db)
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    c.commit()
+    c.close()
+    for opener in (lambda: open_db(db, create=False), lambda: Store(db)):
+        with pytest.raises(CeemsnetError, match="newer than this ceemsnet"):
+            opener()
