@@ -42,7 +42,8 @@ def run_once(maxactive, n, size=1000):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exp = subprocess.Popen([sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{port}",
-                            "--hook=kretprobe", f"--kretprobe.maxactive={maxactive}", "--log.level=error"],
+                            "--hook=kretprobe", f"--kretprobe.maxactive={maxactive}", "--log.level=error",
+                            "--bpf.pin-path=none", "--storage.path=none"],
                            cwd=ROOT)
     cg = os.path.join(find_cgroup2_root(), f"ceemsnet-bench-{uuid.uuid4().hex[:8]}")
     os.mkdir(cg)

@@ -12,6 +12,7 @@ import sys
 
 from . import CeemsnetError, __version__
 from . import collectors
+from .pins import DEFAULT_PIN_PATH
 from .store import DEFAULT_STORE
 from .timeparse import duration_arg, duration_or_zero_arg
 
@@ -50,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the Prometheus exporter",
                        description="Load the BPF objects this kernel accepts, attach them and serve "
-                                   "per-cgroup counters on /metrics until SIGTERM or SIGINT "
-                                   "(which detach everything cleanly). Needs root.")
+                                   "per-cgroup counters on /metrics until SIGTERM or SIGINT. With pins (the "
+                                   "default) the programs go on counting after it stops, and the next run "
+                                   "continues from them; `ceemsnet detach` stops them. With "
+                                   "--bpf.pin-path=none, stopping detaches everything. Needs root.")
     s.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where to serve /metrics (default {DEFAULT_LISTEN}: every address, port 9977; "
                         "IPv6 as [::1]:9977)")
@@ -80,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage.interval", dest="storage_interval", type=duration_arg, default=30.0,
                    metavar="DURATION", help="how often totals are written (default 30s); also written on "
                                             "SIGTERM. A crash loses at most one interval")
+    s.add_argument("--bpf.pin-path", dest="pin_path", default=DEFAULT_PIN_PATH, metavar="DIR|none",
+                   help=f"keep the BPF maps and links in this bpffs directory (default {DEFAULT_PIN_PATH}; "
+                        "bpffs is mounted on /sys/fs/bpf if it is not), so counting goes on while the exporter "
+                        "is stopped, restarted or upgraded, and a new run continues the counters. SIGTERM then "
+                        "leaves the programs counting; `ceemsnet detach` removes them. 'none': the programs "
+                        "stop with the exporter")
     s.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
                    help="kretprobe family: how many calls of one function may be in flight before returns "
                         "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
@@ -123,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="table", choices=("table", "csv", "json"), help="output (default table)")
     r.add_argument("--log.level", dest="log_level", default="warning",
                    choices=("debug", "info", "warning", "error"), help=argparse.SUPPRESS)
+
+    d = sub.add_parser("detach", help="stop counting: remove every pinned BPF map and link (for uninstall)",
+                       description="Remove what `serve` pinned under --bpf.pin-path: its programs stop counting "
+                                   "and its maps are freed once no exporter holds them. Succeeds when there is "
+                                   "nothing to remove. Stop the exporter first (else it keeps its programs until "
+                                   "it exits). Needs root.")
+    d.add_argument("--bpf.pin-path", dest="pin_path", default=DEFAULT_PIN_PATH, metavar="DIR",
+                   help=f"the pin directory (default {DEFAULT_PIN_PATH})")
+    d.add_argument("--log.level", dest="log_level", default="warning", choices=LOG_LEVELS, help=argparse.SUPPRESS)
 
     c = sub.add_parser("compare", help="socket-level vs cgroup_skb bytes per cgroup, with reasons",
                        description="Read a running exporter's /metrics (serve --collectors=net,skb) and show, "
@@ -173,6 +191,7 @@ def build_context(args):
     from .cgroups import CgroupResolver, host_hierarchy
     from .collectors.base import Context
     from .kernel import KernelBTF
+    from .pins import PinDir
     from .units import PARSERS, resolve_kind
     release, kver, arch = _running_kernel()
     hier = host_hierarchy(args.hierarchy)
@@ -182,7 +201,8 @@ def build_context(args):
         log.info("workload units: %s", unit_kind)
     # before 5.5 bpf_get_current_cgroup_id() carries a generation in its upper half
     resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
-    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind))
+    pins = None if args.pin_path == "none" else PinDir(args.pin_path)
+    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind), pins)
 
 
 def cmd_serve(args) -> int:
@@ -289,6 +309,15 @@ def cmd_report(args) -> int:
     return run(args)
 
 
+def cmd_detach(args) -> int:
+    from .pins import remove_all
+    _require_root("ceemsnet detach")
+    n = remove_all(args.pin_path)
+    print(f"ceemsnet detach: {'removed ' + str(n) + ' pinned object(s)' if n else 'nothing pinned'} "
+          f"under {args.pin_path}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import compare_rows, fetch_metrics, format_compare
     rows = compare_rows(fetch_metrics(args.url))
@@ -305,8 +334,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": cmd_serve, "probe": cmd_probe, "compare": cmd_compare,
-                "report": cmd_report}[args.command](args)
+        return {"serve": cmd_serve, "probe": cmd_probe, "compare": cmd_compare, "report": cmd_report,
+                "detach": cmd_detach}[args.command](args)
     except CeemsnetError as e:
         print(f"ceemsnet: error: {e}", file=sys.stderr)
         return 1

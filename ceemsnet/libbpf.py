@@ -49,6 +49,12 @@ class btf_var_secinfo(ctypes.Structure):  # after a DATASEC
     _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
 
 
+class bpf_map_info(ctypes.Structure):  # include/uapi/linux/bpf.h, the fields read here
+    _fields_ = [("type", c_uint32), ("id", c_uint32), ("key_size", c_uint32), ("value_size", c_uint32),
+                ("max_entries", c_uint32), ("map_flags", c_uint32), ("name", ctypes.c_char * 16),
+                ("rest", ctypes.c_uint64 * 8)]  # later fields: zeroed room the kernel may fill
+
+
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
 _PROTOS = {
@@ -74,6 +80,14 @@ _PROTOS = {
     "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
     "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
     "bpf_link__destroy": (c_int, [c_void_p]),
+    "bpf_link__open": (c_void_p, [c_char_p]),
+    "bpf_link__fd": (c_int, [c_void_p]),
+    "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
+    "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
+    "bpf_map__map_flags": (c_uint32, [c_void_p]),
+    "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint32)]),
     "bpf_map__fd": (c_int, [c_void_p]),
     "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
     "bpf_map__max_entries": (c_uint32, [c_void_p]),

@@ -4,12 +4,21 @@ A Link is what keeps a program attached: a libbpf `struct bpf_link *` (fexit,
 tp_btf, perf-event kprobes, cgroup_skb links) or a tracefs kretprobe event
 made through bcc (kretprobes with a chosen maxactive, ceemsnet/kprobes.py).
 Whoever holds the link detaches it with close(); nothing else needs to know
-which kind it is (modelled on cilium/ebpf's link.Link).
+which kind it is (modelled on cilium/ebpf's link.Link). A pinned link stays
+attached after close(): the pin holds it until unpin() (ceemsnet/pins.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
+
 from . import libbpf
+
+
+class PinUnsupported(OSError):
+    """This link cannot be pinned on this kernel (or of this kind)."""
 
 
 class Link:
@@ -17,10 +26,24 @@ class Link:
 
     program: str = ""     # the BPF program's name
     target: str = ""      # what it is attached to: a kernel function, tracepoint or cgroup path
+    name: str = ""        # unique in its collection: the pin's name (the program, plus the cgroup id)
     tracefs_event: str | None = None  # kretprobe events: their name in tracefs kprobe_profile
+    pin_path: str | None = None
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def pin(self, path: str) -> None:
+        raise PinUnsupported(errno.EOPNOTSUPP, f"{type(self).__name__} links cannot be pinned")
+
+    def unpin(self) -> None:
+        """Remove the pin: the link is detached when its last holder closes it."""
+        if self.pin_path:
+            try:
+                os.unlink(self.pin_path)
+            except FileNotFoundError:
+                pass
+            self.pin_path = None
 
     @property
     def closed(self) -> bool:
@@ -33,10 +56,27 @@ class Link:
 class LibbpfLink(Link):
     """A libbpf `struct bpf_link *`: bpf_link__destroy() detaches it."""
 
-    def __init__(self, ptr: int, program: str, target: str):
+    def __init__(self, ptr: int, program: str, target: str, name: str = "", pin_path: str | None = None):
         self._ptr = ptr
         self.program = program
         self.target = target
+        self.name = name or program
+        self.pin_path = pin_path
+
+    @classmethod
+    def open_pinned(cls, path: str, program: str, target: str, name: str) -> "LibbpfLink":
+        ptr = libbpf.lib().bpf_link__open(path.encode())
+        if not ptr:
+            err = ctypes.get_errno() or errno.ENOENT
+            raise OSError(err, f"cannot open pinned link {path}: {os.strerror(err)}")
+        return cls(ptr, program, target, name, path)
+
+    def pin(self, path: str) -> None:
+        rc = libbpf.lib().bpf_link__pin(self._ptr, path.encode())
+        if rc < 0:
+            # not a BPF link (a perf event or tracefs probe on an older kernel): nothing to pin
+            raise PinUnsupported(-rc, f"pinning the {self.program} link: {os.strerror(-rc)}")
+        self.pin_path = path
 
     @property
     def closed(self) -> bool:

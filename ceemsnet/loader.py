@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from . import CeemsnetError, libbpf
 from .choice import FamilyPlan, family_order, plan_family
-from .links import LibbpfLink, Link, close_all
+from .links import LibbpfLink, Link, PinUnsupported, close_all
 from .objects import BpfObject
 
 log = logging.getLogger("ceemsnet.loader")
@@ -36,13 +36,24 @@ log = logging.getLogger("ceemsnet.loader")
 PRIVILEGE_HINT = "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
 
 
+def map_info(fd: int):
+    info = libbpf.bpf_map_info()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    libbpf.check_rc(libbpf.lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+                    "bpf_obj_get_info_by_fd")
+    return info
+
+
 class BpfMap:
     """A loaded map: fd plus the geometry needed to read it."""
 
     def __init__(self, name: str, fd: int, key_size: int, value_size: int, max_entries: int,
-                 map_type: int):
+                 map_type: int, map_flags: int = 0, owned: bool = False):
         self.name = name
         self.fd = fd
+        self.owned = owned  # our own fd (opened from a pin): close() closes it
+        self.map_type = map_type
+        self.map_flags = map_flags
         self.key_size = key_size
         self.value_size = value_size
         self.max_entries = max_entries
@@ -58,7 +69,24 @@ class BpfMap:
         storage maps report max_entries 0: read them key by key)."""
         lb = libbpf.lib()
         return cls(name, lb.bpf_map__fd(map_ptr), lb.bpf_map__key_size(map_ptr), lb.bpf_map__value_size(map_ptr),
-                   max(1, lb.bpf_map__max_entries(map_ptr)), lb.bpf_map__type(map_ptr))
+                   max(1, lb.bpf_map__max_entries(map_ptr)), lb.bpf_map__type(map_ptr), lb.bpf_map__map_flags(map_ptr))
+
+    @classmethod
+    def from_fd(cls, name: str, fd: int) -> "BpfMap":
+        """A map we hold an fd of (opened from a pin); geometry from the kernel. Takes the fd over."""
+        info = map_info(fd)
+        return cls(name, fd, info.key_size, info.value_size, max(1, info.max_entries), info.type, info.map_flags,
+                   owned=True)
+
+    @property
+    def id(self) -> int:
+        """The kernel's id of this map: unique until reboot, so it names this map's lifetime."""
+        return map_info(self.fd).id
+
+    def close(self) -> None:
+        if self.owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def read_all(self, chunk: int = 4096) -> tuple[bytes, bytes, int]:
         """Every (key, value) as two packed buffers and a count.
@@ -138,10 +166,11 @@ class BpfMap:
 @dataclass
 class ObjectSpec:
     """What to load from one committed object."""
-    obj: BpfObject
+    obj: BpfObject | None                      # None only for pins of an object no longer catalogued
     programs: tuple[str, ...] | None = None    # to autoload; None: every program of the object
     map_entries: dict[str, int] = field(default_factory=dict)  # {map: max_entries}; absent maps ignored
     settings: dict[str, int] = field(default_factory=dict)     # {const volatile global: value}
+    reuse: dict[str, "BpfMap"] = field(default_factory=dict)   # {map: an existing map to use if it fits}
 
 
 class Collection:
@@ -149,13 +178,62 @@ class Collection:
 
     def __init__(self, spec: ObjectSpec, handle: int):
         self.spec = spec
-        self._obj = handle
+        self._obj = handle            # 0 for a collection adopted from pins (nothing loaded here)
         self.maps: dict[str, BpfMap] = {}
         self.links: list[Link] = []
+        self.reused: set[str] = set()  # maps taken over from spec.reuse
+        self.pin_dir: str | None = None
+
+    @classmethod
+    def adopt(cls, spec: ObjectSpec, obj_dir: str, targets=None) -> "Collection":
+        """The maps and links a previous run pinned in obj_dir: they never stopped counting.
+        targets(link name) -> what the link is attached to, for hooks() and the log."""
+        from .pins import entries, open_pinned
+        coll = cls(spec, 0)
+        coll.pin_dir = obj_dir
+        try:
+            for name, path in entries(obj_dir, "map").items():
+                coll.maps[name] = BpfMap.from_fd(name, open_pinned(path))
+            for name, path in entries(obj_dir, "link").items():
+                program = name.partition("__")[0]
+                target = targets(name) if targets else program.partition("_")[2]
+                coll.links.append(LibbpfLink.open_pinned(path, program, target, name))
+        except BaseException:
+            coll.close()
+            raise
+        return coll
+
+    def pin(self, obj_dir: str) -> None:
+        """Pin every map and link in obj_dir (made here), and links attached later too.
+        PinUnsupported (nothing left pinned) if a link cannot be pinned."""
+        os.mkdir(obj_dir, 0o700)
+        try:
+            for name, m in self.maps.items():
+                libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, os.path.join(obj_dir, f"map__{name}").encode()),
+                                f"pinning map {name}")
+            for ln in self.links:
+                ln.pin(os.path.join(obj_dir, f"link__{ln.name}"))
+        except BaseException:
+            self.unpin(obj_dir)
+            raise
+        self.pin_dir = obj_dir
+
+    def unpin(self, obj_dir: str | None = None) -> None:
+        """Remove this collection's pins: closing it then detaches everything."""
+        from .pins import remove_object_dir
+        for ln in self.links:
+            ln.pin_path = None
+        d = obj_dir or self.pin_dir
+        if d and os.path.isdir(d):
+            remove_object_dir(d)
+        self.pin_dir = None
 
     @property
     def file(self) -> str:
-        return self.spec.obj.file
+        if self.spec.obj is not None:
+            return self.spec.obj.file
+        from .pins import parse_object_dir
+        return parse_object_dir(self.pin_dir)[0] + ".bpf.o" if self.pin_dir else ""
 
     def _program(self, name: str):
         p = libbpf.lib().bpf_object__find_program_by_name(self._obj, name.encode())
@@ -184,6 +262,7 @@ class Collection:
         prog = self._program(name)
         fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
+            cid = os.fstat(fd).st_ino
             ptr = libbpf.lib().bpf_program__attach_cgroup(prog, fd)
             if not ptr:
                 err = ctypes.get_errno() or errno.EINVAL
@@ -192,22 +271,34 @@ class Collection:
                 raise OSError(err, f"attach {name} to {target}: {os.strerror(err)}{hint}")
         finally:
             os.close(fd)
-        return self._keep(LibbpfLink(ptr, name, target))
+        return self._keep(LibbpfLink(ptr, name, target, f"{name}__{cid}"))
 
     def _keep(self, link: Link) -> Link:
         self.links.append(link)
+        if self.pin_dir:  # attached after pinning (skb per-cgroup mode): pinned like the rest
+            try:
+                link.pin(os.path.join(self.pin_dir, f"link__{link.name}"))
+            except BaseException:
+                self.detach([link])
+                raise
         return link
 
     def detach(self, links) -> None:
-        """Close these links and forget them."""
+        """Unpin, close and forget these links: they are detached."""
         drop = {id(ln) for ln in links}
-        close_all(ln for ln in self.links if id(ln) in drop)
+        gone = [ln for ln in self.links if id(ln) in drop]
+        for ln in gone:
+            ln.unpin()
+        close_all(gone)
         self.links = [ln for ln in self.links if id(ln) not in drop]
 
     def close(self) -> None:
-        """Detach every link, then free the object (maps go with their last fd)."""
+        """Close every link and the object. Unpinned links are detached; pinned
+        links and maps stay in the kernel, counting, until unpinned."""
         close_all(self.links)
         self.links = []
+        for m in self.maps.values():
+            m.close()
         if self._obj:
             libbpf.lib().bpf_object__close(self._obj)
             self._obj = 0
@@ -217,6 +308,13 @@ class Collection:
             self.close()
         except Exception:
             pass
+
+
+def map_fits(old: BpfMap, map_type: int, key_size: int, value_size: int, max_entries: int, flags: int) -> bool:
+    """Can an existing map stand in for one an object defines? (What the kernel
+    would check at load: same type, key and value sizes, capacity and flags.)"""
+    return (old.map_type, old.key_size, old.value_size, old.max_entries, old.map_flags) == \
+        (map_type, key_size, value_size, max(1, max_entries), flags)
 
 
 class LoadRefused(Exception):
@@ -259,6 +357,12 @@ def load(spec: ObjectSpec) -> Collection:
                 m = lb.bpf_object__find_map_by_name(handle, mname.encode())
                 if m:
                     libbpf.check_rc(lb.bpf_map__set_max_entries(m, n), f"resize map {mname}")
+            for mname, old in spec.reuse.items():
+                m = lb.bpf_object__find_map_by_name(handle, mname.encode())
+                if m and map_fits(old, lb.bpf_map__type(m), lb.bpf_map__key_size(m), lb.bpf_map__value_size(m),
+                                  lb.bpf_map__max_entries(m), lb.bpf_map__map_flags(m)):
+                    libbpf.check_rc(lb.bpf_map__reuse_fd(m, old.fd), f"reuse map {mname}")  # dups the fd
+                    coll.reused.add(mname)
             if spec.settings:
                 _apply_settings(lb, handle, path, spec.obj.file, spec.settings)
             rc = lb.bpf_object__load(handle)
@@ -312,20 +416,26 @@ class LoadedObject:
 
 
 def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
-                settings: dict[str, int] | None = None, maxactive: int | None = None) -> LoadedObject:
+                settings: dict[str, int] | None = None, maxactive: int | None = None,
+                reuse: dict[str, BpfMap] | None = None, before_attach=None) -> LoadedObject:
     """Load plan.obj with the planned programs and attach them.
 
     Programs whose attach fails are detached from the plan (their hooks turn
     "skipped" with the reason); only when nothing attaches is the family
     refused. maxactive: kretprobe programs are attached through bcc with
     this many instances per function (see ceemsnet/kprobes.py), else with
-    libbpf's default.
+    libbpf's default. reuse: existing maps the object takes over where they
+    fit; before_attach(loaded): called once the object is loaded, before any
+    program is attached (an upgrade detaches the old programs there).
     """
     if plan.obj is None:
         raise LoadRefused(plan.refused or "nothing planned")
-    coll = load(ObjectSpec(plan.obj, tuple(plan.programs()), dict(map_entries or {}), dict(settings or {})))
+    coll = load(ObjectSpec(plan.obj, tuple(plan.programs()), dict(map_entries or {}), dict(settings or {}),
+                           dict(reuse or {})))
     loaded = LoadedObject(plan, coll)
     try:
+        if before_attach is not None:
+            before_attach(loaded)
         bcc = None
         if maxactive and plan.family == "kretprobe":
             from .kprobes import libbcc, tracefs
@@ -407,7 +517,8 @@ class Selection:
 
 def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
                     map_entries: dict[str, int] | None = None, keep: bool = True,
-                    maxactive: int | None = None, settings: dict[str, int] | None = None) -> Selection:
+                    maxactive: int | None = None, settings: dict[str, int] | None = None,
+                    reuse: dict[str, BpfMap] | None = None, before_attach=None) -> Selection:
     """Plan each family best first and keep the first the kernel accepts.
 
     forced: a family name; then only that one is tried and its refusal is
@@ -422,7 +533,8 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             sel.refusals[family] = plan.refused
             continue
         try:
-            loaded = load_object(plan, map_entries, settings=settings, maxactive=maxactive)
+            loaded = load_object(plan, map_entries, settings=settings, maxactive=maxactive, reuse=reuse,
+                                 before_attach=before_attach)
         except LoadRefused as e:
             sel.refusals[family] = str(e)
             plan.refused = str(e)

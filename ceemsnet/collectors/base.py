@@ -13,6 +13,7 @@ the log), collect() (metric families, each scrape) and close() (detach).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -56,6 +57,7 @@ class Context:
     resolver: CgroupResolver      # cgroup id -> path in that hierarchy
     unit_kind: str = "none"       # --unit resolved: none, slurm, systemd, k8s
     unit_of: object = None        # path -> unit (SLURM job, ...) or None
+    pins: object = None           # ceemsnet.pins.PinDir, or None with --bpf.pin-path=none
     _cgroup2: tuple | None = field(default=None, repr=False)
 
     def lifecycle(self, root: str | None = None) -> Lifecycle:
@@ -73,38 +75,110 @@ class Context:
         return self._cgroup2
 
 
-def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
-    """Load and attach the best hook family for a kernel-function subsystem;
-    log what was hooked and what was not, and why. -> LoadedObject."""
-    from ..loader import select_and_load
-    args = ctx.args
-    sel = select_and_load(name, ctx.kver, ctx.arch, ctx.btf, forced=args.hook, map_entries=map_entries,
-                          maxactive=args.maxactive or None,
-                          settings={"cgrp_v1_subsys": ctx.hierarchy.subsys_index})
-    if sel.loaded is None:
-        why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
-        raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")
-    for fam, why in sel.refusals.items():
-        log.info("%s: %s not used: %s", name, fam, why)
-    for note in sel.plan.notes:
+def _log_plan(name: str, plan) -> None:
+    for note in plan.notes:
         log.info("%s: %s", name, note)
-    for h in sel.plan.hooks:
+    for h in plan.hooks:
         if h.status == "ok":
             log.info("%s: %s -> %s (%s)", name, h.function, h.hook, h.object)
         else:
             # absent functions are expected; a mismatch or failed attach is not
             absent = "not in this kernel" in h.reason or "does not exist" in h.reason
             log.log(logging.INFO if absent else logging.WARNING, "%s: %s not hooked: %s", name, h.function, h.reason)
-    return sel.loaded
+
+
+def _wanted(ctx: Context, name: str, pinned, settings: dict[str, int], map_entries: dict[str, int]):
+    """(Wanted, plan) for the pinned object's catalogue entry on this kernel, or None
+    when this run would not load that object at all."""
+    from ..choice import plan_object
+    from ..continuity import Wanted
+    from ..loader import map_info
+    from ..objects import CATALOGUE
+    from ..pins import identity, open_pinned
+    if len(pinned) != 1:
+        return None
+    p = pinned[0]
+    obj = next((o for o in CATALOGUE if o.subsystem == name and o.file == f"{p.stem}.bpf.o"
+                and ctx.arch in o.arches), None)
+    if obj is None or ctx.args.hook not in ("auto", obj.family):
+        return None
+    if obj.family == "kretprobe" and ctx.args.maxactive:
+        return None  # pinned kretprobes were attached without a maxactive (see pins_supported)
+    plan = plan_object(obj, ctx.kver, ctx.btf)
+    if not plan.usable:
+        return None
+    fits = True
+    for mname, n in map_entries.items():
+        if mname in p.maps:
+            fd = open_pinned(os.path.join(p.path, f"map__{mname}"))
+            try:
+                fits = fits and map_info(fd).max_entries == n
+            finally:
+                os.close(fd)
+    return Wanted(p.stem, identity(obj.path, settings), frozenset(plan.programs()), fits), plan
+
+
+def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
+    """Load and attach (or adopt from pins) the best hook family for a kernel-function
+    subsystem; log what was hooked and what was not, and why.
+    -> (LoadedObject, generation of its counters)."""
+    from ..continuity import Pinned, Upgrade, decide, generation_of
+    from ..links import PinUnsupported
+    from ..loader import Collection, LoadedObject, ObjectSpec, select_and_load
+    from ..pins import identity
+    args = ctx.args
+    settings = {"cgrp_v1_subsys": ctx.hierarchy.subsys_index}
+    pinned = [Pinned.read(p) for p in ctx.pins.pinned(name)] if ctx.pins else []
+    wanted = _wanted(ctx, name, pinned, settings, map_entries)
+    how = decide(pinned, wanted[0] if wanted else None)
+    if how == "adopt":
+        plan = wanted[1]
+        coll = Collection.adopt(ObjectSpec(plan.obj, tuple(plan.programs()), dict(map_entries), settings),
+                                pinned[0].path)
+        log.info("%s: adopted the pinned %s: its programs never stopped counting", name, plan.obj.file)
+        _log_plan(name, plan)
+        return LoadedObject(plan, coll), pinned[0].generation
+    up = Upgrade([Collection.adopt(ObjectSpec(None), p.path) for p in pinned])
+    try:
+        sel = select_and_load(name, ctx.kver, ctx.arch, ctx.btf, forced=args.hook, map_entries=map_entries,
+                              maxactive=args.maxactive or None, settings=settings,
+                              reuse=dict(up.old[-1].maps) if up.old else None, before_attach=up.before_attach)
+        if sel.loaded is None:
+            why = "; ".join(f"{f}: {r}" for f, r in sel.refusals.items())
+            raise CeemsnetError(f"no hook family works for {name} on this kernel ({why})")
+    except BaseException:
+        up.abandon()
+        raise
+    olds = ", ".join(c.file for c in up.old)
+    up.finish()
+    for fam, why in sel.refusals.items():
+        log.info("%s: %s not used: %s", name, fam, why)
+    loaded = sel.loaded
+    if up.how:
+        log.info("%s: replaced the pinned %s by %s (%s: %s)", name, olds, loaded.file, up.how,
+                 "the counts stayed in the same maps" if up.how == "swap" else "the counts were copied over")
+    gen = generation_of(pinned, loaded.maps[f"{name}_stats"].id)
+    if ctx.pins:
+        d = ctx.pins.object_dir(name, loaded.file.removesuffix(".bpf.o"), identity(loaded.plan.obj.path, settings),
+                                gen)
+        try:
+            loaded.collection.pin(d)
+            log.info("%s: maps and links pinned in %s: counting goes on when the exporter stops", name, d)
+        except PinUnsupported as e:
+            log.warning("%s: %s: no continuity for the %s family here; the programs stop with the exporter",
+                        name, e, loaded.plan.family)
+    _log_plan(name, loaded.plan)
+    return loaded, gen
 
 
 class KernelHooks:
     """A kernel-function subsystem: one loaded object and its counters map."""
 
-    def __init__(self, name: str, loaded, counters):
+    def __init__(self, name: str, loaded, counters, generation: str = ""):
         self.name = name
         self.loaded = loaded
         self.counters = counters
+        self.generation = generation  # names the lifetime of the counters (the store uses it)
 
     def hooks(self) -> list[HookChoice]:
         return [h for h in self.loaded.plan.hooks if h.status == "ok"]
@@ -127,7 +201,8 @@ class KernelHooks:
 def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pack, families) -> KernelHooks:
     """Open a kernel-function subsystem whose programs count into `<name>_stats`
     (keys decoded by `decode`, packed by `pack`) with drops in `<name>_drops`."""
-    loaded = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries})
+    from ..pins import boot_id
+    loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries})
     try:
         source = HashSource(loaded.maps[f"{name}_stats"], decode, pack)
         counters = CounterMap(source, families, ctx.resolver, ctx.lifecycle(), loaded.maps.get(f"{name}_drops"),
@@ -135,4 +210,4 @@ def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pac
     except BaseException:
         loaded.close()
         raise
-    return KernelHooks(name, loaded, counters)
+    return KernelHooks(name, loaded, counters, f"{boot_id()}:{gen}")

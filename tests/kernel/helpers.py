@@ -84,8 +84,10 @@ class Exporter:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
              f"--collectors={collectors}", f"--hook={HOOK}",
-             # tests choose their unit resolver: auto would follow whatever cgroup tree the host has
-             "--unit=none", "--storage.path=none", *extra],
+             # tests choose their unit resolver: auto would follow whatever cgroup tree the host has;
+             # no pins unless a test asks (its own directory, removed after): a test's programs must not
+             # outlive it, nor a later test adopt them
+             "--unit=none", "--storage.path=none", "--bpf.pin-path=none", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -116,6 +118,12 @@ class Exporter:
         stop_by_pid(self.proc)
         _, err = self.proc.communicate()
         return self.proc.returncode, err
+
+    def kill(self):
+        """SIGKILL by PID, as a crash or the OOM killer would; returns stderr."""
+        self.proc.kill()
+        _, err = self.proc.communicate()
+        return err
 
 
 def traffic_argv(plan):

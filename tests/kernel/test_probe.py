@@ -71,6 +71,7 @@ def test_forced_family_the_kernel_refuses_is_an_error(auto_report):
     if not refused:
         pytest.skip("the kernel accepted the first hook family tried: no refusal to test")
     fam = refused[0]
-    rc, out, err = cli("serve", "--web.listen-address=127.0.0.1:1", f"--hook={fam}", timeout=60)
+    rc, out, err = cli("serve", "--web.listen-address=127.0.0.1:1", f"--hook={fam}", "--bpf.pin-path=none",
+                       timeout=60)
     assert rc == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"ceemsnet: error: --hook={fam} cannot be used")

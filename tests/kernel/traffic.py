@@ -5,6 +5,10 @@ moves this process into its cgroup first), runs the plan, and prints its own
 tally of every send/receive syscall as JSON: {"proto/family/dir": [bytes,
 calls, errors]}. The tally counts each call it makes itself, so the test
 can compare the exporter's numbers with what really happened.
+
+python traffic.py --steps: runs one plan per line read on stdin, printing
+the tally so far after each, until stdin closes (a workload that goes on
+while the test restarts the exporter).
 """
 
 import json
@@ -96,11 +100,20 @@ def op_udp(op):
             note(f"{key}/ingress", len(data))
 
 
-def main():
-    plan = json.loads(sys.argv[1])
-    sys.stdin.readline()
+def run(plan):
     for op in plan:
         {"tcp": op_tcp, "udp": op_udp}[op["op"]](op)
+
+
+def main():
+    if sys.argv[1] == "--steps":
+        for line in sys.stdin:
+            run(json.loads(line))
+            print(json.dumps(tally), flush=True)
+        return
+    plan = json.loads(sys.argv[1])
+    sys.stdin.readline()
+    run(plan)
     print(json.dumps(tally))
 
 

@@ -1,0 +1,149 @@
+"""Counting across exporter restarts and upgrades: adopt, swap or migrate.
+
+A starting `serve` with pins on finds what the previous run left in the pin
+directory (ceemsnet/pins.py) and, per subsystem, does one of:
+
+  fresh    nothing pinned: load, attach, pin.
+  adopt    the pinned object is the one this run would load (same file
+           bytes and settings, same programs for this kernel, same map
+           sizes): open the pinned maps and links. The programs never
+           stopped counting; nothing is loaded.
+  swap     another object (new ceemsnet version, hook family or era) whose
+           maps fit the pinned ones: load it on the pinned maps, detach the
+           old programs, attach the new. The counts stay in the same maps.
+  migrate  another object whose maps do not fit (e.g. a new
+           --net.map-entries): load it with new maps, detach the old
+           programs, copy the old counts into the new maps, attach.
+For swap and migrate the programs are replaced between two attaches: the
+events of those milliseconds are not counted (fexit, kprobe and tracepoint
+links cannot swap their program in place). The counters' generation, which
+the accounting store uses to know that counts continue, is kept by adopt,
+swap and migrate, and new only for fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+from .pins import entries, parse_object_dir
+
+log = logging.getLogger("ceemsnet.continuity")
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a previous run left for one subsystem."""
+    path: str
+    stem: str             # object file name without .bpf.o
+    ident: str            # identity of the object bytes and settings (pins.identity)
+    generation: int       # lifetime of the counters
+    links: frozenset[str]
+    maps: frozenset[str]
+
+    @classmethod
+    def read(cls, path: str) -> "Pinned":
+        stem, ident, gen = parse_object_dir(path)
+        return cls(path, stem, ident, gen, frozenset(entries(path, "link")), frozenset(entries(path, "map")))
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What this run would load if it loaded the pinned object's catalogue entry."""
+    stem: str
+    ident: str
+    links: frozenset[str]
+    sizes_fit: bool       # the pinned maps have the capacities asked for now
+
+
+def decide(pinned: list[Pinned], wanted: Wanted | None) -> str:
+    """fresh, adopt or upgrade (swap or migrate is known once the new object is loaded)."""
+    if not pinned:
+        return "fresh"
+    if len(pinned) == 1 and wanted is not None:
+        p = pinned[0]
+        if (p.stem, p.ident, p.links) == (wanted.stem, wanted.ident, wanted.links) and wanted.sizes_fit:
+            return "adopt"
+    return "upgrade"
+
+
+def generation_of(pinned: list[Pinned], fresh: int) -> int:
+    """The counters' generation after an upgrade: the pinned one (several only after an
+    interrupted upgrade: the oldest), else `fresh`."""
+    return min((p.generation for p in pinned), default=fresh)
+
+
+COUNTER_SUFFIXES = ("_stats", "_drops")
+
+
+def add_values(a: bytes, b: bytes) -> bytes:
+    """Word-wise sum of two map values (counters are u64 words, per CPU or not)."""
+    n = len(a) // 8
+    fmt = f"={n}Q"
+    return struct.pack(fmt, *((x + y) & 0xFFFFFFFFFFFFFFFF for x, y in zip(struct.unpack(fmt, a), struct.unpack(fmt, b))))
+
+
+def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, list[str]]:
+    """Add the counts of old maps into the new object's maps that did not take them over.
+    Called with no program attached to the new maps, so read-add-write is exact.
+    Returns (keys copied, maps whose layout changed and could not be copied)."""
+    copied, lost = 0, []
+    for name, old in old_maps.items():
+        new = new_maps.get(name)
+        if new is None or name in reused or not name.endswith(COUNTER_SUFFIXES):
+            continue  # gone, the same map, or transient (the kretprobe stash)
+        if (old.key_size, old.value_size, old.percpu) != (new.key_size, new.value_size, new.percpu):
+            lost.append(name)
+            continue
+        keys, values, n = old.read_all()
+        nkeys, nvalues, nn = new.read_all()
+        ksz, vsz = old.key_size, old.value_stride * old.ncpus
+        have = {nkeys[i * ksz:(i + 1) * ksz]: nvalues[i * vsz:(i + 1) * vsz] for i in range(nn)}
+        for i in range(n):
+            k, v = keys[i * ksz:(i + 1) * ksz], values[i * vsz:(i + 1) * vsz]
+            new.update(k, add_values(v, have[k]) if k in have else v)
+        copied += n
+    return copied, lost
+
+
+class Upgrade:
+    """Replacing pinned collections by a newly loaded object.
+
+    before_attach() runs once per hook family tried: the first call detaches
+    the old programs (their maps then stop changing), and every call adds
+    the old counts into that candidate's maps, so a family that then fails
+    to attach loses nothing. finish() drops the old pins once one succeeded.
+    """
+
+    def __init__(self, old_colls: list):
+        self.old = old_colls
+        self.how = ""
+        self._detached = False
+
+    def before_attach(self, loaded) -> None:
+        if not self.old:
+            return
+        if not self._detached:
+            for coll in self.old:
+                coll.detach(list(coll.links))
+            self._detached = True
+        copied, lost = 0, []
+        for coll in self.old:
+            c, lo = carry_over(coll.maps, loaded.maps, loaded.collection.reused)
+            copied += c
+            lost += lo
+        if lost:
+            log.warning("counts of %s could not be carried over: their layout changed",
+                        ", ".join(sorted(set(lost))))
+        self.how = "migrate" if copied or lost else "swap"
+
+    def finish(self) -> None:
+        for coll in self.old:
+            coll.unpin()
+            coll.close()
+
+    def abandon(self) -> None:
+        """No family worked: keep the old maps pinned (with their counts) for the next start."""
+        for coll in self.old:
+            coll.close()

@@ -1,0 +1,189 @@
+"""Pinned state: BPF maps and links that outlive the exporter.
+
+With pins on (`serve --bpf.pin-path`, default /sys/fs/bpf/ceemsnet), each
+subsystem keeps its maps and links in bpffs:
+
+    <pin path>/<subsystem>/<object>__<identity>__g<generation>/map__<map name>
+                                                                link__<link name>
+
+(bpffs refuses names with a dot, so the object's name there is its file
+name without `.bpf.o`, dots written as underscores: net-fexit-5_19-x86.)
+
+The object directory names what was loaded: the object file and an
+identity (a hash of its bytes and its load-time settings), so a restart
+can tell whether the pinned programs are the ones it would load (adopt
+them: they never stopped counting) or not (upgrade, ceemsnet/continuity.py);
+and the generation of its counters (the kernel id of the counters map
+that started them), which an upgrade that carries the counts over keeps,
+so the accounting store knows the counts continue. bpffs holds only BPF
+objects and directories, so the layout itself is the record. The directory is root's alone (0700); one that holds anything
+else is refused, never deleted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import logging
+import os
+import re
+import stat
+
+from . import CeemsnetError, libbpf
+
+log = logging.getLogger("ceemsnet.pins")
+
+DEFAULT_PIN_PATH = "/sys/fs/bpf/ceemsnet"
+BPF_FS_MAGIC = 0xCAFE4A11
+SUBSYSTEM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+OBJECT_DIR = re.compile(r"^(?P<stem>[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*)__(?P<ident>[0-9a-f]{16})__g(?P<gen>[0-9]+)$")
+ENTRY = re.compile(r"^(map|link)__[A-Za-z0-9_-]+$")
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def identity(obj_path: str, settings: dict[str, int]) -> str:
+    """What a loaded object is: its bytes and the settings written into it."""
+    h = hashlib.sha256()
+    with open(obj_path, "rb") as f:
+        h.update(f.read())
+    for k in sorted(settings):
+        h.update(f"\0{k}={settings[k]}".encode())
+    return h.hexdigest()[:16]
+
+
+def _statfs_magic(path: str) -> int:
+    class statfs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    buf = statfs()
+    if libc.statfs(path.encode(), ctypes.byref(buf)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return buf.f_type & 0xFFFFFFFF
+
+
+def _mount_bpffs(where: str) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise CeemsnetError(f"cannot mount bpffs on {where}: {os.strerror(err)}")
+    log.info("mounted bpffs on %s", where)
+
+
+class PinDir:
+    """The pin directory: made root-only on bpffs, refused if it is not ours."""
+
+    def __init__(self, path: str, create: bool = True):
+        self.path = os.path.abspath(path)
+        if create:
+            self._prepare()
+        elif os.path.isdir(self.path):
+            self.check()
+
+    def _prepare(self) -> None:
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise CeemsnetError(f"--bpf.pin-path {self.path}: {parent} does not exist")
+        if _statfs_magic(parent) != BPF_FS_MAGIC:
+            if parent != "/sys/fs/bpf":
+                raise CeemsnetError(f"--bpf.pin-path {self.path}: {parent} is not a bpf file system "
+                                    "(mount -t bpf bpf <dir>, or use a directory below /sys/fs/bpf)")
+            _mount_bpffs(parent)
+        try:
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise CeemsnetError(f"cannot create pin directory {self.path}: {e.strerror}") from None
+        self.check()
+
+    def check(self) -> None:
+        """Refuse a directory that is not ours: wrong owner or mode, or foreign entries."""
+        st = os.lstat(self.path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CeemsnetError(f"pin path {self.path} is not a directory")
+        if st.st_uid != 0 or st.st_mode & 0o077:
+            raise CeemsnetError(f"pin directory {self.path} is not root's alone (owner uid {st.st_uid}, mode "
+                                f"{stat.S_IMODE(st.st_mode):o}): refusing it; remove it or choose --bpf.pin-path")
+        for sub in os.listdir(self.path):
+            subdir = os.path.join(self.path, sub)
+            if not SUBSYSTEM_NAME.match(sub) or not os.path.isdir(subdir):
+                raise CeemsnetError(f"pin directory {self.path} holds {sub!r}, which ceemsnet did not make: "
+                                    "refusing it (nothing was changed); choose another --bpf.pin-path")
+            for od in os.listdir(subdir):
+                odir = os.path.join(subdir, od)
+                if not OBJECT_DIR.match(od) or not os.path.isdir(odir) \
+                        or not all(ENTRY.match(e) for e in os.listdir(odir)):
+                    raise CeemsnetError(f"pin directory {self.path} holds {sub}/{od}, which ceemsnet did not "
+                                        "make: refusing it (nothing was changed)")
+
+    def pinned(self, subsystem: str) -> list[str]:
+        """Object directories pinned for a subsystem (normally at most one)."""
+        d = os.path.join(self.path, subsystem)
+        if not os.path.isdir(d):
+            return []
+        return sorted(os.path.join(d, e) for e in os.listdir(d))
+
+    def object_dir(self, subsystem: str, stem: str, ident: str, generation: int) -> str:
+        d = os.path.join(self.path, subsystem)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.path.join(d, f"{stem.replace('.', '_')}__{ident}__g{generation}")
+
+
+def parse_object_dir(path: str) -> tuple[str, str, int]:
+    """(object file name without .bpf.o, identity, generation) of an object directory."""
+    m = OBJECT_DIR.match(os.path.basename(path))
+    if not m:
+        raise CeemsnetError(f"{path} is not a ceemsnet object pin directory")
+    return m.group("stem").replace("_", "."), m.group("ident"), int(m.group("gen"))
+
+
+def entries(obj_dir: str, kind: str) -> dict[str, str]:
+    """{name: pin path} of the maps ("map") or links ("link") pinned in an object directory."""
+    out = {}
+    for e in sorted(os.listdir(obj_dir)):
+        k, _, name = e.partition("__")
+        if k == kind:
+            out[name] = os.path.join(obj_dir, e)
+    return out
+
+
+def open_pinned(path: str) -> int:
+    """An fd of a pinned object."""
+    fd = libbpf.lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        err = -fd if fd < -1 else (ctypes.get_errno() or errno.ENOENT)
+        raise OSError(err, f"bpf_obj_get({path}): {os.strerror(err)}")
+    return fd
+
+
+def remove_object_dir(obj_dir: str) -> None:
+    """Unpin everything in it: links whose last reference was the pin detach now; maps go with
+    their last user."""
+    for e in os.listdir(obj_dir):
+        os.unlink(os.path.join(obj_dir, e))
+    os.rmdir(obj_dir)
+
+
+def remove_all(path: str) -> int:
+    """`ceemsnet detach`: unpin every object directory below a pin directory; returns how many."""
+    if not os.path.isdir(path):
+        return 0
+    pins = PinDir(path, create=False)
+    n = 0
+    for sub in sorted(os.listdir(pins.path)):
+        for od in pins.pinned(sub):
+            remove_object_dir(od)
+            n += 1
+        os.rmdir(os.path.join(pins.path, sub))
+    os.rmdir(pins.path)
+    return n
