@@ -158,7 +158,7 @@ class Store:
     (subsystem one of GROUPS: "net", "vfs", "skb"; a generation an opaque
     string naming the lifetime of that subsystem's counters, the same when
     they were adopted from the previous run). Equal to the stored one: the
-    counters continue. Another (or None): they started from zero. None for
+    counters continue. Another (or None, or ""): they started from zero. None for
     the whole argument: every group started from zero and no generation is
     kept. A group left out keeps its stored generation and run values for a
     later run, unless its columns show up in a write: then it is taken as
@@ -168,6 +168,7 @@ class Store:
     def __init__(self, path: str, unit_of=None, clock=time.time, generations: dict[str, str | None] | None = None):
         if generations is None:
             generations = dict.fromkeys(GROUPS)
+        generations = {g: gen or None for g, gen in generations.items()}  # "": no generation, fresh
         unknown = set(generations) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown subsystems {sorted(unknown)}; known: {', '.join(GROUPS)}")

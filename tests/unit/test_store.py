@@ -107,7 +107,9 @@ def test_fresh_generations_restart_from_zero(tmp_path):
     run(db, {"net": "boot1:11"}, {A: {"net_egress_bytes": 4}})   # a new map: counters from 0
     run(db, None, {A: {"net_egress_bytes": 1}})                  # old callers: every group fresh
     run(db, {"net": "boot1:11"}, {A: {"net_egress_bytes": 2}})   # None kept no generation: fresh
-    assert totals(db)[A]["net_egress_bytes"] == 15 + 4 + 1 + 2
+    run(db, {"net": ""}, {A: {"net_egress_bytes": 3}})           # "" names no generation ...
+    run(db, {"net": ""}, {A: {"net_egress_bytes": 5}})           # ... so it never continues
+    assert totals(db)[A]["net_egress_bytes"] == 15 + 4 + 1 + 2 + 3 + 5
 
 
 def test_continuing_generation_across_a_clean_stop(tmp_path):
