@@ -93,11 +93,13 @@ def assert_exact(samples, cgroup, steps, tally):
         assert samples.get((f"ceemsnet_net_{d}_calls_total", labels)) == calls[(proto, d)], (proto, d)
 
 
-def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer):
+def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer, tmp_path):
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)
     history = []
-    e = Exporter(extra=exporter_args(pin_path))
+    store = str(tmp_path / "accounting.db")
+    args = exporter_args(pin_path) + [f"--storage.path={store}", "--storage.interval=1"]
+    e = Exporter(extra=args)
     try:
         work.step()
         history.append(net_values(e.samples(), cg.rel))
@@ -107,13 +109,13 @@ def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer):
             pytest.skip(f"this kernel cannot pin the {HOOK} family's links: {err.strip().splitlines()[-1]}")
         assert "pinned in" in err
         work.step()                      # nobody is serving: the pinned programs count
-        e = Exporter(extra=exporter_args(pin_path))
+        e = Exporter(extra=args)
         history.append(net_values(e.samples(), cg.rel))
         work.step()
         history.append(net_values(e.samples(), cg.rel))
         err = e.kill()                   # a crash: no clean shutdown at all
         work.step()
-        e = Exporter(extra=exporter_args(pin_path))
+        e = Exporter(extra=args)
         tally = work.step()
         final = e.samples()
         history.append(net_values(final, cg.rel))
@@ -123,6 +125,14 @@ def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer):
     assert "adopted the pinned" in err and "replaced" not in err, err
     check_never_down(history)
     assert_exact(final, cg.rel, work.steps, tally)
+    # the store, written across two restarts and a crash, adds nothing twice and loses nothing
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={store}", "--by=cgroup",
+                        "--format=json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    row = next(r for r in json.loads(p.stdout) if r["cgroup"] == cg.rel)
+    want, _ = expected(work.steps, tally)
+    assert row["net_egress_bytes"] == want[("tcp", "egress")] + want[("udp", "egress")]
+    assert row["net_ingress_bytes"] == want[("tcp", "ingress")] + want[("udp", "ingress")]
 
 
 def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
