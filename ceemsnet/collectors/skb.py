@@ -30,7 +30,9 @@ import threading
 from .. import CeemsnetError
 from ..cgroups import scan_cgroup_ids
 from ..choice import HookChoice
-from ..loader import LoadRefused, ObjectSpec, load
+from ..continuity import Pinned, Upgrade, Wanted, decide, generation_of
+from ..loader import Collection, LoadRefused, ObjectSpec, load, map_info
+from ..pins import identity, open_pinned
 from ..metrics import Family
 from ..objects import SKB_OBJECTS
 from ..structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
@@ -69,7 +71,7 @@ class SkbBackend:
     """The loaded skb object and its links: one pair at the root, or one pair per matching cgroup."""
 
     def __init__(self, cgroup_root: str, mode: str = "root", subtree: str = "/", pattern: str | None = None,
-                 map_entries: int = 65536):
+                 map_entries: int = 65536, pins=None):
         check(argparse.Namespace(skb_mode=mode, skb_cgroups=pattern))
         self.root = cgroup_root
         self.mode = mode
@@ -80,13 +82,35 @@ class SkbBackend:
         self.attached: dict[str, tuple[int, list]] = {}     # path -> (cgroup id, links)
         self.final: dict[tuple[int, int, int], tuple] = {}  # per-cgroup: last counts of detached cgroups
         self._forgotten: set[int] = set()                   # retired by the lifecycle before detached
+        self.coll = None
+        self.generation = 0
+        spec = ObjectSpec(self.spec, map_entries={"skb_stats": map_entries})
+        pinned = [Pinned.read(p) for p in pins.pinned(NAME)] if pins else []
+        ident = identity(self.spec.path, {})
+        how = decide(pinned, self._wanted(pinned, ident, map_entries))
         try:
-            self.coll = load(ObjectSpec(self.spec, map_entries={"skb_stats": map_entries}))
-        except LoadRefused as e:
-            raise CeemsnetError(f"{e}" + (" (needs root)" if os.geteuid() else "")) from None
-        try:
-            self.map = self.coll.maps["skb_stats" if mode == "root" else "skb_cgroup_storage"]
-            self.drops = self.coll.maps.get("skb_drops")
+            if how == "adopt":
+                self._adopt(spec, pinned[0])
+                return
+            up = Upgrade([Collection.adopt(ObjectSpec(None), p.path) for p in pinned])
+            try:
+                self.coll = load(ObjectSpec(spec.obj, None, spec.map_entries, reuse=dict(up.old[-1].maps) if up.old
+                                            else {}))
+                self._bind_maps()
+                up.before_attach(self)  # the old programs go, their counts come into these maps
+            except LoadRefused as e:
+                up.abandon()
+                raise CeemsnetError(f"{e}" + (" (needs root)" if os.geteuid() else "")) from None
+            except BaseException:
+                up.abandon()
+                raise
+            olds = ", ".join(c.file for c in up.old)
+            up.finish()
+            if up.how:
+                log.info("skb: replaced the pinned %s by %s (%s)", olds, self.spec.file, up.how)
+            self.generation = generation_of(pinned, self.map.id)
+            if pins:
+                self.coll.pin(pins.object_dir(NAME, self.spec.file.removesuffix(".bpf.o"), ident, self.generation))
             if mode == "root":
                 path = os.path.join(self.root, self.subtree.lstrip("/"))
                 if not os.path.isdir(path):
@@ -95,8 +119,56 @@ class SkbBackend:
             else:
                 self.sync()
         except BaseException:
-            self.close()
+            self.close(unpin=True)
             raise
+
+    # what Upgrade.before_attach reads of a freshly loaded object
+    @property
+    def maps(self):
+        return self.coll.maps
+
+    @property
+    def collection(self):
+        return self.coll
+
+    def _bind_maps(self) -> None:
+        self.map = self.coll.maps["skb_stats" if self.mode == "root" else "skb_cgroup_storage"]
+        self.drops = self.coll.maps.get("skb_drops")
+
+    def _wanted(self, pinned, ident: str, map_entries: int):
+        """This run would load the pinned object as it is: same object, settings and map size,
+        and (root mode) attached at the same cgroup."""
+        if len(pinned) != 1:
+            return None
+        p = pinned[0]
+        links = p.links
+        if self.mode == "root":
+            path = os.path.join(self.root, self.subtree.lstrip("/"))
+            cid = os.stat(path).st_ino if os.path.isdir(path) else 0
+            links = frozenset(f"{prog}__{cid}" for prog in PROGRAMS)
+        fits = True
+        if self.mode == "root" and "skb_stats" in p.maps:
+            fd = open_pinned(os.path.join(p.path, "map__skb_stats"))
+            try:
+                fits = map_info(fd).max_entries == map_entries
+            finally:
+                os.close(fd)
+        return Wanted(self.spec.file.removesuffix(".bpf.o"), ident, links, fits)
+
+    def _adopt(self, spec: ObjectSpec, pinned) -> None:
+        ids = scan_cgroup_ids(self.root)
+        self.coll = Collection.adopt(spec, pinned.path,
+                                     targets=lambda name: ids.get(int(name.rpartition("__")[2]), "unknown"))
+        self._bind_maps()
+        self.generation = pinned.generation
+        by_cgroup: dict[int, list] = {}
+        for ln in self.coll.links:
+            by_cgroup.setdefault(int(ln.name.rpartition("__")[2]), []).append(ln)
+        for cid, links in by_cgroup.items():
+            self.attached[ids.get(cid, f"unknown:{cid}")] = (cid, links)
+        log.info("skb: adopted the pinned %s (%d cgroup(s)): its programs never stopped counting",
+                 self.spec.file, len(by_cgroup))
+        self.sync()  # per-cgroup mode: cgroups that came or went meanwhile
 
     def _attach(self, rel: str, path: str) -> None:
         links = []
@@ -164,10 +236,13 @@ class SkbBackend:
                 self._forgotten.add(key[0])
             return False
 
-    def close(self) -> None:
+    def close(self, unpin: bool = False) -> None:
+        """Close the object; with pins its programs keep counting (unpin=True: a failed start)."""
         with self.lock:
             self.attached.clear()
-            if getattr(self, "coll", None) is not None:
+            if self.coll is not None:
+                if unpin:
+                    self.coll.unpin()
                 self.coll.close()
 
     def hooks(self) -> list[HookChoice]:
@@ -201,7 +276,9 @@ class SkbSubsystem:
     name = NAME
 
     def __init__(self, backend: SkbBackend, resolver, lifecycle=None, sync_interval: float = 1.0):
+        from ..pins import boot_id
         self.backend = backend
+        self.generation = f"{boot_id()}:{backend.generation}"  # the store uses it
         b = backend
         source = HashSource(b.map, decode_skb, pack_skb_key) if b.mode == "root" else b
         self.counters = CounterMap(source, skb_families, resolver, lifecycle, b.drops)
@@ -241,6 +318,6 @@ class SkbSubsystem:
 def open(ctx) -> SkbSubsystem:
     a = ctx.args
     root, resolver = ctx.cgroup2("--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups")
-    backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries)
+    backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries, ctx.pins)
     log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
     return SkbSubsystem(backend, resolver, ctx.lifecycle(root), a.skb_sync)

@@ -166,3 +166,42 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     history = [net_values(first, cg.rel), net_values(final, cg.rel)]
     check_never_down(history)
     assert_exact(final, cg.rel, work.steps, tally)
+
+
+@pytest.mark.parametrize("mode", ["root", "per-cgroup"])
+def test_skb_counts_survive_restarts(mode, make_cgroup, spawn, pin_path, peer):
+    cg = make_cgroup()
+    work = Stepper(spawn, cg, peer)
+    work.plan = [{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": SIZES_UDP}]
+    args = [f"--bpf.pin-path={pin_path}", "--log.level=info", f"--skb.mode={mode}"]
+    if mode == "per-cgroup":
+        args.append(f"--skb.cgroups={cg.rel}")
+    e = Exporter(extra=args, collectors="skb")
+    history = []
+
+    def skb(samples):
+        return {k: v for k, v in samples.items() if k[0].startswith("ceemsnet_skb_") and ("cgroup", cg.rel) in k[1]}
+    try:
+        work.step()
+        history.append(skb(e.samples()))
+        rc, err = e.stop()
+        assert rc == 0, err
+        work.step()
+        e = Exporter(extra=args, collectors="skb")
+        history.append(skb(e.samples()))
+        e.kill()
+        work.step()
+        e = Exporter(extra=args, collectors="skb")
+        final = e.samples()
+        history.append(skb(final))
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    assert "adopted the pinned skb-" in err, err
+    check_never_down(history)
+    # one IPv4 packet per datagram each way: 20 B IP + 8 B UDP header on the payload
+    want = sum(n + 28 for n in SIZES_UDP) * work.steps
+    labels = (("cgroup", cg.rel), ("family", "ipv4"))
+    assert final[("ceemsnet_skb_egress_bytes_total", labels)] == want
+    assert final[("ceemsnet_skb_ingress_bytes_total", labels)] == want
+    assert final[("ceemsnet_skb_egress_packets_total", labels)] == len(SIZES_UDP) * work.steps
