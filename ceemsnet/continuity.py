@@ -75,6 +75,7 @@ def generation_of(pinned: list[Pinned], fresh: int) -> int:
 
 
 COUNTER_SUFFIXES = ("_stats", "_drops")
+LEDGER_SUFFIXES = ("_retired", "_paths")  # ceemsnet/ledger.py
 
 
 def add_values(a: bytes, b: bytes) -> bytes:
@@ -138,8 +139,12 @@ class Upgrade:
                         ", ".join(sorted(set(lost))))
         self.how = "migrate" if copied or lost else "swap"
 
-    def finish(self) -> None:
+    def finish(self, new_coll) -> None:
+        """Drop the old pins; the lifecycle's ledger maps (retired totals, paths) move to
+        the new collection, which pins them with its own."""
         for coll in self.old:
+            for name in [n for n in coll.maps if n.endswith(LEDGER_SUFFIXES) and n not in new_coll.maps]:
+                new_coll.maps[name] = coll.maps.pop(name)
             coll.unpin()
             coll.close()
 

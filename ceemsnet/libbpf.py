@@ -49,6 +49,13 @@ class btf_var_secinfo(ctypes.Structure):  # after a DATASEC
     _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
 
 
+class bpf_map_create_opts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("btf_fd", c_uint32), ("btf_key_type_id", c_uint32),
+                ("btf_value_type_id", c_uint32), ("btf_vmlinux_value_type_id", c_uint32),
+                ("inner_map_fd", c_uint32), ("map_flags", c_uint32), ("map_extra", c_uint64),
+                ("numa_node", c_uint32), ("map_ifindex", c_uint32)]
+
+
 class bpf_map_info(ctypes.Structure):  # include/uapi/linux/bpf.h, the fields read here
     _fields_ = [("type", c_uint32), ("id", c_uint32), ("key_size", c_uint32), ("value_size", c_uint32),
                 ("max_entries", c_uint32), ("map_flags", c_uint32), ("name", ctypes.c_char * 16),
@@ -86,6 +93,8 @@ _PROTOS = {
     "bpf_map__reuse_fd": (c_int, [c_void_p, c_int]),
     "bpf_map__map_flags": (c_uint32, [c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+    "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
+                               ctypes.POINTER(bpf_map_create_opts)]),
     "bpf_obj_get": (c_int, [c_char_p]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, ctypes.POINTER(c_uint32)]),
     "bpf_map__fd": (c_int, [c_void_p]),
@@ -111,6 +120,8 @@ _PROTOS = {
 }
 
 # enum bpf_map_type values used here (include/uapi/linux/bpf.h)
+BPF_MAP_TYPE_HASH = 1
+BPF_F_NO_PREALLOC = 1
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10

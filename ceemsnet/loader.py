@@ -78,6 +78,22 @@ class BpfMap:
         return cls(name, fd, info.key_size, info.value_size, max(1, info.max_entries), info.type, info.map_flags,
                    owned=True)
 
+    @classmethod
+    def create(cls, name: str, key_size: int, value_size: int, max_entries: int) -> "BpfMap":
+        """A new hash map made from user space, allocated on use (for state kept beside the counters)."""
+        opts = libbpf.bpf_map_create_opts(ctypes.sizeof(libbpf.bpf_map_create_opts))
+        opts.map_flags = libbpf.BPF_F_NO_PREALLOC
+        fd = libbpf.lib().bpf_map_create(libbpf.BPF_MAP_TYPE_HASH, name[:15].encode(), key_size, value_size,
+                                         max_entries, ctypes.byref(opts))
+        libbpf.check_rc(fd, f"bpf_map_create({name})")
+        return cls.from_fd(name, fd)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        buf = ctypes.create_string_buffer(self.value_stride * self.ncpus)
+        if libbpf.lib().bpf_map_lookup_elem(self.fd, key, buf) != 0:
+            return None
+        return buf.raw
+
     @property
     def id(self) -> int:
         """The kernel's id of this map: unique until reboot, so it names this map's lifetime."""
@@ -272,6 +288,13 @@ class Collection:
         finally:
             os.close(fd)
         return self._keep(LibbpfLink(ptr, name, target, f"{name}__{cid}"))
+
+    def add_map(self, m: BpfMap) -> None:
+        """A map made or kept beside the object's own; pinned with them."""
+        self.maps[m.name] = m
+        if self.pin_dir:
+            libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, os.path.join(self.pin_dir, f"map__{m.name}").encode()),
+                            f"pinning map {m.name}")
 
     def _keep(self, link: Link) -> Link:
         self.links.append(link)

@@ -60,8 +60,15 @@ class Context:
     pins: object = None           # ceemsnet.pins.PinDir, or None with --bpf.pin-path=none
     _cgroup2: tuple | None = field(default=None, repr=False)
 
-    def lifecycle(self, root: str | None = None) -> Lifecycle:
-        return Lifecycle(root or self.hierarchy.root, self.args.retention, unit_of=self.unit_of)
+    def lifecycle(self, root: str | None = None, ledger=None) -> Lifecycle:
+        return Lifecycle(root or self.hierarchy.root, self.args.retention, unit_of=self.unit_of, ledger=ledger)
+
+    def ledger(self, coll, name: str, stats, capacity: int, decode, pack):
+        """With pins, the lifecycle's state kept in BPF maps beside the counters (ceemsnet/ledger.py)."""
+        if self.pins is None:
+            return None
+        from ..ledger import Ledger
+        return Ledger(coll, name, stats.key_size, stats.value_size // 8, capacity, decode, pack)
 
     def cgroup2(self, why: str) -> tuple[str, CgroupResolver]:
         """(cgroup2 mount, resolver there): the attribution's own where it is cgroup2."""
@@ -150,7 +157,7 @@ def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
         up.abandon()
         raise
     olds = ", ".join(c.file for c in up.old)
-    up.finish()
+    up.finish(sel.loaded.collection)
     for fam, why in sel.refusals.items():
         log.info("%s: %s not used: %s", name, fam, why)
     loaded = sel.loaded
@@ -204,8 +211,10 @@ def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pac
     from ..pins import boot_id
     loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries})
     try:
-        source = HashSource(loaded.maps[f"{name}_stats"], decode, pack)
-        counters = CounterMap(source, families, ctx.resolver, ctx.lifecycle(), loaded.maps.get(f"{name}_drops"),
+        stats = loaded.maps[f"{name}_stats"]
+        ledger = ctx.ledger(loaded.collection, name, stats, map_entries, decode, pack)
+        counters = CounterMap(HashSource(stats, decode, pack), families, ctx.resolver, ctx.lifecycle(ledger=ledger),
+                              loaded.maps.get(f"{name}_drops"),
                               f"{name}_stash" if loaded.plan.family == "kretprobe" else None)
     except BaseException:
         loaded.close()

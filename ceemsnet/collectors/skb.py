@@ -105,7 +105,7 @@ class SkbBackend:
                 up.abandon()
                 raise
             olds = ", ".join(c.file for c in up.old)
-            up.finish()
+            up.finish(self.coll)
             if up.how:
                 log.info("skb: replaced the pinned %s by %s (%s)", olds, self.spec.file, up.how)
             self.generation = generation_of(pinned, self.map.id)
@@ -320,4 +320,10 @@ def open(ctx) -> SkbSubsystem:
     root, resolver = ctx.cgroup2("--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups")
     backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries, ctx.pins)
     log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
-    return SkbSubsystem(backend, resolver, ctx.lifecycle(root), a.skb_sync)
+    try:
+        ledger = ctx.ledger(backend.coll, NAME, backend.map, a.skb_map_entries, decode_skb, pack_skb_key) \
+            if backend.mode == "root" else None  # per-cgroup mode's removed cgroups stay in memory only
+        return SkbSubsystem(backend, resolver, ctx.lifecycle(root, ledger), a.skb_sync)
+    except BaseException:
+        backend.close()
+        raise

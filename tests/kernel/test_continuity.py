@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from .helpers import HOOK, ROOT, TRAFFIC, Exporter
+from .helpers import HOOK, ROOT, TRAFFIC, Exporter, traffic_argv
 from .peer import Peer, reply_size
 
 SEND_TCP, SIZES_UDP = 40_000, [1000, 3000]
@@ -205,3 +205,38 @@ def test_skb_counts_survive_restarts(mode, make_cgroup, spawn, pin_path, peer):
     assert final[("ceemsnet_skb_egress_bytes_total", labels)] == want
     assert final[("ceemsnet_skb_ingress_bytes_total", labels)] == want
     assert final[("ceemsnet_skb_egress_packets_total", labels)] == len(SIZES_UDP) * work.steps
+
+
+def test_removed_cgroups_survive_restarts(make_cgroup, spawn, pin_path, peer):
+    """Retired totals and the paths of cgroups removed while no exporter runs are pinned
+    state too: a restart still exports them under their paths, exactly."""
+    args = exporter_args(pin_path) + ["--cgroup.retention=600"]
+    early, late = make_cgroup(), make_cgroup()
+
+    def send(cg, sizes):
+        spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": sizes}]), cg).go()
+
+    def egress(samples, cg):
+        return samples.get(("ceemsnet_net_egress_bytes_total",
+                            (("cgroup", cg.rel), ("family", "ipv4"), ("proto", "udp"))))
+    e = Exporter(extra=args)
+    try:
+        send(early, [1111])
+        send(late, [2222])
+        assert egress(e.samples(), early) == 1111
+        early.remove()                    # retired by the running exporter: its keys leave the map
+        assert egress(e.samples(), early) == 1111
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    send(late, [3333])                    # while no exporter runs
+    late.remove()                         # and gone before the next one starts
+    e = Exporter(extra=args)
+    try:
+        s = e.samples()
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    assert egress(s, early) == 1111
+    assert egress(s, late) == 2222 + 3333
+    assert not [k for k in s if ("cgroup", f"unknown:{late.id}") in k[1]]

@@ -62,3 +62,45 @@ def test_a_jobs_removed_steps_stay_while_the_job_lives():
     life.process({(2, 0): (6,)}, paths, lambda k: True)
     clock.t = 200
     assert life.process({}, paths, lambda k: True)[0] == {}
+
+
+class MemLedger:
+    """The ledger's contract (ceemsnet/ledger.py) in memory: what a restart finds."""
+
+    def __init__(self):
+        self.retired, self.paths = {}, {}
+
+    def load(self):
+        return {rk: list(v) for rk, v in self.retired.items()}
+
+    def path_of(self, cid):
+        return self.paths.get(cid)
+
+    def record(self, paths):
+        self.paths.update({c: p for c, p in paths.items() if p.startswith("/")})
+
+    def retire(self, rk, values):
+        self.retired[rk] = tuple(values)
+
+    def forget(self, cid):
+        self.paths.pop(cid, None)
+
+    def drop(self, path, rks):
+        for rk in rks:
+            del self.retired[rk]
+
+
+def test_a_restart_finds_retired_totals_and_names_ids_removed_meanwhile():
+    clock, ledger = Clock(), MemLedger()
+    alive = {1: True, 2: True}
+    life = Lifecycle("/unused", retention=10, clock=clock, alive=lambda c, p: alive[c], ledger=ledger)
+    life.process({(1, 0): (50,), (2, 0): (5,)}, {1: "/a", 2: "/b"}, lambda k: True)
+    alive[1] = False
+    life.process({(1, 0): (50,), (2, 0): (6,)}, {1: "/a", 2: "/b"}, lambda k: True)  # /a retired
+    # the exporter stops; /b counts on and is removed; a new exporter adopts the maps
+    alive[2] = False
+    life = Lifecycle("/unused", retention=10, clock=clock, alive=lambda c, p: alive[c], ledger=ledger)
+    out, p = life.process({(2, 0): (9,)}, {2: "unknown:2"}, lambda k: True)
+    assert sorted((p[k[0]], v) for k, v in out.items()) == [("/a", (50,)), ("/b", (9,))]
+    clock.t = 20  # retention over: both expire, from the ledger too
+    assert life.process({}, {}, lambda k: True)[0] == {} and ledger.retired == {}
