@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probe only this hook family")
     pr.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
                     help="the attribution to plan for (see serve --help)")
+    pr.add_argument("--kretprobe.maxactive", dest="maxactive", type=_maxactive, default=1024, metavar="N",
+                    help="as serve's (default 1024): with a maxactive, return probes cannot be pinned")
     pr.add_argument("--log.level", dest="log_level", default="warning",
                     choices=("debug", "info", "warning", "error"), help="log verbosity (default warning)")
     return p
@@ -247,6 +249,7 @@ def probe_report(args) -> dict:
                 "object": plan.obj.file if plan else "",
                 "refused": sel.refusals,
                 "notes": plan.notes if plan else [],
+                "continuity": _continuity(plan.family if plan else "none", kver, args.maxactive),
             }
             report["hooks"] += [h.as_dict() for h in rows]
         return report
@@ -267,10 +270,20 @@ def probe_report(args) -> dict:
             refused[fam] = plan.refused
         report["subsystems"][sub] = {"family": chosen.family if chosen else "none",
                                      "object": chosen.obj.file if chosen else "", "refused": refused,
-                                     "notes": chosen.notes if chosen else []}
+                                     "notes": chosen.notes if chosen else [],
+                                     "continuity": _continuity(chosen.family if chosen else "none", kver,
+                                                               args.maxactive)}
         rows = chosen.hooks if chosen else plan.hooks
         report["hooks"] += [h.as_dict() for h in rows]
     return report
+
+
+def _continuity(family: str, kver, maxactive: int) -> dict | None:
+    if family == "none":
+        return None
+    from .continuity import continuity
+    ok, why = continuity(family, kver, maxactive)
+    return {"pinned": ok, "reason": why}
 
 
 def format_probe(report: dict) -> str:
@@ -289,6 +302,9 @@ def format_probe(report: dict) -> str:
             lines.append(f"  {fam} not used: {why}")
         for note in info["notes"]:
             lines.append(f"  note: {note}")
+        if info.get("continuity"):
+            c = info["continuity"]
+            lines.append(f"  continuity across exporter restarts: {'yes' if c['pinned'] else 'no'}: {c['reason']}")
     rows = [("FUNCTION", "HOOK", "OBJECT", "STATUS", "REASON")]
     rows += [(h["function"], h["hook"], h["object"] or "-", h["status"], h["reason"]) for h in report["hooks"]]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

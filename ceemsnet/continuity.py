@@ -27,6 +27,8 @@ import logging
 import struct
 from dataclasses import dataclass
 
+from packaging.version import Version
+
 from .pins import entries, parse_object_dir
 
 log = logging.getLogger("ceemsnet.continuity")
@@ -152,3 +154,24 @@ class Upgrade:
         """No family worked: keep the old maps pinned (with their counts) for the next start."""
         for coll in self.old:
             coll.close()
+
+
+# Which attachments can be pinned, so that counting outlives the exporter.
+LINK_PINNING = Version("5.7")      # BPF links for tracing, raw tracepoints and cgroups, pinnable
+                                   # (commits babf3164095b, af6eea57437a, 70ed506c3bbc)
+PERF_LINK = Version("5.15")        # kprobes as BPF perf links (commit b89fbfbb854c); before, a perf event fd
+
+
+def continuity(family: str, kver: Version, maxactive: int = 0) -> tuple[bool, str]:
+    """(pins possible, why) for a hook family on a kernel: what probe says and README documents."""
+    if family == "kretprobe":
+        if maxactive:
+            return False, ("return probes with --kretprobe.maxactive are tracefs events, which cannot be "
+                           "pinned: counting stops with the exporter (--kretprobe.maxactive=0 gives pinnable "
+                           f"libbpf kprobe links on {PERF_LINK}+, with the kernel's default maxactive)")
+        if kver < PERF_LINK:
+            return False, f"kprobe BPF links arrived in {PERF_LINK}: counting stops with the exporter"
+        return True, "kprobe perf-event BPF links are pinned: counting goes on across restarts"
+    if kver < LINK_PINNING:
+        return False, f"pinnable BPF links arrived in {LINK_PINNING}: counting stops with the exporter"
+    return True, "BPF links are pinned: counting goes on across restarts"

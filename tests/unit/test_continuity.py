@@ -95,3 +95,16 @@ def test_carry_over_adds_into_new_maps_and_skips_reused_and_stash():
     assert new["net_stash"].data == {} and new["net_drops"].data == {}
     new = {"net_stats": FakeMap({}, words=4)}
     assert carry_over({"net_stats": FakeMap({k1: v})}, new, set()) == (0, ["net_stats"])
+
+
+@pytest.mark.parametrize("family, kver, maxactive, pinned", [
+    ("fexit", "5.6", 0, False), ("fexit", "5.7", 0, True), ("tracepoint", "6.3", 0, True),
+    ("cgroup_skb", "5.4", 0, False), ("cgroup_skb", "6.1", 0, True),
+    ("kretprobe", "6.12", 1024, False),   # tracefs events with a maxactive: never
+    ("kretprobe", "5.14", 0, False), ("kretprobe", "5.15", 0, True),
+])
+def test_which_families_keep_counting_across_restarts(family, kver, maxactive, pinned):
+    from packaging.version import Version
+    from ceemsnet.continuity import continuity
+    ok, why = continuity(family, Version(kver), maxactive)
+    assert ok is pinned and why
