@@ -360,6 +360,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `ceemsnet probe | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # a system call the kernel refused (bpffs, pins, maps): one line, the detail in debug
+        log.debug("failed", exc_info=True)
+        print(f"ceemsnet: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+              + " (--log.level=debug shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

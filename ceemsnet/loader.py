@@ -28,7 +28,7 @@ from packaging.version import Version
 
 from . import CeemsnetError, libbpf
 from .choice import FamilyPlan, family_order, plan_family
-from .links import LibbpfLink, Link, PinUnsupported, close_all
+from .links import LibbpfLink, Link, close_all
 from .objects import BpfObject
 
 log = logging.getLogger("ceemsnet.loader")

@@ -129,13 +129,24 @@ def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
     """Load and attach (or adopt from pins) the best hook family for a kernel-function
     subsystem; log what was hooked and what was not, and why.
     -> (LoadedObject, generation of its counters)."""
-    from ..continuity import Pinned, Upgrade, decide, generation_of
+    from ..continuity import Pinned
+    settings = {"cgrp_v1_subsys": ctx.hierarchy.subsys_index}
+    pinned = [Pinned.read(p) for p in ctx.pins.pinned(name)] if ctx.pins else []
+    try:
+        return _open_kernel_hooks(ctx, name, map_entries, settings, pinned)
+    except OSError as e:
+        if not pinned:
+            raise
+        raise CeemsnetError(f"{name}: cannot take over the pinned {', '.join(p.path for p in pinned)}: "
+                            f"{e.strerror or e} (`ceemsnet detach` removes them)") from None
+
+
+def _open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int], settings: dict[str, int], pinned):
+    from ..continuity import Upgrade, decide, generation_of
     from ..links import PinUnsupported
     from ..loader import Collection, LoadedObject, ObjectSpec, select_and_load
     from ..pins import identity
     args = ctx.args
-    settings = {"cgrp_v1_subsys": ctx.hierarchy.subsys_index}
-    pinned = [Pinned.read(p) for p in ctx.pins.pinned(name)] if ctx.pins else []
     wanted = _wanted(ctx, name, pinned, settings, map_entries)
     how = decide(pinned, wanted[0] if wanted else None)
     if how == "adopt":

@@ -240,3 +240,29 @@ def test_removed_cgroups_survive_restarts(make_cgroup, spawn, pin_path, peer):
     assert egress(s, early) == 1111
     assert egress(s, late) == 2222 + 3333
     assert not [k for k in s if ("cgroup", f"unknown:{late.id}") in k[1]]
+
+
+def cli(*args):
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    return p.returncode, p.stderr
+
+
+def test_a_pin_directory_that_is_not_ours_is_refused_and_left_alone(tmp_path):
+    foreign = f"/sys/fs/bpf/ceemsnet-test-foreign-{os.getpid()}"
+    os.mkdir(foreign, 0o700)
+    os.mkdir(os.path.join(foreign, "someone-elses"))
+    try:
+        for args in (("serve", "--web.listen-address=127.0.0.1:1", "--storage.path=none"), ("detach",)):
+            rc, err = cli(*args, f"--bpf.pin-path={foreign}")
+            assert rc == 1 and "Traceback" not in err, err
+            assert err.strip().splitlines()[-1].startswith("ceemsnet: error: pin directory"), err
+            assert os.path.isdir(os.path.join(foreign, "someone-elses"))
+    finally:
+        os.rmdir(os.path.join(foreign, "someone-elses"))
+        os.rmdir(foreign)
+    rc, err = cli("serve", "--web.listen-address=127.0.0.1:1", "--storage.path=none",
+                  f"--bpf.pin-path={tmp_path}/pins")
+    assert rc == 1 and "is not a bpf file system" in err and "Traceback" not in err, err
+    rc, err = cli("detach", f"--bpf.pin-path=/sys/fs/bpf/ceemsnet-test-none-{os.getpid()}")
+    assert rc == 0, err
