@@ -71,6 +71,20 @@ class LibbpfLink(Link):
             raise OSError(err, f"cannot open pinned link {path}: {os.strerror(err)}")
         return cls(ptr, program, target, name, path)
 
+    def update_program(self, prog_fd: int, program: str) -> None:
+        """Swap the link's program in place (bpf_link_update: cgroup, XDP, netns links): no
+        moment without a program, none with two."""
+        rc = libbpf.lib().bpf_link_update(libbpf.lib().bpf_link__fd(self._ptr), prog_fd, None)
+        if rc < 0:
+            raise OSError(-rc, f"bpf_link_update({self.program} -> {program}): {os.strerror(-rc)}")
+        self.program = program
+
+    def unpin(self) -> None:
+        # through libbpf, which remembers the pin and refuses a second one while it does
+        if self.pin_path and self._ptr and libbpf.lib().bpf_link__unpin(self._ptr) == 0:
+            self.pin_path = None
+        super().unpin()
+
     def pin(self, path: str) -> None:
         rc = libbpf.lib().bpf_link__pin(self._ptr, path.encode())
         if rc < 0:

@@ -97,6 +97,7 @@ class SkbBackend:
                 self.coll = load(ObjectSpec(spec.obj, None, spec.map_entries, reuse=dict(up.old[-1].maps) if up.old
                                             else {}))
                 self._bind_maps()
+                took = self._swap_in_place(up.old)
                 up.before_attach(self)  # the old programs go, their counts come into these maps
             except LoadRefused as e:
                 up.abandon()
@@ -106,12 +107,17 @@ class SkbBackend:
                 raise
             olds = ", ".join(c.file for c in up.old)
             up.finish(self.coll)
-            if up.how:
+            if took:
+                log.info("skb: replaced the pinned %s by %s (swap in place: bpf_link_update, no event missed)",
+                         olds, self.spec.file)
+            elif up.how:
                 log.info("skb: replaced the pinned %s by %s (%s)", olds, self.spec.file, up.how)
             self.generation = generation_of(pinned, self.map.id)
             if pins:
                 self.coll.pin(pins.object_dir(NAME, self.spec.file.removesuffix(".bpf.o"), ident, self.generation))
-            if mode == "root":
+            if mode == "root" and took:
+                self.attached[self.subtree] = (int(took[0].name.rpartition("__")[2]), took)
+            elif mode == "root":
                 path = os.path.join(self.root, self.subtree.lstrip("/"))
                 if not os.path.isdir(path):
                     raise CeemsnetError(f"--skb.root {self.subtree} is not a cgroup under {self.root}")
@@ -121,6 +127,25 @@ class SkbBackend:
         except BaseException:
             self.close(unpin=True)
             raise
+
+    def _swap_in_place(self, old_colls) -> list:
+        """Root mode: cgroup links can change their program atomically. Take the old links at
+        our root over with the new programs, when the new object kept the old counter maps
+        (else the old counts must be copied before anything counts into the new maps)."""
+        if self.mode != "root" or not old_colls or not {"skb_stats", "skb_drops"} <= self.coll.reused:
+            return []
+        path = os.path.join(self.root, self.subtree.lstrip("/"))
+        cid = os.stat(path).st_ino if os.path.isdir(path) else -1
+        old = old_colls[-1]
+        mine = {ln.program: ln for ln in old.links if ln.name.rpartition("__")[2] == str(cid)}
+        if set(mine) != set(PROGRAMS):
+            return []
+        for prog, ln in mine.items():
+            ln.update_program(self.coll.program_fd(prog), prog)
+            ln.unpin()
+            old.links.remove(ln)
+            self.coll.links.append(ln)
+        return list(mine.values())
 
     # what Upgrade.before_attach reads of a freshly loaded object
     @property

@@ -266,3 +266,33 @@ def test_a_pin_directory_that_is_not_ours_is_refused_and_left_alone(tmp_path):
     assert rc == 1 and "is not a bpf file system" in err and "Traceback" not in err, err
     rc, err = cli("detach", f"--bpf.pin-path=/sys/fs/bpf/ceemsnet-test-none-{os.getpid()}")
     assert rc == 0, err
+
+
+def test_skb_upgrade_swaps_programs_in_place(make_cgroup, spawn, pin_path, peer):
+    """An older ceemsnet's skb-root pins (another identity: other object bytes): cgroup links
+    change their program with bpf_link_update, so nothing is missed while a child sends
+    throughout."""
+    cg = make_cgroup()
+    work = Stepper(spawn, cg, peer)
+    work.plan = [{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": SIZES_UDP}]
+    args = [f"--bpf.pin-path={pin_path}", "--log.level=info"]
+    e = Exporter(extra=args, collectors="skb")
+    try:
+        work.step()
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    (old,) = [os.path.join(pin_path, "skb", d) for d in os.listdir(os.path.join(pin_path, "skb"))]
+    stem, ident, gen = old.rsplit("/", 1)[1].split("__")
+    os.rename(old, os.path.join(pin_path, "skb", f"{stem}__{'0' * 16}__{gen}"))  # as an older version left it
+    work.step()
+    e = Exporter(extra=args, collectors="skb")
+    try:
+        work.step()
+        final = e.samples()
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    assert "swap in place" in err, err
+    labels = (("cgroup", cg.rel), ("family", "ipv4"))
+    assert final[("ceemsnet_skb_egress_bytes_total", labels)] == sum(n + 28 for n in SIZES_UDP) * work.steps
