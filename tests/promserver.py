@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -34,13 +35,28 @@ def stop_by_pid(proc, timeout=30):
             proc.wait()
 
 
+class QueryError(Exception):
+    pass
+
+
 class PrometheusServer:
-    def __init__(self, workdir, targets):
+    def __init__(self, workdir, targets, rule_files=(), extra_jobs=()):
+        """rule_files: loaded, evaluated every second; extra_jobs: more scrape jobs, each
+        {"job_name": ..., "targets": [...], other scrape_config keys (e.g. "honor_labels": True)}."""
         self.url = f"http://127.0.0.1:{free_port()}"
         cfg = workdir / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                       "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
-                       f"      - targets: {json.dumps(list(targets))}\n")
+        text = ("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                + ("  evaluation_interval: 1s\n" if rule_files else "")
+                + "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
+                f"      - targets: {json.dumps(list(targets))}\n")
+        for job in extra_jobs:
+            job = dict(job)
+            text += f"  - job_name: {json.dumps(job.pop('job_name'))}\n"
+            text += f"    static_configs:\n      - targets: {json.dumps(list(job.pop('targets')))}\n"
+            text += "".join(f"    {k}: {json.dumps(v)}\n" for k, v in job.items())
+        if rule_files:
+            text += "rule_files:\n" + "".join(f"  - {json.dumps(str(f))}\n" for f in rule_files)
+        cfg.write_text(text)
         self.log = open(workdir / "prometheus.log", "w+")
         self.proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
                                       f"--web.listen-address={self.url.split('//')[1]}", "--log.level=warn"],
@@ -68,6 +84,24 @@ class PrometheusServer:
         q = urllib.parse.urlencode({"query": expr})
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
             return [(x["metric"], float(x["value"][1])) for x in json.load(r)["data"]["result"]]
+
+    def query(self, expr):
+        """(resultType, result) of an instant query now; an error Prometheus answers (a bad expression,
+        a failed evaluation) raises QueryError with its message."""
+        q = urllib.parse.urlencode({"query": expr})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as e:
+            body = json.load(e)
+        if body.get("status") != "success":
+            raise QueryError(f"{expr}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]["resultType"], body["data"]["result"]
+
+    def rule_groups(self):
+        """The loaded rule groups (/api/v1/rules): each rule with its health, lastError, lastEvaluation."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as r:
+            return json.load(r)["data"]["groups"]
 
     def wait_for(self, expr, want, timeout=90):
         """Until the query answers `want`: a number (its one value) or a callable on the vector."""
