@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
                         "threads a node has blocked in recv() at once; 1-4096, 0 = kernel default "
                         "(max(10, 2 x CPUs)); default 1024")
+    s.add_argument("--capabilities.keep", dest="keep_caps", default=None, choices=("none", "all"),
+                   help="once the programs are attached, the pins made and the socket bound: none (default) "
+                        "drops every capability in every thread and sets no_new_privs, so a compromised HTTP "
+                        "handler holds none; all keeps them. --skb.mode=per-cgroup attaches to new cgroups "
+                        "while running, so it keeps them by default and refuses none")
     s.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS,
                    help="log verbosity (default info)")
     collectors.add_flags(s)
@@ -172,10 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        from .loader import PRIVILEGE_HINT
-        raise CeemsnetError(f"{what}: {PRIVILEGE_HINT}")
+def _require_root(what: str, args=None) -> None:
+    """Capabilities, not uid 0: a one-line error naming the first one missing (ceemsnet/caps.py).
+    serve needs what its collectors need; probe what net and vfs need; detach only access to the
+    root-owned pin directory."""
+    from . import caps
+    if args is None:  # detach: the pins are root's alone (0700)
+        if os.geteuid() != 0:
+            raise CeemsnetError(f"{what}: needs root (the pin directory is root's alone)")
+        return
+    if getattr(args, "command", "") == "serve":
+        names = collectors.parse(args.collectors)
+        caps.check(what, names, getattr(args, "skb_mode", "root"))
+        args.keep_caps = caps.resolve_keep(args.keep_caps, names, getattr(args, "skb_mode", "root"))
+    else:
+        caps.check(what, ("net", "vfs"))
 
 
 def _running_kernel():
@@ -212,7 +228,7 @@ def cmd_serve(args) -> int:
     names = collectors.parse(args.collectors)
     collectors.check(args)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
-    _require_root("ceemsnet serve")
+    _require_root("ceemsnet serve", args)
     ctx = build_context(args)
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
@@ -228,7 +244,7 @@ def probe_report(args) -> dict:
     if args.kernel is None:
         if args.arch:
             raise CeemsnetError("--arch goes with --kernel (the running kernel's arch is known)")
-        _require_root("ceemsnet probe (load-probing hook families)")
+        _require_root("ceemsnet probe (load-probing hook families)", args)
         from .kernel import KernelBTF
         from .loader import select_and_load
         release, kver, arch = _running_kernel()

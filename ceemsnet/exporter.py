@@ -193,6 +193,8 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
         writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
     httpd, _ = start_server(listen, build_registry(collector), collector)
+    from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
+    caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
     log.info("serving /metrics on %s", listen)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

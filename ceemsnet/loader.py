@@ -33,7 +33,9 @@ from .objects import BpfObject
 
 log = logging.getLogger("ceemsnet.loader")
 
-PRIVILEGE_HINT = "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
+PRIVILEGE_HINT = ("loading BPF programs needs capabilities: CAP_SYS_ADMIN for net and vfs (libbpf 1.1), "
+                  "CAP_BPF with CAP_NET_ADMIN (skb root mode) or CAP_PERFMON (per-cgroup mode); "
+                  "README: Least privilege")
 
 
 def map_info(fd: int):

@@ -1,0 +1,227 @@
+"""Capabilities: which ones `serve` needs, a check naming the missing one,
+and dropping them all once the programs are attached (--capabilities.keep).
+
+What each subsystem needs was measured on kernel 6.18 with Debian 12's
+libbpf 1.1 by removing one capability at a time (tests/kernel/test_capabilities.py
+repeats it; README "Least privilege"). CAP_SYS_ADMIN stands in for CAP_BPF,
+CAP_PERFMON and, for BPF, CAP_NET_ADMIN (the kernel's bpf_capable(),
+perfmon_capable() and bpf_net_capable() accept it), and for all of them on
+kernels before 5.8, which have no CAP_BPF.
+
+Capabilities belong to threads, not processes: capset(2) changes only the
+calling thread, and by the time the server socket is bound the HTTP, store
+and skb threads exist. So drop() runs the change in every thread, the way
+libpsx and Go's AllThreadsSyscall do: a signal to each thread whose handler
+makes the two system calls (prctl(PR_SET_NO_NEW_PRIVS), then capset to
+nothing), then reads /proc/self/task/*/status until every thread shows it.
+Python cannot run its own code in a signal handler on another thread, so the
+handler is a few instructions of machine code per architecture, assembled
+from the source shown beside them. NO_NEW_PRIVS matters for uid 0: without
+it, an execve() by a compromised thread would get every capability back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+import signal
+import time
+
+from . import CeemsnetError
+
+log = logging.getLogger("ceemsnet.caps")
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PERFMON: "CAP_PERFMON",
+         CAP_BPF: "CAP_BPF"}
+KEEP = ("none", "all")
+
+# libbpf 1.1 looks for a CO-RE relocation's type in kernel module BTF when vmlinux
+# has no candidate (our objects carry such types for other kernels, e.g. the old
+# union kernfs_node_id), and listing module BTF (BPF_BTF_GET_NEXT_ID) needs
+# CAP_SYS_ADMIN; libbpf 1.1 treats the EPERM as fatal. Opening the objects with
+# btf_custom_path=/sys/kernel/btf/vmlinux would skip module BTF, and then
+# CAP_BPF + CAP_PERFMON suffice (measured).
+_CORE = "libbpf 1.1 lists kernel module BTF for CO-RE relocations (BPF_BTF_GET_NEXT_ID)"
+NEEDS = {
+    "net": ((CAP_SYS_ADMIN, _CORE),),
+    "vfs": ((CAP_SYS_ADMIN, _CORE),),
+    "skb:root": ((CAP_BPF, "loading cgroup_skb programs"),
+                 (CAP_NET_ADMIN, "attaching to the root cgroup")),
+    "skb:per-cgroup": ((CAP_BPF, "loading cgroup_skb programs"),
+                       (CAP_PERFMON, "the verifier accepts skb-cgroup.bpf.o only with it")),
+}
+
+
+def needs(collectors, skb_mode: str = "root") -> list[tuple[int, str, str]]:
+    """[(capability, subsystem, why)] that serve needs for these collectors."""
+    out = []
+    for name in collectors:
+        key = f"skb:{skb_mode}" if name == "skb" else name
+        out += [(cap, name, why) for cap, why in NEEDS.get(key, ())]
+    return out
+
+
+def _mask(field: str, status_path: str = "/proc/thread-self/status") -> int:
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def effective() -> int:
+    """This thread's effective capabilities, as a bit mask."""
+    return _mask("CapEff")
+
+
+def has(cap: int, eff: int | None = None) -> bool:
+    eff = effective() if eff is None else eff
+    # CAP_SYS_ADMIN passes every BPF, perf and (for BPF) network-admin check
+    return bool(eff & (1 << cap)) or (cap in (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and bool(eff & (1 << CAP_SYS_ADMIN)))
+
+
+def missing(collectors, skb_mode: str = "root", eff: int | None = None) -> list[tuple[int, str, str]]:
+    eff = effective() if eff is None else eff
+    return [n for n in needs(collectors, skb_mode) if not has(n[0], eff)]
+
+
+def check(what: str, collectors, skb_mode: str = "root") -> None:
+    """A one-line error naming the first capability missing, before anything is loaded."""
+    gone = missing(collectors, skb_mode)
+    if gone:
+        cap, sub, why = gone[0]
+        others = sorted({NAMES[c] for c, _, _ in gone[1:]} - {NAMES[cap]})
+        raise CeemsnetError(f"{what}: missing capability {NAMES[cap]} ({sub}: {why})"
+                            + (f", and {', '.join(others)}" if others else "")
+                            + "; run as root or grant it (README: Least privilege)")
+
+
+def resolve_keep(keep: str | None, collectors, skb_mode: str) -> str:
+    """--capabilities.keep: the default is none, but per-cgroup skb mode attaches to cgroups made
+    while it runs, so it keeps them (and refuses an explicit none)."""
+    per_cgroup = "skb" in collectors and skb_mode == "per-cgroup"
+    if keep is None:
+        return "all" if per_cgroup else "none"
+    if keep == "none" and per_cgroup:
+        raise CeemsnetError("--capabilities.keep=none cannot go with --skb.mode=per-cgroup: it attaches programs "
+                            "to new cgroups while it runs, which needs CAP_BPF and CAP_PERFMON (use "
+                            "--capabilities.keep=all, or --skb.mode=root)")
+    return keep
+
+
+# --- dropping them in every thread -------------------------------------------
+
+# handler(int sig): prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); capset(&HDR, DATA); return
+# HDR (version 3, pid 0 = this thread) at 0x30, DATA (two {effective, permitted,
+# inheritable} u32 triples) at 0x38; assembled with clang-19.
+_STUB = {
+    # mov eax,157; mov edi,38; mov esi,1; xor edx,edx; xor r10d,r10d; xor r8d,r8d; syscall;
+    # mov eax,126; lea rdi,[rip+hdr]; lea rsi,[rip+data]; syscall; ret; nop
+    "x86_64": bytes.fromhex("b89d000000bf26000000be0100000031d24531d24531c00f05b87e000000"
+                            "488d3d0b000000488d350c0000000f05c390"),
+    # mov x8,#167; mov x0,#38; mov x1,#1; mov x2,#0; mov x3,#0; mov x4,#0; svc #0;
+    # mov x8,#91; adr x0,hdr; adr x1,data; svc #0; ret
+    "aarch64": bytes.fromhex("e81480d2c00480d2210080d2020080d2030080d2040080d2010000d4"
+                             "680b80d280000010a1000010010000d4c0035fd6"),
+}
+_HDR_OFF, _DATA_OFF = 0x30, 0x38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_SIGNAL = signal.SIGRTMAX - 6  # unused by glibc (SIGRTMIN-2..SIGRTMIN-1) and CPython
+_SA_RESTART = 0x10000000
+_PROT_READ, _PROT_WRITE, _PROT_EXEC = 1, 2, 4
+_MAP_PRIVATE, _MAP_ANONYMOUS = 0x02, 0x20
+
+
+class _Sigaction(ctypes.Structure):  # glibc's struct sigaction (x86_64 and aarch64)
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]
+
+
+_installed = None  # the handler's page, kept for the life of the process
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _install(libc) -> None:
+    global _installed
+    if _installed is not None:
+        return
+    arch = platform.machine()
+    code = _STUB.get({"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch))
+    if code is None:
+        raise CeemsnetError(f"--capabilities.keep=none is not supported on {arch} (no handler for it): "
+                            "use --capabilities.keep=all")
+    page = bytearray(4096)
+    page[:len(code)] = code
+    # version 3, pid 0; every capability set empty
+    page[_HDR_OFF:_HDR_OFF + 8] = _LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    addr = libc.mmap(None, 4096, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap for the capability handler failed")
+    ctypes.memmove(addr, bytes(page), 4096)
+    if libc.mprotect(addr, 4096, _PROT_READ | _PROT_EXEC) != 0:
+        err = ctypes.get_errno()
+        raise CeemsnetError(f"--capabilities.keep=none: cannot make its signal handler executable "
+                            f"({os.strerror(err)}; a MemoryDenyWriteExecute= setting?): use --capabilities.keep=all")
+    act = _Sigaction(handler=addr, flags=_SA_RESTART)
+    if libc.sigaction(_SIGNAL, ctypes.byref(act), None) != 0:
+        raise OSError(ctypes.get_errno(), "sigaction for the capability handler failed")
+    # installed for good: a late signal must never meet SIG_DFL (which ends the process)
+    _installed = addr
+
+
+def _dropped(tid: int) -> bool | None:
+    """Has this thread no capabilities and no_new_privs? None if it is gone."""
+    try:
+        with open(f"/proc/self/task/{tid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return all(int(fields[k].strip(), 16) == 0 for k in ("CapPrm", "CapEff", "CapAmb")) \
+        and fields.get("NoNewPrivs", "0").strip() == "1"
+
+
+def drop_all(timeout: float = 5.0) -> None:
+    """Every thread of this process: no capabilities (effective, permitted, inheritable,
+    ambient) and no_new_privs, so none can be regained by execve()."""
+    libc = _libc()
+    _install(libc)
+    pid = os.getpid()
+    done: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        tids = {int(t) for t in os.listdir("/proc/self/task")}  # new threads inherit a dropped parent's state
+        todo = sorted(tids - done)
+        if not todo:
+            break
+        for tid in todo:
+            state = _dropped(tid)
+            if state is None or state:
+                done.add(tid)
+            elif libc.tgkill(pid, tid, _SIGNAL) != 0:
+                done.add(tid)  # exited meanwhile (ESRCH)
+        time.sleep(0.01)
+        for tid in todo:
+            if _dropped(tid) in (None, True):
+                done.add(tid)
+        if time.monotonic() > deadline:
+            left = sorted(set(todo) - done)
+            if left:
+                raise CeemsnetError(f"--capabilities.keep=none: threads {left} still hold capabilities after "
+                                    f"{timeout:g}s (signal {_SIGNAL} blocked?)")
+    log.info("dropped every capability in %d threads (--capabilities.keep=none); no_new_privs set", len(done))
+
+
+def apply(keep: str) -> None:
+    """serve calls this once the programs are attached, the pins made and the server socket bound."""
+    if keep == "none":
+        drop_all()
