@@ -30,6 +30,22 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _telemetry_path(text: str) -> str:
+    if not text.startswith("/") or any(c in text for c in "?# ") or "//" in text:
+        raise argparse.ArgumentTypeError(f"must be a URL path starting with /, e.g. /metrics: {text!r}")
+    return text
+
+
+def _max_requests(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more: {text!r}")
+    return v
+
+
 def _maxactive(text: str) -> int:
     from .kprobes import MAXACTIVE_MAX
     try:
@@ -58,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where to serve /metrics (default {DEFAULT_LISTEN}: every address, port 9977; "
                         "IPv6 as [::1]:9977)")
+    s.add_argument("--web.config.file", dest="web_config_file", default=None, metavar="FILE",
+                   help="TLS, client certificates, basic auth and response headers, in the Prometheus "
+                        "exporter-toolkit format (README: Protecting the endpoint); re-read when it or the "
+                        "files it names change")
+    s.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path, default="/metrics",
+                   metavar="PATH", help="where the metrics are served (default /metrics); / shows a page linking it")
+    s.add_argument("--web.max-requests", dest="max_requests", type=_max_requests, default=40, metavar="N",
+                   help="most scrapes served at once; more get 503 (default 40, 0 = no limit)")
     s.add_argument("--collectors", default=collectors.DEFAULT, metavar="LIST",
                    help=f"comma-separated collectors to run (default {collectors.DEFAULT}; available: "
                         + ", ".join(collectors.REGISTRY) + "; each has its flags below)")
@@ -224,15 +248,19 @@ def build_context(args):
 
 
 def cmd_serve(args) -> int:
-    from .exporter import parse_listen_address, serve
+    from .exporter import WebOptions, parse_listen_address, serve
     names = collectors.parse(args.collectors)
     collectors.check(args)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
+    if args.web_config_file:  # so does a bad web config
+        from .webconfig import load
+        load(args.web_config_file)
+    web = WebOptions(args.web_config_file, args.telemetry_path, args.max_requests)
     _require_root("ceemsnet serve", args)
     ctx = build_context(args)
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
-        serve(subs, ctx, args.listen, args.storage_path, args.storage_interval)
+        serve(subs, ctx, args.listen, args.storage_path, args.storage_interval, web)
     return 0
 
 

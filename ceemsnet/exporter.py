@@ -7,11 +7,14 @@ its last good values, so a failed scrape never loses counts already seen.
 
 from __future__ import annotations
 
+import html
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -100,7 +103,31 @@ class CeemsnetCollector:
         return merge_families(out)
 
 
+@dataclass
+class WebOptions:
+    """serve's --web.* flags beside the listen address."""
+    config_file: str | None = None  # --web.config.file (exporter-toolkit format)
+    telemetry_path: str = "/metrics"
+    max_requests: int = 40  # concurrent scrapes; 0: no limit
+
+
+HANDSHAKE_TIMEOUT = 10.0  # a client that does not finish its TLS handshake in time is dropped
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 60  # per socket read or write: a stalled client does not hold its thread for ever
+
+    def __init__(self, request, client_address, server, webconfig=None):
+        self.webconfig = webconfig  # the web config in force when the connection was accepted
+        super().__init__(request, client_address, server)
+
+    def get_environ(self):
+        env = super().get_environ()
+        env["ceemsnet.webconfig"] = self.webconfig
+        if isinstance(self.connection, ssl.SSLSocket):
+            env["wsgi.url_scheme"] = "https"
+        return env
+
     def log_message(self, fmt, *args):
         log.debug("http: " + fmt, *args)
 
@@ -108,41 +135,106 @@ class _QuietHandler(WSGIRequestHandler):
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    watcher = None  # webconfig.WebConfigWatcher, or None without --web.config.file
+
+    def finish_request(self, request, client_address):
+        """In the connection's own thread: the web config in force (reloaded if its files changed),
+        then the TLS handshake, then the request."""
+        cfg = self.watcher.get() if self.watcher is not None else None
+        if cfg is None or cfg.ssl_context is None:
+            self.RequestHandlerClass(request, client_address, self, cfg)
+            return
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            conn = cfg.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+            return
+        try:
+            if not cfg.san_allowed(conn.getpeercert()):
+                log.debug("client certificate of %s has none of client_allowed_sans", client_address[0])
+                return
+            self.RequestHandlerClass(conn, client_address, self, cfg)
+        finally:
+            self.shutdown_request(conn)
 
 
-LANDING = b"""<html><head><title>ceemsnet</title></head><body>
+def landing_page(telemetry_path: str) -> bytes:
+    p = html.escape(telemetry_path)
+    return (f"""<html><head><title>ceemsnet</title></head><body>
 <h1>ceemsnet</h1><p>Per-cgroup network and filesystem IO accounting with eBPF.</p>
-<p><a href="/metrics">Metrics</a></p></body></html>
-"""
+<p><a href="{p}">Metrics</a></p></body></html>
+""").encode()
 
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def make_app(registry, collector: CeemsnetCollector | None = None):
-    """/metrics: ceemsnet's families rendered directly in the text format,
+def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_path: str = "/metrics",
+             max_requests: int = 40):
+    """The telemetry path: ceemsnet's families rendered directly in the text format,
     then the process metrics; OpenMetrics (if asked for) and everything
-    else through prometheus_client."""
+    else through prometheus_client. At most max_requests scrapes at once
+    (0: no limit); beyond, 503 as node_exporter's --web.max-requests."""
     metrics = make_wsgi_app(registry)
     renderer = TextRenderer()
     others = CollectorRegistry(auto_describe=False)
     ProcessCollector(namespace="ceemsnet", registry=others)
+    slots = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
+    landing = landing_page(telemetry_path)
+
+    def scrape(environ, start_response):
+        accept = environ.get("HTTP_ACCEPT", "")
+        if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
+            return metrics(environ, start_response)
+        body = (renderer.render(collector.gather()) + generate_latest(others).decode()).encode()
+        start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+        return [body]
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            accept = environ.get("HTTP_ACCEPT", "")
-            if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
-                return metrics(environ, start_response)
-            body = (renderer.render(collector.gather()) + generate_latest(others).decode()).encode()
-            start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE), ("Content-Length", str(len(body)))])
-            return [body]
+        if path == telemetry_path:
+            if slots is None:
+                return scrape(environ, start_response)
+            if not slots.acquire(blocking=False):
+                return _text(start_response, "503 Service Unavailable",
+                             f"Limit of concurrent requests reached ({max_requests}), try again later.\n")
+            try:
+                return [b"".join(scrape(environ, start_response))]
+            finally:
+                slots.release()
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [LANDING]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: metrics are at /metrics\n"]
+            return [landing]
+        return _text(start_response, "404 Not Found", f"not found: metrics are at {telemetry_path}\n")
     return app
+
+
+def _text(start_response, status: str, text: str, headers=()):
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                            *headers])
+    return [body]
+
+
+def protect(app, watcher):
+    """The web config's request side, in the toolkit's order: headers on every answer, the rate limit (429),
+    then basic auth (401) before the app."""
+    from .webconfig import BasicAuth
+    auth = BasicAuth()
+
+    def guarded(environ, start_response):
+        cfg = environ.get("ceemsnet.webconfig") or watcher.current
+        extra = list(cfg.headers.items())
+
+        def respond(status, headers, exc_info=None):
+            return start_response(status, list(headers) + extra, exc_info)
+        if cfg.limiter is not None and not cfg.limiter.allow():
+            return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
+        if cfg.users and not auth.check(cfg.users, environ.get("HTTP_AUTHORIZATION")):
+            return _text(respond, "401 Unauthorized", "Unauthorized\n", [("WWW-Authenticate", "Basic")])
+        return app(environ, respond)
+    return guarded
 
 
 def build_registry(collector: CeemsnetCollector) -> CollectorRegistry:
@@ -152,9 +244,15 @@ def build_registry(collector: CeemsnetCollector) -> CollectorRegistry:
     return reg
 
 
-def start_server(listen: str, registry, collector: CeemsnetCollector | None = None
-                 ) -> tuple[WSGIServer, threading.Thread]:
+def start_server(listen: str, registry, collector: CeemsnetCollector | None = None,
+                 web: WebOptions | None = None) -> tuple[WSGIServer, threading.Thread]:
+    """Listen and serve in a thread. A bad --web.config.file is a CeemsnetError here (one line at start)."""
+    web = web or WebOptions()
     host, port = parse_listen_address(listen)
+    watcher = None
+    if web.config_file:
+        from .webconfig import WebConfigWatcher
+        watcher = WebConfigWatcher(web.config_file)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as e:
@@ -163,12 +261,18 @@ def start_server(listen: str, registry, collector: CeemsnetCollector | None = No
     class Server(_Server):
         address_family = family
 
+    Server.watcher = watcher
+    app = make_app(registry, collector, web.telemetry_path, web.max_requests)
+    if watcher is not None:
+        app = protect(app, watcher)
     try:
-        httpd = make_server(host, port, make_app(registry, collector), server_class=Server, handler_class=_QuietHandler)
+        httpd = make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
     except OSError as e:
         raise CeemsnetError(f"cannot listen on {listen}: {e.strerror}") from None
     t = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)
     t.start()
+    if watcher is not None:
+        log.info("web config %s: %s", web.config_file, watcher.current.summary())
     return httpd, t
 
 
@@ -181,7 +285,8 @@ def build_labels(kernel_release: str) -> dict[str, str]:
     return {"version": __version__, "libbpf": lbv, "kernel": kernel_release}
 
 
-def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: float) -> None:
+def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: float,
+          web: WebOptions | None = None) -> None:
     """Serve the subsystems' counters on `listen` (and keep the store) until SIGTERM or SIGINT."""
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
                                   build_labels(ctx.release), ctx.unit_kind)
@@ -192,10 +297,11 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
         gens = {s.name: (getattr(s, "generation", "") or None) if ctx.pins else None for s in subsystems}
         writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
-    httpd, _ = start_server(listen, build_registry(collector), collector)
+    web = web or WebOptions()
+    httpd, _ = start_server(listen, build_registry(collector), collector, web)
     from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
     caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
-    log.info("serving /metrics on %s", listen)
+    log.info("serving %s on %s", web.telemetry_path, listen)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
