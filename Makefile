@@ -111,5 +111,13 @@ test-kernel: setup
 bench: setup
 	$(Q)$(PY) bench/scrape.py
 
+# --- Debian package --------------------------------------------------------
+# dist/ceemsnet_<version>_<arch>.deb (packaging/deb/build.py, dpkg-deb): the
+# package, the committed objects, the unit (not enabled), Debian's python3-*
+# packages as dependencies. README "Install on a node".
+.PHONY: deb
+deb:
+	$(Q)$(PYTHON) packaging/deb/build.py dist
+
 clean:
 	rm -rf .build

@@ -18,7 +18,11 @@ from packaging.version import Version
 
 from .kernel import Signature
 
-OBJ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf", "objs")
+# The committed objects: bpf/objs in a checkout; /usr/lib/ceemsnet/bpf/objs where the Debian
+# package installs them (make deb); CEEMSNET_OBJ_DIR overrides both.
+OBJ_DIR = os.environ.get("CEEMSNET_OBJ_DIR") or next(
+    (d for d in (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf", "objs"),)
+     if os.path.isdir(d)), "/usr/lib/ceemsnet/bpf/objs")
 
 FAMILIES = ("fexit", "kretprobe", "tracepoint")
 SUPPORTED_MIN = Version("4.18")
