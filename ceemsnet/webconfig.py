@@ -259,6 +259,10 @@ def _tls_context(t: dict, base: str) -> tuple[ssl.SSLContext | None, frozenset[s
         versions.append(TLS_VERSIONS[v])
     if versions[0] > versions[1]:
         raise WebConfigError(f"{w}: min_version is above max_version")
+    if versions[0] < ssl.TLSVersion.TLSv1_2:
+        # measured with Debian 12's OpenSSL 3.0: the server's handshake fails at its security level
+        raise WebConfigError(f"{w}.min_version: TLS 1.0 and 1.1 are refused by OpenSSL 3 at its default security "
+                             "level (and deprecated by RFC 8996): use TLS12 or TLS13")
     curves = _strings(s["curve_preferences"], f"{w}.curve_preferences")
     for c in curves:
         if c not in GO_CURVES:

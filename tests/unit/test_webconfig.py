@@ -367,6 +367,7 @@ BAD = {
     "bad ca": ("{tls}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {key}\n",
                "cannot load client_ca_file"),
     "bad version": ("{tls}  min_version: TLS14\n", "unknown TLS version 'TLS14'"),
+    "tls10": ("{tls}  min_version: TLS10\n", "TLS 1.0 and 1.1 are refused by OpenSSL 3"),
     "min above max": ("{tls}  min_version: TLS13\n  max_version: TLS12\n", "min_version is above max_version"),
     "curves": ("{tls}  curve_preferences: [X25519]\n", "curve_preferences cannot be expressed"),
     "unknown curve": ("{tls}  curve_preferences: [Curve25519]\n", "unknown curve"),
