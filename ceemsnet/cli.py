@@ -254,7 +254,7 @@ def cmd_serve(args) -> int:
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
     if args.web_config_file:  # so does a bad web config
         from .webconfig import load
-        load(args.web_config_file)
+        load(args.web_config_file, warn=False)  # serve loads it again, and warns then
     web = WebOptions(args.web_config_file, args.telemetry_path, args.max_requests)
     _require_root("ceemsnet serve", args)
     ctx = build_context(args)

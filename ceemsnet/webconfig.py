@@ -392,7 +392,7 @@ def _headers(v) -> dict[str, str]:
     return out
 
 
-def load(path: str) -> WebConfig:
+def load(path: str, warn: bool = True) -> WebConfig:
     """Read and check the file; a WebConfigError names what is wrong in one line."""
     sig = _stat(path)
     try:
@@ -403,12 +403,12 @@ def load(path: str) -> WebConfig:
     except UnicodeDecodeError:
         raise WebConfigError(f"--web.config.file {path}: not UTF-8 text") from None
     try:
-        return _build(path, text, sig)
+        return _build(path, text, sig, warn)
     except WebConfigError as e:
         raise WebConfigError(f"--web.config.file {path}: {e}") from None
 
 
-def _build(path: str, text: str, sig) -> WebConfig:
+def _build(path: str, text: str, sig, warn: bool) -> WebConfig:
     try:
         doc = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
@@ -419,7 +419,7 @@ def _build(path: str, text: str, sig) -> WebConfig:
     ctx, sans, files, file_sig = _tls_context(_mapping(top.get("tls_server_config"), "tls_server_config", TLS_KEYS),
                                     os.path.dirname(os.path.abspath(path)))
     http = _mapping(top.get("http_server_config"), "http_server_config", HTTP_KEYS)
-    if _bool(http.get("http2"), "http_server_config.http2", True) and "http2" in http:
+    if _bool(http.get("http2"), "http_server_config.http2", True) and "http2" in http and warn:
         log.warning("%s: http_server_config.http2: HTTP/2 is not served (HTTP/1.1 only; clients negotiate it)",
                     path)
     rate = _mapping(top.get("rate_limit"), "rate_limit", RATE_KEYS)
