@@ -288,6 +288,10 @@ def build_labels(kernel_release: str) -> dict[str, str]:
 def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: float,
           web: WebOptions | None = None) -> None:
     """Serve the subsystems' counters on `listen` (and keep the store) until SIGTERM or SIGINT."""
+    # first: a SIGTERM that comes while starting (a test, systemd) must still stop us cleanly
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
                                   build_labels(ctx.release), ctx.unit_kind)
     writer = None
@@ -302,12 +306,10 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
     caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
     log.info("serving %s on %s", web.telemetry_path, listen)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(3600):
         pass
-    log.info("stopping: writing the store, detaching BPF programs")
+    log.info("stopping: writing the store; %s", "the pinned programs go on counting (ceemsnet detach stops them)"
+             if ctx.pins else "detaching the BPF programs")
     httpd.shutdown()
     httpd.server_close()
     if writer is not None:
