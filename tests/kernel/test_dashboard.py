@@ -21,6 +21,8 @@ import re
 import sys
 import time
 
+import pytest
+
 from ..promserver import PrometheusServer, needs_prometheus
 from .helpers import ROOT, TRAFFIC, Exporter
 from .peer import Peer, reply_size
@@ -79,7 +81,8 @@ def test_dashboard_and_rules_against_prometheus(slurm_tree, spawn, tmp_path):
     t0 = time.time()
     job, steps = slurm_tree
     peer = Peer()
-    e = Exporter(extra=("--unit=slurm",), collectors="net,vfs,skb")
+    # v2 named: with auto, a v1 `slurm` tree (another test's, meanwhile) would move the attribution there
+    e = Exporter(extra=("--unit=slurm", "--cgroup.hierarchy=v2"), collectors="net,vfs,skb")
     prom = None
     try:
         target = f"127.0.0.1:{e.port}"
@@ -96,9 +99,13 @@ def test_dashboard_and_rules_against_prometheus(slurm_tree, spawn, tmp_path):
         file_io(spawn, steps["step_1"], tmp_path / "files1")
         # each scrape job (default labels, honor_labels) has scraped round 1, so its rates see round 2
         sels = (f'exported_job="{job}", job="ceemsnet"', f'job="{job}"')
-        for sel in sels:
-            for m in ("net_egress_bytes", "vfs_write_bytes", "skb_egress_bytes"):
-                prom.wait_for(f"ceemsnet_job_{m}_total{{{sel}}}", lambda v: len(v) > 0)
+        try:
+            for sel in sels:
+                for m in ("net_egress_bytes", "vfs_write_bytes", "skb_egress_bytes"):
+                    prom.wait_for(f"ceemsnet_job_{m}_total{{{sel}}}", lambda v: len(v) > 0)
+        except pytest.fail.Exception as err:
+            seen = [x for x in e.scrape_text().splitlines() if job in x or "unknown:" in x]
+            pytest.fail(f"{err}\nup: {prom.vector('up')}\nthe exporter's lines of the job: {seen[:20]}")
         net.proc.stdin.write(json.dumps(plan) + "\n")
         net.proc.stdin.flush()
         tally = json.loads(net.proc.stdout.readline())
