@@ -18,11 +18,20 @@ import pytest
 from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
-__all__ = ["ROOT", "TRAFFIC", "HOOK", "Cgroup", "Child", "Exporter", "traffic_argv", "require_program"]
+__all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
+VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots
+
+
+def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):
+    """Skip in the VM suite (each run costs minutes under emulation) what does not depend on
+    the kernel's hook family, or what some runs cover for all: `unless` lists the
+    (kernel series, hook family) runs that still run it."""
+    also = f"; the {', '.join(f'{k} {h}' for k, h in unless)} VM runs run it" if unless else ""
+    return pytest.mark.skipif(bool(VM) and (VM, HOOK) not in unless, reason=f"the host run covers it: {why}{also}")
 
 
 class Cgroup:

@@ -24,10 +24,10 @@ import time
 import pytest
 
 from ..promserver import PrometheusServer, needs_prometheus
-from .helpers import ROOT, TRAFFIC, Exporter
+from .helpers import ROOT, TRAFFIC, Exporter, host_only
 from .peer import Peer, reply_size
 
-pytestmark = needs_prometheus
+pytestmark = [needs_prometheus, host_only("the dashboard and rules do not depend on the hook family")]
 
 DASHBOARD = os.path.join(ROOT, "packaging", "grafana", "ceemsnet.json")
 RULES = os.path.join(ROOT, "packaging", "prometheus", "rules.yml")

@@ -18,7 +18,9 @@ import uuid
 import pytest
 
 from ..promserver import free_port, stop_by_pid
-from .helpers import ROOT, require_program
+from .helpers import ROOT, host_only, require_program
+
+pytestmark = host_only("the package and its unit do not depend on the hook family")
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ import pytest
 
 from ..promserver import PrometheusServer, free_port, needs_prometheus, stop_by_pid
 from ..unit.test_webconfig import Pki, peer_serial
-from .helpers import HOOK, ROOT, traffic_argv
+from .helpers import HOOK, ROOT, host_only, traffic_argv
 from .peer import Peer
 
-pytestmark = needs_prometheus
+pytestmark = [needs_prometheus, host_only("TLS and basic auth do not depend on the kernel")]
 
 PATH = "/node/metrics"
 
