@@ -19,8 +19,8 @@ import pytest
 
 from .helpers import HOOK, ROOT, TRAFFIC, Exporter, host_only, traffic_argv
 
-# pinning fexit links and kprobe perf links: the 6.12 runs; 6.1 pins them the same way (5.7+, 5.15+)
-BOTH_612 = (("6.12", "fexit"), ("6.12", "kretprobe"))
+# pinning fexit links and kprobe perf links: every VM run
+ALL_VM_RUNS = tuple((k, h) for k in ("6.1", "6.12") for h in ("fexit", "kretprobe"))
 from .peer import Peer, reply_size
 
 SEND_TCP, SIZES_UDP = 40_000, [1000, 3000]
@@ -96,7 +96,7 @@ def assert_exact(samples, cgroup, steps, tally):
         assert samples.get((f"ceemsnet_net_{d}_calls_total", labels)) == calls[(proto, d)], (proto, d)
 
 
-@host_only("pins are the same for every kernel of 5.15+", unless=BOTH_612)
+@host_only("", unless=ALL_VM_RUNS)
 def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer, tmp_path):
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)
@@ -139,7 +139,7 @@ def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer, 
     assert row["net_ingress_bytes"] == want[("tcp", "ingress")] + want[("udp", "ingress")]
 
 
-@host_only("pins are the same for every kernel of 5.15+", unless=BOTH_612)
+@host_only("", unless=ALL_VM_RUNS)
 def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)
