@@ -72,8 +72,6 @@ class Serve:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
                     text = r.read().decode()
                 if "ceemsnet_build_info" in text:
-                    # serve answers a moment before its SIGTERM handler is set (exporter.serve)
-                    time.sleep(0.5)
                     return True
             except OSError:
                 pass
