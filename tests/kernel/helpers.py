@@ -111,7 +111,7 @@ class Exporter:
         pytest.fail("ceemsnet serve did not answer on /metrics within 60 s")
 
     def scrape_text(self):
-        with urllib.request.urlopen(self.url, timeout=10) as r:
+        with urllib.request.urlopen(self.url, timeout=30) as r:  # a loaded machine, thousands of cgroups
             return r.read().decode()
 
     def samples(self):

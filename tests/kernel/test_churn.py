@@ -90,9 +90,16 @@ def test_churn_keeps_survivors_and_frees_maps(collector, make_cgroup, spawn):
             time.sleep(0.3)
 
     def settled():
-        time.sleep(2.5)  # past --cgroup.retention, and a few scrapes
-        e.samples()
-        return e.samples()
+        """Samples once the removed cgroups' keys are gone and their series expired: past
+        --cgroup.retention and a few scrapes, longer on a loaded machine (up to a minute)."""
+        time.sleep(2.5)
+        deadline = time.time() + 60
+        while True:
+            s = e.samples()
+            if s.get(entries_key, 0) <= base[entries_key] + 8 or time.time() > deadline:
+                time.sleep(1.5)  # the retired series expire one retention after the keys went
+                return e.samples()
+            time.sleep(0.5)
 
     try:
         spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [4321]}]), survivor).go()
