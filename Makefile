@@ -87,7 +87,7 @@ test: setup
 	$(Q)$(PYTEST) tests/unit tests/kernel -ra
 	$(Q)$(MAKE) --no-print-directory test-vm
 
-# tests/kernel inside VMs: $(VM_KERNELS) x $(VM_HOOKS), seven to nine minutes each
+# tests/kernel inside VMs: $(VM_KERNELS) x $(VM_HOOKS), eight to eleven minutes each
 # under software emulation. A failing run does not stop the others.
 VM_KERNELS ?= 6.1 6.12
 VM_HOOKS   ?= fexit kretprobe
@@ -96,7 +96,7 @@ VM_PYTEST  := env PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cac
 test-vm: setup
 	$(Q)fail=0; n=0; total=$$(( $(words $(VM_KERNELS)) * $(words $(VM_HOOKS)) )); \
 	for k in $(VM_KERNELS); do for h in $(VM_HOOKS); do n=$$((n+1)); \
-		echo "== [vm $$n/$$total] Debian $$k kernel, --hook=$$h (booting under emulation, seven to nine minutes)"; \
+		echo "== [vm $$n/$$total] Debian $$k kernel, --hook=$$h (booting under emulation, eight to eleven minutes)"; \
 		start=$$(date +%s); \
 		tests/vm/run.sh $$k env CEEMSNET_VM=$$k CEEMSNET_TEST_HOOK=$$h $(VM_PYTEST) || { fail=1; echo "== [vm $$n/$$total] FAILED: $$k --hook=$$h"; }; \
 		echo "== [vm $$n/$$total] done in $$(( $$(date +%s) - start )) s"; \
