@@ -24,12 +24,13 @@ swap and migrate, and new only for fresh.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from dataclasses import dataclass
 
 from packaging.version import Version
 
-from .pins import entries, parse_object_dir
+from .pins import entries, open_pinned, parse_object_dir
 
 log = logging.getLogger("ceemsnet.continuity")
 
@@ -48,6 +49,17 @@ class Pinned:
     def read(cls, path: str) -> "Pinned":
         stem, ident, gen = parse_object_dir(path)
         return cls(path, stem, ident, gen, frozenset(entries(path, "link")), frozenset(entries(path, "map")))
+
+    def capacity(self, map_name: str) -> int | None:
+        """max_entries of a pinned map, None if this object has no such map."""
+        if map_name not in self.maps:
+            return None
+        from .loader import map_info
+        fd = open_pinned(entries(self.path, "map")[map_name])
+        try:
+            return map_info(fd).max_entries
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)

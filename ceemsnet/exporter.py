@@ -298,7 +298,7 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     if storage_path != "none":
         from .store import Store, StoreWriter
         # counters that continue (adopted pins) keep their generation: the store then adds nothing twice
-        gens = {s.name: (getattr(s, "generation", "") or None) if ctx.pins else None for s in subsystems}
+        gens = {s.name: (s.generation or None) if ctx.pins else None for s in subsystems}
         writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
     web = web or WebOptions()

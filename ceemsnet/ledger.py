@@ -41,8 +41,7 @@ class Ledger:
                 m = BpfMap.create(mname, ksz, vsz, capacity)
                 coll.add_map(m)
             setattr(self, attr, m)
-        self._path_of: dict[int, str] = {}
-        self._recorded: set[int] = set()
+        self._path_of: dict[int, str] = {}  # as in the paths map: cgroup ids and path ids
 
     def load(self) -> dict[tuple, list[int]]:
         """Retired totals as the lifecycle keeps them: {(path, *rest of key): counters}."""
@@ -50,8 +49,6 @@ class Ledger:
         for i in range(n):
             cid = _ID.unpack_from(keys, i * 8)[0]
             self._path_of[cid] = values[i * PATH_BYTES:(i + 1) * PATH_BYTES].split(b"\0", 1)[0].decode()
-            if not cid & PATH_ID_BIT:
-                self._recorded.add(cid)
         keys, values, n = self.retired_map.read_all()
         out = {}
         for key, vals in self._decode(keys, values, n, 1).items():
@@ -70,9 +67,8 @@ class Ledger:
     def record(self, paths: dict[int, str]) -> None:
         """Remember the path of every cgroup id seen with counts (once per id)."""
         for cid, path in paths.items():
-            if cid >= 0 and cid not in self._recorded and path.startswith("/"):
+            if cid >= 0 and cid not in self._path_of and path.startswith("/"):
                 self._name(cid, path)
-                self._recorded.add(cid)
 
     def retire(self, rk: tuple, values) -> None:
         """rk = (path, *rest of key): its retired total is now `values`."""
@@ -83,10 +79,8 @@ class Ledger:
 
     def forget(self, cid: int) -> None:
         """A cgroup id whose keys are gone from the counters map."""
-        if cid in self._recorded:
+        if self._path_of.pop(cid, None) is not None:
             self.paths.delete(_ID.pack(cid))
-            self._recorded.discard(cid)
-            self._path_of.pop(cid, None)
 
     def drop(self, path: str, rks) -> None:
         """A retired path whose series expired."""

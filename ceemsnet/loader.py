@@ -90,12 +90,6 @@ class BpfMap:
         libbpf.check_rc(fd, f"bpf_map_create({name})")
         return cls.from_fd(name, fd)
 
-    def lookup(self, key: bytes) -> bytes | None:
-        buf = ctypes.create_string_buffer(self.value_stride * self.ncpus)
-        if libbpf.lib().bpf_map_lookup_elem(self.fd, key, buf) != 0:
-            return None
-        return buf.raw
-
     @property
     def id(self) -> int:
         """The kernel's id of this map: unique until reboot, so it names this map's lifetime."""
@@ -226,9 +220,8 @@ class Collection:
         PinUnsupported (nothing left pinned) if a link cannot be pinned."""
         os.mkdir(obj_dir, 0o700)
         try:
-            for name, m in self.maps.items():
-                libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, os.path.join(obj_dir, f"map__{name}").encode()),
-                                f"pinning map {name}")
+            for m in self.maps.values():
+                _pin_map(m, obj_dir)
             for ln in self.links:
                 ln.pin(os.path.join(obj_dir, f"link__{ln.name}"))
         except BaseException:
@@ -295,8 +288,7 @@ class Collection:
         """A map made or kept beside the object's own; pinned with them."""
         self.maps[m.name] = m
         if self.pin_dir:
-            libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, os.path.join(self.pin_dir, f"map__{m.name}").encode()),
-                            f"pinning map {m.name}")
+            _pin_map(m, self.pin_dir)
 
     def _keep(self, link: Link) -> Link:
         self.links.append(link)
@@ -333,6 +325,11 @@ class Collection:
             self.close()
         except Exception:
             pass
+
+
+def _pin_map(m: BpfMap, obj_dir: str) -> None:
+    libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, os.path.join(obj_dir, f"map__{m.name}").encode()),
+                    f"pinning map {m.name}")
 
 
 def map_fits(old: BpfMap, map_type: int, key_size: int, value_size: int, max_entries: int, flags: int) -> bool:

@@ -60,20 +60,22 @@ def identity(obj_path: str, settings: dict[str, int]) -> str:
     return h.hexdigest()[:16]
 
 
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _statfs_magic(path: str) -> int:
     class statfs(ctypes.Structure):
         _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     buf = statfs()
-    if libc.statfs(path.encode(), ctypes.byref(buf)) != 0:
+    if _libc().statfs(path.encode(), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return buf.f_type & 0xFFFFFFFF
 
 
 def _mount_bpffs(where: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
+    if _libc().mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
         raise CeemsnetError(f"cannot mount bpffs on {where}: {os.strerror(err)}")
     log.info("mounted bpffs on %s", where)

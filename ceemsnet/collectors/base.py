@@ -13,7 +13,6 @@ the log), collect() (metric families, each scrape) and close() (detach).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +38,7 @@ def add_map_entries_flag(group, name: str, keys: str) -> None:
 
 class Subsystem(Protocol):
     name: str
+    generation: str  # the lifetime of its counters: kept across restarts that adopt pins (the store uses it)
 
     def hooks(self) -> list[HookChoice]: ...
     def collect(self) -> list[Family]: ...
@@ -99,9 +99,8 @@ def _wanted(ctx: Context, name: str, pinned, settings: dict[str, int], map_entri
     when this run would not load that object at all."""
     from ..choice import plan_object
     from ..continuity import Wanted
-    from ..loader import map_info
     from ..objects import CATALOGUE
-    from ..pins import identity, open_pinned
+    from ..pins import identity
     if len(pinned) != 1:
         return None
     p = pinned[0]
@@ -110,18 +109,11 @@ def _wanted(ctx: Context, name: str, pinned, settings: dict[str, int], map_entri
     if obj is None or ctx.args.hook not in ("auto", obj.family):
         return None
     if obj.family == "kretprobe" and ctx.args.maxactive:
-        return None  # pinned kretprobes were attached without a maxactive (see pins_supported)
+        return None  # pinned kretprobes were attached without a maxactive (see continuity.continuity)
     plan = plan_object(obj, ctx.kver, ctx.btf)
     if not plan.usable:
         return None
-    fits = True
-    for mname, n in map_entries.items():
-        if mname in p.maps:
-            fd = open_pinned(os.path.join(p.path, f"map__{mname}"))
-            try:
-                fits = fits and map_info(fd).max_entries == n
-            finally:
-                os.close(fd)
+    fits = all(p.capacity(mname) in (None, n) for mname, n in map_entries.items())
     return Wanted(p.stem, identity(obj.path, settings), frozenset(plan.programs()), fits), plan
 
 

@@ -31,8 +31,8 @@ from .. import CeemsnetError
 from ..cgroups import scan_cgroup_ids
 from ..choice import HookChoice
 from ..continuity import Pinned, Upgrade, Wanted, decide, generation_of
-from ..loader import Collection, LoadRefused, ObjectSpec, load, map_info
-from ..pins import identity, open_pinned
+from ..loader import Collection, LoadRefused, ObjectSpec, load
+from ..pins import identity
 from ..metrics import Family
 from ..objects import SKB_OBJECTS
 from ..structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
@@ -65,6 +65,11 @@ def add_flags(group) -> None:
 def check(args) -> None:
     if args.skb_mode == "per-cgroup" and not args.skb_cgroups:
         raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
+
+
+def _cid_of(link_name: str) -> int:
+    """The cgroup id in a cgroup link's name (Collection.attach_cgroup: <program>__<id>)."""
+    return int(link_name.rpartition("__")[2])
 
 
 class SkbBackend:
@@ -116,7 +121,7 @@ class SkbBackend:
             if pins:
                 self.coll.pin(pins.object_dir(NAME, self.spec.file.removesuffix(".bpf.o"), ident, self.generation))
             if mode == "root" and took:
-                self.attached[self.subtree] = (int(took[0].name.rpartition("__")[2]), took)
+                self.attached[self.subtree] = (_cid_of(took[0].name), took)
             elif mode == "root":
                 path = os.path.join(self.root, self.subtree.lstrip("/"))
                 if not os.path.isdir(path):
@@ -134,10 +139,9 @@ class SkbBackend:
         (else the old counts must be copied before anything counts into the new maps)."""
         if self.mode != "root" or not old_colls or not {"skb_stats", "skb_drops"} <= self.coll.reused:
             return []
-        path = os.path.join(self.root, self.subtree.lstrip("/"))
-        cid = os.stat(path).st_ino if os.path.isdir(path) else -1
+        cid = self._root_cid()
         old = old_colls[-1]
-        mine = {ln.program: ln for ln in old.links if ln.name.rpartition("__")[2] == str(cid)}
+        mine = {ln.program: ln for ln in old.links if _cid_of(ln.name) == cid}
         if set(mine) != set(PROGRAMS):
             return []
         for prog, ln in mine.items():
@@ -146,6 +150,11 @@ class SkbBackend:
             old.links.remove(ln)
             self.coll.links.append(ln)
         return list(mine.values())
+
+    def _root_cid(self) -> int | None:
+        """Root mode: the id of the cgroup the programs attach to (None if it is missing)."""
+        path = os.path.join(self.root, self.subtree.lstrip("/"))
+        return os.stat(path).st_ino if os.path.isdir(path) else None
 
     # what Upgrade.before_attach reads of a freshly loaded object
     @property
@@ -168,27 +177,18 @@ class SkbBackend:
         p = pinned[0]
         links = p.links
         if self.mode == "root":
-            path = os.path.join(self.root, self.subtree.lstrip("/"))
-            cid = os.stat(path).st_ino if os.path.isdir(path) else 0
-            links = frozenset(f"{prog}__{cid}" for prog in PROGRAMS)
-        fits = True
-        if self.mode == "root" and "skb_stats" in p.maps:
-            fd = open_pinned(os.path.join(p.path, "map__skb_stats"))
-            try:
-                fits = map_info(fd).max_entries == map_entries
-            finally:
-                os.close(fd)
+            links = frozenset(f"{prog}__{self._root_cid()}" for prog in PROGRAMS)
+        fits = self.mode != "root" or p.capacity("skb_stats") in (None, map_entries)
         return Wanted(self.spec.file.removesuffix(".bpf.o"), ident, links, fits)
 
     def _adopt(self, spec: ObjectSpec, pinned) -> None:
         ids = scan_cgroup_ids(self.root)
-        self.coll = Collection.adopt(spec, pinned.path,
-                                     targets=lambda name: ids.get(int(name.rpartition("__")[2]), "unknown"))
+        self.coll = Collection.adopt(spec, pinned.path, targets=lambda name: ids.get(_cid_of(name), "unknown"))
         self._bind_maps()
         self.generation = pinned.generation
         by_cgroup: dict[int, list] = {}
         for ln in self.coll.links:
-            by_cgroup.setdefault(int(ln.name.rpartition("__")[2]), []).append(ln)
+            by_cgroup.setdefault(_cid_of(ln.name), []).append(ln)
         for cid, links in by_cgroup.items():
             self.attached[ids.get(cid, f"unknown:{cid}")] = (cid, links)
         log.info("skb: adopted the pinned %s (%d cgroup(s)): its programs never stopped counting",
