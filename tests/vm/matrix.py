@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The VM matrix: which kernel runs which kernel tests with which hook family,
+and which committed BPF object each run loads.
+
+`make test-vm` runs it (`python tests/vm/matrix.py run`); `list` prints it.
+Three checks keep it honest:
+- tests/unit/test_vm_matrix.py: every object in bpf/objs/ is loaded by at
+  least one run of `make test` (host or VM), and every object named here is
+  in the catalogue (ceemsnet/objects.py);
+- tests/kernel/test_matrix.py, inside each run: `ceemsnet probe` on that
+  kernel chooses exactly the objects listed here for it, BTF-verified, so the
+  list cannot drift from what really runs;
+- the tests in the run's suite then count exactly with those objects.
+
+A run boots its kernel once and runs the suite once per hook family.
+VM_KERNELS="5.10 7" and VM_HOOKS=fexit narrow it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# The whole kernel suite, and the exact-count subset run on the kernels
+# that only need to show their objects count exactly (each VM minute is
+# emulated): net and vfs counts, cgroup v1, lifecycle, store, the BTF era
+# checks, probe, and this matrix's own check.
+FULL = ("tests/kernel",)
+EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py", "tests/kernel/test_vfs.py",
+         "tests/kernel/test_btf_eras.py", "tests/kernel/test_probe.py", "tests/kernel/test_cgroup_v1.py",
+         "tests/kernel/test_lifecycle.py", "tests/kernel/test_store.py")
+SUITES = {"full": FULL, "exact": EXACT}
+
+
+@dataclass(frozen=True)
+class Run:
+    kernel: str                 # tests/vm/run.sh's kernel name; "host" for this machine
+    package: str                # what boots (documentation; run.sh pins it)
+    suite: str                  # key of SUITES
+    # hook family -> the objects `probe` must choose for net and vfs
+    objects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # objects a hook-independent test loads in this run (cgroup_skb)
+    also: dict[str, str] = field(default_factory=dict)
+    minutes: int = 0            # measured wall time of the run on this 2-vCPU host
+    why: str = ""               # what only this run covers
+
+    @property
+    def hooks(self) -> tuple[str, ...]:
+        return tuple(self.objects)
+
+
+RUNS = (
+    Run("host", "this machine's kernel (6.18 here)", "full",
+        {"tracepoint": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o")},
+        also={"skb-root.bpf.o": "tests/kernel/test_skb.py", "skb-cgroup.bpf.o": "tests/kernel/test_skb.py"},
+        minutes=4,
+        why="every unit test; every kernel test with the tracepoint and cgroup_skb programs; what does not "
+            "depend on the hook family (churn, dashboard and rules, web config, package, capabilities one by one, "
+            "skb and ledger continuity)"),
+    Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
+        {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
+        why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
+            "vfs_* without a namespace argument, *_sendpage"),
+    Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
+        {"fexit": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
+        why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel"),
+    Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
+        {"fexit": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
+        why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
+            "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
+)
+
+BY_KERNEL = {r.kernel: r for r in RUNS}
+# the kernel series of this machine, whose choice the "host" run records
+HOST_SERIES = "6.18"
+
+
+def exercised() -> dict[str, list[str]]:
+    """object file -> the runs (kernel/hook) that load it."""
+    out: dict[str, list[str]] = {}
+    for r in RUNS:
+        for hook, objs in r.objects.items():
+            for o in objs:
+                out.setdefault(o, []).append(f"{r.kernel}/{hook}")
+        for o, test in r.also.items():
+            out.setdefault(o, []).append(f"{r.kernel}/{os.path.basename(test)}")
+    return out
+
+
+def guest_script(run: Run, hooks: tuple[str, ...], python: str) -> str:
+    """The guest's command: the suite once per hook family; the exit code is 1 if any failed."""
+    files = " ".join(shlex.quote(f) for f in SUITES[run.suite])
+    lines = ["rc=0"]
+    for h in hooks:
+        lines.append(f"echo '== {run.kernel} --hook={h}: {run.suite} suite'")
+        lines.append(f"env CEEMSNET_VM={shlex.quote(run.kernel)} CEEMSNET_TEST_HOOK={h} PYTHONDONTWRITEBYTECODE=1 "
+                     f"{python} -m pytest -p no:cacheprovider -ra {files} || rc=1")
+    lines.append("exit $rc")
+    return "; ".join(lines)
+
+
+def selected(kernels: list[str] | None, hooks: list[str] | None) -> list[tuple[Run, tuple[str, ...]]]:
+    vm = [r for r in RUNS if r.kernel != "host"]
+    if kernels:
+        unknown = [k for k in kernels if k not in BY_KERNEL or k == "host"]
+        if unknown:
+            raise SystemExit(f"matrix: unknown VM kernel(s) {' '.join(unknown)}: choose from "
+                             f"{' '.join(r.kernel for r in vm)}")
+        vm = [r for r in vm if r.kernel in kernels]
+    out = []
+    for r in vm:
+        hs = tuple(h for h in r.hooks if not hooks or h in hooks)
+        if hs:
+            out.append((r, hs))
+    return out
+
+
+def cmd_run(args) -> int:
+    runs = selected(args.kernels, args.hooks)
+    if not runs:
+        print("matrix: nothing selected (VM_KERNELS / VM_HOOKS)", file=sys.stderr)
+        return 2
+    results = []
+    for i, (r, hooks) in enumerate(runs, 1):
+        about = f", about {r.minutes} min" if r.minutes else ""
+        print(f"== [vm {i}/{len(runs)}] {r.kernel}: {r.package}; --hook={','.join(hooks)}; "
+              f"{r.suite} suite (software emulation{about})", flush=True)
+        start = time.monotonic()
+        rc = subprocess.call([os.path.join(HERE, "run.sh"), r.kernel, "sh", "-c",
+                              guest_script(r, hooks, ".venv/bin/python")], cwd=ROOT)
+        took = time.monotonic() - start
+        results.append((r, hooks, rc, took))
+        print(f"== [vm {i}/{len(runs)}] {r.kernel} {'passed' if rc == 0 else f'FAILED (exit {rc})'} "
+              f"in {took / 60:.1f} min", flush=True)
+    print("== VM matrix:")
+    for r, hooks, rc, took in results:
+        print(f"   {r.kernel:6} {','.join(hooks):20} {r.suite:6} {'ok' if rc == 0 else 'FAILED':7} {took / 60:5.1f} min")
+    return 0 if all(rc == 0 for *_, rc, _ in results) else 1
+
+
+def cmd_list(args) -> int:
+    for r in RUNS:
+        print(f"{r.kernel:6} {r.suite:6} {r.package}")
+        for hook, objs in r.objects.items():
+            print(f"       --hook={hook}: {', '.join(objs)}")
+        for o, test in r.also.items():
+            print(f"       {o} ({test})")
+    return 0
+
+
+def main(argv=None) -> int:
+    env_list = lambda name: os.environ.get(name, "").split() or None  # noqa: E731
+    p = argparse.ArgumentParser(prog="tests/vm/matrix.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="boot each selected kernel and run its suite once per hook family")
+    run.add_argument("--kernels", nargs="*", default=env_list("VM_KERNELS"),
+                     help="VM kernels to run (default: all; env VM_KERNELS)")
+    run.add_argument("--hooks", nargs="*", default=env_list("VM_HOOKS"),
+                     help="hook families to run (default: each run's own; env VM_HOOKS)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("list", help="print the matrix: runs, suites, the objects each run loads").set_defaults(func=cmd_list)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
