@@ -129,7 +129,9 @@ class Records:
             changed, gone = new.items() - old.items(), old.keys() - new.keys()
         self._keys, self._values = keys, values
         dirty: set[int] = set()
-        stats, by_id = self.stats, self.by_id
+        # a new dict (a copy in C): the last one may still be read (PrerenderedFamily rows)
+        stats = self.stats = dict(self.stats)
+        by_id = self.by_id
         if gone:
             # only the keys matter: decode them beside zero values
             for key in self.source.decode(b"".join(gone), bytes(len(gone) * self._value.size), len(gone)):
@@ -188,12 +190,10 @@ class CounterMap:
 
     def _reset(self) -> None:
         """Forget every cached rendering: the next scrape renders all paths."""
-        self._chunks: dict[str, tuple[tuple[bytes, ...], tuple[list, ...]]] = {}  # path -> (lines, rows) per family
+        self._chunks: dict[str, tuple[bytes, ...]] = {}  # path -> its sample lines, per family
         self._order: list[str] = []                  # self._chunks' paths, sorted
         self._index: dict[str, int] = {}             # path -> its place in self._order
         self._data: list[list[bytes]] = []           # per family: each path's sample lines, in order
-        self._rows: list[list[list]] = []            # per family: each path's rows, in order
-        self._joined: list[bytes] | None = None      # per family: its sample lines, all paths
         self._prev_paths: dict[int, str] = {}        # cgroup id -> the path its counts went to last scrape
         self._prev_retired: dict[tuple, tuple] = {}  # the lifecycle's retired totals last scrape
 
@@ -246,7 +246,8 @@ class CounterMap:
         self._prev_paths, self._prev_retired = dict(pos), ret
         if dirty:
             self._render(dirty, live, pos, ret, rec.by_id)
-        return self._assemble()
+        out_paths = out_paths if self.lifecycle is not None else paths
+        return self._assemble(lambda: self.families(live, out_paths))
 
     def _skeleton(self) -> list[Family]:
         """The renderer's families for no input: names, help, types and labels."""
@@ -290,30 +291,30 @@ class CounterMap:
             if r is None:
                 reorder |= chunks.pop(p, None) is not None
                 continue
-            chunk = chunks[p] = (tuple(render_rows(sample_name(f), f.labels, r[i]).encode()
-                                       for i, f in enumerate(skel)), r)
+            lines = chunks[p] = tuple(render_rows(sample_name(f), f.labels, r[i]).encode() for i, f in enumerate(skel))
             at = self._index.get(p)
             if at is None:
                 reorder = True
             elif not reorder:
                 for i, col in enumerate(self._data):
-                    col[at] = chunk[0][i]
-                    self._rows[i][at] = r[i]
+                    col[at] = lines[i]
         if reorder:
             self._order = sorted(chunks)
             self._index = {p: i for i, p in enumerate(self._order)}
-            parts = [chunks[p] for p in self._order]
-            self._data = [[c[0][i] for c in parts] for i in range(len(skel))]
-            self._rows = [[c[1][i] for c in parts] for i in range(len(skel))]
-        self._joined = None
+            self._data = [[chunks[p][i] for p in self._order] for i in range(len(skel))]
 
-    def _assemble(self) -> list[Family]:
+    def _assemble(self, rows_of) -> list[Family]:
+        """The families of this scrape; rows_of() gives all their rows (the renderer over everything),
+        for whatever reads rows rather than the text."""
         skel = self._skeleton()
-        if self._joined is None:
-            self._joined = [b"".join(col) for col in self._data] if self._data else [b""] * len(skel)
         out = []
+        built: list = []
+
+        def rows(i):
+            if not built:
+                built.append(rows_of())
+            return built[0][i].rows
         for i, f in enumerate(skel):
-            out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels, self._joined[i],
-                                         lambda rows=self._rows[i][:] if self._rows else []:
-                                         list(chain.from_iterable(rows))))
+            out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels,
+                                         b"".join(self._data[i]) if self._data else b"", lambda i=i: rows(i)))
         return out
