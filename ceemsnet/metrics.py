@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 
 @dataclass
 class Family:
@@ -31,6 +29,8 @@ class Family:
         self.rows.append((values, value))
 
     def to_prometheus(self):
+        # prometheus_client only when asked for (OpenMetrics): serving text does without it
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         m = cls(self.name, self.help, labels=list(self.labels))
         for values, v in self.rows:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from itertools import chain
-from operator import itemgetter
+from itertools import compress, count
+from operator import itemgetter, ne
 
-from ..metrics import Family, PrerenderedFamily, render_rows, sample_name
+from ..metrics import Family, PrerenderedFamily, _fmt, render_rows, sample_name
 from ..structs import decode_drops
 
 _first = itemgetter(0)
@@ -80,13 +80,11 @@ class Records:
 
     When the keys come back in the same order (no key came or went: a hash
     map's batch read walks its buckets in a fixed order), the values are
-    compared a block of records at a time, in C; otherwise the records are
+    compared record by record in C; otherwise the records are
     matched by key (dict item views, in C). Python work per read is then
     proportional to the records that changed. `stats` is the decoded map, as
     source.read() would return it; `by_id` its keys per cgroup id.
     """
-
-    BLOCK = 64  # records compared at once
 
     def __init__(self, source):
         self.source = source
@@ -101,19 +99,10 @@ class Records:
         return dict(zip(map(_first, self._key.iter_unpack(keys)), map(_first, self._value.iter_unpack(values))))
 
     def _changed_in_place(self, keys: bytes, values: bytes) -> list[tuple[bytes, bytes]]:
-        """Records whose value changed, the keys being the same, in the same order."""
-        ks, vs, old = self._key.size, self._value.size, self._values
-        bl = self.BLOCK * vs
-        out = []
-        for off in range(0, len(values), bl):
-            end = off + bl
-            if values[off:end] != old[off:end]:
-                for j in range(off, min(end, len(values)), vs):
-                    vb = values[j:j + vs]
-                    if vb != old[j:j + vs]:
-                        r = j // vs * ks
-                        out.append((keys[r:r + ks], vb))
-        return out
+        """Records whose value changed, the keys being the same, in the same order (compared in C)."""
+        ks, vs = self._key.size, self._value.size
+        moved = compress(count(), map(ne, self._value.iter_unpack(values), self._value.iter_unpack(self._values)))
+        return [(keys[r * ks:(r + 1) * ks], values[r * vs:(r + 1) * vs]) for r in moved]
 
     def update(self) -> set[int]:
         """Read the source; returns the cgroup ids whose records changed, came or went."""
@@ -191,6 +180,7 @@ class CounterMap:
     def _reset(self) -> None:
         """Forget every cached rendering: the next scrape renders all paths."""
         self._chunks: dict[str, tuple[bytes, ...]] = {}  # path -> its sample lines, per family
+        self._prefixes: dict[str, dict] = {}         # path -> {label values: rendered labels} of its series
         self._order: list[str] = []                  # self._chunks' paths, sorted
         self._index: dict[str, int] = {}             # path -> its place in self._order
         self._data: list[list[bytes]] = []           # per family: each path's sample lines, in order
@@ -285,13 +275,18 @@ class CounterMap:
             for row in f.rows:
                 rows[row[0][0]][i].append(row)
         chunks = self._chunks
+        samples = [sample_name(f) for f in skel]
         reorder = False
         for p in dirty:
             r = rows.get(p)
             if r is None:
                 reorder |= chunks.pop(p, None) is not None
+                self._prefixes.pop(p, None)
                 continue
-            lines = chunks[p] = tuple(render_rows(sample_name(f), f.labels, r[i]).encode() for i, f in enumerate(skel))
+            pre = self._prefixes.get(p)
+            if pre is None:
+                pre = self._prefixes[p] = {}
+            lines = chunks[p] = tuple(self._lines(samples[i], f.labels, r[i], pre) for i, f in enumerate(skel))
             at = self._index.get(p)
             if at is None:
                 reorder = True
@@ -302,6 +297,17 @@ class CounterMap:
             self._order = sorted(chunks)
             self._index = {p: i for i, p in enumerate(self._order)}
             self._data = [[chunks[p][i] for p in self._order] for i in range(len(skel))]
+
+    @staticmethod
+    def _lines(sample: str, names: tuple[str, ...], rows, prefixes: dict) -> bytes:
+        """render_rows(), with each series' rendered labels kept (prefixes: label values -> '{...}')."""
+        out = []
+        for values, v in rows:
+            pre = prefixes.get(values)
+            if pre is None:
+                pre = prefixes[values] = render_rows("", names, ((values, 0),))[:-3]
+            out.append(f"{sample}{pre} {_fmt(v)}\n")
+        return "".join(out).encode()
 
     def _assemble(self, rows_of) -> list[Family]:
         """The families of this scrape; rows_of() gives all their rows (the renderer over everything),

@@ -206,10 +206,10 @@ def test_caches_stay_bounded_across_cgroup_churn():
                 del alive[cid]  # removed (the resolver keeps its last path)
         cm.collect()
         sizes.append((len(cm._chunks), len(cm._index), max(map(len, cm._data)), len(cm._prev_paths),
-                      len(cm._prev_retired), len(cm._records.stats), len(cm._records.by_id)))
+                      len(cm._prev_retired), len(cm._records.stats), len(cm._records.by_id), len(cm._prefixes)))
     # retention 2 s, one round a second: only the last rounds' cgroups are still exported (retired)
     assert max(s[0] for s in sizes[5:]) <= 3 * 200 + 1 and sizes[-1] == sizes[-2]
-    assert all(s[1] == s[0] == s[2] for s in sizes)
+    assert all(s[1] == s[0] == s[2] == s[7] for s in sizes)
     assert sizes[-1][5] <= 1 + 200 and sizes[-1][6] <= 1 + 200  # only live records are kept decoded
     assert '{cgroup="/survivor",proto="udp",family="ipv4"} 4321\n' in TextRenderer().render(cm.collect())
 
