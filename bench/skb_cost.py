@@ -123,7 +123,7 @@ def main():
         for r in rows[1:3]:
             emit(row(f"UDP {a.size} B sends/s, skb {r['mode']}", r["rate"], "sends/s", base,
                      "no skb programs (mean of before and after)"))
-        for prog in PROGRAMS:
+        for prog in (p for p in PROGRAMS if per_ns[p]):  # no run: no receiver in a matching cgroup
             emit(row(f"{prog}: ns per run, per-cgroup storage", per_ns[prog], "ns", root_ns[prog],
                      "root mode (hash keyed by cgroup id)"))
         return

@@ -92,14 +92,19 @@ def render_rows(sample: str, names: tuple[str, ...], rows, label=_escape_label) 
 
 
 class PrerenderedFamily(Family):
-    """A family whose sample lines come already rendered (`data`); its rows are
-    built only when something reads them (OpenMetrics, the store, --unit)."""
+    """A family whose sample lines come already rendered, in parts (each a bytes of
+    whole lines, joined when rendered: `data`); its rows are built only when
+    something reads them (OpenMetrics, the store, --unit)."""
 
-    def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...], data: bytes, rows_of):
+    def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...], parts: list[bytes], rows_of):
         self.name, self.help, self.kind, self.labels = name, help, kind, labels
-        self.data = data
+        self._parts = parts
         self._rows_of = rows_of
         self._rows = None
+
+    @property
+    def data(self):
+        return None if self._parts is None else b"".join(self._parts)
 
     @property
     def rows(self):
@@ -110,7 +115,7 @@ class PrerenderedFamily(Family):
     @rows.setter
     def rows(self, value):  # rows changed (merge_families): the text no longer says them
         self._rows = value
-        self.data = None
+        self._parts = None
 
 
 class TextRenderer:
@@ -149,5 +154,6 @@ class TextRenderer:
         for f in families:
             sample = sample_name(f)
             app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n".encode())
-            app(f.data if f.data is not None else render_rows(sample, f.labels, f.rows, self._label).encode())
+            data = f.data
+            app(data if data is not None else render_rows(sample, f.labels, f.rows, self._label).encode())
         return out

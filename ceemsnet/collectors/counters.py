@@ -92,7 +92,7 @@ class Records:
         self._value = struct.Struct(f"{source.value_size}s")
         self._keys = self._values = b""          # the last read, packed
         self.stats: dict[tuple, tuple] = {}      # decoded key -> counters
-        self.by_id: dict[int, set] = {}          # cgroup id -> its decoded keys
+        self.by_id: dict[int, list] = {}         # cgroup id -> its decoded keys
         self.entries = 0
 
     def _records(self, keys: bytes, values: bytes) -> dict[bytes, bytes]:
@@ -128,7 +128,7 @@ class Records:
                 cid = key[0]
                 dirty.add(cid)
                 ids = by_id[cid]
-                ids.discard(key)
+                ids.remove(key)
                 if not ids:
                     del by_id[cid]
         if changed:
@@ -142,8 +142,9 @@ class Records:
                 dirty.add(cid)
                 ids = by_id.get(cid)
                 if ids is None:
-                    ids = by_id[cid] = set()
-                ids.add(key)
+                    by_id[cid] = [key]
+                elif key not in ids:  # a few keys per id: a list is a quarter of a set's size
+                    ids.append(key)
         return dirty
 
 
@@ -321,6 +322,8 @@ class CounterMap:
                 built.append(rows_of())
             return built[0][i].rows
         for i, f in enumerate(skel):
+            # the lines stay in parts (each path's): joined only while a scrape is rendered, so the
+            # text of every series is held once (in self._chunks), not again by the last families
             out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels,
-                                         b"".join(self._data[i]) if self._data else b"", lambda i=i: rows(i)))
+                                         self._data[i][:] if self._data else [], lambda i=i: rows(i)))
         return out
