@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs bench clean
+.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs bench bench-vm clean
 
 ifeq ($(V),1)
 Q :=
@@ -100,8 +100,27 @@ test-unit: setup
 test-kernel: setup
 	$(Q)$(PYTEST) tests/kernel -ra
 
+# --- benchmarks ------------------------------------------------------------
+# `make bench`: every host benchmark with --rows, one table at the end
+# (bench/table.py; rows protocol in bench/rows.py): each figure beside its
+# baseline from the same run, the ratio and issue 16's target. Root; about
+# ten minutes on a 2-vCPU machine. A script not in the checkout is skipped
+# with a line saying so. BEFORE=REV adds the exporter's memory as of REV.
+BEFORE ?=
+BENCH_HOST ?= bench/scrape.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
+	bench/vfs_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
+# `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
+# in the 6.1 and 6.12 VMs (one boot per script and kernel, under emulation:
+# ratios only, absolute figures mean nothing there).
+BENCH_VM_KERNELS ?= 6.1 6.12
+BENCH_VM ?= bench/net_cost.py:--hook=fexit bench/net_cost.py:--hook=kretprobe bench/vfs_cost.py:--hook=fexit \
+	bench/vfs_cost.py:--hook=kretprobe bench/kretprobe_maxactive.py:--maxactive=0,64,1024
+
 bench: setup
-	$(Q)$(PY) bench/scrape.py
+	$(Q)$(PY) bench/table.py $(BENCH_HOST)
+
+bench-vm: setup
+	$(Q)$(PY) bench/table.py $(addprefix --vm ,$(BENCH_VM_KERNELS)) $(BENCH_VM)
 
 # --- Debian package --------------------------------------------------------
 # dist/ceemsnet_<version>_<arch>.deb (packaging/deb/build.py, dpkg-deb): the

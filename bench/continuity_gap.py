@@ -22,8 +22,10 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
+from rows import add_rows_flag, emit, row  # noqa: E402
 
 SENDER = r"""
 import socket, sys, time
@@ -42,6 +44,9 @@ while not select.select([sys.stdin], [], [], 0)[0]:
     time.sleep(pace)
 print(n, time.monotonic() - t0, flush=True)
 """
+
+
+ROWS = False
 
 
 def free_port():
@@ -102,14 +107,19 @@ def scenario(name, first, second, cg, rel, port, sink_port, pace):
     n, secs = int(n), float(secs)
     missed = n - counted
     rate = n / secs
-    print(f"{name:34} {n:>8} {counted:>9.0f} {missed:>7.0f} {missed / rate * 1000:>9.1f} ms  {restart:>6.2f} s")
+    print(f"{name:34} {n:>8} {counted:>9.0f} {missed:>7.0f} {missed / rate * 1000:>9.1f} ms  {restart:>6.2f} s",
+          file=sys.stderr if ROWS else sys.stdout)
+    return missed / rate * 1000
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hook", default="auto")
     ap.add_argument("--pace", type=float, default=0.0002, help="seconds between sends (default 0.2 ms)")
+    add_rows_flag(ap)
     a = ap.parse_args()
+    global ROWS
+    ROWS = a.rows
     if os.geteuid() != 0:
         sys.exit("bench/continuity_gap.py: needs root")
     root = find_cgroup2_root()
@@ -131,16 +141,21 @@ def main():
     threading.Thread(target=drain, daemon=True).start()
     port = free_port()
     common = [f"--hook={a.hook}"]
+    out = sys.stderr if a.rows else sys.stdout
     print(f"kernel {os.uname().release}: 100-byte UDP datagrams every {a.pace * 1000:.1f} ms, exporter "
-          "restarted after 1 s")
-    print(f"{'scenario':34} {'sent':>8} {'counted':>9} {'missed':>7} {'window':>12}  restart took")
+          "restarted after 1 s", file=out)
+    print(f"{'scenario':34} {'sent':>8} {'counted':>9} {'missed':>7} {'window':>12}  restart took", file=out)
     try:
-        scenario("restart, no pins (before)", common + ["--bpf.pin-path=none"], common + ["--bpf.pin-path=none"],
+        before = scenario("restart, no pins (before)", common + ["--bpf.pin-path=none"], common + ["--bpf.pin-path=none"],
                  cg, rel, port, sink.getsockname()[1], a.pace)
         pinned = common + [f"--bpf.pin-path={pins}"]
-        scenario("restart, pins adopted", pinned, pinned, cg, rel, port, sink.getsockname()[1], a.pace)
-        scenario("upgrade: new map size (migrate)", pinned, pinned + ["--net.map-entries=70000"], cg, rel, port,
+        adopted = scenario("restart, pins adopted", pinned, pinned, cg, rel, port, sink.getsockname()[1], a.pace)
+        migrated = scenario("upgrade: new map size (migrate)", pinned, pinned + ["--net.map-entries=70000"], cg, rel, port,
                  sink.getsockname()[1], a.pace)
+        if a.rows:
+            for what, v in (("restart adopting the pins", adopted), ("upgrade with a new map size", migrated)):
+                emit(row(f"counting gap across an exporter {what}", v, "ms", before,
+                         "restart without pins (counts lost)"))
     finally:
         stop.set()
         subprocess.run([sys.executable, "-m", "ceemsnet.cli", "detach", f"--bpf.pin-path={pins}"], cwd=ROOT,

@@ -22,10 +22,12 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
+from rows import add_rows_flag, emit, row  # noqa: E402
 
 WORKLOAD = os.path.join(ROOT, "tests", "kernel", "blocked_recv.py")
 
@@ -85,12 +87,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=300)
     ap.add_argument("--maxactive", default="0,4,64,256,1024")
+    add_rows_flag(ap)
     a = ap.parse_args()
     ncpu = os.cpu_count()
+    print = __builtins__.print if not a.rows else (lambda *x, **k: __builtins__.print(*x, file=sys.stderr, **k))
     print(f"kernel {os.uname().release}, {ncpu} CPUs, {a.threads} threads blocked in udp_recvmsg, then woken")
     print(f"{'maxactive':>22} {'counted':>8} {'missed':>8} {'lost':>6}")
+    lost0 = None
     for m in (int(x) for x in a.maxactive.split(",")):
         counted, missed = run_once(m, a.threads)
+        lost = 100 * (a.threads - counted) / a.threads
+        if lost0 is None:
+            lost0 = lost
+        if a.rows:
+            emit(row(f"kretprobe returns lost, {a.threads} threads woken at once, maxactive {m}", lost, "%",
+                     lost0, f"maxactive {a.maxactive.split(',')[0]}"))
         label = f"0 (kernel: {max(10, 2 * ncpu)})" if m == 0 else str(m)
         shown = "n/a" if missed is None else str(int(missed))
         print(f"{label:>22} {counted:>8} {shown:>8} {100 * (a.threads - counted) / a.threads:>5.0f}%", flush=True)

@@ -23,9 +23,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ceemsnet.report.prometheus import PrometheusAPI, query  # noqa: E402
 from tests.promserver import free_port, stop_by_pid  # noqa: E402
+from rows import add_rows_flag, emit, row  # noqa: E402
 
 STEP = 15
 
@@ -95,7 +97,9 @@ def main():
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--cgroups", type=int, default=20, help="job cgroups per node")
     ap.add_argument("--hours", type=float, default=6.0)
+    add_rows_flag(ap)
     a = ap.parse_args()
+    say = (lambda *x: print(*x, file=sys.stderr)) if a.rows else print
     if not shutil.which("promtool") or not shutil.which("prometheus"):
         sys.exit("bench/prom_report.py: needs Debian's prometheus package (make setup)")
     n = int(a.hours * 3600 / STEP)
@@ -103,15 +107,19 @@ def main():
     work = tempfile.mkdtemp(prefix="ceemsnet-bench-")
     try:
         series = a.nodes * a.cgroups * 4
-        print(f"{a.nodes} exporters x {a.cgroups} jobs x 4 series = {series} series, {n} samples each "
+        say(f"{a.nodes} exporters x {a.cgroups} jobs x 4 series = {series} series, {n} samples each "
               f"({a.hours:g} h at {STEP} s): {series * n:,} samples")
         base = run("fast", work, a.nodes, a.cgroups, start, n, None)
         exact = run("restarts", work, a.nodes, a.cgroups, start, n, n // 2)
         for name, (took, queries, got, truth, rows) in (("no restarts (fast path)", base),
                                                          ("every exporter restarted (exact path)", exact)):
-            print(f"  {name:40s} {took:7.2f} s  {queries:3d} queries  {rows} jobs  "
+            say(f"  {name:40s} {took:7.2f} s  {queries:3d} queries  {rows} jobs  "
                   f"bytes {'exact' if got == truth else f'WRONG: {got} != {truth}'}")
-        print(f"  exact path / fast path: {exact[0] / base[0]:.1f}x")
+        say(f"  exact path / fast path: {exact[0] / base[0]:.1f}x")
+        if a.rows:
+            emit(row(f"report --prometheus, {series} series over {a.hours:g} h, every exporter restarted "
+                     "(exact path)", exact[0], "s", base[0], "no restarts (fast path)", "bytes exact",
+                     exact[2] == exact[3] and base[2] == base[3]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

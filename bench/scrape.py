@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Benchmark: scrape latency and exporter memory with many cgroups.
+"""Benchmark: scrape latency with many cgroups, as the exporter scrapes.
 
 Loads the net object this kernel accepts, creates real cgroups (so the
-id -> path scan is real too), fills net_stats with 8 keys per cgroup from
-user space, and times full scrapes (map read + decode + path resolution +
-text exposition) at a 100-cgroup baseline and at N cgroups, in one process.
-Prints figures and ratios. Needs root. Not a test: nothing asserts.
+id -> path scan and the lifecycle's liveness checks are real too), fills
+net_stats with 8 keys per cgroup from user space, and times full scrapes
+through the exporter's WSGI app (map read + decode + path resolution +
+lifecycle + text exposition) at a 100-cgroup baseline and at N cgroups:
+with no counter moving between scrapes, and with 10% of the cgroups'
+counters moving before each scrape. The baseline of each figure is the
+same scrape through the full renderer (a source without the raw contract:
+every record decoded and every series rendered each scrape, as before the
+incremental path), in the same process. Needs root. Not a test.
 
-    sudo .venv/bin/python bench/scrape.py [--cgroups 10000] [--rounds 10]
+    sudo .venv/bin/python bench/scrape.py [--cgroups 10000] [--rounds 10] [--rows]
 """
 
 import argparse
@@ -19,6 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 from ceemsnet.cgroups import CgroupResolver, find_cgroup2_root  # noqa: E402
@@ -28,7 +34,9 @@ from ceemsnet.collectors.net import net_families  # noqa: E402
 from ceemsnet.exporter import CeemsnetCollector, build_registry, make_app  # noqa: E402
 from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.loader import select_and_load  # noqa: E402
+from ceemsnet.lifecycle import Lifecycle  # noqa: E402
 from ceemsnet.structs import decode_net, pack_net_key  # noqa: E402
+from rows import add_rows_flag, emit, row  # noqa: E402
 
 
 def rss_mib():
@@ -39,12 +47,12 @@ def rss_mib():
     return 0.0
 
 
-def fill(m, ids):
+def fill(m, ids, seed=0):
     """8 keys per cgroup. Returns how many inserts met a transient ENOMEM:
     non-preallocated per-CPU maps allocate from bpf_mem_alloc caches that
     refill asynchronously, and a burst of user-space inserts can outrun them."""
     val = ctypes.create_string_buffer(m.value_stride * m.ncpus)
-    ctypes.memmove(val, (ctypes.c_uint64 * 3)(1000, 10, 1), 24)  # CPU 0 slot; the rest stay 0
+    ctypes.memmove(val, (ctypes.c_uint64 * 3)(1000 + seed, 10 + seed, 1), 24)  # CPU 0 slot; the rest stay 0
     retries = 0
     for cid in ids:
         for proto in (0, 1):
@@ -65,22 +73,30 @@ def fill(m, ids):
 
 
 def scrape(app, openmetrics=False):
-    """One GET /metrics through the exporter's WSGI app, as the HTTP server runs it."""
+    """One GET /metrics through the exporter's WSGI app, as the HTTP server runs it: the body's size."""
     env = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": "",
            "HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0" if openmetrics else "text/plain"}
+    return sum(map(len, app(env, lambda status, headers: None)))
+
+
+def body(app):
+    env = {"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET", "QUERY_STRING": "", "HTTP_ACCEPT": "text/plain"}
     return b"".join(app(env, lambda status, headers: None))
 
 
-def time_scrapes(app, rounds, openmetrics=False):
+def time_scrapes(app, rounds, between=None):
+    """(first scrape, median of the next `rounds`, body size); between(i) runs before each timed scrape."""
     t0 = time.perf_counter()
-    body = scrape(app, openmetrics)
+    size = scrape(app)
     first = time.perf_counter() - t0
     times = []
-    for _ in range(rounds):
+    for i in range(rounds):
+        if between:
+            between(i)
         t0 = time.perf_counter()
-        scrape(app, openmetrics)
+        scrape(app)
         times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), len(body)
+    return first, statistics.median(times), size
 
 
 def time_read(m, rounds, batch):
@@ -94,17 +110,42 @@ def time_read(m, rounds, batch):
     return statistics.median(times), n
 
 
+class FullSource:
+    """The old contract only (read() -> decoded dict): CounterMap renders everything each scrape."""
+
+    def __init__(self, src):
+        self.src, self.name = src, src.name
+
+    def read(self):
+        return self.src.read()
+
+    def delete(self, key):
+        return self.src.delete(key)
+
+
+def exporter(sel, m, root, incremental):
+    src = HashSource(m, decode_net, pack_net_key)
+    counters = CounterMap(src if incremental else FullSource(src), net_families, CgroupResolver(root),
+                          Lifecycle(root))
+    net = KernelHooks("net", sel.loaded, counters)
+    coll = CeemsnetCollector([net], net.hooks(), {"version": "bench"})
+    return make_app(build_registry(coll), coll)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cgroups", type=int, default=10000)
     ap.add_argument("--baseline", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--moving", type=float, default=0.1, help="share of cgroups whose counters move per scrape")
+    add_rows_flag(ap)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/scrape.py: needs root (loads BPF programs, creates cgroups)")
+    say = (lambda *x, **k: print(*x, file=sys.stderr, **k)) if a.rows else print
     kver = parse_kernel_version(running_release())
     arch = normalize_arch(os.uname().machine)
-    sel = select_and_load("net", kver, arch, KernelBTF(), map_entries={"net_stats": a.cgroups * 8 + 4096})
+    sel = select_and_load("net", kver, arch, KernelBTF(), map_entries={"net_stats": a.cgroups * 16 + 65536})
     if sel.loaded is None:
         sys.exit(f"no hook family loads here: {sel.refusals}")
     root = find_cgroup2_root()
@@ -117,39 +158,65 @@ def main():
             p = os.path.join(base, f"job_{i}")
             os.mkdir(p)
             made.append((p, os.stat(p).st_ino))
-        print(f"created {a.cgroups} cgroups in {time.perf_counter() - t0:.2f} s")
+        say(f"created {a.cgroups} cgroups in {time.perf_counter() - t0:.2f} s")
         m = sel.loaded.maps["net_stats"]
-        resolver = CgroupResolver(root)
-        net = KernelHooks("net", sel.loaded, CounterMap(HashSource(m, decode_net, pack_net_key), net_families,
-                                                        resolver))
-        coll = CeemsnetCollector([net], net.hooks(), {"version": "bench"})
-        app = make_app(build_registry(coll), coll)
-        rss0 = rss_mib()
-        print(f"kernel {kver}, {sel.plan.family} object {sel.loaded.file}, {m.ncpus} possible CPUs, "
-              f"exporter RSS at start {rss0:.1f} MiB")
-        rows = []
+        say(f"kernel {kver}, {sel.plan.family} object {sel.loaded.file}, {m.ncpus} possible CPUs")
+        res = {}
         for n in (a.baseline, a.cgroups):
-            retries = fill(m, [cid for _, cid in made[:n]])
+            ids = [cid for _, cid in made[:n]]
+            retries = fill(m, ids)
             if retries:
-                print(f"filling {n} cgroups: {retries} inserts retried after a transient ENOMEM")
-            first, median, size = time_scrapes(app, a.rounds)
-            om = time_scrapes(app, max(1, a.rounds // 3), openmetrics=True)[1]
+                say(f"filling {n} cgroups: {retries} inserts retried after a transient ENOMEM")
+            step = max(1, int(1 / a.moving)) if a.moving > 0 else 0
+
+            def move(i, ids=ids, step=step):
+                fill(m, ids[i % step::step], seed=i + 1)
+            apps = {}
+            for how in ("incremental", "full"):
+                app = apps[how] = exporter(sel, m, root, how == "incremental")
+                still = time_scrapes(app, a.rounds)
+                moving = time_scrapes(app, max(3, a.rounds // 2), move) if step else still
+                res[(n, how)] = (still, moving)
+            mine = f"ceemsnet-bench-{os.getpid()}/".encode()
+            same = [[ln for ln in body(apps[h]).split(b"\n") if mine in ln] for h in ("incremental", "full")]
+            if same[0] != same[1]:
+                sys.exit("bench/scrape.py: the incremental and the full renderings differ")
             batch, entries = time_read(m, a.rounds, True)
-            it, _ = time_read(m, a.rounds, False)
-            rows.append((n, entries, first, median, batch, it, size, rss_mib(), om))
-        print()
-        print(f"{'cgroups':>8} {'entries':>8} {'1st scrape':>11} {'scrape p50':>11} {'OpenMetrics':>12} "
-              f"{'batch read':>11} {'iter read':>10} {'/metrics':>9} {'RSS':>9}")
-        for n, entries, first, median, batch, it, size, rss, om in rows:
-            print(f"{n:>8} {entries:>8} {first * 1000:>9.1f}ms {median * 1000:>9.1f}ms {om * 1000:>10.1f}ms "
-                  f"{batch * 1000:>9.1f}ms {it * 1000:>8.1f}ms {size / 1024:>7.0f}KiB {rss:>6.1f}MiB")
-        (bn, _, _, bmed, bb, bi, _, brss, bom), (nn, _, _, nmed, nb, ni, _, nrss, nom) = rows
-        print()
-        print(f"ratio {nn}/{bn} cgroups: scrape x{nmed / bmed:.1f}, per cgroup x{(nmed / nn) / (bmed / bn):.2f}; "
-              f"RSS +{nrss - brss:.1f} MiB")
-        print(f"batch lookup vs get_next_key iteration at {nn} cgroups: x{ni / nb:.1f} faster")
-        print(f"direct text rendering vs prometheus_client (OpenMetrics path) at {nn} cgroups: "
-              f"x{nom / nmed:.1f} faster")
+            it, _ = time_read(m, max(1, a.rounds // 3), False)
+            res[(n, "read")] = (batch, it, entries)
+        say(f"\n{'cgroups':>8} {'entries':>8} {'path':>12} {'1st scrape':>11} {'still p50':>10} {'moving p50':>11} "
+            f"{'/metrics':>9}")
+        for n in (a.baseline, a.cgroups):
+            for how in ("incremental", "full"):
+                (first, still, size), (_, moving, _) = res[(n, how)]
+                say(f"{n:>8} {res[(n, 'read')][2]:>8} {how:>12} {first * 1000:>9.1f}ms {still * 1000:>8.1f}ms "
+                    f"{moving * 1000:>9.1f}ms {size / 1024:>7.0f}KiB")
+        N, B = a.cgroups, a.baseline
+        inc, full = res[(N, "incremental")], res[(N, "full")]
+        keys = res[(N, "read")][2]
+        pct = f"{a.moving:.0%}"
+        out = [
+            row(f"scrape, {N} cgroups ({keys} keys), no counter moved, p50", inc[0][1] * 1000, "ms",
+                full[0][1] * 1000, "full render, same scrape", "<= 100 ms", inc[0][1] * 1000 <= 100),
+            row(f"scrape, {N} cgroups, {pct} of cgroups' counters moved, p50", inc[1][1] * 1000, "ms",
+                full[1][1] * 1000, "full render, same scrape", "<= 100 ms", inc[1][1] * 1000 <= 100),
+        ]
+        per_n = inc[1][1] / N * 1000
+        per_b = res[(B, "incremental")][1][1] / B * 1000
+        out.append(row(f"scrape per 1000 cgroups at {N} ({pct} moving)", per_n * 1000, "ms", per_b * 1000,
+                       f"same at {B} cgroups", "ratio <= 1 (linear or better)", per_n <= per_b))
+        out.append(row(f"first scrape, {N} cgroups (every path rendered)", inc[0][0] * 1000, "ms", full[0][0] * 1000,
+                       "full render"))
+        batch, it, _ = res[(N, "read")]
+        out.append(row(f"map read, {keys} keys (bpf_map_lookup_batch)", batch * 1000, "ms", it * 1000,
+                       "get_next_key + lookup"))
+        say()
+        for r in out:
+            if a.rows:
+                emit(r)
+            else:
+                print(f"{r['what']}: {r['value']:.1f} {r['unit']} ({r['baseline_what']}: {r['baseline']:.1f}, "
+                      f"x{r['ratio']:.3f}; target {r['target']})")
     finally:
         sel.loaded.close()
         for p, _ in reversed(made):

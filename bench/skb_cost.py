@@ -19,9 +19,11 @@ import threading
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
 from ceemsnet.collectors.skb import PROGRAMS, SkbBackend  # noqa: E402
+from rows import add_rows_flag, emit, row  # noqa: E402
 
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 SENDER = """
@@ -75,6 +77,7 @@ def main():
     ap.add_argument("--packets", type=int, default=100_000)
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
+    add_rows_flag(ap)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/skb_cost.py: needs root")
@@ -115,6 +118,15 @@ def main():
         rx.close()
         os.rmdir(cg_path)
     base = (rows[0]["rate"] + rows[-1]["rate"]) / 2
+    if a.rows:
+        root_ns, per_ns = rows[1]["ns"], rows[2]["ns"]
+        for r in rows[1:3]:
+            emit(row(f"UDP {a.size} B sends/s, skb {r['mode']}", r["rate"], "sends/s", base,
+                     "no skb programs (mean of before and after)"))
+        for prog in (p for p in PROGRAMS if per_ns[p]):  # no run: no receiver in a matching cgroup
+            emit(row(f"{prog}: ns per run, per-cgroup storage", per_ns[prog], "ns", root_ns[prog],
+                     "root mode (hash keyed by cgroup id)"))
+        return
     print(f"kernel {os.uname().release}: {a.packets} UDP datagrams of {a.size} B over loopback per round, "
           f"median of {a.rounds}")
     print(f"{'mode':28} {'sends/s':>10} {'ratio':>6}  ns per program run (egress, ingress)")
@@ -122,7 +134,6 @@ def main():
         ns = r.get("ns")
         ns_txt = f"{ns['cgroup_skb_egress']:.0f}, {ns['cgroup_skb_ingress']:.0f}" if ns else "-"
         print(f"{r['mode']:28} {r['rate']:>10.0f} {r['rate'] / base:>6.3f}  {ns_txt}")
-
 
 if __name__ == "__main__":
     main()

@@ -132,10 +132,13 @@ class CgroupResolver:
     def _resolve(self, ids: set[int]) -> dict[int, str]:
         now = self._clock()
         stale = self._scanned_at is None or now - self._scanned_at >= self.max_age
-        new = any(i not in self._paths and i not in self._unresolvable for i in ids)
-        if stale or new:
+        missing = ids - self._paths.keys()
+        if stale or missing - self._unresolvable:
             self._rescan(ids)
-        return {i: self._paths.get(i) or unresolved_label(i) for i in ids}
+            missing = ids - self._paths.keys()
+        if missing:
+            return {i: self._paths.get(i) or unresolved_label(i) for i in ids}
+        return dict(zip(ids, map(self._paths.__getitem__, ids)))  # in C: this runs every scrape for every id
 
 
 # ---- which hierarchy attributes the work: --cgroup.hierarchy ---------------

@@ -260,6 +260,7 @@ def cmd_serve(args) -> int:
     ctx = build_context(args)
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
+        ctx.btf.close()  # the kernel's BTF (6 MiB parsed) served the object choice; the exporter needs it no more
         serve(subs, ctx, args.listen, args.storage_path, args.storage_interval, web)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -17,9 +18,6 @@ import time
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import generate_latest, make_wsgi_app
 
 from . import CeemsnetError, __version__
 from .metrics import Family, TextRenderer, merge_families
@@ -170,16 +168,69 @@ def landing_page(telemetry_path: str) -> bytes:
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class ProcessMetrics:
+    """The exporter's own process: the ceemsnet_process_* families prometheus_client's
+    ProcessCollector exports (same names, help and values), read from /proc/self."""
+
+    def __init__(self, prefix: str = "ceemsnet_process_"):
+        self.prefix = prefix
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.pagesize = os.sysconf("SC_PAGE_SIZE")
+        self.btime = 0.0
+        try:
+            with open("/proc/stat", "rb") as f:
+                self.btime = next((float(ln.split()[1]) for ln in f if ln.startswith(b"btime ")), 0.0)
+        except OSError:
+            pass
+
+    def _gauge(self, name: str, help: str, value, kind: str = "gauge") -> Family:
+        f = Family(self.prefix + name.removesuffix("_total"), help, kind, ())
+        f.add((), value)
+        return f
+
+    def families(self) -> list[Family]:
+        if not self.btime:
+            return []
+        out = []
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                parts = f.read().split(b")")[-1].split()
+            out += [self._gauge("virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20])),
+                    self._gauge("resident_memory_bytes", "Resident memory size in bytes.",
+                                float(parts[21]) * self.pagesize),
+                    self._gauge("start_time_seconds", "Start time of the process since unix epoch in seconds.",
+                                float(parts[19]) / self.ticks + self.btime),
+                    self._gauge("cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+                                (float(parts[11]) + float(parts[12])) / self.ticks, "counter")]
+        except OSError:
+            pass
+        try:
+            with open("/proc/self/limits", "rb") as f:
+                max_fds = next(float(ln.split()[3]) for ln in f if ln.startswith(b"Max open file"))
+            out += [self._gauge("open_fds", "Number of open file descriptors.", len(os.listdir("/proc/self/fd"))),
+                    self._gauge("max_fds", "Maximum number of open file descriptors.", max_fds)]
+        except (OSError, StopIteration):
+            pass
+        return out
+
+
 def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_path: str = "/metrics",
              max_requests: int = 40):
     """The telemetry path: ceemsnet's families rendered directly in the text format,
     then the process metrics; OpenMetrics (if asked for) and everything
-    else through prometheus_client. At most max_requests scrapes at once
-    (0: no limit); beyond, 503 as node_exporter's --web.max-requests."""
-    metrics = make_wsgi_app(registry)
+    else through prometheus_client, imported on the first such request
+    (registry: a prometheus_client registry, or a function making one). At
+    most max_requests scrapes at once (0: no limit); beyond, 503 as
+    node_exporter's --web.max-requests."""
+    made: list = []
+
+    def metrics(environ, start_response):
+        if not made:
+            from prometheus_client.exposition import make_wsgi_app
+            made.append(make_wsgi_app(registry if hasattr(registry, "collect") else registry()))
+        return made[0](environ, start_response)
     renderer = TextRenderer()
-    others = CollectorRegistry(auto_describe=False)
-    ProcessCollector(namespace="ceemsnet", registry=others)
+    process = ProcessMetrics()
     slots = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
     landing = landing_page(telemetry_path)
 
@@ -187,9 +238,11 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
         accept = environ.get("HTTP_ACCEPT", "")
         if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
             return metrics(environ, start_response)
-        body = (renderer.render(collector.gather()) + generate_latest(others).decode()).encode()
-        start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE), ("Content-Length", str(len(body)))])
-        return [body]
+        # the body goes out in parts: tens of MiB with 10,000 cgroups, not copied into one
+        body = renderer.render_parts(collector.gather() + process.families())
+        start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE),
+                                  ("Content-Length", str(sum(map(len, body))))])
+        return body
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -200,7 +253,7 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
                 return _text(start_response, "503 Service Unavailable",
                              f"Limit of concurrent requests reached ({max_requests}), try again later.\n")
             try:
-                return [b"".join(scrape(environ, start_response))]
+                return list(scrape(environ, start_response))
             finally:
                 slots.release()
         if path == "/":
@@ -237,7 +290,9 @@ def protect(app, watcher):
     return guarded
 
 
-def build_registry(collector: CeemsnetCollector) -> CollectorRegistry:
+def build_registry(collector: CeemsnetCollector):
+    """A prometheus_client registry over the collector and the process metrics (OpenMetrics)."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     ProcessCollector(namespace="ceemsnet", registry=reg)
@@ -302,7 +357,7 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
         writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
     web = web or WebOptions()
-    httpd, _ = start_server(listen, build_registry(collector), collector, web)
+    httpd, _ = start_server(listen, lambda: build_registry(collector), collector, web)
     from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
     caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
     log.info("serving %s on %s", web.telemetry_path, listen)

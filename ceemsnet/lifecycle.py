@@ -33,6 +33,8 @@ class Lifecycle:
         self.retention = retention
         self._clock = clock
         self._alive = alive or self._alive_on_disk
+        self._groups = None  # (paths, singles, siblings) for _gone, kept while the paths stay
+        self.gone_ids: set[int] = set()  # the ids the last process() found gone
         # (path, *rest of key) -> [counters...]; path -> when it was last seen live
         self.retired: dict[tuple, list[int]] = {}
         self._last_live: dict[str, float] = {}
@@ -51,47 +53,108 @@ class Lifecycle:
         except OSError:
             return False
 
-    def process(self, stats: dict[tuple, tuple], paths: dict[int, str], delete: Callable[[tuple], bool]
-                ) -> tuple[dict[tuple, tuple], dict[int, str]]:
+    def _gone(self, ids, paths: dict[int, str]) -> set[int]:
+        """The ids whose cgroup no longer exists. On disk, siblings are checked with one
+        readdir of their parent (the inode comes with each entry) rather than a stat each."""
+        if self._alive != self._alive_on_disk:
+            return {cid for cid in ids if not self._alive(cid, paths[cid])}
+        if self._groups is None or self._groups[0] != paths:
+            self._groups = (dict(paths), *self._group(paths))
+        _, singles, siblings = self._groups
+        gone = {cid for cid, where in singles if not self._alive_at(cid, where)}
+        for where, expect in siblings.items():
+            try:
+                with os.scandir(where) as it:
+                    found = {e.name: e.inode() for e in it}
+            except OSError:
+                found = {}
+            gone.update(cid for _, cid in expect.items() - found.items())
+        return gone & ids
+
+    def _group(self, paths: dict[int, str]):
+        """([(id, absolute path)] to stat, {parent directory: {name: id}} to read)."""
+        by_parent: dict[str, dict[str, int]] = {}
+        singles = []
+        for cid, path in paths.items():
+            if not path.startswith("/") or path == "/":
+                singles.append((cid, None if path != "/" else self.root))
+                continue
+            parent, _, name = path.rpartition("/")
+            by_parent.setdefault(os.path.join(self.root, parent.lstrip("/")), {})[name] = cid
+        siblings = {}
+        for where, kids in by_parent.items():
+            if len(kids) >= 16:
+                siblings[where] = kids
+            else:
+                singles += [(cid, os.path.join(where, name)) for name, cid in kids.items()]
+        return singles, siblings
+
+    @staticmethod
+    def _alive_at(cid: int, where: str | None) -> bool:
+        try:
+            return where is not None and os.stat(where).st_ino == cid
+        except OSError:
+            return False
+
+    def process(self, stats: dict[tuple, tuple], paths: dict[int, str], delete: Callable[[tuple], bool],
+                keys_of: dict[int, set] | None = None) -> tuple[dict[tuple, tuple], dict[int, str]]:
         """Fold and delete the gone, expire old retired paths; returns (stats, paths)
-        to build the families from, retired totals under synthetic negative ids."""
+        to build the families from, retired totals under synthetic negative ids.
+        keys_of: the keys of stats per cgroup id, when the caller keeps them (else
+        derived here). `stats` itself is never changed (it may be returned as it is)."""
         now = self._clock()
         led = self.ledger
+        if keys_of is None:
+            keys_of = {}
+            for key in stats:
+                keys_of.setdefault(key[0], []).append(key)
         if led is not None:
             # ids no cgroup has now (removed while no exporter ran) keep the path recorded for them
             paths = {cid: (led.path_of(cid) or p) if not p.startswith("/") else p for cid, p in paths.items()}
             led.record(paths)
-        gone_ids = {cid for cid in {k[0] for k in stats} if not self._alive(cid, paths[cid])}
-        live = {}
-        for key, vals in stats.items():
-            cid = key[0]
-            if cid in gone_ids:
-                rk = (paths[cid],) + key[1:]
-                acc = self.retired.setdefault(rk, [0] * len(vals))
-                for i, v in enumerate(vals):
-                    acc[i] += v
-                if led is not None:
-                    led.retire(rk, acc)  # before the delete: see ceemsnet/ledger.py
-                if delete(key):
-                    self.deleted += 1
-                self._last_live.setdefault(paths[cid], now)
-            else:
-                live[key] = vals
-                self._last_live[paths[cid]] = now
-        if led is not None:
+        gone_ids = self.gone_ids = self._gone(keys_of.keys(), paths)
+        live = stats
+        if gone_ids:
+            live = dict(stats)
             for cid in gone_ids:
-                led.forget(cid)
-        live_paths = {paths[k[0]] for k in live}
-        live_units = {self.unit_of(p) for p in live_paths} - {None} if self.unit_of else set()
-        for path in [p for p, t in self._last_live.items() if now - t > self.retention]:
-            if path not in live_paths and not (self.unit_of and self.unit_of(path) in live_units):
-                gone = [rk for rk in self.retired if rk[0] == path]
+                path = paths[cid]
+                for key in keys_of[cid]:
+                    vals = live.pop(key)
+                    rk = (path,) + key[1:]
+                    acc = self.retired.setdefault(rk, [0] * len(vals))
+                    for i, v in enumerate(vals):
+                        acc[i] += v
+                    if led is not None:
+                        led.retire(rk, acc)  # before the delete: see ceemsnet/ledger.py
+                    if delete(key):
+                        self.deleted += 1
+                self._last_live.setdefault(path, now)
+            if led is not None:
+                for cid in gone_ids:
+                    led.forget(cid)
+        live_paths = {paths[cid] for cid in keys_of if cid not in gone_ids}
+        for path in live_paths:
+            self._last_live[path] = now
+        expired = [p for p, t in self._last_live.items() if now - t > self.retention and p not in live_paths]
+        if expired:
+            live_units = {self.unit_of(p) for p in live_paths} - {None} if self.unit_of else set()
+            by_path: dict[str, list] = {}
+            for rk in self.retired:
+                by_path.setdefault(rk[0], []).append(rk)
+            for path in expired:
+                if self.unit_of and self.unit_of(path) in live_units:
+                    continue
+                gone = by_path.get(path, [])
                 for rk in gone:
                     del self.retired[rk]
                 if led is not None:
                     led.drop(path, gone)
                 del self._last_live[path]
+        if not self.retired:
+            return live, paths
         out_paths = dict(paths)
+        if live is stats:
+            live = dict(stats)
         ids: dict[str, int] = {}
         for rk, vals in self.retired.items():
             sid = ids.setdefault(rk[0], -1 - len(ids))

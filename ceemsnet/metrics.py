@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 
 @dataclass
 class Family:
@@ -23,10 +21,16 @@ class Family:
     labels: tuple[str, ...]
     rows: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
 
+    # the rows already rendered as text-format sample lines (render_rows, UTF-8), when
+    # a collector keeps them across scrapes (collectors/counters.py); None: render the rows
+    data = None
+
     def add(self, values: tuple[str, ...], value) -> None:
         self.rows.append((values, value))
 
     def to_prometheus(self):
+        # prometheus_client only when asked for (OpenMetrics): serving text does without it
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         m = cls(self.name, self.help, labels=list(self.labels))
         for values, v in self.rows:
@@ -71,6 +75,49 @@ def _fmt(v) -> str:
     return repr(float(v))
 
 
+def sample_name(f: Family) -> str:
+    return f.name + "_total" if f.kind == "counter" else f.name
+
+
+def render_rows(sample: str, names: tuple[str, ...], rows, label=_escape_label) -> str:
+    """The text-format lines of `rows` of one family (label: the escaping, or a cache of it)."""
+    if not names:
+        return "".join(f"{sample} {_fmt(v)}\n" for _, v in rows)
+    out = []
+    app = out.append
+    for values, v in rows:
+        inner = ",".join(f'{n}="{label(x)}"' for n, x in zip(names, values))
+        app(f"{sample}{{{inner}}} {_fmt(v)}\n")
+    return "".join(out)
+
+
+class PrerenderedFamily(Family):
+    """A family whose sample lines come already rendered, in parts (each a bytes of
+    whole lines, joined when rendered: `data`); its rows are built only when
+    something reads them (OpenMetrics, the store, --unit)."""
+
+    def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...], parts: list[bytes], rows_of):
+        self.name, self.help, self.kind, self.labels = name, help, kind, labels
+        self._parts = parts
+        self._rows_of = rows_of
+        self._rows = None
+
+    @property
+    def data(self):
+        return None if self._parts is None else b"".join(self._parts)
+
+    @property
+    def rows(self):
+        if self._rows is None:
+            self._rows = self._rows_of()
+        return self._rows
+
+    @rows.setter
+    def rows(self, value):  # rows changed (merge_families): the text no longer says them
+        self._rows = value
+        self._parts = None
+
+
 class TextRenderer:
     """Prometheus text format 0.0.4; escaped label values are cached across scrapes.
 
@@ -93,18 +140,20 @@ class TextRenderer:
         return e
 
     def render(self, families: list[Family]) -> str:
+        return self.render_bytes(families).decode()
+
+    def render_bytes(self, families: list[Family]) -> bytes:
+        return b"".join(self.render_parts(families))
+
+    def render_parts(self, families: list[Family]) -> list[bytes]:
+        """The exposition as a list of UTF-8 parts (a WSGI body): families with
+        their sample lines already rendered are not copied."""
         self._prev, self._cache = self._cache, {}
-        out: list[str] = []
+        out: list[bytes] = []
         app = out.append
         for f in families:
-            sample = f.name + "_total" if f.kind == "counter" else f.name
-            app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n")
-            names = f.labels
-            lab = self._label
-            for values, v in f.rows:
-                if names:
-                    inner = ",".join(f'{n}="{lab(x)}"' for n, x in zip(names, values))
-                    app(f"{sample}{{{inner}}} {_fmt(v)}\n")
-                else:
-                    app(f"{sample} {_fmt(v)}\n")
-        return "".join(out)
+            sample = sample_name(f)
+            app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n".encode())
+            data = f.data
+            app(data if data is not None else render_rows(sample, f.labels, f.rows, self._label).encode())
+        return out

@@ -9,10 +9,15 @@ how full the map is and how many events it could not take.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
+from itertools import compress, count
+from operator import itemgetter, ne
 
-from ..metrics import Family
+from ..metrics import Family, PrerenderedFamily, _fmt, render_rows, sample_name
 from ..structs import decode_drops
+
+_first = itemgetter(0)
 
 
 class HashSource:
@@ -31,6 +36,23 @@ class HashSource:
 
     def delete(self, key: tuple) -> bool:
         return self.map.delete(self._pack(*key))
+
+    # the optional raw contract (Records below): packed records, decoded only where they changed
+    def read_raw(self) -> tuple[bytes, bytes, int]:
+        """(keys, values, count): every record packed, key_size and value_size bytes each."""
+        return self.map.read_all()
+
+    @property
+    def key_size(self) -> int:
+        return self.map.key_size
+
+    @property
+    def value_size(self) -> int:
+        return self.map.value_stride * self.map.ncpus
+
+    def decode(self, keys: bytes, values: bytes, n: int) -> dict[tuple, tuple]:
+        """One entry per record, in record order."""
+        return self._decode(keys, values, n, self.map.ncpus)
 
 
 def map_entries_family(name: str, n: int) -> Family:
@@ -52,12 +74,96 @@ def drops_family(drops_map, stats_map: str, stash_map: str | None = None) -> Fam
     return f
 
 
+class Records:
+    """A source's records as of its last read, each decoded once: a record whose
+    bytes did not change since the last read is not decoded again.
+
+    When the keys come back in the same order (no key came or went: a hash
+    map's batch read walks its buckets in a fixed order), the values are
+    compared record by record in C; otherwise the records are
+    matched by key (dict item views, in C). Python work per read is then
+    proportional to the records that changed. `stats` is the decoded map, as
+    source.read() would return it; `by_id` its keys per cgroup id.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self._key = struct.Struct(f"{source.key_size}s")
+        self._value = struct.Struct(f"{source.value_size}s")
+        self._keys = self._values = b""          # the last read, packed
+        self.stats: dict[tuple, tuple] = {}      # decoded key -> counters
+        self.by_id: dict[int, list] = {}         # cgroup id -> its decoded keys
+        self.entries = 0
+
+    def _records(self, keys: bytes, values: bytes) -> dict[bytes, bytes]:
+        return dict(zip(map(_first, self._key.iter_unpack(keys)), map(_first, self._value.iter_unpack(values))))
+
+    def _changed_in_place(self, keys: bytes, values: bytes) -> list[tuple[bytes, bytes]]:
+        """Records whose value changed, the keys being the same, in the same order (compared in C)."""
+        ks, vs = self._key.size, self._value.size
+        moved = compress(count(), map(ne, self._value.iter_unpack(values), self._value.iter_unpack(self._values)))
+        return [(keys[r * ks:(r + 1) * ks], values[r * vs:(r + 1) * vs]) for r in moved]
+
+    def update(self) -> set[int]:
+        """Read the source; returns the cgroup ids whose records changed, came or went."""
+        keys, values, n = self.source.read_raw()
+        self.entries = n
+        keys, values = keys[:n * self._key.size], values[:n * self._value.size]
+        if keys == self._keys:
+            if values == self._values:
+                return set()
+            changed, gone = self._changed_in_place(keys, values), ()
+        else:
+            old, new = self._records(self._keys, self._values), self._records(keys, values)
+            changed, gone = new.items() - old.items(), old.keys() - new.keys()
+        self._keys, self._values = keys, values
+        dirty: set[int] = set()
+        # a new dict (a copy in C): the last one may still be read (PrerenderedFamily rows)
+        stats = self.stats = dict(self.stats)
+        by_id = self.by_id
+        if gone:
+            # only the keys matter: decode them beside zero values
+            for key in self.source.decode(b"".join(gone), bytes(len(gone) * self._value.size), len(gone)):
+                del stats[key]
+                cid = key[0]
+                dirty.add(cid)
+                ids = by_id[cid]
+                ids.remove(key)
+                if not ids:
+                    del by_id[cid]
+        if changed:
+            decoded = self.source.decode(b"".join(kb for kb, _ in changed), b"".join(vb for _, vb in changed),
+                                         len(changed))
+            if len(decoded) != len(changed):
+                raise ValueError(f"{self.source.name}: decode gave {len(decoded)} entries for {len(changed)} records")
+            for key, vals in decoded.items():
+                stats[key] = vals
+                cid = key[0]
+                dirty.add(cid)
+                ids = by_id.get(cid)
+                if ids is None:
+                    by_id[cid] = [key]
+                elif key not in ids:  # a few keys per id: a list is a quarter of a set's size
+                    ids.append(key)
+        return dirty
+
+
 class CounterMap:
     """Counters of one map -> metric families, with the cgroup lifecycle applied.
 
     source: read() -> (stats, entries) and delete(key) -> bool (HashSource, or
     skb's per-cgroup storage); families(stats, paths) -> [Family] is the
-    subsystem's pure renderer.
+    subsystem's pure renderer, which must return the same families (names,
+    order) whatever its input and give every row the cgroup path as its
+    first label value.
+
+    A source with the raw contract (read_raw, decode, key_size, value_size:
+    HashSource) is rendered incrementally: the families' sample lines are
+    kept per cgroup path, and a scrape renders again only the paths whose
+    input changed (records, id -> path, retired totals), running the pure
+    renderer on just their counters. The output is the same text as the
+    renderer's over everything (tests/unit/test_counters.py); the caches hold
+    the paths exported now and nothing else.
     """
 
     def __init__(self, source, families: Callable[[dict, dict], list[Family]], resolver, lifecycle=None,
@@ -68,14 +174,156 @@ class CounterMap:
         self.lifecycle = lifecycle
         self.drops = drops
         self.stash_map = stash_map
+        self._records = Records(source) if hasattr(source, "read_raw") else None
+        self._skel: list[Family] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget every cached rendering: the next scrape renders all paths."""
+        self._chunks: dict[str, tuple[bytes, ...]] = {}  # path -> its sample lines, per family
+        self._prefixes: dict[str, dict] = {}         # path -> {label values: rendered labels} of its series
+        self._order: list[str] = []                  # self._chunks' paths, sorted
+        self._index: dict[str, int] = {}             # path -> its place in self._order
+        self._data: list[list[bytes]] = []           # per family: each path's sample lines, in order
+        self._prev_paths: dict[int, str] = {}        # cgroup id -> the path its counts went to last scrape
+        self._prev_retired: dict[tuple, tuple] = {}  # the lifecycle's retired totals last scrape
 
     def collect(self) -> list[Family]:
-        stats, entries = self.source.read()
-        paths = self.resolver.resolve({k[0] for k in stats})
-        if self.lifecycle is not None:
-            stats, paths = self.lifecycle.process(stats, paths, self.source.delete)
-        fams = self.families(stats, paths)
+        if self._records is None:
+            fams = self._collect_full()
+            entries = self._entries
+        else:
+            try:
+                fams = self._collect_incremental()
+            except BaseException:
+                self._reset()
+                raise
+            entries = self._records.entries
         fams.append(map_entries_family(self.source.name, entries))
         if self.drops is not None:
             fams.append(drops_family(self.drops, self.source.name, self.stash_map))
         return fams
+
+    def _collect_full(self) -> list[Family]:
+        stats, self._entries = self.source.read()
+        paths = self.resolver.resolve({k[0] for k in stats})
+        if self.lifecycle is not None:
+            stats, paths = self.lifecycle.process(stats, paths, self.source.delete)
+        return self.families(stats, paths)
+
+    def _collect_incremental(self) -> list[Family]:
+        rec = self._records
+        dirty_ids = rec.update()
+        stats = rec.stats
+        paths = self.resolver.resolve(rec.by_id.keys())
+        retired: dict = {}
+        if self.lifecycle is not None:
+            live, out_paths = self.lifecycle.process(stats, paths, self.source.delete, rec.by_id)
+            retired = self.lifecycle.retired
+            # their counts left the live ones (for the retired totals, which may also have expired at once)
+            dirty_ids = dirty_ids | self.lifecycle.gone_ids
+            # retired totals sit under synthetic negative ids, numbered anew each scrape
+            pos = {c: p for c, p in out_paths.items() if c >= 0} if retired else out_paths
+        else:
+            live, pos = stats, paths
+        prev = self._prev_paths
+        dirty = {p for _, p in pos.items() - prev.items()}
+        dirty.update(p for _, p in prev.items() - pos.items())
+        dirty.update(pos[c] for c in dirty_ids if c in pos)
+        dirty.update(prev[c] for c in dirty_ids if c in prev)
+        ret = {rk: tuple(v) for rk, v in retired.items()}
+        dirty.update(rk[0] for rk, _ in ret.items() - self._prev_retired.items())
+        dirty.update(rk[0] for rk, _ in self._prev_retired.items() - ret.items())
+        self._prev_paths, self._prev_retired = dict(pos), ret
+        if dirty:
+            self._render(dirty, live, pos, ret, rec.by_id)
+        out_paths = out_paths if self.lifecycle is not None else paths
+        return self._assemble(lambda: self.families(live, out_paths))
+
+    def _skeleton(self) -> list[Family]:
+        """The renderer's families for no input: names, help, types and labels."""
+        if self._skel is None:
+            self._skel = self.families({}, {})
+        return self._skel
+
+    def _render(self, dirty: set[str], live: dict, pos: dict[int, str], retired: dict, by_id: dict) -> None:
+        """Render again the rows of the paths in `dirty`, from their counters only."""
+        sub: dict[tuple, tuple] = {}
+        sub_paths: dict[int, str] = {}
+        for cid, p in pos.items():
+            if p in dirty:
+                sub_paths[cid] = p
+                for k in by_id.get(cid, ()):
+                    v = live.get(k)
+                    if v is not None:
+                        sub[k] = v
+        sid: dict[str, int] = {}
+        for rk, v in retired.items():
+            p = rk[0]
+            if p in dirty:
+                i = sid.get(p)
+                if i is None:
+                    i = sid[p] = -1 - len(sid)
+                    sub_paths[i] = p
+                sub[(i,) + rk[1:]] = v
+        has_input = {sub_paths[k[0]] for k in sub}
+        skel = self._skeleton()
+        fams = self.families(sub, sub_paths)
+        if [f.name for f in fams] != [f.name for f in skel]:
+            raise ValueError(f"{self.source.name}: the renderer's families changed with its input")
+        rows: dict[str, tuple[list, ...]] = {p: tuple([] for _ in fams) for p in has_input}
+        for i, f in enumerate(fams):
+            for row in f.rows:
+                rows[row[0][0]][i].append(row)
+        chunks = self._chunks
+        samples = [sample_name(f) for f in skel]
+        reorder = False
+        for p in dirty:
+            r = rows.get(p)
+            if r is None:
+                reorder |= chunks.pop(p, None) is not None
+                self._prefixes.pop(p, None)
+                continue
+            pre = self._prefixes.get(p)
+            if pre is None:
+                pre = self._prefixes[p] = {}
+            lines = chunks[p] = tuple(self._lines(samples[i], f.labels, r[i], pre) for i, f in enumerate(skel))
+            at = self._index.get(p)
+            if at is None:
+                reorder = True
+            elif not reorder:
+                for i, col in enumerate(self._data):
+                    col[at] = lines[i]
+        if reorder:
+            self._order = sorted(chunks)
+            self._index = {p: i for i, p in enumerate(self._order)}
+            self._data = [[chunks[p][i] for p in self._order] for i in range(len(skel))]
+
+    @staticmethod
+    def _lines(sample: str, names: tuple[str, ...], rows, prefixes: dict) -> bytes:
+        """render_rows(), with each series' rendered labels kept (prefixes: label values -> '{...}')."""
+        out = []
+        for values, v in rows:
+            pre = prefixes.get(values)
+            if pre is None:
+                pre = prefixes[values] = render_rows("", names, ((values, 0),))[:-3]
+            out.append(f"{sample}{pre} {_fmt(v)}\n")
+        return "".join(out).encode()
+
+    def _assemble(self, rows_of) -> list[Family]:
+        """The families of this scrape; rows_of() gives all their rows (the renderer over everything),
+        for whatever reads rows rather than the text."""
+        skel = self._skeleton()
+        out = []
+        built: list = []
+
+        def rows(i):
+            if not built:
+                built.append(rows_of())
+            return built[0][i].rows
+        for i, f in enumerate(skel):
+            # the lines stay in parts (each path's): joined only while a scrape is rendered, so the
+            # text of every series is held once (in self._chunks), not again by the last families
+            out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels,
+                                         self._data[i][:] if self._data else [], lambda i=i: rows(i)))
+        return out

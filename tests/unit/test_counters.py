@@ -1,0 +1,234 @@
+"""The incremental counters-map rendering gives the text the full renderer gives.
+
+Two CounterMaps see the same map contents, cgroup paths, removals and clock:
+one through the old contract (read() -> decoded dict, everything rendered
+each scrape), one through the raw contract (records compared, only changed
+cgroup paths rendered again). Every scrape their exposition must be the same
+bytes, rendered by the text renderer as it was before the incremental path
+(old_render below), across value changes, new and removed keys, renames,
+retired and expired cgroups, and label values that need escaping.
+"""
+
+import random
+import struct
+
+import pytest
+
+from ceemsnet.collectors.counters import CounterMap, Records
+from ceemsnet.collectors.net import net_families
+from ceemsnet.collectors.skb import skb_families
+from ceemsnet.collectors.vfs import vfs_families
+from ceemsnet.fstypes import parse_fstypes
+from ceemsnet.lifecycle import Lifecycle
+from ceemsnet.metrics import TextRenderer, merge_families
+from ceemsnet.structs import decode_net, decode_skb, decode_vfs, pack_net_key, pack_skb_key, pack_vfs_key
+
+NCPUS = 2
+
+
+def old_render(families) -> str:
+    """The text renderer as it was before prerendered families (verbatim, without its cache)."""
+    def esc(v):
+        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    def fmt(v):
+        if isinstance(v, int):
+            return str(v)
+        return repr(float(v))
+    out = []
+    for f in families:
+        sample = f.name + "_total" if f.kind == "counter" else f.name
+        out.append(f"# HELP {sample} {f.help.replace(chr(92), chr(92) * 2).replace(chr(10), chr(92) + 'n')}\n"
+                   f"# TYPE {sample} {f.kind}\n")
+        for values, v in f.rows:
+            if f.labels:
+                inner = ",".join(f'{n}="{esc(x)}"' for n, x in zip(f.labels, values))
+                out.append(f"{sample}{{{inner}}} {fmt(v)}\n")
+            else:
+                out.append(f"{sample} {fmt(v)}\n")
+    return "".join(out)
+
+
+class FakeMap:
+    """A per-CPU hash map's contents; iteration order shuffled when keys come or go."""
+
+    def __init__(self, name, pack, decode, key_size, words, rng):
+        self.name, self._pack, self._decode = name, pack, decode
+        self.key_size, self.words, self.rng = key_size, words, rng
+        self.data: dict[tuple, list[tuple[int, ...]]] = {}  # key -> per-CPU values
+        self.order: list[tuple] = []
+        self.reads = 0
+
+    def put(self, key, percpu):
+        if key not in self.data:
+            self.order.insert(self.rng.randrange(len(self.order) + 1), key)
+        self.data[key] = percpu
+
+    def packed(self):
+        keys = b"".join(self._pack(*k) for k in self.order)
+        vals = b"".join(struct.pack(f"={self.words}Q", *cpu) for k in self.order for cpu in self.data[k])
+        return keys, vals, len(self.order)
+
+    def remove(self, key):
+        if key in self.data:
+            del self.data[key]
+            self.order.remove(key)
+            return True
+        return False
+
+
+class OldSource:
+    def __init__(self, m):
+        self.m, self.name = m, m.name
+
+    def read(self):
+        keys, vals, n = self.m.packed()
+        return self.m._decode(keys, vals, n, NCPUS), n
+
+    def delete(self, key):
+        return self.m.remove(key)
+
+
+class RawSource(OldSource):
+    key_size = property(lambda self: self.m.key_size)
+    value_size = property(lambda self: self.m.words * 8 * NCPUS)
+
+    def read_raw(self):
+        return self.m.packed()
+
+    def decode(self, keys, values, n):
+        return self.m._decode(keys, values, n, NCPUS)
+
+
+class Resolver:
+    def __init__(self, paths):
+        self.paths = paths
+
+    def resolve(self, ids):
+        return {i: self.paths.get(i, f"unknown:{i}") for i in ids}
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+NAMES = ["/job_1", "/job_2/step_0", '/a "quoted"\\path', "/new\nline", "/ünïcode", "/job_10", "/job_1/x",
+         "/system.slice/sshd.service", "/z", "/job_3", "/job_30/step_1/task_0"]
+
+KINDS = {
+    "net": (pack_net_key, decode_net, 16, 3, net_families,
+            lambda r, cid: (cid, r.randrange(2), r.randrange(2), r.randrange(2))),
+    "vfs": (pack_vfs_key, decode_vfs, 16, 3,
+            lambda s, p: vfs_families(s, p, parse_fstypes("storage")),
+            lambda r, cid: (cid, r.choice([0xEF53, 0x01021994, 0x9FA0, 0x1234, 0]), r.randrange(8))),
+    "skb": (pack_skb_key, decode_skb, 16, 3, skb_families,
+            lambda r, cid: (cid, r.randrange(3), r.randrange(2))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("seed", range(12))
+def test_incremental_text_equals_the_full_renderer(kind, seed):
+    pack, decode, ksize, words, families, make_key = KINDS[kind]
+    rng = random.Random(seed)
+    maps = [FakeMap(f"{kind}_stats", pack, decode, ksize, words, random.Random(seed)) for _ in range(2)]
+    paths: dict[int, str] = {}
+    alive: dict[int, bool] = {}
+    clock = Clock()
+    maps_ = []
+    for m, src in zip(maps, (OldSource, RawSource)):
+        life = Lifecycle("/unused", retention=5, clock=clock, alive=lambda c, p: alive.get(c, False))
+        maps_.append(CounterMap(src(m), families, Resolver(paths), life))
+    old, new = maps_
+    assert old._records is None and new._records is not None
+    next_id = 100
+    for rnd in range(40):
+        clock.t += 1
+        for _ in range(rng.randrange(4)):  # a new cgroup
+            next_id += 1
+            paths[next_id] = rng.choice(NAMES) if rng.random() < 0.8 else f"/extra_{next_id}"
+            alive[next_id] = True
+        live = [c for c, a in alive.items() if a]
+        for _ in range(rng.randrange(12)):  # counts move (or stay: same values written again)
+            if live:
+                key = make_key(rng, rng.choice(live))
+                cur = maps[0].data.get(key, [(0,) * words] * NCPUS)
+                step = [tuple(v + rng.choice((0, 0, 1, 1500, 2**40)) for v in cpu) for cpu in cur]
+                for m in maps:
+                    m.put(key, step)
+        if live and rng.random() < 0.3:  # a cgroup removed
+            alive[rng.choice(live)] = False
+        if live and rng.random() < 0.1:  # a cgroup renamed
+            paths[rng.choice(live)] = rng.choice(NAMES)
+        if rng.random() < 0.05:
+            clock.t += 10  # past the retention: retired paths expire
+        want = old_render(merge_families(old.collect()))
+        got = TextRenderer().render(merge_families(new.collect()))
+        assert got == want, f"round {rnd}"
+        assert maps[0].order == maps[1].order  # both deleted the same keys
+
+
+def test_rows_of_a_prerendered_family_are_the_renderers_rows():
+    m = FakeMap("net_stats", pack_net_key, decode_net, 16, 3, random.Random(1))
+    m.put((7, 0, 0, 0), [(10, 1, 0), (5, 1, 0)])
+    m.put((8, 1, 1, 1), [(3, 1, 1), (0, 0, 0)])
+    cm = CounterMap(RawSource(m), net_families, Resolver({7: "/b", 8: "/a"}))
+    fams = cm.collect()
+    full = net_families(decode_net(*m.packed(), NCPUS), {7: "/b", 8: "/a"})
+    assert [f.rows for f in fams[:len(full)]] == [f.rows for f in full]
+    # rows changed after the fact (merge_families): the text is rendered from them again
+    f = fams[0]
+    f.rows = f.rows + [(("/c", "tcp", "ipv4"), 1)]
+    assert f.data is None and '/c"' in TextRenderer().render([f])
+
+
+def test_caches_stay_bounded_across_cgroup_churn():
+    m = FakeMap("net_stats", pack_net_key, decode_net, 16, 3, random.Random(2))
+    paths, alive, clock = {}, {}, Clock()
+    cm = CounterMap(RawSource(m), net_families, Resolver(paths),
+                    Lifecycle("/unused", retention=2, clock=clock, alive=lambda c, p: alive.get(c, False)))
+    survivor = 1
+    paths[survivor], alive[survivor] = "/survivor", True
+    m.put((survivor, 1, 0, 0), [(4321, 1, 0), (0, 0, 0)])
+    sizes = []
+    for rnd in range(30):
+        clock.t += 1
+        for i in range(200):  # 200 cgroups come, count, and go each round
+            cid = 1000 + rnd * 200 + i
+            paths[cid], alive[cid] = f"/churn/c{cid}", True
+            m.put((cid, 0, 0, 0), [(1, 1, 0), (0, 0, 0)])
+        cm.collect()
+        for cid in list(alive):
+            if cid != survivor:
+                del alive[cid]  # removed (the resolver keeps its last path)
+        cm.collect()
+        sizes.append((len(cm._chunks), len(cm._index), max(map(len, cm._data)), len(cm._prev_paths),
+                      len(cm._prev_retired), len(cm._records.stats), len(cm._records.by_id), len(cm._prefixes)))
+    # retention 2 s, one round a second: only the last rounds' cgroups are still exported (retired)
+    assert max(s[0] for s in sizes[5:]) <= 3 * 200 + 1 and sizes[-1] == sizes[-2]
+    assert all(s[1] == s[0] == s[2] == s[7] for s in sizes)
+    assert sizes[-1][5] <= 1 + 200 and sizes[-1][6] <= 1 + 200  # only live records are kept decoded
+    assert '{cgroup="/survivor",proto="udp",family="ipv4"} 4321\n' in TextRenderer().render(cm.collect())
+
+
+def test_records_decode_only_what_changed():
+    m = FakeMap("net_stats", pack_net_key, decode_net, 16, 3, random.Random(3))
+    for cid in range(50):
+        m.put((cid, 0, 0, 0), [(cid, 1, 0), (0, 0, 0)])
+    src = RawSource(m)
+    decoded = []
+    real = src.decode
+    src.decode = lambda k, v, n: decoded.append(n) or real(k, v, n)
+    rec = Records(src)
+    assert rec.update() == set(range(50)) and decoded == [50]
+    m.put((7, 0, 0, 0), [(8, 2, 0), (0, 0, 0)])  # same keys, same order: one value moved
+    assert rec.update() == {7} and decoded[-1] == 1
+    assert rec.update() == set() and len(decoded) == 2
+    m.remove((3, 0, 0, 0))
+    m.put((60, 1, 1, 1), [(1, 1, 1), (0, 0, 0)])
+    assert rec.update() == {3, 60}
+    assert rec.stats == decode_net(*m.packed(), NCPUS)
+    assert set(rec.by_id) == {k[0] for k in rec.stats}
