@@ -147,6 +147,8 @@ def main():
     ap.add_argument("--hook", choices=sorted(PROGRAMS), default="tracepoint")
     ap.add_argument("--hash-object", metavar="PATH",
                     help="measure this file as the hash variant (e.g. an object from another checkout)")
+    ap.add_argument("--extra", metavar="LABEL=PATH", action="append", default=[],
+                    help="also measure this object file (a variant being tried), under LABEL")
     ap.add_argument("--rows", action="store_true", help="print one JSON object per figure (make bench)")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -177,6 +179,12 @@ def main():
                                                  dict(settings, **{slots.MASK: n - 1})))
             except Exception as e:  # a kernel that refuses the twin: say so, measure the rest
                 print(f"# {twin.file} not loaded: {e}", file=sys.stderr)
+        for spec in a.extra:
+            label, _, path = spec.partition("=")
+            if not label or not path:
+                raise CeemsnetError(f"--extra {spec!r}: expected LABEL=PATH")
+            obj = types.SimpleNamespace(path=os.path.abspath(path), file=os.path.basename(path), family=a.hook)
+            colls[label] = load(ObjectSpec(obj, programs, settings=settings))
         with open(STATS, "w") as f:
             f.write("1")
         per = {k: [] for k in colls}
@@ -222,4 +230,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CeemsnetError as e:
+        sys.exit(f"bench/net_cost.py: {e}")

@@ -120,10 +120,12 @@ class SlotSource:
         self.owner, self.vals = maps[OWNER], maps[VALS]
         self._slots_of: dict[int, list[int]] = {}   # cgroup id -> its slots, as of the last read
         self._keys_left: dict[int, set[int]] = {}   # slot -> counter indexes the last read returned
+        self._in_hash: set[tuple] = set()           # keys the last read found in the hash map
         self._zero = bytes(self.vals.value_stride * self.vals.ncpus)
 
     def read(self) -> tuple[dict[tuple, tuple], int]:
         stats, entries = self.hash.read()
+        self._in_hash = set(stats)
         slots = _read_slots({OWNER: self.owner, VALS: self.vals})
         self._slots_of, self._keys_left = {}, {}
         for s, (cid, counts) in slots.items():
@@ -142,7 +144,7 @@ class SlotSource:
         return stats, entries
 
     def delete(self, key: tuple) -> bool:
-        done = self.hash.delete(key)
+        done = key in self._in_hash and self.hash.delete(key)
         idx = (key[1] << 2) | (key[2] << 1) | key[3]
         for s in self._slots_of.get(key[0], ()):
             left = self._keys_left.get(s)
