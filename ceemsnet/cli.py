@@ -292,6 +292,7 @@ def probe_report(args) -> dict:
             report["subsystems"][sub] = {
                 "family": plan.family if plan else "none",
                 "object": plan.obj.file if plan else "",
+                "layout": plan.obj.layout if plan else "",
                 "refused": sel.refusals,
                 "notes": plan.notes if plan else [],
                 "continuity": _continuity(plan.family if plan else "none", kver, args.maxactive),
@@ -314,13 +315,21 @@ def probe_report(args) -> dict:
                 break
             refused[fam] = plan.refused
         report["subsystems"][sub] = {"family": chosen.family if chosen else "none",
-                                     "object": chosen.obj.file if chosen else "", "refused": refused,
+                                     "object": chosen.obj.file if chosen else "",
+                                     "layout": _layout_by_rules(chosen.obj) if chosen else "",
+                                     "refused": refused,
                                      "notes": chosen.notes if chosen else [],
                                      "continuity": _continuity(chosen.family if chosen else "none", kver,
                                                                args.maxactive)}
         rows = chosen.hooks if chosen else plan.hooks
         report["hooks"] += [h.as_dict() for h in rows]
     return report
+
+
+def _layout_by_rules(obj) -> str:
+    from .objects import slots_twin
+    twin = slots_twin(obj)
+    return f"slots where the node accepts {twin.file}, else hash" if twin else obj.layout
 
 
 def _continuity(family: str, kver, maxactive: int) -> dict | None:
@@ -343,6 +352,8 @@ def format_probe(report: dict) -> str:
         lines.append(f"attribution: {what} at {h['root']} ({h['reason']})")
     for sub, info in report["subsystems"].items():
         lines.append(f"{sub}: {info['family']} family" + (f", object {info['object']}" if info["object"] else ""))
+        if info.get("layout"):
+            lines.append(f"  counter layout: {info['layout']}")
         for fam, why in info["refused"].items():
             lines.append(f"  {fam} not used: {why}")
         for note in info["notes"]:

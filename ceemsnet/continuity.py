@@ -119,6 +119,9 @@ def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, l
             k, v = keys[i * ksz:(i + 1) * ksz], values[i * vsz:(i + 1) * vsz]
             new.update(k, add_values(v, have[k]) if k in have else v)
         copied += n
+    from .collectors.slots import fold_slots
+    from .structs import pack_net_key
+    copied += fold_slots(old_maps, new_maps, reused, pack_net_key)
     return copied, lost
 
 

@@ -120,10 +120,13 @@ _QUALIFIERS = {BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TY
 class KernelBTF:
     """Function and tracepoint prototypes from a kernel's BTF (via libbpf)."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, borrowed=None):
         from . import libbpf
         self._lb = libbpf.lib()
-        if path is None:
+        self._owned = borrowed is None
+        if borrowed is not None:  # an opened object's BTF, libbpf's to free
+            ptr, what = borrowed, "an opened object"
+        elif path is None:
             if not os.path.exists("/sys/kernel/btf/vmlinux"):
                 raise CeemsnetError(
                     "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): "
@@ -140,7 +143,7 @@ class KernelBTF:
         self._cache: dict[str, Signature | None] = {}
 
     def close(self):
-        if self._btf:
+        if self._btf and self._owned:
             self._lb.btf__free(self._btf)
             self._btf = None
 

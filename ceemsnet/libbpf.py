@@ -73,6 +73,7 @@ _PROTOS = {
     "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
     "bpf_object__load": (c_int, [c_void_p]),
     "bpf_object__close": (None, [c_void_p]),
+    "bpf_object__btf": (c_void_p, [c_void_p]),
     "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
     "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p]),
     "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),

@@ -494,11 +494,10 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
 
 def _apply_settings(lb, obj, path: str, file: str, settings: dict[str, int]) -> None:
     from .kernel import KernelBTF
-    btf = KernelBTF(path)
-    try:
-        layout = btf.datasec_vars(".rodata")
-    finally:
-        btf.close()
+    # the opened object's BTF: libbpf has filled in the section offsets there (in the
+    # file's BTF every variable of .rodata is at offset 0)
+    btf = KernelBTF(borrowed=lb.bpf_object__btf(obj))
+    layout = btf.datasec_vars(".rodata")
     m = lb.bpf_object__find_map_by_name(obj, b".rodata")
     size = ctypes.c_size_t(0)
     ptr = lb.bpf_map__initial_value(m, ctypes.byref(size)) if m else None
@@ -537,6 +536,33 @@ class Selection:
         return self.loaded.plan if self.loaded else None
 
 
+SLOT_MASK, SLOT_OWNER = "net_slot_mask", "net_slot_owner"  # bpf/net/net_slots.h
+
+
+def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, settings, reuse, before_attach):
+    """The slot-layout twin of the planned object (objects.slots_twin), loaded and
+    attached, or None where there is none or the kernel refuses it: the load is the
+    feature probe (its compare and swap needs BPF atomics), and the hash object of the
+    same era then serves."""
+    from .choice import plan_object
+    from .objects import slots_twin
+    twin = slots_twin(plan.obj) if plan.obj is not None else None
+    if twin is None:
+        return None
+    tplan = plan_object(twin, kver, sigs)
+    if tplan.refused or tplan.programs() != plan.programs():
+        return None
+    slots = dict(map_entries or {}).get(SLOT_OWNER, 1024)
+    try:
+        loaded = load_object(tplan, map_entries, settings={**(settings or {}), SLOT_MASK: slots - 1},
+                             reuse=reuse, before_attach=before_attach)
+    except LoadRefused as e:
+        plan.notes.append(f"counter layout: hash ({twin.file} refused: {e})")
+        return None
+    tplan.notes = plan.notes + tplan.notes
+    return loaded
+
+
 def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
                     map_entries: dict[str, int] | None = None, keep: bool = True,
                     maxactive: int | None = None, settings: dict[str, int] | None = None,
@@ -554,9 +580,11 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
         if plan.refused:
             sel.refusals[family] = plan.refused
             continue
+        loaded = _load_slots_twin(plan, kver, sigs, map_entries, settings, reuse, before_attach)
         try:
-            loaded = load_object(plan, map_entries, settings=settings, maxactive=maxactive, reuse=reuse,
-                                 before_attach=before_attach)
+            if loaded is None:
+                loaded = load_object(plan, map_entries, settings=settings, maxactive=maxactive, reuse=reuse,
+                                     before_attach=before_attach)
         except LoadRefused as e:
             sel.refusals[family] = str(e)
             plan.refused = str(e)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from packaging.version import Version
 
@@ -87,6 +87,7 @@ class BpfObject:
     source: str = ""                 # relative to the checkout
     defines: tuple[str, ...] = ()    # NAME or NAME=VALUE
     target: str = "x86"              # libbpf's __TARGET_ARCH_ suffix: x86 | arm64
+    layout: str = "hash"             # counters: "hash" (per-CPU hash) or "slots" (bpf/net/net_slots.h)
 
     @property
     def path(self) -> str:
@@ -264,6 +265,13 @@ def _net(family: str, era: int, arches: tuple[str, ...], since: str, until: str 
                      hooks, NET_SRC, defines, target)
 
 
+def _net_slots(family: str, era: int, arches: tuple[str, ...], since: str, until: str | None,
+               hooks: tuple[Hook, ...], suffix: str) -> BpfObject:
+    o = _net(family, era, arches, since, until, hooks, suffix)
+    return replace(o, file=o.file.replace(".bpf.o", "-slots.bpf.o"), defines=o.defines + ("NET_SLOTS",),
+                   layout="slots")
+
+
 def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...]) -> BpfObject:
     target = TARGETS[arch]
     defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"VFS_ERA={era}",) if era else ())  # 0: no eras
@@ -285,6 +293,13 @@ CATALOGUE: tuple[BpfObject, ...] = (
       for since, until, era in (("4.18", "5.19", 1), ("5.19", None, 2))),
     # tp_btf on sock_send_length/sock_recv_length, added in 6.3
     _net("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
+    # The slot layout (NET_SLOTS, bpf/net/net_slots.h): twins of the hash objects above,
+    # tried first by the loader, which keeps the hash object where the kernel refuses the
+    # twin (its compare and swap is a 5.12 BPF atomic). kretprobe and the oldest era keep
+    # the hash layout.
+    _net_slots("fexit", 2, ("x86_64",), "5.19", "7.1", _net_fexit(2), "-x86"),
+    _net_slots("fexit", 3, ("x86_64",), "7.1", None, _net_fexit(3), "-x86"),
+    _net_slots("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
     *(_vfs("fexit", era, "x86_64", since, until, _vfs_fexit(era))
       for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", None, 4))),
     # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14
@@ -318,7 +333,16 @@ MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
 
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:
-    return [o for o in CATALOGUE if o.subsystem == subsystem and o.family == family and arch in o.arches]
+    """The objects that stand for a family's signature eras (slot twins are tried by the loader)."""
+    return [o for o in CATALOGUE if o.subsystem == subsystem and o.family == family and arch in o.arches
+            and o.layout == "hash"]
+
+
+def slots_twin(obj: BpfObject) -> BpfObject | None:
+    """The slot-layout build of a hash-layout object, if there is one: the loader tries it
+    first and keeps the hash object where the kernel refuses it (no cgroup local storage)."""
+    return next((o for o in CATALOGUE if o.layout == "slots" and o.source == obj.source and o.family == obj.family
+                 and o.defines[:len(obj.defines)] == obj.defines and o.arches == obj.arches), None)
 
 
 def make_specs() -> list[str]:

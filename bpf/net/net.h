@@ -42,8 +42,8 @@ static __always_inline __u8 net_family_of(__u16 sk_family)
 	return sk_family == AF_INET6 ? NET_FAMILY_IPV6 : NET_FAMILY_IPV4;
 }
 
-/* Add one call's result to the current task's cgroup. */
-static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long ret)
+/* The hash path: a per-CPU hash keyed by (cgroup id, proto, family, direction). */
+static __always_inline void net_account_hash(__u8 proto, __u8 family, __u8 dir, long ret)
 {
 	struct net_value zero = {};
 	struct net_key key;
@@ -72,9 +72,34 @@ static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long 
 	}
 }
 
+#ifdef NET_SLOTS
+#include "net_slots.h"
+#endif
+
+/* Add one call's result to the current task's cgroup. */
+static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long ret)
+{
+#ifdef NET_SLOTS
+	if (net_account_slot(proto, family, dir, ret))
+		return;
+#endif
+	net_account_hash(proto, family, dir, ret);
+}
+
+/*
+ * fexit and tp_btf programs get sk as a BTF pointer: a direct load (CO-RE
+ * relocated, faults handled by the kernel) costs no helper call. kprobes
+ * get a plain number and read through bpf_probe_read_kernel().
+ */
+#ifdef CEEMSNET_HOOK_KRETPROBE
+#define SK_READ(sk, field) BPF_CORE_READ(sk, field)
+#else
+#define SK_READ(sk, field) ((sk)->field)
+#endif
+
 static __always_inline __u16 sk_family_of(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_family);
+	return SK_READ(sk, __sk_common.skc_family);
 }
 
 /* A peek leaves the data in the socket; the error queue holds no payload. */
@@ -133,8 +158,8 @@ static __always_inline int handle_sock_tp(struct sock *sk, __u8 dir, int flags, 
 	fam = sk_family_of(sk);
 	if (fam != AF_INET && fam != AF_INET6)
 		return 0;
-	protocol = BPF_CORE_READ(sk, sk_protocol);
-	if (protocol == IPPROTO_TCP && BPF_CORE_READ(sk, sk_type) == SOCK_STREAM)
+	protocol = SK_READ(sk, sk_protocol);
+	if (protocol == IPPROTO_TCP && SK_READ(sk, sk_type) == SOCK_STREAM)
 		proto = NET_PROTO_TCP;
 	else if (protocol == IPPROTO_UDP)
 		proto = NET_PROTO_UDP;

@@ -208,15 +208,19 @@ class KernelHooks:
         self.loaded.close()
 
 
-def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pack, families) -> KernelHooks:
+def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pack, families,
+                          more_maps: dict[str, int] | None = None, source=None) -> KernelHooks:
     """Open a kernel-function subsystem whose programs count into `<name>_stats`
-    (keys decoded by `decode`, packed by `pack`) with drops in `<name>_drops`."""
+    (keys decoded by `decode`, packed by `pack`) with drops in `<name>_drops`.
+    more_maps: other maps' sizes; source(loaded, stats): the counters' source
+    (default HashSource on `<name>_stats`)."""
     from ..pins import boot_id
-    loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries})
+    loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries, **(more_maps or {})})
     try:
         stats = loaded.maps[f"{name}_stats"]
         ledger = ctx.ledger(loaded.collection, name, stats, map_entries, decode, pack)
-        counters = CounterMap(HashSource(stats, decode, pack), families, ctx.resolver, ctx.lifecycle(ledger=ledger),
+        src = source(loaded, stats) if source else HashSource(stats, decode, pack)
+        counters = CounterMap(src, families, ctx.resolver, ctx.lifecycle(ledger=ledger),
                               loaded.maps.get(f"{name}_drops"),
                               f"{name}_stash" if loaded.plan.family == "kretprobe" else None)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..metrics import Family
 from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
 from .base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
+from .counters import HashSource
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -49,12 +50,30 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
+    from ..flags import positive_int
     add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
+    group.add_argument("--net.slots", dest="net_slots", type=positive_int, default=0, metavar="N",
+                       help="cgroups counted without hashing by the -slots objects (a power of two; "
+                            "others count in the hash map); default: what fits 16 MiB of per-CPU memory, "
+                            "64 to 4096")
 
 
 def check(args) -> None:
-    pass
+    from .. import CeemsnetError
+    n = getattr(args, "net_slots", 0)
+    if n and n & (n - 1):
+        raise CeemsnetError(f"--net.slots={n}: must be a power of two")
 
 
 def open(ctx) -> KernelHooks:
-    return open_kernel_subsystem(ctx, NAME, ctx.args.net_map_entries, decode_net, pack_net_key, net_families)
+    from .. import libbpf
+    from . import slots
+    n = getattr(ctx.args, "net_slots", 0) or slots.default_slots(libbpf.num_possible_cpus())
+
+    def source(loaded, stats):
+        if slots.has_slots(loaded.maps):
+            return slots.SlotSource(stats, loaded.maps, decode_net, pack_net_key)
+        return HashSource(stats, decode_net, pack_net_key)
+
+    return open_kernel_subsystem(ctx, NAME, ctx.args.net_map_entries, decode_net, pack_net_key, net_families,
+                                 {slots.OWNER: n, slots.VALS: n}, source)

@@ -155,10 +155,11 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     work.step()
     # Another object where the kernel offers another family (the VM suite: fexit <-> kretprobe);
     # on a kernel with one family (this host: tracepoint), the same object with bigger maps,
-    # which cannot reuse the pinned ones: the counts are copied over.
+    # which cannot reuse the pinned ones: the counts are copied over (with the net slot layout,
+    # another slot count too, so the slot counts are folded into the new hash map).
     other = {"fexit": "kretprobe", "kretprobe": "fexit"}.get(family)
     extra = exporter_args(pin_path) + ([f"--hook={other}", "--kretprobe.maxactive=0"] if other
-                                       else ["--net.map-entries=70000"])
+                                       else ["--net.map-entries=70000", "--net.slots=2048"])
     e = Exporter(extra=extra)
     try:
         tally = work.step()
@@ -166,8 +167,10 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     finally:
         rc, err = e.stop()
     assert rc == 0, err
-    how = "swap" if other else "migrate"
-    assert f"({how}:" in err, err
+    # fexit <-> kretprobe: the hash maps fit (swap), but the fexit objects' slot layout has
+    # no kretprobe twin, so its slot counts are folded into the hash map (migrate)
+    hows = ("swap", "migrate") if other else ("migrate",)
+    assert any(f"({how}:" in err for how in hows), err
     history = [net_values(first, cg.rel), net_values(final, cg.rel)]
     check_never_down(history)
     assert_exact(final, cg.rel, work.steps, tally)

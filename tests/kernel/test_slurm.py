@@ -11,7 +11,7 @@ import time
 
 from .helpers import Exporter, traffic_argv
 from .peer import Peer
-from .test_lifecycle import cgroup_ids_in_map, map_ids_held_by
+from .test_lifecycle import cgroup_ids_counted
 
 STEPS = {"step_0": 1000, "step_1": 2000, "step_batch": 3000}
 
@@ -31,10 +31,9 @@ def test_job_totals_survive_their_steps(slurm_tree, spawn):
             k = ("ceemsnet_net_egress_bytes_total",
                  (("cgroup", steps[step].rel), ("family", "ipv4"), ("job", job), ("proto", "udp")))
             assert s[k] == size
-        (map_id,) = map_ids_held_by(e.proc.pid, "net_stats")
         os.rmdir(steps["step_0"].path)
         assert e.samples()[job_key] == total            # the step is gone, its bytes are not
-        assert steps["step_0"].id not in cgroup_ids_in_map(map_id)
+        assert steps["step_0"].id not in cgroup_ids_counted(e.proc.pid)
         time.sleep(1.5)                                   # past --cgroup.retention, the job still lives
         e.samples()
         assert e.samples()[job_key] == total

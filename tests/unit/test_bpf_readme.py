@@ -11,7 +11,7 @@ from ceemsnet.objects import CATALOGUE
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BY_NAME = {o.file[:-len(".bpf.o")]: o for o in CATALOGUE}
 # an object name in backticks, with brace alternatives: `net-kretprobe-4.18-{x86,arm64}`
-NAME = re.compile(r"`((?:net|vfs|skb)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)?)`")
+NAME = re.compile(r"`((?:net|vfs|skb)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)*)`")
 
 
 def tables(path):
