@@ -553,6 +553,9 @@ def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, setting
     if tplan.refused or tplan.programs() != plan.programs():
         return None
     slots = dict(map_entries or {}).get(SLOT_OWNER, 1024)
+    if slots == 0:
+        plan.notes.append("counter layout: hash (--net.slots=0)")
+        return None
     try:
         loaded = load_object(tplan, map_entries, settings={**(settings or {}), SLOT_MASK: slots - 1},
                              reuse=reuse, before_attach=before_attach)

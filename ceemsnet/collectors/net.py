@@ -50,17 +50,17 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
-    from ..flags import positive_int
+    from ..flags import nonnegative_int
     add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
-    group.add_argument("--net.slots", dest="net_slots", type=positive_int, default=0, metavar="N",
+    group.add_argument("--net.slots", dest="net_slots", type=nonnegative_int, default=None, metavar="N",
                        help="cgroups counted without hashing by the -slots objects (a power of two; "
-                            "others count in the hash map); default: what fits 16 MiB of per-CPU memory, "
-                            "64 to 4096")
+                            "others count in the hash map; 0: the hash layout only, no -slots object); "
+                            "default: what fits 16 MiB of per-CPU memory, 64 to 4096")
 
 
 def check(args) -> None:
     from .. import CeemsnetError
-    n = getattr(args, "net_slots", 0)
+    n = args.net_slots
     if n and n & (n - 1):
         raise CeemsnetError(f"--net.slots={n}: must be a power of two")
 
@@ -68,7 +68,9 @@ def check(args) -> None:
 def open(ctx) -> KernelHooks:
     from .. import libbpf
     from . import slots
-    n = getattr(ctx.args, "net_slots", 0) or slots.default_slots(libbpf.num_possible_cpus())
+    n = ctx.args.net_slots
+    if n is None:
+        n = slots.default_slots(libbpf.num_possible_cpus())
 
     def source(loaded, stats):
         if slots.has_slots(loaded.maps):

@@ -23,6 +23,9 @@ __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
+# CEEMSNET_TEST_NET_SLOTS=0: exporters under test count net in the hash layout (the VM matrix's
+# "hash" passes load the hash twins of the -slots objects)
+NET_SLOTS = os.environ.get("CEEMSNET_TEST_NET_SLOTS")
 VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots
 
 
@@ -96,7 +99,9 @@ class Exporter:
              # tests choose their unit resolver: auto would follow whatever cgroup tree the host has;
              # no pins unless a test asks (its own directory, removed after): a test's programs must not
              # outlive it, nor a later test adopt them
-             "--unit=none", "--storage.path=none", "--bpf.pin-path=none", *extra],
+             "--unit=none", "--storage.path=none", "--bpf.pin-path=none",
+             *([f"--net.slots={NET_SLOTS}"] if NET_SLOTS is not None and "net" in collectors.split(",") else []),
+             *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:

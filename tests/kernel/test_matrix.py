@@ -1,6 +1,7 @@
 """The VM matrix (tests/vm/matrix.py) says which objects each run loads:
-check it against what `ceemsnet probe` really chooses on the running kernel,
-so the object-coverage list cannot drift from what runs."""
+check it against what really runs on this kernel, so the object-coverage
+list cannot drift: `ceemsnet probe` chooses the listed family and eras,
+BTF-verified, and a running exporter attaches exactly the listed objects."""
 
 import importlib.util
 import json
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from .helpers import HOOK, ROOT, VM
+from .helpers import HOOK, NET_SLOTS, ROOT, VM, Exporter
 
 _spec = importlib.util.spec_from_file_location("vm_matrix", os.path.join(ROOT, "tests", "vm", "matrix.py"))
 matrix = sys.modules["vm_matrix"] = importlib.util.module_from_spec(_spec)
@@ -24,21 +25,49 @@ def probe(hook: str) -> dict:
     return json.loads(p.stdout)
 
 
-def test_probe_chooses_the_objects_the_matrix_lists():
+@pytest.fixture(scope="module")
+def run():
     run = matrix.BY_KERNEL.get(VM or "host")
     assert run is not None, f"CEEMSNET_VM={VM} is not a run of tests/vm/matrix.py"
     if run.kernel == "host" and not os.uname().release.startswith(matrix.HOST_SERIES + "."):
         pytest.skip(f"the matrix records this machine's {matrix.HOST_SERIES} kernel; this is {os.uname().release}")
+    return run
+
+
+def expected(run, family: str) -> tuple[str, ...]:
+    key = matrix.pass_key(family, hash_layout=NET_SLOTS == "0")
+    assert key in run.objects, f"{run.kernel}: this pass ({key}) is not in the matrix, which lists {list(run.objects)}"
+    return run.objects[key]
+
+
+def test_probe_chooses_the_listed_family_and_eras_btf_verified(run):
     report = probe(HOOK)
     assert report["btf_checked"] is True
     family = report["subsystems"]["net"]["family"]
-    assert family in run.objects, f"{run.kernel}: probe chose {family}, the matrix lists {list(run.objects)}"
-    chosen = tuple(report["subsystems"][s]["object"] for s in ("net", "vfs"))
-    assert chosen == run.objects[family], (run.kernel, family)
-    # the chosen objects serve every hooked function this kernel has: nothing is skipped for a
-    # signature mismatch (the wrong era), only for functions the kernel does not have
+    want = expected(run, family)
+    by_sub = {s: report["subsystems"][s]["object"] for s in ("net", "vfs")}
+    # the era's object; which layout (-slots twin or not) the exporter loads is checked below
+    assert matrix.hash_twin(by_sub["net"]) == matrix.hash_twin(want[0]) and by_sub["vfs"] == want[1], \
+        (run.kernel, family, by_sub)
+    # nothing of the chosen objects is skipped for a signature mismatch (a wrong era), only
+    # functions this kernel does not have
     for sub in ("net", "vfs"):
         hooks = [h for h in report["hooks"] if h["subsystem"] == sub]
         assert any(h["status"] == "ok" for h in hooks), sub
         for h in hooks:
             assert h["status"] == "ok" or "not in this kernel's BTF" in h["reason"], h
+
+
+def test_serve_attaches_exactly_the_listed_objects(run):
+    e = Exporter(collectors="net,vfs")
+    try:
+        samples = e.samples()
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err
+    info = [dict(k[1]) for k in samples if k[0] == "ceemsnet_hook_info"]
+    family = {i["hook"] for i in info if i["subsystem"] == "net"}
+    assert len(family) == 1, family
+    want = expected(run, family.pop())
+    got = tuple(sorted({i["object"] for i in info if i["subsystem"] == s}) for s in ("net", "vfs"))
+    assert got == ([want[0]], [want[1]]), (run.kernel, got)

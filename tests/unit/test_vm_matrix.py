@@ -27,9 +27,13 @@ def test_each_run_lists_one_net_and_one_vfs_object_of_its_family():
     by_file = {o.file: o for o in CATALOGUE}
     for run in matrix.RUNS:
         assert run.suite in matrix.SUITES
-        for hook, objs in run.objects.items():
-            assert [by_file[o].subsystem for o in objs] == ["net", "vfs"], (run.kernel, hook)
-            assert all(by_file[o].family == hook for o in objs), (run.kernel, hook)
+        for key, objs in run.objects.items():
+            hook, _, layout = key.partition(":")
+            assert layout in ("", "hash") and matrix.pass_key(hook, layout == "hash") == key
+            assert [by_file[o].subsystem for o in objs] == ["net", "vfs"], (run.kernel, key)
+            assert all(by_file[o].family == hook for o in objs), (run.kernel, key)
+            if layout == "hash":
+                assert by_file[objs[0]].layout == "hash", (run.kernel, key)
 
 
 def test_suites_name_existing_test_files():
@@ -45,7 +49,7 @@ def test_make_test_vm_runs_the_matrix():
 
 def test_selection_narrows_and_refuses_unknown_kernels():
     sel = matrix.selected(["6.12"], ["fexit"])
-    assert [(r.kernel, hooks) for r, hooks in sel] == [("6.12", ("fexit",))]
+    assert [(r.kernel, passes) for r, passes in sel] == [("6.12", ("fexit",))]
     try:
         matrix.selected(["9.9"], None)
     except SystemExit as e:

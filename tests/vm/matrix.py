@@ -34,10 +34,22 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # emulated): net and vfs counts, cgroup v1, lifecycle, store, the BTF era
 # checks, probe, and this matrix's own check.
 FULL = ("tests/kernel",)
+# a pass in the hash layout (--net.slots=0) only needs the net counts and the check
+HASH = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py")
 EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py", "tests/kernel/test_vfs.py",
          "tests/kernel/test_btf_eras.py", "tests/kernel/test_probe.py", "tests/kernel/test_cgroup_v1.py",
          "tests/kernel/test_lifecycle.py", "tests/kernel/test_store.py")
-SUITES = {"full": FULL, "exact": EXACT}
+SUITES = {"full": FULL, "exact": EXACT, "hash": HASH}
+
+
+def pass_key(family: str, hash_layout: bool = False) -> str:
+    """A run's pass: a hook family, with ":hash" where the exporter is told --net.slots=0
+    (so that the hash twins of the -slots objects run too)."""
+    return family + (":hash" if hash_layout else "")
+
+
+def hash_twin(obj: str) -> str:
+    return obj.replace("-slots.bpf.o", ".bpf.o")
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,7 @@ class Run:
     kernel: str                 # tests/vm/run.sh's kernel name; "host" for this machine
     package: str                # what boots (documentation; run.sh pins it)
     suite: str                  # key of SUITES
-    # hook family -> the objects `probe` must choose for net and vfs
+    # pass (pass_key) -> the objects the exporter loads for net and vfs
     objects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # objects a hook-independent test loads in this run (cgroup_skb)
     also: dict[str, str] = field(default_factory=dict)
@@ -53,13 +65,14 @@ class Run:
     why: str = ""               # what only this run covers
 
     @property
-    def hooks(self) -> tuple[str, ...]:
+    def passes(self) -> tuple[str, ...]:
         return tuple(self.objects)
 
 
 RUNS = (
     Run("host", "this machine's kernel (6.18 here)", "full",
-        {"tracepoint": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o")},
+        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o"),
+         "tracepoint:hash": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o")},
         also={"skb-root.bpf.o": "tests/kernel/test_skb.py", "skb-cgroup.bpf.o": "tests/kernel/test_skb.py"},
         minutes=4,
         why="every unit test; every kernel test with the tracepoint and cgroup_skb programs; what does not "
@@ -71,11 +84,12 @@ RUNS = (
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage"),
     Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
-        {"fexit": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
+        {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
-        why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel"),
+        why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
+            "era (--net.slots=0)"),
     Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
-        {"fexit": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
+        {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
@@ -98,14 +112,17 @@ def exercised() -> dict[str, list[str]]:
     return out
 
 
-def guest_script(run: Run, hooks: tuple[str, ...], python: str) -> str:
-    """The guest's command: the suite once per hook family; the exit code is 1 if any failed."""
-    files = " ".join(shlex.quote(f) for f in SUITES[run.suite])
+def guest_script(run: Run, passes: tuple[str, ...], python: str) -> str:
+    """The guest's command: the suite once per pass; the exit code is 1 if any failed."""
     lines = ["rc=0"]
-    for h in hooks:
-        lines.append(f"echo '== {run.kernel} --hook={h}: {run.suite} suite'")
-        lines.append(f"env CEEMSNET_VM={shlex.quote(run.kernel)} CEEMSNET_TEST_HOOK={h} PYTHONDONTWRITEBYTECODE=1 "
-                     f"{python} -m pytest -p no:cacheprovider -ra {files} || rc=1")
+    for p in passes:
+        hook, _, layout = p.partition(":")
+        suite = layout or run.suite
+        files = " ".join(shlex.quote(f) for f in SUITES[suite])
+        slots = " CEEMSNET_TEST_NET_SLOTS=0" if layout == "hash" else ""
+        lines.append(f"echo '== {run.kernel} --hook={hook}{' --net.slots=0' if slots else ''}: {suite} suite'")
+        lines.append(f"env CEEMSNET_VM={shlex.quote(run.kernel)} CEEMSNET_TEST_HOOK={hook}{slots} "
+                     f"PYTHONDONTWRITEBYTECODE=1 {python} -m pytest -p no:cacheprovider -ra {files} || rc=1")
     lines.append("exit $rc")
     return "; ".join(lines)
 
@@ -120,7 +137,7 @@ def selected(kernels: list[str] | None, hooks: list[str] | None) -> list[tuple[R
         vm = [r for r in vm if r.kernel in kernels]
     out = []
     for r in vm:
-        hs = tuple(h for h in r.hooks if not hooks or h in hooks)
+        hs = tuple(p for p in r.passes if not hooks or p.partition(":")[0] in hooks)
         if hs:
             out.append((r, hs))
     return out
