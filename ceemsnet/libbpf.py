@@ -83,6 +83,8 @@ _PROTOS = {
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+    "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
     # legacy (non-link) cgroup attach: tests use it to stand in for another tool's program
     "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
     "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
@@ -146,9 +148,13 @@ class LibbpfUnavailable(OSError):
     pass
 
 
+def libc():
+    """The C library, errno kept for ctypes.get_errno()."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _vsnprintf():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = libc.vsnprintf
+    fn = libc().vsnprintf
     fn.restype = c_int
     fn.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
     return fn

@@ -100,3 +100,71 @@ def test_fstype_label_is_bounded(exporter):
     seen = {dict(k[1])["fstype"] for k in exporter.samples() if "fstype" in dict(k[1])}
     assert seen <= ALL_NAMES
     assert not seen & {"proc", "sysfs", "pipefs", "sockfs"}  # left out by default
+
+
+# A loop of system calls in a child: "ready", wait for a line, then N calls of one kind.
+_LOOP = """
+import os, sys
+kind, n = sys.argv[1], int(sys.argv[2])
+fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT, 0o600) if kind == "write" else -1
+print("ready", flush=True)
+sys.stdin.readline()
+if kind == "write":
+    for _ in range(n):
+        os.write(fd, b"w")
+else:
+    for _ in range(n):
+        os.getpid()
+"""
+LOOP_CALLS = 1_000_000
+STATS = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tmpfs_dir):
+    """Issue 16: the vfs tracepoint programs must not run for system calls they do not count.
+    The kernel's run count of every program (bpf_stats_enabled) must stay still, but for
+    other processes' IO, while a child in a test cgroup calls getpid() a million times; the
+    raw sys_exit program this family had before ran on each of them (run count +1,000,000)."""
+    import platform
+    import time
+
+    from ceemsnet import CeemsnetError
+    from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release
+    from ceemsnet.loader import select_and_load
+    try:
+        sel = select_and_load("vfs", parse_kernel_version(running_release()), normalize_arch(platform.machine()),
+                              KernelBTF(), forced="tracepoint")
+    except CeemsnetError as e:
+        pytest.skip(f"the vfs tracepoint family does not load on {os.uname().release} ({e}); "
+                    "the host run (6.18) covers it")
+    coll, names = sel.loaded.collection, sel.loaded.programs()
+    old_stats = open(STATS).read().strip()
+
+    def runs():
+        return sum(coll.program_stats(n)[1] for n in names)
+
+    def window(kind):
+        child = spawn([sys.executable, "-c", _LOOP, kind, str(LOOP_CALLS), os.path.join(tmpfs_dir, "loop")],
+                      make_cgroup())
+        assert child.proc.stdout.readline().strip() == "ready"
+        r0, t0 = runs(), time.monotonic()
+        child.go()
+        return runs() - r0, time.monotonic() - t0
+
+    try:
+        with open(STATS, "w") as f:
+            f.write("1")
+        # the control: a write loop runs the programs once per call, and the kernel counts the runs
+        wrote, _ = window("write")
+        assert wrote >= LOOP_CALLS, f"{wrote} runs for {LOOP_CALLS} write() calls: stats off or not attached"
+        moved, took = window("getpid")
+        # other processes' reads and writes in a window as long, before and after
+        r0 = runs()
+        time.sleep(took)
+        noise = runs() - r0
+    finally:
+        with open(STATS, "w") as f:
+            f.write(old_stats)
+        sel.loaded.close()
+    assert moved <= 3 * noise + LOOP_CALLS // 100, \
+        f"the vfs programs ran {moved} times during {LOOP_CALLS} getpid() calls (background: {noise})"

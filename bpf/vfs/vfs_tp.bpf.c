@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Filesystem IO accounting at the system call boundary, for kernels that
+ * refuse BPF trampolines and have no kprobes (the tracepoint family of
+ * bpf/vfs/vfs.bpf.c's counters, same maps and keys).
+ *
+ * One program per counted system call, each on that call's own exit event
+ * (syscalls:sys_exit_<name>, CONFIG_FTRACE_SYSCALLS): the kernel tests a
+ * per-syscall bit before it runs any of them, so no BPF program runs for
+ * the system calls we do not count (the raw sys_exit tracepoint this
+ * replaces ran a program on every system call of every process). The
+ * event's record holds only the return value; the arguments (fd, flags,
+ * mode) are read from the task's saved user registers with
+ * bpf_task_pt_regs(), 5.15 (commit dd6e10fbd9fb): that makes 5.15 this
+ * object's first kernel. x86_64 only: syscall arguments by register name.
+ *
+ * What is counted, per call (see also ceemsnet/objects.py's notes):
+ *   read, pread64, readv, preadv, preadv2 / write, pwrite64, writev,
+ *     pwritev, pwritev2: bytes, calls, errors on regular files, keyed by
+ *     the file system of the file the fd names;
+ *   open, openat, openat2, creat: op open, keyed by the file system of the
+ *     returned file, plus op create when that call created it
+ *     (FMODE_CREATED);
+ *   mknod, mknodat of regular files: op create;
+ *   unlink, unlinkat: op unlink; rmdir, unlinkat(AT_REMOVEDIR): op rmdir;
+ *   mkdir, mkdirat: op mkdir (these carry file system 0: the path is gone
+ *   at exit).
+ * Errors are every failed call, failed path lookups included.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "vfs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#if !defined(__TARGET_ARCH_x86)
+#error "the syscall tracepoint object reads x86_64 argument registers"
+#endif
+
+#define AT_REMOVEDIR 0x200
+
+/* The record of a syscalls:sys_exit_* event (kernel/trace/trace_syscalls.c). */
+struct sys_exit_args {
+	__u64 common;  /* struct trace_entry */
+	int nr;
+	long ret;
+};
+
+/* The caller's saved registers: the system call's arguments, unchanged at exit. */
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/*
+ * The file an fd names: task->files->fdt->fd[fd]. BTF pointer loads up to
+ * the array, then one probe read for the variable index.
+ */
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= fdt->max_fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	return file;
+}
+
+static __always_inline int exit_rw(__u8 op, long ret)
+{
+	return handle_rw(fd_file(user_regs()->di), op, ret);
+}
+
+static __always_inline int exit_dirop(__u8 op, long ret)
+{
+	vfs_account(0, op, ret);
+	return 0;
+}
+
+/*
+ * One open, plus one create when the returned file has FMODE_CREATED (so
+ * creat() or open(O_CREAT) of an existing file creates nothing). A failed
+ * open carries no file system.
+ */
+static __always_inline int exit_open(long ret)
+{
+	struct file *file;
+
+	if (ret < 0) {
+		vfs_account(0, VFS_OP_OPEN, ret);
+		return 0;
+	}
+	file = fd_file(ret);
+	account_open(file ? inode_magic(BPF_CORE_READ(file, f_inode)) : 0, file_created(file), ret);
+	return 0;
+}
+
+/* regular files only (type 0 means regular too); device nodes and fifos are not counted */
+static __always_inline int exit_mknod(unsigned long mode, long ret)
+{
+	if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == 0)
+		return exit_dirop(VFS_OP_CREATE, ret);
+	return 0;
+}
+
+#define SYS_EXIT(name) \
+	SEC("tp/syscalls/sys_exit_" #name) int tp_sys_exit_##name(struct sys_exit_args *ctx)
+
+SYS_EXIT(read) { return exit_rw(VFS_OP_READ, ctx->ret); }
+SYS_EXIT(pread64) { return exit_rw(VFS_OP_READ, ctx->ret); }
+SYS_EXIT(readv) { return exit_rw(VFS_OP_READ, ctx->ret); }
+SYS_EXIT(preadv) { return exit_rw(VFS_OP_READ, ctx->ret); }
+SYS_EXIT(preadv2) { return exit_rw(VFS_OP_READ, ctx->ret); }
+SYS_EXIT(write) { return exit_rw(VFS_OP_WRITE, ctx->ret); }
+SYS_EXIT(pwrite64) { return exit_rw(VFS_OP_WRITE, ctx->ret); }
+SYS_EXIT(writev) { return exit_rw(VFS_OP_WRITE, ctx->ret); }
+SYS_EXIT(pwritev) { return exit_rw(VFS_OP_WRITE, ctx->ret); }
+SYS_EXIT(pwritev2) { return exit_rw(VFS_OP_WRITE, ctx->ret); }
+SYS_EXIT(open) { return exit_open(ctx->ret); }
+SYS_EXIT(openat) { return exit_open(ctx->ret); }
+SYS_EXIT(openat2) { return exit_open(ctx->ret); }
+SYS_EXIT(creat) { return exit_open(ctx->ret); }
+SYS_EXIT(mknod) { return exit_mknod(user_regs()->si, ctx->ret); }
+SYS_EXIT(mknodat) { return exit_mknod(user_regs()->dx, ctx->ret); }
+SYS_EXIT(mkdir) { return exit_dirop(VFS_OP_MKDIR, ctx->ret); }
+SYS_EXIT(mkdirat) { return exit_dirop(VFS_OP_MKDIR, ctx->ret); }
+SYS_EXIT(rmdir) { return exit_dirop(VFS_OP_RMDIR, ctx->ret); }
+SYS_EXIT(unlink) { return exit_dirop(VFS_OP_UNLINK, ctx->ret); }
+SYS_EXIT(unlinkat)
+{
+	return exit_dirop(user_regs()->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK, ctx->ret);
+}
