@@ -97,6 +97,7 @@ _PROTOS = {
     "bpf_map__map_flags": (c_uint32, [c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
+    "bpf_enable_stats": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                ctypes.POINTER(bpf_map_create_opts)]),
     "bpf_obj_get": (c_int, [c_char_p]),
@@ -234,3 +235,17 @@ def check_rc(rc: int, what: str) -> int:
         err = -rc if rc != -1 else (ctypes.get_errno() or errno_mod.EINVAL)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return rc
+
+
+class RunTimeStats:
+    """Programs' run time and count kept by the kernel while this is open (BPF_ENABLE_STATS,
+    5.8): unlike kernel.bpf_stats_enabled, another process writing that sysctl cannot turn
+    them off under us, and nothing is left to restore."""
+
+    def __enter__(self):
+        self.fd = check_rc(lib().bpf_enable_stats(0), "bpf_enable_stats(BPF_STATS_RUN_TIME)")
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+

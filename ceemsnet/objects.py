@@ -242,6 +242,8 @@ VFS_SYSCALLS = {
     "vfs_mkdir": ("mkdir", "mkdirat"),
     "vfs_rmdir": ("rmdir", "unlinkat"),
 }
+_LOOKUP = ("calls that fail before the operation is reached are not counted, as with the vfs_* hooks: "
+           "path lookups (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, EFAULT) and read-only mounts (EROFS)")
 _SYSCALLS = {
     "vfs_read": "read, pread64 on regular files",
     "vfs_write": "write, pwrite64 on regular files",
@@ -249,20 +251,25 @@ _SYSCALLS = {
     "vfs_writev": "writev, pwritev, pwritev2 (folded into the write counters)",
     "vfs_open": "op open: open, openat, openat2 and creat (file system from the returned fd; a failed call "
                 "is an error of unknown file system); plus op create when the returned file was created by "
-                "that call (FMODE_CREATED), so creat() or open(O_CREAT) of an existing file creates nothing",
+                "that call (FMODE_CREATED), so creat() or open(O_CREAT) of an existing file creates nothing; "
+                f"{_LOOKUP}, nor opens refused before vfs_open() (EEXIST with O_EXCL, EISDIR, EACCES, EPERM, "
+                "EINVAL, EMFILE, ENFILE)",
     "vfs_create": "op create: mknod, mknodat of regular files (file system unknown); creates by open(O_CREAT) "
-                  "and creat are counted with the opens",
-    "vfs_unlink": "op unlink: unlink, unlinkat (file system unknown)",
-    "vfs_mkdir": "op mkdir: mkdir, mkdirat (file system unknown)",
-    "vfs_rmdir": "op rmdir: rmdir, unlinkat(AT_REMOVEDIR) (file system unknown)",
+                  f"and creat are counted with the opens; {_LOOKUP}, nor EEXIST and EINVAL; EACCES of a "
+                  "directory on the way is an error here, not at vfs_create",
+    "vfs_unlink": f"op unlink: unlink, unlinkat (file system unknown); {_LOOKUP} (unlink of a missing file "
+                  "counts nothing); EACCES of a directory on the way is an error here, not at vfs_unlink",
+    "vfs_mkdir": f"op mkdir: mkdir, mkdirat (file system unknown); {_LOOKUP}, nor EEXIST (mkdir of an "
+                 "existing name); EACCES of a directory on the way is an error here, not at vfs_mkdir",
+    "vfs_rmdir": f"op rmdir: rmdir, unlinkat(AT_REMOVEDIR) (file system unknown); {_LOOKUP} but ENOTDIR "
+                 "(rmdir of a file: an error), nor EINVAL (rmdir(\".\"))",
 }
 
 
 def _vfs_tracepoint() -> tuple[Hook, ...]:
     return tuple(Hook("vfs", f, tuple(f"tp_sys_exit_{c}" for c in VFS_SYSCALLS[f]), SYS_TP, tracepoint="sys_exit",
                       note=f"counted at the system call boundary (syscalls:sys_exit_* events, only for these "
-                           f"calls): {_SYSCALLS[f]}; errors include failed path lookups, io_uring and mmap IO "
-                           f"are not seen") for f in VFS_FUNCTIONS)
+                           f"calls): {_SYSCALLS[f]}; io_uring and mmap IO are not seen") for f in VFS_FUNCTIONS)
 
 V = Version
 NET_SRC, VFS_SRC, SKB_SRC = "bpf/net/net.bpf.c", "bpf/vfs/vfs.bpf.c", "bpf/net/skb.bpf.c"

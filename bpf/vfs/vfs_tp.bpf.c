@@ -25,7 +25,10 @@
  *   unlink, unlinkat: op unlink; rmdir, unlinkat(AT_REMOVEDIR): op rmdir;
  *   mkdir, mkdirat: op mkdir (these carry file system 0: the path is gone
  *   at exit).
- * Errors are every failed call, failed path lookups included.
+ * Errors are the failures of the operation itself, as the fexit and
+ * kretprobe families see them: a call that fails before the operation is
+ * reached (the name or a directory on the way is missing, mkdir of a name
+ * that exists, ...) is not an error of the operation (lookup_error()).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,6 +43,22 @@ char LICENSE[] SEC("license") = "GPL";
 #endif
 
 #define AT_REMOVEDIR 0x200
+
+/* errno values (include/uapi/asm-generic/errno-base.h, errno.h) */
+#define EPERM 1
+#define ENOENT 2
+#define EACCES 13
+#define EFAULT 14
+#define EEXIST 17
+#define ENOTDIR 20
+#define EISDIR 21
+#define EINVAL 22
+#define ENFILE 23
+#define EMFILE 24
+#define EROFS 30
+#define ENAMETOOLONG 36
+#define ELOOP 40
+#define BIT(e) (1ULL << (e))
 
 /* The record of a syscalls:sys_exit_* event (kernel/trace/trace_syscalls.c). */
 struct sys_exit_args {
@@ -75,8 +94,43 @@ static __always_inline int exit_rw(__u8 op, long ret)
 	return handle_rw(fd_file(user_regs()->di), op, ret);
 }
 
+/*
+ * The errors a call returns before it reaches the VFS operation the fexit
+ * and kretprobe families hook (fs/namei.c, fs/open.c): the path walk and
+ * the last name's lookup (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, EFAULT), a
+ * read-only mount (EROFS, mnt_want_write() before the operation), and per
+ * operation: mkdir and mknod of a name that exists (EEXIST, found by
+ * filename_create()); mknod of a bad type (EINVAL, may_mknod()); rmdir of
+ * "." (EINVAL); opens refused by open_last_lookups()/may_open() or the fd
+ * table before vfs_open() (EEXIST with O_EXCL, EISDIR, EACCES, EPERM,
+ * EINVAL, EMFILE, ENFILE). These calls are not counted at all: neither
+ * family sees an operation there. rmdir keeps ENOTDIR, which is mostly
+ * vfs_rmdir()'s "not a directory". What an errno cannot tell apart stays
+ * counted here and not there: EACCES of a directory on the way (unlink,
+ * rmdir, mkdir, mknod), unlink("/") (EISDIR), rmdir("..") (ENOTEMPTY).
+ */
+#define LOOKUP_ERRORS (BIT(ENOENT) | BIT(ENOTDIR) | BIT(ELOOP) | BIT(ENAMETOOLONG) | BIT(EFAULT) | BIT(EROFS))
+
+static __always_inline bool lookup_error(long ret, __u8 op)
+{
+	__u64 mask = LOOKUP_ERRORS;
+	long e = -ret;
+
+	if (op == VFS_OP_MKDIR)
+		mask |= BIT(EEXIST);
+	else if (op == VFS_OP_CREATE)
+		mask |= BIT(EEXIST) | BIT(EINVAL);
+	else if (op == VFS_OP_RMDIR)
+		mask = (mask & ~BIT(ENOTDIR)) | BIT(EINVAL);
+	else if (op == VFS_OP_OPEN)
+		mask |= BIT(EEXIST) | BIT(EISDIR) | BIT(EACCES) | BIT(EPERM) | BIT(EINVAL) | BIT(EMFILE) | BIT(ENFILE);
+	return e > 0 && e < 64 && (mask & BIT(e));
+}
+
 static __always_inline int exit_dirop(__u8 op, long ret)
 {
+	if (ret < 0 && lookup_error(ret, op))
+		return 0;
 	vfs_account(0, op, ret);
 	return 0;
 }
@@ -91,7 +145,8 @@ static __always_inline int exit_open(long ret)
 	struct file *file;
 
 	if (ret < 0) {
-		vfs_account(0, VFS_OP_OPEN, ret);
+		if (!lookup_error(ret, VFS_OP_OPEN))
+			vfs_account(0, VFS_OP_OPEN, ret);
 		return 0;
 	}
 	file = fd_file(ret);

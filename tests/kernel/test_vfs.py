@@ -117,18 +117,18 @@ else:
         os.getpid()
 """
 LOOP_CALLS = 1_000_000
-STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 
 def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tmpfs_dir):
     """Issue 16: the vfs tracepoint programs must not run for system calls they do not count.
-    The kernel's run count of every program (bpf_stats_enabled) must stay still, but for
+    The kernel's run count of every program (BPF_ENABLE_STATS) must stay still, but for
     other processes' IO, while a child in a test cgroup calls getpid() a million times; the
-    raw sys_exit program this family had before ran on each of them (run count +1,000,000)."""
+    raw sys_exit program this family had before ran on each of them (run count +1,000,000,
+    bench/vfs_tp_cost.py: 1.01 runs per getpid())."""
     import platform
     import time
 
-    from ceemsnet import CeemsnetError
+    from ceemsnet import CeemsnetError, libbpf
     from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release
     from ceemsnet.loader import select_and_load
     try:
@@ -138,7 +138,6 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
         pytest.skip(f"the vfs tracepoint family does not load on {os.uname().release} ({e}); "
                     "the host run (6.18) covers it")
     coll, names = sel.loaded.collection, sel.loaded.programs()
-    old_stats = open(STATS).read().strip()
 
     def runs():
         return sum(coll.program_stats(n)[1] for n in names)
@@ -152,19 +151,64 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
         return runs() - r0, time.monotonic() - t0
 
     try:
-        with open(STATS, "w") as f:
-            f.write("1")
-        # the control: a write loop runs the programs once per call, and the kernel counts the runs
-        wrote, _ = window("write")
-        assert wrote >= LOOP_CALLS, f"{wrote} runs for {LOOP_CALLS} write() calls: stats off or not attached"
-        moved, took = window("getpid")
-        # other processes' reads and writes in a window as long, before and after
-        r0 = runs()
-        time.sleep(took)
-        noise = runs() - r0
+        with libbpf.RunTimeStats():
+            # the control: a write loop runs the programs once per call, and the kernel counts the runs
+            wrote, _ = window("write")
+            moved, took = window("getpid")
     finally:
-        with open(STATS, "w") as f:
-            f.write(old_stats)
         sel.loaded.close()
-    assert moved <= 3 * noise + LOOP_CALLS // 100, \
-        f"the vfs programs ran {moved} times during {LOOP_CALLS} getpid() calls (background: {noise})"
+    assert wrote >= LOOP_CALLS, f"{wrote} runs for {LOOP_CALLS} write() calls: stats off or not attached"
+    # one run per call would be >= LOOP_CALLS; what moves it here is other processes' reads
+    # and writes on this shared machine meanwhile (thousands at most)
+    assert moved < LOOP_CALLS // 2, \
+        f"the vfs programs ran {moved} times in {took:.2f} s, during {LOOP_CALLS} getpid() calls"
+
+
+# Calls that fail before the VFS operation (issue 13), then two that the operation refuses.
+_MISSES = """
+import errno, os, sys
+d, existing = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+sys.stdin.readline()
+def fails(want, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        assert e.errno == want, (fn, args, e)
+    else:
+        raise SystemExit(f"{fn.__name__}{args} succeeded")
+missing = os.path.join(d, "missing")
+fails(errno.ENOENT, os.unlink, missing)
+fails(errno.ENOENT, os.rmdir, missing)
+fails(errno.ENOENT, os.open, missing, os.O_RDONLY)
+fails(errno.ENOENT, os.mkdir, os.path.join(missing, "sub"))
+fails(errno.EEXIST, os.mkdir, d)
+fails(errno.EEXIST, os.open, existing, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+fails(errno.ENOTDIR, os.unlink, os.path.join(existing, "x"))
+# refused by the operation itself: vfs_unlink() (EISDIR), vfs_rmdir() (ENOTDIR)
+fails(errno.EISDIR, os.unlink, d)
+fails(errno.ENOTDIR, os.rmdir, existing)
+print("done", flush=True)
+"""
+
+
+def test_failed_lookups_are_not_operation_errors(exporter, make_cgroup, spawn, tmpfs_dir):
+    """One meaning in every family (issue 13): a call that fails before it reaches the VFS
+    operation (a missing name, mkdir of an existing one, O_EXCL on an existing file) is not
+    an error of that operation; the fexit and kretprobe families never see such calls, and
+    the tracepoint family leaves them out. Failures of the operation itself are errors."""
+    existing = os.path.join(tmpfs_dir, f"existing-{os.getpid()}")
+    os.close(os.open(existing, os.O_CREAT | os.O_WRONLY, 0o600))  # made here, outside the test cgroup
+    try:
+        cg = make_cgroup()
+        child = spawn([sys.executable, "-c", _MISSES, tmpfs_dir, existing], cg)
+        assert child.proc.stdout.readline().strip() == "ready"
+        before = exporter.samples()
+        assert child.go().strip() == "done"
+        after = exporter.samples()
+    finally:
+        os.unlink(existing)
+    ops = {op: (delta(before, after, "ceemsnet_vfs_ops_total", cgroup=cg.rel, op=op),
+                delta(before, after, "ceemsnet_vfs_op_errors_total", cgroup=cg.rel, op=op))
+           for op in ("open", "create", "unlink", "mkdir", "rmdir")}
+    assert ops == {"open": (0, 0), "create": (0, 0), "unlink": (0, 1), "mkdir": (0, 0), "rmdir": (0, 1)}
