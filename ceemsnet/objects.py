@@ -286,9 +286,9 @@ def _net(family: str, era: int, arches: tuple[str, ...], since: str, until: str 
 
 
 def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...],
-         source: str = VFS_SRC) -> BpfObject:
+         source: str = VFS_SRC, era_name: str = "VFS_ERA") -> BpfObject:
     target = TARGETS[arch]
-    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"VFS_ERA={era}",) if era else ())  # 0: no eras
+    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"{era_name}={era}",) if era else ())  # 0: no eras
     return BpfObject(f"vfs-{family}-{since}-{target}.bpf.o", "vfs", family, (arch,), V(since), until and V(until),
                      hooks, source, defines, target)
 
@@ -314,9 +314,12 @@ CATALOGUE: tuple[BpfObject, ...] = (
       for arch in TARGETS
       for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
     # one program per counted system call (syscalls:sys_exit_<name>), arguments through
-    # bpf_task_pt_regs(), 5.15. Before: vfs-tracepoint-5.11-x86, one raw sys_exit program that ran
-    # on every system call (named 5.5 until the catalogue was checked against the helpers)
-    _vfs("tracepoint", 0, "x86_64", "5.15", None, _vfs_tracepoint(), VFS_TP_SRC),
+    # bpf_task_pt_regs(), 5.15; from 6.2 the file's fields are read through bpf_rdonly_cast()
+    # (commit a35b9af4ec2c) instead of probe reads. Before: vfs-tracepoint-5.11-x86, one raw
+    # sys_exit program that ran on every system call (named 5.5 until the catalogue was
+    # checked against the helpers)
+    *(_vfs("tracepoint", era, "x86_64", since, until, _vfs_tracepoint(), VFS_TP_SRC, "TP_ERA")
+      for since, until, era in (("5.15", "6.2", 1), ("6.2", None, 2))),
 )
 
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not

@@ -13,6 +13,8 @@
  * mode) are read from the task's saved user registers with
  * bpf_task_pt_regs(), 5.15 (commit dd6e10fbd9fb): that makes 5.15 this
  * object's first kernel. x86_64 only: syscall arguments by register name.
+ * TP_ERA=2 (6.2+) reads the file's fields through bpf_rdonly_cast()
+ * instead of probe reads; TP_ERA=1 is the 5.15 object.
  *
  * What is counted, per call (see also ceemsnet/objects.py's notes):
  *   read, pread64, readv, preadv, preadv2 / write, pwrite64, writev,
@@ -38,6 +40,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+#ifndef TP_ERA
+#error "TP_ERA must be 1 (5.15: probe reads) or 2 (6.2: bpf_rdonly_cast)"
+#endif
 #if !defined(__TARGET_ARCH_x86)
 #error "the syscall tracepoint object reads x86_64 argument registers"
 #endif
@@ -68,18 +73,17 @@ struct sys_exit_args {
 };
 
 /* The caller's saved registers: the system call's arguments, unchanged at exit. */
-static __always_inline struct pt_regs *user_regs(void)
+static __always_inline struct pt_regs *user_regs(struct task_struct *task)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return (struct pt_regs *)bpf_task_pt_regs(task);
 }
 
 /*
  * The file an fd names: task->files->fdt->fd[fd]. BTF pointer loads up to
  * the array, then one probe read for the variable index.
  */
-static __always_inline struct file *fd_file(long fd)
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
@@ -89,10 +93,64 @@ static __always_inline struct file *fd_file(long fd)
 	return file;
 }
 
+#if TP_ERA >= 2
+/*
+ * bpf_rdonly_cast() (6.2, commit a35b9af4ec2c) turns the file pointer read
+ * from the fd table into a BTF pointer: the verifier then lets the program
+ * load file->f_inode->i_mode, ->i_sb->s_magic and f_mode directly (inline
+ * loads that cannot fault), instead of one bpf_probe_read_kernel() call
+ * each, which is most of what a read or write costs (bench/vfs_tp_cost.py).
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+static __always_inline struct file *btf_file(struct file *file)
+{
+	return file ? bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file)) : NULL;
+}
+
 static __always_inline int exit_rw(__u8 op, long ret)
 {
-	return handle_rw(fd_file(user_regs()->di), op, ret);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *file = btf_file(fd_file(task, user_regs(task)->di));
+	struct inode *inode;
+
+	if (!file)
+		return 0;
+	inode = file->f_inode;
+	if (!inode || (inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	vfs_account((__u32)inode->i_sb->s_magic, op, ret);
+	return 0;
 }
+
+/* (file system magic, created?) of the file an open returned */
+static __always_inline void opened(long fd, __u32 *magic, bool *created)
+{
+	struct file *file = btf_file(fd_file(bpf_get_current_task_btf(), fd));
+
+	if (!file || !file->f_inode)
+		return;
+	*magic = (__u32)file->f_inode->i_sb->s_magic;
+	*created = file->f_mode & FMODE_CREATED;
+}
+#else
+static __always_inline int exit_rw(__u8 op, long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return handle_rw(fd_file(task, user_regs(task)->di), op, ret);
+}
+
+static __always_inline void opened(long fd, __u32 *magic, bool *created)
+{
+	struct file *file = fd_file(bpf_get_current_task_btf(), fd);
+
+	if (!file)
+		return;
+	*magic = inode_magic(BPF_CORE_READ(file, f_inode));
+	*created = file_created(file);
+}
+#endif
 
 /*
  * The errors a call returns before it reaches the VFS operation the fexit
@@ -142,15 +200,16 @@ static __always_inline int exit_dirop(__u8 op, long ret)
  */
 static __always_inline int exit_open(long ret)
 {
-	struct file *file;
+	bool created = false;
+	__u32 magic = 0;
 
 	if (ret < 0) {
 		if (!lookup_error(ret, VFS_OP_OPEN))
 			vfs_account(0, VFS_OP_OPEN, ret);
 		return 0;
 	}
-	file = fd_file(ret);
-	account_open(file ? inode_magic(BPF_CORE_READ(file, f_inode)) : 0, file_created(file), ret);
+	opened(ret, &magic, &created);
+	account_open(magic, created, ret);
 	return 0;
 }
 
@@ -179,13 +238,14 @@ SYS_EXIT(open) { return exit_open(ctx->ret); }
 SYS_EXIT(openat) { return exit_open(ctx->ret); }
 SYS_EXIT(openat2) { return exit_open(ctx->ret); }
 SYS_EXIT(creat) { return exit_open(ctx->ret); }
-SYS_EXIT(mknod) { return exit_mknod(user_regs()->si, ctx->ret); }
-SYS_EXIT(mknodat) { return exit_mknod(user_regs()->dx, ctx->ret); }
+SYS_EXIT(mknod) { return exit_mknod(user_regs(bpf_get_current_task_btf())->si, ctx->ret); }
+SYS_EXIT(mknodat) { return exit_mknod(user_regs(bpf_get_current_task_btf())->dx, ctx->ret); }
 SYS_EXIT(mkdir) { return exit_dirop(VFS_OP_MKDIR, ctx->ret); }
 SYS_EXIT(mkdirat) { return exit_dirop(VFS_OP_MKDIR, ctx->ret); }
 SYS_EXIT(rmdir) { return exit_dirop(VFS_OP_RMDIR, ctx->ret); }
 SYS_EXIT(unlink) { return exit_dirop(VFS_OP_UNLINK, ctx->ret); }
 SYS_EXIT(unlinkat)
 {
-	return exit_dirop(user_regs()->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK, ctx->ret);
+	return exit_dirop(user_regs(bpf_get_current_task_btf())->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK,
+			  ctx->ret);
 }

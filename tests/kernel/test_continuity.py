@@ -359,6 +359,6 @@ def test_vfs_tracepoint_object_upgrade_keeps_counts(pin_path, make_cgroup, spawn
         finally:
             e.stop()
         left = os.listdir(os.path.join(pin_path, "vfs"))
-        assert len(left) == 1 and left[0].startswith("vfs-tracepoint-5_15-x86__"), left
+        assert len(left) == 1 and left[0].startswith("vfs-tracepoint-") and "5_11" not in left[0], left
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

@@ -57,6 +57,9 @@ def test_vfs_tracepoint_family_rules():
     assert not old.usable and "5.15" in old.refused
     plan = plan_family("vfs", "tracepoint", parse_kernel_version("5.15.0"), "x86_64", None)
     assert plan.obj.file == "vfs-tracepoint-5.15-x86.bpf.o"
+    # bpf_rdonly_cast() (6.2) reads the file's fields without probe reads
+    plan = plan_family("vfs", "tracepoint", parse_kernel_version("6.18.0"), "x86_64", None)
+    assert plan.obj.file == "vfs-tracepoint-6.2-x86.bpf.o"
 
 
 def test_vfs_tracepoint_programs_are_only_the_counted_syscalls():
