@@ -171,8 +171,6 @@ def main():
         row("64-byte write() rate to tmpfs with the vfs collector (tracepoint family)", rate_with, "writes/s",
             rate_without, "without the collector, same run (ABAB)", f">= {TARGET_RATIO} of without",
             rate_with / rate_without >= TARGET_RATIO),
-        row("vfs tracepoint before (vfs-tracepoint-5.11-x86, raw sys_exit): kernel run time per write()",
-            was[0], "ns", fl_raw[0], "empty tp_btf/sys_exit program", "replaced", False),
     ]
     if a.rows:
         for r in rows:
