@@ -84,6 +84,8 @@ _PROTOS = {
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
     "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+    "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
     # legacy (non-link) cgroup attach: tests use it to stand in for another tool's program
     "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
     "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
@@ -96,6 +98,7 @@ _PROTOS = {
     "bpf_map__map_flags": (c_uint32, [c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
+    "bpf_enable_stats": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                ctypes.POINTER(bpf_map_create_opts)]),
     "bpf_obj_get": (c_int, [c_char_p]),
@@ -147,9 +150,13 @@ class LibbpfUnavailable(OSError):
     pass
 
 
+def libc():
+    """The C library, errno kept for ctypes.get_errno()."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def _vsnprintf():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = libc.vsnprintf
+    fn = libc().vsnprintf
     fn.restype = c_int
     fn.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
     return fn
@@ -229,3 +236,17 @@ def check_rc(rc: int, what: str) -> int:
         err = -rc if rc != -1 else (ctypes.get_errno() or errno_mod.EINVAL)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return rc
+
+
+class RunTimeStats:
+    """Programs' run time and count kept by the kernel while this is open (BPF_ENABLE_STATS,
+    5.8): unlike kernel.bpf_stats_enabled, another process writing that sysctl cannot turn
+    them off under us, and nothing is left to restore."""
+
+    def __enter__(self):
+        self.fd = check_rc(lib().bpf_enable_stats(0), "bpf_enable_stats(BPF_STATS_RUN_TIME)")
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
-from . import CeemsnetError, libbpf
+from . import CeemsnetError, libbpf, tracepoints
 from .choice import FamilyPlan, family_order, plan_family
 from .links import LibbpfLink, Link, close_all
 from .objects import BpfObject
@@ -195,6 +195,7 @@ class Collection:
         self.links: list[Link] = []
         self.reused: set[str] = set()  # maps taken over from spec.reuse
         self.pin_dir: str | None = None
+        self._event_ids: dict[tuple[str, str], int] | None = None  # trace event ids, read once
 
     @classmethod
     def adopt(cls, spec: ObjectSpec, obj_dir: str, targets=None) -> "Collection":
@@ -255,13 +256,44 @@ class Collection:
     def program_fd(self, name: str) -> int:
         return libbpf.lib().bpf_program__fd(self._program(name))
 
+    def program_stats(self, name: str) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) of a loaded program, from its fdinfo: what the kernel counted
+        while kernel.bpf_stats_enabled was on (benchmarks and tests; 5.1+)."""
+        info = {}
+        with open(f"/proc/self/fdinfo/{self.program_fd(name)}") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info[k.strip()] = v.strip()
+        return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
+
     def attach(self, name: str, target: str = "") -> Link:
-        """Attach a program where its SEC() says (fexit/, kprobe/, tp_btf/ ...); OSError if refused."""
-        ptr = libbpf.lib().bpf_program__attach(self._program(name))
-        if not ptr:
-            err = ctypes.get_errno() or errno.EINVAL
-            raise OSError(err, os.strerror(err))
+        """Attach a program where its SEC() says (fexit/, kprobe/, tp_btf/, tp/ ...); OSError if refused."""
+        prog = self._program(name)
+        event = tracepoints.section_event(libbpf.lib().bpf_program__section_name(prog).decode())
+        if event is not None:  # a trace event: its id from tracefs, mounted or not (ceemsnet/tracepoints.py)
+            ptr = tracepoints.attach(prog, self._event_id(event))
+        else:
+            ptr = libbpf.lib().bpf_program__attach(prog)
+            if not ptr:
+                err = ctypes.get_errno() or errno.EINVAL
+                raise OSError(err, os.strerror(err))
         return self._keep(LibbpfLink(ptr, name, target or name.partition("_")[2]))
+
+    def _event_id(self, event: tuple[str, str]) -> int:
+        """The trace event's id; the ids of all the object's events are read at the first call."""
+        if self._event_ids is None:
+            lb, events = libbpf.lib(), []
+            prog = lb.bpf_object__next_program(self._obj, None)
+            while prog:
+                e = tracepoints.section_event(lb.bpf_program__section_name(prog).decode())
+                if e is not None:
+                    events.append(e)
+                prog = lb.bpf_object__next_program(self._obj, prog)
+            self._event_ids = tracepoints.event_ids(events)
+        if event not in self._event_ids:
+            raise OSError(errno.ENOENT, f"this kernel has no trace event {event[0]}:{event[1]}"
+                                        + (" (CONFIG_FTRACE_SYSCALLS is off)" if event[0] == "syscalls" else ""))
+        return self._event_ids[event]
 
     def attach_kretprobe(self, name: str, function: str, maxactive: int, bcc) -> Link:
         """A return probe through a tracefs event with `maxactive` instances (ceemsnet/kprobes.py)."""

@@ -48,11 +48,12 @@ FAMILY_RULES = {
 }
 # Where a subsystem's rule differs from the family's.
 SUBSYSTEM_RULES = {
-    # tp_btf itself is 5.5, but the program reaches the fd table through
-    # bpf_get_current_task_btf() (5.11, commit 3ca1032ab7ab)
+    # one program per counted system call on its syscalls:sys_exit_<name> event; the arguments come
+    # from bpf_task_pt_regs() (5.15, commit dd6e10fbd9fb)
     ("vfs", "tracepoint"): FamilyRule(
-        "tracepoint", ("x86_64",), Version("5.11"),
-        "the sys_exit program needs bpf_get_current_task_btf() (5.11); it uses x86_64 syscall numbers"),
+        "tracepoint", ("x86_64",), Version("5.15"),
+        "the syscalls:sys_exit_* programs read the arguments with bpf_task_pt_regs() (5.15); "
+        "they use x86_64 argument registers"),
 }
 
 
@@ -229,31 +230,51 @@ def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
 
 
 SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))  # sys_exit(regs, ret)
+# The system calls each vfs_* function stands for in the tracepoint family: one program each,
+# on that call's syscalls:sys_exit_<name> event (built on the sys_exit tracepoint, checked in BTF).
+VFS_SYSCALLS = {
+    "vfs_read": ("read", "pread64"),
+    "vfs_write": ("write", "pwrite64"),
+    "vfs_readv": ("readv", "preadv", "preadv2"),
+    "vfs_writev": ("writev", "pwritev", "pwritev2"),
+    "vfs_open": ("open", "openat", "openat2", "creat"),
+    "vfs_create": ("mknod", "mknodat"),
+    "vfs_unlink": ("unlink", "unlinkat"),
+    "vfs_mkdir": ("mkdir", "mkdirat"),
+    "vfs_rmdir": ("rmdir", "unlinkat"),
+}
+_LOOKUP = ("calls that fail before the operation is reached are not counted, as with the vfs_* hooks: "
+           "path lookups (ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, EFAULT) and read-only mounts (EROFS)")
 _SYSCALLS = {
-    "vfs_read": "read, pread64, readv, preadv, preadv2 on regular files",
-    "vfs_write": "write, pwrite64, writev, pwritev, pwritev2 on regular files",
+    "vfs_read": "read, pread64 on regular files",
+    "vfs_write": "write, pwrite64 on regular files",
     "vfs_readv": "readv, preadv, preadv2 (folded into the read counters)",
     "vfs_writev": "writev, pwritev, pwritev2 (folded into the write counters)",
     "vfs_open": "op open: open, openat, openat2 and creat (file system from the returned fd; a failed call "
                 "is an error of unknown file system); plus op create when the returned file was created by "
-                "that call (FMODE_CREATED), so creat() or open(O_CREAT) of an existing file creates nothing",
+                "that call (FMODE_CREATED), so creat() or open(O_CREAT) of an existing file creates nothing; "
+                f"{_LOOKUP}, nor opens refused before vfs_open() (EEXIST with O_EXCL, EISDIR, EACCES, EPERM, "
+                "EINVAL, EMFILE, ENFILE)",
     "vfs_create": "op create: mknod, mknodat of regular files (file system unknown); creates by open(O_CREAT) "
-                  "and creat are counted with the opens",
-    "vfs_unlink": "op unlink: unlink, unlinkat (file system unknown)",
-    "vfs_mkdir": "op mkdir: mkdir, mkdirat (file system unknown)",
-    "vfs_rmdir": "op rmdir: rmdir, unlinkat(AT_REMOVEDIR) (file system unknown)",
+                  f"and creat are counted with the opens; {_LOOKUP}, nor EEXIST and EINVAL; EACCES of a "
+                  "directory on the way is an error here, not at vfs_create",
+    "vfs_unlink": f"op unlink: unlink, unlinkat (file system unknown); {_LOOKUP} (unlink of a missing file "
+                  "counts nothing); EACCES of a directory on the way is an error here, not at vfs_unlink",
+    "vfs_mkdir": f"op mkdir: mkdir, mkdirat (file system unknown); {_LOOKUP}, nor EEXIST (mkdir of an "
+                 "existing name); EACCES of a directory on the way is an error here, not at vfs_mkdir",
+    "vfs_rmdir": f"op rmdir: rmdir, unlinkat(AT_REMOVEDIR) (file system unknown); {_LOOKUP} but ENOTDIR "
+                 "(rmdir of a file: an error), nor EINVAL (rmdir(\".\"))",
 }
 
 
 def _vfs_tracepoint() -> tuple[Hook, ...]:
-    return tuple(Hook("vfs", f, ("tp_btf_sys_exit",), SYS_TP, tracepoint="sys_exit",
-                      note=f"counted at the system call boundary (raw tracepoint sys_exit): "
-                           f"{_SYSCALLS[f]}; errors include failed path lookups, io_uring and mmap IO "
-                           f"are not seen") for f in VFS_FUNCTIONS)
-
+    return tuple(Hook("vfs", f, tuple(f"tp_sys_exit_{c}" for c in VFS_SYSCALLS[f]), SYS_TP, tracepoint="sys_exit",
+                      note=f"counted at the system call boundary (syscalls:sys_exit_* events, only for these "
+                           f"calls): {_SYSCALLS[f]}; io_uring and mmap IO are not seen") for f in VFS_FUNCTIONS)
 
 V = Version
 NET_SRC, VFS_SRC, SKB_SRC = "bpf/net/net.bpf.c", "bpf/vfs/vfs.bpf.c", "bpf/net/skb.bpf.c"
+VFS_TP_SRC = "bpf/vfs/vfs_tp.bpf.c"
 TARGETS = {"x86_64": "x86", "aarch64": "arm64"}
 
 
@@ -272,11 +293,12 @@ def _net_slots(family: str, era: int, arches: tuple[str, ...], since: str, until
                    layout="slots")
 
 
-def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...]) -> BpfObject:
+def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...],
+         source: str = VFS_SRC, era_name: str = "VFS_ERA") -> BpfObject:
     target = TARGETS[arch]
-    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"VFS_ERA={era}",) if era else ())  # 0: no eras
+    defines = (f"CEEMSNET_HOOK_{family.upper()}",) + ((f"{era_name}={era}",) if era else ())  # 0: no eras
     return BpfObject(f"vfs-{family}-{since}-{target}.bpf.o", "vfs", family, (arch,), V(since), until and V(until),
-                     hooks, VFS_SRC, defines, target)
+                     hooks, source, defines, target)
 
 
 # The version in a name is the object's first kernel: the start of its
@@ -306,9 +328,13 @@ CATALOGUE: tuple[BpfObject, ...] = (
     *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era))
       for arch in TARGETS
       for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
-    # bpf_get_current_task_btf() is 5.11 (commit 3ca1032ab7ab); named 5.5
-    # (tp_btf's kernel) until the catalogue was checked against the helpers
-    _vfs("tracepoint", 0, "x86_64", "5.11", None, _vfs_tracepoint()),
+    # one program per counted system call (syscalls:sys_exit_<name>), arguments through
+    # bpf_task_pt_regs(), 5.15; from 6.2 the file's fields are read through bpf_rdonly_cast()
+    # (commit a35b9af4ec2c) instead of probe reads. Before: vfs-tracepoint-5.11-x86, one raw
+    # sys_exit program that ran on every system call (named 5.5 until the catalogue was
+    # checked against the helpers)
+    *(_vfs("tracepoint", era, "x86_64", since, until, _vfs_tracepoint(), VFS_TP_SRC, "TP_ERA")
+      for since, until, era in (("5.15", "6.2", 1), ("6.2", None, 2))),
 )
 
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not

@@ -8,7 +8,7 @@
  * in ceemsnet/objects.py (see bpf/README.md):
  *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per VFS_ERA
  *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
- *   CEEMSNET_HOOK_TRACEPOINT  the sys_exit raw tracepoint (x86_64, 5.11+)
+ * The tracepoint family (system call exit events) is vfs_tp.bpf.c, on the same maps.
  * VFS_ERA picks the inode-operation prototypes:
  *   1: vfs_mkdir(dir, dentry, mode)                      before 5.12
  *   2: vfs_mkdir(struct user_namespace *, dir, ...)     5.12 (idmapped mounts)
@@ -259,116 +259,6 @@ int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
 	return any_return(FN_RMDIR, ret);
 }
 
-#elif defined(CEEMSNET_HOOK_TRACEPOINT)
-
-/*
- * No trampolines and no kprobes: count at the system call boundary with
- * the sys_exit raw tracepoint (tp_btf, 5.5). At exit, x86_64's pt_regs
- * still hold the syscall number (orig_ax) and the arguments, so one program
- * does everything: no sys_enter program on every syscall, no hand-over map.
- * Loads go straight through BTF pointers (task, fd table) up to the fd
- * array slot; the file found there is read with CO-RE probe reads. The
- * task comes from bpf_get_current_task_btf(), 5.11 (commit 3ca1032ab7ab):
- * that, not tp_btf, makes this object's first kernel 5.11 (its name and
- * ceemsnet/objects.py say so). Semantics differ from vfs hooks: errors
- * include path lookups that fail before the VFS, directory operations
- * carry no file system (magic 0), and IO without a read/write-family
- * syscall (io_uring, mmap, sendfile, copy_file_range) is not seen.
- * x86_64 native syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
- */
-#if !defined(__TARGET_ARCH_x86)
-#error "the syscall tracepoint object uses x86_64 syscall numbers"
-#endif
-
-#define NR_read 0
-#define NR_write 1
-#define NR_open 2
-#define NR_pread64 17
-#define NR_pwrite64 18
-#define NR_readv 19
-#define NR_writev 20
-#define NR_mkdir 83
-#define NR_rmdir 84
-#define NR_creat 85
-#define NR_unlink 87
-#define NR_mknod 133
-#define NR_openat 257
-#define NR_mkdirat 258
-#define NR_mknodat 259
-#define NR_unlinkat 263
-#define NR_preadv 295
-#define NR_pwritev 296
-#define NR_preadv2 327
-#define NR_pwritev2 328
-#define NR_openat2 437
-#define AT_REMOVEDIR 0x200
-
-static __always_inline struct file *fd_file(long fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = task->files->fdt;
-	struct file *file = NULL;
-
-	if (fd < 0 || fd >= fdt->max_fds)
-		return NULL;
-	/* a variable index into a kernel array: the one probe read */
-	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
-	return file;
-}
-
-static __always_inline int exit_rw(long fd, __u8 op, long ret)
-{
-	return handle_rw(fd_file(fd), op, ret);
-}
-
-/*
- * open, openat, openat2 and creat (an open with O_CREAT|O_WRONLY|O_TRUNC):
- * one open, plus one create when the returned file has FMODE_CREATED, so
- * creat() or open(O_CREAT) of an existing file creates nothing. A failed
- * open carries no file system.
- */
-static __always_inline int exit_open(long ret)
-{
-	struct file *file = ret >= 0 ? fd_file(ret) : NULL;
-
-	account_open(file ? (__u32)BPF_CORE_READ(file, f_inode, i_sb, s_magic) : 0, file_created(file), ret);
-	return 0;
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
-{
-	unsigned long mode;
-
-	switch (regs->orig_ax) {
-	case NR_read: case NR_pread64: case NR_readv: case NR_preadv: case NR_preadv2:
-		return exit_rw(regs->di, VFS_OP_READ, ret);
-	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-		return exit_rw(regs->di, VFS_OP_WRITE, ret);
-	case NR_open: case NR_openat: case NR_openat2: case NR_creat:
-		return exit_open(ret);
-	case NR_mknod: case NR_mknodat:
-		/* regular files only (type 0 means regular too); device nodes and fifos are not counted */
-		mode = regs->orig_ax == NR_mknod ? regs->si : regs->dx;
-		if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == 0)
-			vfs_account(0, VFS_OP_CREATE, ret);
-		return 0;
-	case NR_mkdir: case NR_mkdirat:
-		vfs_account(0, VFS_OP_MKDIR, ret);
-		return 0;
-	case NR_rmdir:
-		vfs_account(0, VFS_OP_RMDIR, ret);
-		return 0;
-	case NR_unlink:
-		vfs_account(0, VFS_OP_UNLINK, ret);
-		return 0;
-	case NR_unlinkat:
-		vfs_account(0, regs->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK, ret);
-		return 0;
-	}
-	return 0;
-}
-
 #else
-#error "define one of CEEMSNET_HOOK_FEXIT, CEEMSNET_HOOK_KRETPROBE, CEEMSNET_HOOK_TRACEPOINT"
+#error "define CEEMSNET_HOOK_FEXIT or CEEMSNET_HOOK_KRETPROBE (the tracepoint family is vfs_tp.bpf.c)"
 #endif

@@ -308,3 +308,60 @@ def test_skb_upgrade_swaps_programs_in_place(make_cgroup, spawn, pin_path, peer)
     assert "swap in place" in err, err
     labels = (("cgroup", cg.rel), ("family", "ipv4"))
     assert final[("ceemsnet_skb_egress_bytes_total", labels)] == sum(n + 28 for n in SIZES_UDP) * work.steps
+
+
+# A child that, for each line "N" on stdin, writes N bytes in one write() to FILE and says "ok".
+_WRITER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)
+print("ready", flush=True)
+for line in sys.stdin:
+    os.write(fd, b"v" * int(line))
+    print("ok", flush=True)
+"""
+
+
+@host_only("the previous vfs tracepoint object (raw sys_exit) on this host's tracepoint family")
+def test_vfs_tracepoint_object_upgrade_keeps_counts(pin_path, make_cgroup, spawn, tmp_path):
+    """Pins of vfs-tracepoint-5.11-x86 (the object before one program per system call, kept in
+    bench/objs) are taken over by the object this run loads: the counts made while only the
+    old programs ran are in the new exporter's counters, exactly."""
+    if HOOK not in ("auto", "tracepoint"):
+        pytest.skip(f"--hook={HOOK}: the tracepoint family's upgrade runs with --hook=auto on the host")
+    from packaging.version import Version
+
+    from ceemsnet.loader import ObjectSpec, load
+    from ceemsnet.objects import BpfObject
+    from ceemsnet.pins import PinDir, identity
+    old = os.path.join(ROOT, "bench", "objs", "vfs-tracepoint-5.11-x86.bpf.o")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "ceemsnet-test", str(mnt)], check=True)
+    try:
+        coll = load(ObjectSpec(BpfObject(old, "vfs", "tracepoint", ("x86_64",), Version("5.11"), None)))
+        try:
+            coll.attach("tp_btf_sys_exit")
+            coll.pin(PinDir(pin_path).object_dir("vfs", "vfs-tracepoint-5.11-x86", identity(old, {}), 7))
+        finally:
+            coll.close()  # the pins keep the program counting
+        cg = make_cgroup()
+        child = spawn([sys.executable, "-c", _WRITER, str(mnt / "f")], cg)
+        p = child.proc
+        assert p.stdout.readline().strip() == "ready"
+        p.stdin.write("3000\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok"  # counted by the old object alone
+        e = Exporter(collectors="vfs", extra=[f"--bpf.pin-path={pin_path}"])
+        try:
+            key = ("ceemsnet_vfs_write_bytes_total", (("cgroup", cg.rel), ("fstype", "tmpfs")))
+            assert e.samples().get(key) == 3000
+            p.stdin.write("500\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "ok"
+            assert e.samples().get(key) == 3500
+        finally:
+            e.stop()
+        left = os.listdir(os.path.join(pin_path, "vfs"))
+        assert len(left) == 1 and left[0].startswith("vfs-tracepoint-") and "5_11" not in left[0], left
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

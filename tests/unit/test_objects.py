@@ -60,6 +60,10 @@ def test_object_contents(obj):
         for prog in hook.programs:
             kind, _, target = prog.partition("_")
             sec = info["progs"][prog]
+            if kind == "tp" and not prog.startswith("tp_btf_"):
+                # a classic trace event: tp_<event> on syscalls:<event> (the vfs tracepoint family)
+                assert hook.tracepoint and sec == f"tp/syscalls/{target}", (prog, sec)
+                continue
             assert sec.startswith(SEC_PREFIX[kind if kind != "tp" else "tp_btf"]), (prog, sec)
             if hook.tracepoint:
                 assert sec == f"tp_btf/{prog[len('tp_btf_'):]}"
@@ -82,10 +86,12 @@ HELPER_SINCE = {
     81: "4.19",                        # get_local_storage
     113: "5.5",                        # probe_read_kernel, commit 6ae08ae3dea2
     158: "5.11",                       # get_current_task_btf, commit 3ca1032ab7ab
+    175: "5.15",                       # task_pt_regs, commit dd6e10fbd9fb
 }
 # cgroup_skb programs may call skb_cgroup_id only from 5.3 (commit 4ecabd55c904)
 PROG_HELPER_SINCE = {("cgroup_skb", 79): "5.3"}
-SEC_SINCE = {"fexit": "5.5", "tp_btf": "5.5", "kprobe": "4.1", "kretprobe": "4.1", "cgroup_skb": "4.10"}
+SEC_SINCE = {"fexit": "5.5", "tp_btf": "5.5", "kprobe": "4.1", "kretprobe": "4.1", "cgroup_skb": "4.10",
+             "tp": "4.7"}  # BPF on classic trace events, commit 98b5c2c65c29
 
 
 def helper_calls(path):

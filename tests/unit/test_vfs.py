@@ -50,13 +50,25 @@ class FakeBTF:
 
 def test_vfs_tracepoint_family_rules():
     k = parse_kernel_version("5.15.0")
-    assert plan_family("vfs", "tracepoint", k, "x86_64", None).usable  # 5.11+, unlike net's 6.3
+    assert plan_family("vfs", "tracepoint", k, "x86_64", None).usable  # 5.15+, unlike net's 6.3
     assert "x86_64" in plan_family("vfs", "tracepoint", k, "aarch64", None).refused
-    # bpf_get_current_task_btf() is 5.11: a 5.10 kernel cannot load the sys_exit program
-    old = plan_family("vfs", "tracepoint", parse_kernel_version("5.10.0-30-amd64"), "x86_64", None)
-    assert not old.usable and "5.11" in old.refused
-    plan = plan_family("vfs", "tracepoint", parse_kernel_version("5.11.0"), "x86_64", None)
-    assert plan.obj.file == "vfs-tracepoint-5.11-x86.bpf.o"
+    # bpf_task_pt_regs() is 5.15: a 5.14 kernel (RHEL 9) cannot load the syscall exit programs
+    old = plan_family("vfs", "tracepoint", parse_kernel_version("5.14.0-427.el9.x86_64"), "x86_64", None)
+    assert not old.usable and "5.15" in old.refused
+    plan = plan_family("vfs", "tracepoint", parse_kernel_version("5.15.0"), "x86_64", None)
+    assert plan.obj.file == "vfs-tracepoint-5.15-x86.bpf.o"
+    # bpf_rdonly_cast() (6.2) reads the file's fields without probe reads
+    plan = plan_family("vfs", "tracepoint", parse_kernel_version("6.18.0"), "x86_64", None)
+    assert plan.obj.file == "vfs-tracepoint-6.2-x86.bpf.o"
+
+
+def test_vfs_tracepoint_programs_are_only_the_counted_syscalls():
+    # one program per counted system call; none for the rest (issue 16)
+    plan = plan_family("vfs", "tracepoint", parse_kernel_version("6.18.0"), "x86_64", FakeBTF(4))
+    progs = set(plan.programs())
+    assert "tp_sys_exit_write" in progs and "tp_sys_exit_unlinkat" in progs
+    assert not {"tp_btf_sys_exit", "tp_sys_exit_getpid", "tp_sys_exit_close"} & progs
+    assert len(progs) == 21
 
 
 @pytest.mark.parametrize("family", ["fexit", "kretprobe", "tracepoint"])
