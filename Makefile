@@ -88,7 +88,7 @@ test: setup
 	$(Q)echo "== [host] unit and kernel tests ($$(uname -r))"
 	$(Q)$(PYTEST) tests/unit tests/kernel -ra
 	$(Q)echo "== [host] net counters in the hash layout (--net.slots=0: the hash twins of the -slots objects)"
-	$(Q)CEEMSNET_TEST_NET_SLOTS=0 $(PYTEST) $(HASH_PASS) -ra
+	$(Q)CEEMSNET_TEST_NET_SLOTS=0 CEEMSNET_TEST_PASS=tracepoint:hash $(PYTEST) $(HASH_PASS) -ra
 	$(Q)$(MAKE) --no-print-directory test-vm
 
 # tests/kernel inside VMs: the runs of tests/vm/matrix.py (`python3 tests/vm/matrix.py list`),

@@ -36,15 +36,19 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 FULL = ("tests/kernel",)
 # a pass in the hash layout (--net.slots=0) only needs the net counts and the check
 HASH = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py")
+# a pass of a family that serves only vfs on this kernel
+VFS = ("tests/kernel/test_matrix.py", "tests/kernel/test_vfs.py")
 EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py", "tests/kernel/test_vfs.py",
          "tests/kernel/test_btf_eras.py", "tests/kernel/test_probe.py", "tests/kernel/test_cgroup_v1.py",
          "tests/kernel/test_lifecycle.py", "tests/kernel/test_store.py")
-SUITES = {"full": FULL, "exact": EXACT, "hash": HASH}
+SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
     """A run's pass: a hook family, with ":hash" where the exporter is told --net.slots=0
-    (so that the hash twins of the -slots objects run too)."""
+    (so that the hash twins of the -slots objects run too), or ":vfs" where only the vfs
+    collector runs (the family serves no net hook on that kernel). The tests of a pass
+    see it as CEEMSNET_TEST_PASS."""
     return family + (":hash" if hash_layout else "")
 
 
@@ -57,7 +61,7 @@ class Run:
     kernel: str                 # tests/vm/run.sh's kernel name; "host" for this machine
     package: str                # what boots (documentation; run.sh pins it)
     suite: str                  # key of SUITES
-    # pass (pass_key) -> the objects the exporter loads for net and vfs
+    # pass (pass_key) -> the objects the exporter loads for net and vfs ("" for net in a ":vfs" pass)
     objects: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # objects a hook-independent test loads in this run (cgroup_skb)
     also: dict[str, str] = field(default_factory=dict)
@@ -71,8 +75,8 @@ class Run:
 
 RUNS = (
     Run("host", "this machine's kernel (6.18 here)", "full",
-        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o"),
-         "tracepoint:hash": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-5.11-x86.bpf.o")},
+        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o"),
+         "tracepoint:hash": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o")},
         also={"skb-root.bpf.o": "tests/kernel/test_skb.py", "skb-cgroup.bpf.o": "tests/kernel/test_skb.py"},
         minutes=4,
         why="every unit test; every kernel test with the tracepoint and cgroup_skb programs; what does not "
@@ -85,9 +89,10 @@ RUNS = (
             "vfs_* without a namespace argument, *_sendpage"),
     Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
-         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o"),
+         "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
-            "era (--net.slots=0)"),
+            "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
     Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
@@ -104,9 +109,9 @@ def exercised() -> dict[str, list[str]]:
     """object file -> the runs (kernel/hook) that load it."""
     out: dict[str, list[str]] = {}
     for r in RUNS:
-        for hook, objs in r.objects.items():
-            for o in objs:
-                out.setdefault(o, []).append(f"{r.kernel}/{hook}")
+        for key, objs in r.objects.items():
+            for o in filter(None, objs):
+                out.setdefault(o, []).append(f"{r.kernel}/{key}")
         for o, test in r.also.items():
             out.setdefault(o, []).append(f"{r.kernel}/{os.path.basename(test)}")
     return out
@@ -121,7 +126,7 @@ def guest_script(run: Run, passes: tuple[str, ...], python: str) -> str:
         files = " ".join(shlex.quote(f) for f in SUITES[suite])
         slots = " CEEMSNET_TEST_NET_SLOTS=0" if layout == "hash" else ""
         lines.append(f"echo '== {run.kernel} --hook={hook}{' --net.slots=0' if slots else ''}: {suite} suite'")
-        lines.append(f"env CEEMSNET_VM={shlex.quote(run.kernel)} CEEMSNET_TEST_HOOK={hook}{slots} "
+        lines.append(f"env CEEMSNET_VM={shlex.quote(run.kernel)} CEEMSNET_TEST_HOOK={hook} CEEMSNET_TEST_PASS={p}{slots} "
                      f"PYTHONDONTWRITEBYTECODE=1 {python} -m pytest -p no:cacheprovider -ra {files} || rc=1")
     lines.append("exit $rc")
     return "; ".join(lines)
