@@ -23,7 +23,7 @@ __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
-VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots
+VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots (arm64: tests/vm/arm64.sh)
 
 
 def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):

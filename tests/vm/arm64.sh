@@ -43,7 +43,7 @@ mirror=http://deb.debian.org/debian
 security=http://deb.debian.org/debian-security
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 packages=base-files,base-passwd,libc-bin,dash,bash,coreutils,busybox-static,procps,python3,libbpf1,python3-bpfcc,\
-python3-prometheus-client,python3-packaging,python3-pyelftools,python3-yaml,python3-bcrypt,\
+python3-prometheus-client,python3-packaging,python3-pyelftools,python3-yaml,python3-bcrypt,python3-cryptography,\
 iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus
 modules="virtio_pci virtio_console 9pnet_virtio 9p overlay"
 
@@ -90,13 +90,19 @@ if [ "$(cat "$rootfs/.ceemsnet-packages" 2>/dev/null)" != "$packages" ]; then
     cp "$tmp/root/usr/share/base-passwd/passwd.master" "$tmp/root/etc/passwd"
     cp "$tmp/root/usr/share/base-passwd/group.master" "$tmp/root/etc/group"
     printf '%s' "$packages" >"$tmp/root/.ceemsnet-packages"
-    rm -rf "$rootfs" "$cache/initrd.cpio"
+    rm -rf "$rootfs" "$cache"/initrd-*.cpio
     mv "$tmp/root" "$rootfs"
     rm -rf "$tmp"
 fi
 
+# The guest runs the checkout's .venv on the rootfs's python3: their versions must agree.
+py=$(readlink "$rootfs/usr/bin/python3")
+if [ -f "$repo/.venv/pyvenv.cfg" ] && ! grep -q "^version = ${py#python}\." "$repo/.venv/pyvenv.cfg"; then
+    echo "tests/vm/arm64.sh: note: .venv was made from a python other than the guest's $py: .venv/bin/python will not start there" >&2
+fi
+
 # The initramfs: busybox, the modules (with their dependencies) and /init.
-initrd="$cache/initrd.cpio"
+initrd="$cache/initrd-$kver.cpio"
 if [ ! -f "$initrd" ] || [ "$here/arm64-init.sh" -nt "$initrd" ]; then
     tmp=$(mktemp -d "$cache/.initrd.XXXXXX")
     m="lib/modules/$kver"
