@@ -29,15 +29,20 @@
 # - the initramfs: the rootfs's static arm64 busybox, the modules 9p and
 #   overlay need, and tests/vm/arm64-init.sh as /init, which mounts the shares
 #   and runs CMD through tests/vm/guest.sh.
-# CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest.
+# CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest;
+# CEEMSNET_ARM64_KERNEL=6.12 boots bookworm's linux-image-6.12-arm64 instead
+# (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="$here/cache/arm64"
 
-kpkg=linux-image-6.1.0-56-arm64
-kdeb=6.1.192-2
-kver=6.1.0-56-arm64
+case "${CEEMSNET_ARM64_KERNEL:-6.1}" in
+    6.1)  kpkg=linux-image-6.1.0-56-arm64 kdeb=6.1.192-2 ;;
+    6.12) kpkg=linux-image-6.12.117+deb12-arm64 kdeb=6.12.117-1~deb12u1 ;;
+    *)    echo "tests/vm/arm64.sh: unknown CEEMSNET_ARM64_KERNEL '$CEEMSNET_ARM64_KERNEL': choose 6.1 or 6.12" >&2; exit 2 ;;
+esac
+kver=${kpkg#linux-image-}
 suite=bookworm
 mirror=http://deb.debian.org/debian
 security=http://deb.debian.org/debian-security
@@ -111,8 +116,8 @@ if [ ! -f "$initrd" ] || [ "$here/arm64-init.sh" -nt "$initrd" ]; then
     cp "$here/arm64-init.sh" "$tmp/init"
     chmod 755 "$tmp/init"
     cp "$kdir/$m/modules.dep" "$kdir/$m/modules.order" "$kdir/$m/modules.builtin" "$tmp/$m/"
-    for ko in $(awk -v want="$modules" 'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) keep[w[i] ".ko"] = 1 }
-            { f = $1; sub(":$", "", f); b = f; sub(".*/", "", b); if (b in keep) for (i = 1; i <= NF; i++) { sub(":$", "", $i); print $i } }' \
+    for ko in $(awk -v want="$modules" 'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) keep[w[i]] = 1 }
+            { b = $1; sub(".*/", "", b); sub("[.]ko.*", "", b); if (b in keep) for (i = 1; i <= NF; i++) { sub(":$", "", $i); print $i } }' \
             "$kdir/$m/modules.dep"); do
         mkdir -p "$tmp/$m/$(dirname "$ko")"
         cp "$kdir/$m/$ko" "$tmp/$m/$ko"
