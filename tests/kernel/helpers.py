@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
 VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots (arm64: tests/vm/arm64.sh)
+# How long serve may take to answer: the emulated aarch64 guest on a loaded 2-vCPU host needs more than a
+# minute at times (importing bcc alone takes 11 s there; seen: a vfs exporter not up after 60 s).
+READY_S = 300 if VM == "arm64" else 60
 
 
 def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):
@@ -98,7 +101,7 @@ class Exporter:
              # outlive it, nor a later test adopt them
              "--unit=none", "--storage.path=none", "--bpf.pin-path=none", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
+        deadline = time.time() + READY_S
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
@@ -108,7 +111,7 @@ class Exporter:
                 return
             time.sleep(0.2)
         self.stop()
-        pytest.fail("ceemsnet serve did not answer on /metrics within 60 s")
+        pytest.fail(f"ceemsnet serve did not answer on /metrics within {READY_S} s")
 
     def scrape_text(self):
         with urllib.request.urlopen(self.url, timeout=30) as r:  # a loaded machine, thousands of cgroups
