@@ -174,7 +174,14 @@ DIR, DENTRY, MODE = ("dir", "struct inode *"), ("dentry", "struct dentry *"), ("
 # The namespace argument: none before 5.12, then user_namespace, then mnt_idmap
 # (6.3, commit abf08576afe3); its name varies (mnt_userns, idmap), its type decides.
 VFS_NS = {1: (), 2: (("", "struct user_namespace *"),), 3: (("", "struct mnt_idmap *"),),
-          4: (("", "struct mnt_idmap *"),)}
+          4: (("", "struct mnt_idmap *"),), 5: (("", "struct mnt_idmap *"),)}
+# 6.19: directory delegations for knfsd (merge db74a7d02ae2, tag vfs-6.19-rc1.directory.delegations):
+# "filelock: add struct delegated_inode" turned vfs_unlink's `struct inode **` into a
+# `struct delegated_inode *`; "vfs: allow mkdir/rmdir to wait for delegation break on parent"
+# gave vfs_mkdir and vfs_rmdir one; "vfs: clean up argument list for vfs_create()" dropped its
+# `dir` (always the dentry's parent) and `want_excl` (always true), and "vfs: make vfs_create
+# break delegations on parent directory" added a `struct delegated_inode *`.
+DELEG = ("", "struct delegated_inode *")
 VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
                  "vfs_unlink", "vfs_mkdir", "vfs_rmdir")
 
@@ -182,13 +189,15 @@ VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open",
 def _vfs_sigs(era: int) -> dict[str, Signature]:
     ns = VFS_NS[era]
     # 6.15: vfs_mkdir returns the new dentry or an ERR_PTR (commit c54b386969a5)
-    mkdir_ret = "struct dentry *" if era == 4 else "int"
+    mkdir_ret = "struct dentry *" if era >= 4 else "int"
+    deleg = (DELEG,) if era >= 5 else ()  # 6.19, see DELEG
     return {
         "vfs_read": RW, "vfs_write": RW, "vfs_readv": RWV, "vfs_writev": RWV, "vfs_open": OPEN,
-        "vfs_create": Signature("int", ns + (DIR, DENTRY, MODE, ("want_excl", "bool"))),
-        "vfs_unlink": Signature("int", ns + (DIR, DENTRY, ("", "struct inode **"))),
-        "vfs_mkdir": Signature(mkdir_ret, ns + (DIR, DENTRY, MODE)),
-        "vfs_rmdir": Signature("int", ns + (DIR, DENTRY)),
+        "vfs_create": Signature("int", ns + (DENTRY, MODE, DELEG)) if era >= 5 else
+                      Signature("int", ns + (DIR, DENTRY, MODE, ("want_excl", "bool"))),
+        "vfs_unlink": Signature("int", ns + (DIR, DENTRY, DELEG if era >= 5 else ("", "struct inode **"))),
+        "vfs_mkdir": Signature(mkdir_ret, ns + (DIR, DENTRY, MODE) + deleg),
+        "vfs_rmdir": Signature("int", ns + (DIR, DENTRY) + deleg),
     }
 
 
@@ -217,7 +226,9 @@ def _vfs_fexit(era: int) -> tuple[Hook, ...]:
 def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
     # the entry probe reads the file (rw), the path and the file (open:
     # f_mode already holds FMODE_CREATED) or the parent directory, which
-    # follows the namespace argument from 5.12 on
+    # follows the namespace argument from 5.12 on; from 6.19 vfs_create has
+    # no directory argument and the probe reads the new dentry's parent (the
+    # dentry sits where the directory was)
     sigs = _vfs_sigs(era)
     dir_at = 0 if era == 1 else 1
     reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev")}
@@ -286,11 +297,13 @@ CATALOGUE: tuple[BpfObject, ...] = (
     # tp_btf on sock_send_length/sock_recv_length, added in 6.3
     _net("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
     *(_vfs("fexit", era, "x86_64", since, until, _vfs_fexit(era))
-      for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", None, 4))),
-    # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14
+      for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", "6.19", 4),
+                                ("6.19", None, 5))),
+    # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14;
+    # era 5 (6.19) because vfs_create's second argument became the new dentry
     *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era))
       for arch in TARGETS
-      for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
+      for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", "6.19", 4), ("6.19", None, 5))),
     # bpf_get_current_task_btf() is 5.11 (commit 3ca1032ab7ab); named 5.5
     # (tp_btf's kernel) until the catalogue was checked against the helpers
     _vfs("tracepoint", 0, "x86_64", "5.11", None, _vfs_tracepoint()),

@@ -136,6 +136,12 @@ static __always_inline int handle_dirop(struct inode *dir, __u8 op, long ret)
 	return 0;
 }
 
+/* 6.19+ vfs_create() has no directory argument: the new dentry's parent is it */
+static __always_inline struct inode *dentry_parent_inode(struct dentry *dentry)
+{
+	return dentry ? BPF_CORE_READ(dentry, d_parent, d_inode) : NULL;
+}
+
 /* 6.15+ vfs_mkdir() returns a dentry or ERR_PTR(-errno) (commit c54b386969a5). */
 static __always_inline long dentry_ret(const void *ret)
 {
