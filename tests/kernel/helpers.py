@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
 VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots
+STARTUP_WAIT_VM = 240  # seconds an exporter may take to answer inside a VM
 
 
 def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):
@@ -98,7 +99,10 @@ class Exporter:
              # outlive it, nor a later test adopt them
              "--unit=none", "--storage.path=none", "--bpf.pin-path=none", *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
+        # under emulation (the VM suite) start-up is slow: dlopen() of bcc's libbcc (LLVM inside)
+        # alone took 55 s in a 7.3 kretprobe run while other VMs shared the machine
+        wait = STARTUP_WAIT_VM if VM else 60
+        deadline = time.time() + wait
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 out, err = self.proc.communicate()
@@ -108,7 +112,7 @@ class Exporter:
                 return
             time.sleep(0.2)
         self.stop()
-        pytest.fail("ceemsnet serve did not answer on /metrics within 60 s")
+        pytest.fail(f"ceemsnet serve did not answer on /metrics within {wait} s")
 
     def scrape_text(self):
         with urllib.request.urlopen(self.url, timeout=30) as r:  # a loaded machine, thousands of cgroups
