@@ -218,9 +218,22 @@ _VFS_NOTES = {
 }
 
 
+# Before 5.12 (era 1) rmdir is also counted at do_rmdir(), for kernels whose compiler split
+# vfs_rmdir() so that rmdir(2) never calls it (Debian 11's 5.10: vfs_rmdir.part.0); see
+# rmdir_calls in bpf/vfs/vfs.h. Extra programs of the vfs_rmdir hook, per family.
+_RMDIR_SPLIT = {"fexit": ("fentry_vfs_rmdir", "fentry_do_rmdir", "fentry_security_inode_rmdir", "fexit_do_rmdir"),
+                "kretprobe": ("kprobe_do_rmdir", "kprobe_security_inode_rmdir", "kretprobe_do_rmdir")}
+
+
+def _vfs_programs(family: str, era: int, f: str) -> tuple[str, ...]:
+    own = (f"fexit_{f}",) if family == "fexit" else (f"kprobe_{f}", f"kretprobe_{f}")
+    return own + (_RMDIR_SPLIT[family] if f == "vfs_rmdir" and era == 1 else ())
+
+
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:
     sigs = _vfs_sigs(era)
-    return tuple(Hook("vfs", f, (f"fexit_{f}",), sigs[f], note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
+    return tuple(Hook("vfs", f, _vfs_programs("fexit", era, f), sigs[f], note=_VFS_NOTES.get(f, ""))
+                 for f in VFS_FUNCTIONS)
 
 
 def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
@@ -234,7 +247,7 @@ def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
     reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev")}
     reads["vfs_open"] = (0, 1)
     reads.update({f: (dir_at,) for f in ("vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir")})
-    return tuple(Hook("vfs", f, (f"kprobe_{f}", f"kretprobe_{f}"), sigs[f], reads=reads[f],
+    return tuple(Hook("vfs", f, _vfs_programs("kretprobe", era, f), sigs[f], reads=reads[f],
                       note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
 
 

@@ -125,6 +125,34 @@ int BPF_PROG(fexit_vfs_rmdir, NS struct inode *dir, struct dentry *dentry DELEG_
 	return handle_dirop(dir, VFS_OP_RMDIR, ret);
 }
 
+#if VFS_ERA == 1
+/* rmdir(2) where do_rmdir() does not call vfs_rmdir() (5.10: vfs_rmdir.part.0): see rmdir_calls in vfs.h */
+SEC("fentry/vfs_rmdir")
+int BPF_PROG(fentry_vfs_rmdir)
+{
+	return rmdir_via_vfs_rmdir();
+}
+
+SEC("fentry/do_rmdir")
+int BPF_PROG(fentry_do_rmdir)
+{
+	return rmdir_syscall_enter();
+}
+
+SEC("fentry/security_inode_rmdir")
+int BPF_PROG(fentry_security_inode_rmdir, struct inode *dir)
+{
+	return rmdir_reached_fs(dir);
+}
+
+/* long do_rmdir(int dfd, struct filename *name) from 5.9, (int dfd, const char __user *) before */
+SEC("fexit/do_rmdir")
+int BPF_PROG(fexit_do_rmdir, int dfd, const void *name, long ret)
+{
+	return rmdir_syscall_exit(ret);
+}
+#endif
+
 #elif defined(CEEMSNET_HOOK_KRETPROBE)
 
 /* The parent directory: first argument before 5.12, second since (the namespace comes first). */
@@ -279,8 +307,32 @@ int BPF_KRETPROBE(kretprobe_vfs_mkdir, int ret)
 SEC("kprobe/vfs_rmdir")
 int BPF_KPROBE(kprobe_vfs_rmdir)
 {
+#if VFS_ERA == 1
+	rmdir_via_vfs_rmdir();
+#endif
 	return dirop_entry(FN_RMDIR, DIR_ARG(ctx), VFS_OP_RMDIR);
 }
+
+#if VFS_ERA == 1
+/* rmdir(2) where do_rmdir() does not call vfs_rmdir() (5.10: vfs_rmdir.part.0): see rmdir_calls in vfs.h */
+SEC("kprobe/do_rmdir")
+int BPF_KPROBE(kprobe_do_rmdir)
+{
+	return rmdir_syscall_enter();
+}
+
+SEC("kprobe/security_inode_rmdir")
+int BPF_KPROBE(kprobe_security_inode_rmdir, struct inode *dir)
+{
+	return rmdir_reached_fs(dir);
+}
+
+SEC("kretprobe/do_rmdir")
+int BPF_KRETPROBE(kretprobe_do_rmdir, long ret)
+{
+	return rmdir_syscall_exit(ret);
+}
+#endif
 
 SEC("kretprobe/vfs_rmdir")
 int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
