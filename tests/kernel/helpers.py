@@ -18,12 +18,13 @@ import pytest
 from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
-__all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program"]
+__all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "VM_KERNELS", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
 VM = os.environ.get("CEEMSNET_VM")  # set by the VM suite: the kernel series it boots
+VM_KERNELS = ("5.10", "6.1", "6.12", "7")  # what tests/vm/run.sh boots
 STARTUP_WAIT_VM = 240  # seconds an exporter may take to answer inside a VM
 
 

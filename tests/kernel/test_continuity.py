@@ -17,10 +17,10 @@ import uuid
 
 import pytest
 
-from .helpers import HOOK, ROOT, TRAFFIC, Exporter, host_only, traffic_argv
+from .helpers import HOOK, ROOT, TRAFFIC, VM_KERNELS, Exporter, host_only, traffic_argv
 
 # pinning fexit links and kprobe perf links: every VM run
-ALL_VM_RUNS = tuple((k, h) for k in ("6.1", "6.12") for h in ("fexit", "kretprobe"))
+ALL_VM_RUNS = tuple((k, h) for k in VM_KERNELS for h in ("fexit", "kretprobe"))
 from .peer import Peer, reply_size
 
 SEND_TCP, SIZES_UDP = 40_000, [1000, 3000]
