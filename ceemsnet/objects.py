@@ -176,7 +176,14 @@ DIR, DENTRY, MODE = ("dir", "struct inode *"), ("dentry", "struct dentry *"), ("
 # The namespace argument: none before 5.12, then user_namespace, then mnt_idmap
 # (6.3, commit abf08576afe3); its name varies (mnt_userns, idmap), its type decides.
 VFS_NS = {1: (), 2: (("", "struct user_namespace *"),), 3: (("", "struct mnt_idmap *"),),
-          4: (("", "struct mnt_idmap *"),)}
+          4: (("", "struct mnt_idmap *"),), 5: (("", "struct mnt_idmap *"),)}
+# 6.19: directory delegations for knfsd (merge db74a7d02ae2, tag vfs-6.19-rc1.directory.delegations):
+# "filelock: add struct delegated_inode" turned vfs_unlink's `struct inode **` into a
+# `struct delegated_inode *`; "vfs: allow mkdir/rmdir to wait for delegation break on parent"
+# gave vfs_mkdir and vfs_rmdir one; "vfs: clean up argument list for vfs_create()" dropped its
+# `dir` (always the dentry's parent) and `want_excl` (always true), and "vfs: make vfs_create
+# break delegations on parent directory" added a `struct delegated_inode *`.
+DELEG = ("", "struct delegated_inode *")
 VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
                  "vfs_unlink", "vfs_mkdir", "vfs_rmdir")
 
@@ -184,13 +191,15 @@ VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open",
 def _vfs_sigs(era: int) -> dict[str, Signature]:
     ns = VFS_NS[era]
     # 6.15: vfs_mkdir returns the new dentry or an ERR_PTR (commit c54b386969a5)
-    mkdir_ret = "struct dentry *" if era == 4 else "int"
+    mkdir_ret = "struct dentry *" if era >= 4 else "int"
+    deleg = (DELEG,) if era >= 5 else ()  # 6.19, see DELEG
     return {
         "vfs_read": RW, "vfs_write": RW, "vfs_readv": RWV, "vfs_writev": RWV, "vfs_open": OPEN,
-        "vfs_create": Signature("int", ns + (DIR, DENTRY, MODE, ("want_excl", "bool"))),
-        "vfs_unlink": Signature("int", ns + (DIR, DENTRY, ("", "struct inode **"))),
-        "vfs_mkdir": Signature(mkdir_ret, ns + (DIR, DENTRY, MODE)),
-        "vfs_rmdir": Signature("int", ns + (DIR, DENTRY)),
+        "vfs_create": Signature("int", ns + (DENTRY, MODE, DELEG)) if era >= 5 else
+                      Signature("int", ns + (DIR, DENTRY, MODE, ("want_excl", "bool"))),
+        "vfs_unlink": Signature("int", ns + (DIR, DENTRY, DELEG if era >= 5 else ("", "struct inode **"))),
+        "vfs_mkdir": Signature(mkdir_ret, ns + (DIR, DENTRY, MODE) + deleg),
+        "vfs_rmdir": Signature("int", ns + (DIR, DENTRY) + deleg),
     }
 
 
@@ -211,21 +220,36 @@ _VFS_NOTES = {
 }
 
 
+# Before 5.12 (era 1) rmdir is also counted at do_rmdir(), for kernels whose compiler split
+# vfs_rmdir() so that rmdir(2) never calls it (Debian 11's 5.10: vfs_rmdir.part.0); see
+# rmdir_calls in bpf/vfs/vfs.h. Extra programs of the vfs_rmdir hook, per family.
+_RMDIR_SPLIT = {"fexit": ("fentry_vfs_rmdir", "fentry_do_rmdir", "fentry_security_inode_rmdir", "fexit_do_rmdir"),
+                "kretprobe": ("kprobe_do_rmdir", "kprobe_security_inode_rmdir", "kretprobe_do_rmdir")}
+
+
+def _vfs_programs(family: str, era: int, f: str) -> tuple[str, ...]:
+    own = (f"fexit_{f}",) if family == "fexit" else (f"kprobe_{f}", f"kretprobe_{f}")
+    return own + (_RMDIR_SPLIT[family] if f == "vfs_rmdir" and era == 1 else ())
+
+
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:
     sigs = _vfs_sigs(era)
-    return tuple(Hook("vfs", f, (f"fexit_{f}",), sigs[f], note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
+    return tuple(Hook("vfs", f, _vfs_programs("fexit", era, f), sigs[f], note=_VFS_NOTES.get(f, ""))
+                 for f in VFS_FUNCTIONS)
 
 
 def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
     # the entry probe reads the file (rw), the path and the file (open:
     # f_mode already holds FMODE_CREATED) or the parent directory, which
-    # follows the namespace argument from 5.12 on
+    # follows the namespace argument from 5.12 on; from 6.19 vfs_create has
+    # no directory argument and the probe reads the new dentry's parent (the
+    # dentry sits where the directory was)
     sigs = _vfs_sigs(era)
     dir_at = 0 if era == 1 else 1
     reads = {f: (0,) for f in ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev")}
     reads["vfs_open"] = (0, 1)
     reads.update({f: (dir_at,) for f in ("vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir")})
-    return tuple(Hook("vfs", f, (f"kprobe_{f}", f"kretprobe_{f}"), sigs[f], reads=reads[f],
+    return tuple(Hook("vfs", f, _vfs_programs("kretprobe", era, f), sigs[f], reads=reads[f],
                       note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
 
 
@@ -323,11 +347,13 @@ CATALOGUE: tuple[BpfObject, ...] = (
     _net_slots("fexit", 3, ("x86_64",), "7.1", None, _net_fexit(3), "-x86"),
     _net_slots("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
     *(_vfs("fexit", era, "x86_64", since, until, _vfs_fexit(era))
-      for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", None, 4))),
-    # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14
+      for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", "6.19", 4),
+                                ("6.19", None, 5))),
+    # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14;
+    # era 5 (6.19) because vfs_create's second argument became the new dentry
     *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era))
       for arch in TARGETS
-      for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", None, 4))),
+      for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", "6.19", 4), ("6.19", None, 5))),
     # one program per counted system call (syscalls:sys_exit_<name>), arguments through
     # bpf_task_pt_regs(), 5.15; from 6.2 the file's fields are read through bpf_rdonly_cast()
     # (commit a35b9af4ec2c) instead of probe reads. Before: vfs-tracepoint-5.11-x86, one raw

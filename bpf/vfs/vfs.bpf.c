@@ -14,6 +14,10 @@
  *   2: vfs_mkdir(struct user_namespace *, dir, ...)     5.12 (idmapped mounts)
  *   3: vfs_mkdir(struct mnt_idmap *, dir, ...)          6.3 (commit abf08576afe3)
  *   4: struct dentry *vfs_mkdir(struct mnt_idmap *, ...) 6.15 (commit c54b386969a5)
+ *   5: vfs_create(idmap, dentry, mode, di) without the directory; vfs_unlink's
+ *      struct inode ** became a struct delegated_inode *, which vfs_mkdir and
+ *      vfs_rmdir gained too                                6.19 (merge db74a7d02ae2,
+ *      knfsd directory delegations; see DELEG in ceemsnet/objects.py)
  */
 #include "vmlinux.h"
 #include "arch.h"
@@ -34,7 +38,17 @@ char LICENSE[] SEC("license") = "GPL";
 #elif VFS_ERA >= 3
 #define NS struct mnt_idmap *idmap,
 #else
-#error "VFS_ERA must be 1 to 4"
+#error "VFS_ERA must be 1 to 5"
+#endif
+
+/* 6.19: the delegation argument of vfs_unlink, and of vfs_mkdir and vfs_rmdir (DELEG_ARG) */
+#if VFS_ERA >= 5
+struct delegated_inode;
+#define DELEG struct delegated_inode *
+#define DELEG_ARG , struct delegated_inode *delegated_inode
+#else
+#define DELEG struct inode **
+#define DELEG_ARG
 #endif
 
 SEC("fexit/vfs_read")
@@ -69,22 +83,31 @@ int BPF_PROG(fexit_vfs_open, const struct path *path, struct file *file, int ret
 	return handle_open(path, file, ret);
 }
 
+#if VFS_ERA >= 5
+/* no directory argument: it is always the new dentry's parent */
+SEC("fexit/vfs_create")
+int BPF_PROG(fexit_vfs_create, NS struct dentry *dentry, umode_t mode, DELEG di, int ret)
+{
+	return handle_dirop(dentry_parent_inode(dentry), VFS_OP_CREATE, ret);
+}
+#else
 SEC("fexit/vfs_create")
 int BPF_PROG(fexit_vfs_create, NS struct inode *dir, struct dentry *dentry, umode_t mode, bool want_excl, int ret)
 {
 	return handle_dirop(dir, VFS_OP_CREATE, ret);
 }
+#endif
 
 SEC("fexit/vfs_unlink")
-int BPF_PROG(fexit_vfs_unlink, NS struct inode *dir, struct dentry *dentry, struct inode **delegated_inode,
-	     int ret)
+int BPF_PROG(fexit_vfs_unlink, NS struct inode *dir, struct dentry *dentry, DELEG delegated_inode, int ret)
 {
 	return handle_dirop(dir, VFS_OP_UNLINK, ret);
 }
 
-#if VFS_ERA == 4
+#if VFS_ERA >= 4
 SEC("fexit/vfs_mkdir")
-int BPF_PROG(fexit_vfs_mkdir, NS struct inode *dir, struct dentry *dentry, umode_t mode, struct dentry *ret)
+int BPF_PROG(fexit_vfs_mkdir, NS struct inode *dir, struct dentry *dentry, umode_t mode DELEG_ARG,
+	     struct dentry *ret)
 {
 	return handle_dirop(dir, VFS_OP_MKDIR, dentry_ret(ret));
 }
@@ -97,20 +120,54 @@ int BPF_PROG(fexit_vfs_mkdir, NS struct inode *dir, struct dentry *dentry, umode
 #endif
 
 SEC("fexit/vfs_rmdir")
-int BPF_PROG(fexit_vfs_rmdir, NS struct inode *dir, struct dentry *dentry, int ret)
+int BPF_PROG(fexit_vfs_rmdir, NS struct inode *dir, struct dentry *dentry DELEG_ARG, int ret)
 {
 	return handle_dirop(dir, VFS_OP_RMDIR, ret);
 }
+
+#if VFS_ERA == 1
+/* rmdir(2) where do_rmdir() does not call vfs_rmdir() (5.10: vfs_rmdir.part.0): see rmdir_calls in vfs.h */
+SEC("fentry/vfs_rmdir")
+int BPF_PROG(fentry_vfs_rmdir)
+{
+	return rmdir_via_vfs_rmdir();
+}
+
+SEC("fentry/do_rmdir")
+int BPF_PROG(fentry_do_rmdir)
+{
+	return rmdir_syscall_enter();
+}
+
+SEC("fentry/security_inode_rmdir")
+int BPF_PROG(fentry_security_inode_rmdir, struct inode *dir)
+{
+	return rmdir_reached_fs(dir);
+}
+
+/* long do_rmdir(int dfd, struct filename *name) from 5.9, (int dfd, const char __user *) before */
+SEC("fexit/do_rmdir")
+int BPF_PROG(fexit_do_rmdir, int dfd, const void *name, long ret)
+{
+	return rmdir_syscall_exit(ret);
+}
+#endif
 
 #elif defined(CEEMSNET_HOOK_KRETPROBE)
 
 /* The parent directory: first argument before 5.12, second since (the namespace comes first). */
 #if VFS_ERA == 1
 #define DIR_ARG(ctx) ((struct inode *)PT_REGS_PARM1(ctx))
-#elif VFS_ERA == 2 || VFS_ERA == 4
+#elif VFS_ERA == 2 || VFS_ERA == 4 || VFS_ERA == 5
 #define DIR_ARG(ctx) ((struct inode *)PT_REGS_PARM2(ctx))
 #else
-#error "kretprobe objects use VFS_ERA 1, 2 (5.12-6.14: only the argument position matters) or 4"
+#error "kretprobe objects use VFS_ERA 1, 2 (5.12-6.14: only the argument position matters), 4 or 5"
+#endif
+/* vfs_create's directory: from 6.19 the second argument is the new dentry, whose parent it is */
+#if VFS_ERA >= 5
+#define CREATE_DIR_ARG(ctx) dentry_parent_inode((struct dentry *)PT_REGS_PARM2(ctx))
+#else
+#define CREATE_DIR_ARG(ctx) DIR_ARG(ctx)
 #endif
 
 enum vfs_fn { FN_READ, FN_WRITE, FN_READV, FN_WRITEV, FN_OPEN, FN_CREATE, FN_UNLINK, FN_MKDIR, FN_RMDIR };
@@ -206,7 +263,7 @@ int BPF_KRETPROBE(kretprobe_vfs_open, int ret)
 SEC("kprobe/vfs_create")
 int BPF_KPROBE(kprobe_vfs_create)
 {
-	return dirop_entry(FN_CREATE, DIR_ARG(ctx), VFS_OP_CREATE);
+	return dirop_entry(FN_CREATE, CREATE_DIR_ARG(ctx), VFS_OP_CREATE);
 }
 
 SEC("kretprobe/vfs_create")
@@ -233,7 +290,7 @@ int BPF_KPROBE(kprobe_vfs_mkdir)
 	return dirop_entry(FN_MKDIR, DIR_ARG(ctx), VFS_OP_MKDIR);
 }
 
-#if VFS_ERA == 4
+#if VFS_ERA >= 4
 SEC("kretprobe/vfs_mkdir")
 int BPF_KRETPROBE(kretprobe_vfs_mkdir, struct dentry *ret)
 {
@@ -250,8 +307,32 @@ int BPF_KRETPROBE(kretprobe_vfs_mkdir, int ret)
 SEC("kprobe/vfs_rmdir")
 int BPF_KPROBE(kprobe_vfs_rmdir)
 {
+#if VFS_ERA == 1
+	rmdir_via_vfs_rmdir();
+#endif
 	return dirop_entry(FN_RMDIR, DIR_ARG(ctx), VFS_OP_RMDIR);
 }
+
+#if VFS_ERA == 1
+/* rmdir(2) where do_rmdir() does not call vfs_rmdir() (5.10: vfs_rmdir.part.0): see rmdir_calls in vfs.h */
+SEC("kprobe/do_rmdir")
+int BPF_KPROBE(kprobe_do_rmdir)
+{
+	return rmdir_syscall_enter();
+}
+
+SEC("kprobe/security_inode_rmdir")
+int BPF_KPROBE(kprobe_security_inode_rmdir, struct inode *dir)
+{
+	return rmdir_reached_fs(dir);
+}
+
+SEC("kretprobe/do_rmdir")
+int BPF_KRETPROBE(kretprobe_do_rmdir, long ret)
+{
+	return rmdir_syscall_exit(ret);
+}
+#endif
 
 SEC("kretprobe/vfs_rmdir")
 int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)

@@ -136,6 +136,12 @@ static __always_inline int handle_dirop(struct inode *dir, __u8 op, long ret)
 	return 0;
 }
 
+/* 6.19+ vfs_create() has no directory argument: the new dentry's parent is it */
+static __always_inline struct inode *dentry_parent_inode(struct dentry *dentry)
+{
+	return dentry ? BPF_CORE_READ(dentry, d_parent, d_inode) : NULL;
+}
+
 /* 6.15+ vfs_mkdir() returns a dentry or ERR_PTR(-errno) (commit c54b386969a5). */
 static __always_inline long dentry_ret(const void *ret)
 {
@@ -143,6 +149,89 @@ static __always_inline long dentry_ret(const void *ret)
 
 	return v >= (unsigned long)-MAX_ERRNO ? (long)v : 0;
 }
+
+#if (defined(CEEMSNET_HOOK_FEXIT) || defined(CEEMSNET_HOOK_KRETPROBE)) && VFS_ERA == 1
+/*
+ * rmdir(2) that never calls vfs_rmdir(). Debian 11's 5.10 (gcc 10) splits
+ * vfs_rmdir(): its first checks (may_delete(), no ->rmdir) are inlined into
+ * do_rmdir() and the rest is a local clone, vfs_rmdir.part.0 in kallsyms,
+ * which do_rmdir() calls directly. The exported vfs_rmdir() is a small
+ * wrapper only other modules call (overlayfs, nfsd): a hook on it sees no
+ * rmdir(2) at all, although BTF has the function and the hook attaches.
+ * The clone has no BTF (no fexit), and which kernels split is the
+ * compiler's choice, so these objects count an rmdir(2) that did not pass
+ * through vfs_rmdir() at do_rmdir()'s return, once it reached the file
+ * system's checks (security_inode_rmdir(), called in the clone right
+ * before ->rmdir(), gives the directory): per thread,
+ *   do_rmdir() entry           PENDING
+ *   vfs_rmdir() entry          PENDING -> BY_VFS_RMDIR (vfs_rmdir's own hook counts it)
+ *   security_inode_rmdir()     PENDING -> AT_FS, with the directory's file system
+ *   do_rmdir() return          AT_FS: count it with do_rmdir's result
+ * Only the outermost call changes the state, so an rmdir on overlayfs counts
+ * once for overlayfs (here or at vfs_rmdir) and once for its upper file
+ * system (at vfs_rmdir), as on kernels without the split. Not seen on a
+ * split kernel: errors from the inlined checks (EACCES, EPERM, ENOTDIR).
+ */
+enum { RMDIR_PENDING, RMDIR_BY_VFS_RMDIR, RMDIR_AT_FS };
+
+struct rmdir_call {
+	__u32 magic; /* file system of the directory, once AT_FS */
+	__u32 state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct rmdir_call);
+} rmdir_calls SEC(".maps");
+
+static __always_inline int rmdir_syscall_enter(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct rmdir_call c = {};
+
+	bpf_map_update_elem(&rmdir_calls, &id, &c, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int rmdir_via_vfs_rmdir(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct rmdir_call *c = bpf_map_lookup_elem(&rmdir_calls, &id);
+
+	if (c && c->state == RMDIR_PENDING)
+		c->state = RMDIR_BY_VFS_RMDIR;
+	return 0;
+}
+
+static __always_inline int rmdir_reached_fs(struct inode *dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct rmdir_call *c = bpf_map_lookup_elem(&rmdir_calls, &id);
+
+	if (c && c->state == RMDIR_PENDING) {
+		c->magic = dir ? inode_magic(dir) : 0;
+		c->state = RMDIR_AT_FS;
+	}
+	return 0;
+}
+
+static __always_inline int rmdir_syscall_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct rmdir_call *c = bpf_map_lookup_elem(&rmdir_calls, &id);
+	struct rmdir_call done;
+
+	if (!c)
+		return 0;
+	done = *c;
+	bpf_map_delete_elem(&rmdir_calls, &id);
+	if (done.state == RMDIR_AT_FS)
+		vfs_account(done.magic, VFS_OP_RMDIR, ret);
+	return 0;
+}
+#endif
 
 #if defined(CEEMSNET_HOOK_KRETPROBE)
 /*

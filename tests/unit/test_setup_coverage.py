@@ -224,8 +224,9 @@ def _command_words(words):
             continue
         name = _unquote(w)
         if name == "trap" and i + 1 < len(words):
-            # trap 'CMD' SIGNALS: CMD is a script of its own
-            found.extend(shell_programs(words[i + 1][1].strip("'\""), line, raw=True))
+            # trap 'CMD' SIGNALS: CMD is a script of its own; trap - SIGNALS resets them
+            if _unquote(words[i + 1][1]) != "-":
+                found.extend(shell_programs(words[i + 1][1].strip("'\""), line, raw=True))
             return found
         if name == "command" and i + 1 < len(words):
             i += 2 if _unquote(words[i + 1][1]).startswith("-") else 1
@@ -522,6 +523,7 @@ CASES = [
      {"cat", "frobnicate"}),
     ("sh", 'for k in a b; do n=$((n+1)); FOO=1 env A=b frobnicate "$k"; done\n', {"env", "frobnicate"}),
     ("sh", "trap 'frobnicate \"$rcfile\"' EXIT\n", {"frobnicate"}),
+    ("sh", "trap - EXIT\n", set()),
     ("py", 'from subprocess import run as r\ndef run(*a): pass\nrun("probe")\nr(["frobnicate"])\n', {"frobnicate"}),
     ("sh", 'cd "$repo" && exec frobnicate\ntmp=$(mktemp -d) # frobnicate not here\n', {"frobnicate", "mktemp"}),
     ("make", "X ?= frobnicate\nall:\n\t$(Q)$(X) -c a.c | tr a-z A-Z\n\t@echo $$(date +%s)\n",

@@ -3,12 +3,12 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.choice import plan_family
+from ceemsnet.choice import plan_family, plan_object
 from ceemsnet.collectors.vfs import vfs_families
 from ceemsnet.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
 from ceemsnet.kernel import parse_kernel_version
 from ceemsnet.metrics import Family, TextRenderer, merge_families
-from ceemsnet.objects import SYS_TP, VFS_FUNCTIONS, _vfs_sigs
+from ceemsnet.objects import CATALOGUE, SYS_TP, VFS_FUNCTIONS, _vfs_sigs
 
 CASES = [  # kernel, arch -> (family, object)
     ("4.18.0-553.el8_10.x86_64", "x86_64", "kretprobe", "vfs-kretprobe-4.18-x86.bpf.o"),
@@ -20,7 +20,9 @@ CASES = [  # kernel, arch -> (family, object)
     ("6.12.117+deb12-amd64", "x86_64", "fexit", "vfs-fexit-6.3-x86.bpf.o"),
     ("6.12.117+deb12-amd64", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),
     ("6.18.44-fc-v769", "x86_64", "fexit", "vfs-fexit-6.15-x86.bpf.o"),
-    ("7.0.0-31-generic", "aarch64", "kretprobe", "vfs-kretprobe-6.15-arm64.bpf.o"),
+    ("6.18.44-fc-v769", "aarch64", "kretprobe", "vfs-kretprobe-6.15-arm64.bpf.o"),
+    ("7.0.0-31-generic", "aarch64", "kretprobe", "vfs-kretprobe-6.19-arm64.bpf.o"),
+    ("7.3.4+deb13-amd64", "x86_64", "fexit", "vfs-fexit-6.19-x86.bpf.o"),
 ]
 
 
@@ -85,7 +87,6 @@ def test_probe_says_what_open_and_create_count(family):
 
 def test_kretprobe_open_reads_the_file_too():
     # f_mode (FMODE_CREATED) is read at entry from the second argument
-    from ceemsnet.objects import CATALOGUE
     for o in CATALOGUE:
         if o.subsystem == "vfs" and o.family == "kretprobe":
             assert next(h for h in o.hooks if h.function == "vfs_open").reads == (0, 1), o.file
@@ -99,6 +100,26 @@ def test_btf_picks_mkdir_era_on_backports():
     plan = plan_family("vfs", "kretprobe", parse_kernel_version("6.5.0"), "x86_64", FakeBTF(3))
     assert plan.obj.file == "vfs-kretprobe-5.12-x86.bpf.o"
     assert all(h.status == "ok" for h in plan.hooks)
+
+
+DIROPS = {"vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir"}
+
+
+def test_delegation_era_is_its_own():
+    # 6.19's prototypes (as 7.3.4's BTF gives them): only the era-5 objects serve every hook
+    for family, era5, era4, skipped in (("fexit", "vfs-fexit-6.19-x86.bpf.o", "vfs-fexit-6.15-x86.bpf.o", DIROPS),
+                                        ("kretprobe", "vfs-kretprobe-6.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o",
+                                         {"vfs_create"})):
+        plan = plan_family("vfs", family, parse_kernel_version("7.3.4+deb13-amd64"), "x86_64", FakeBTF(5))
+        assert plan.obj.file == era5 and all(h.status == "ok" for h in plan.hooks), family
+        old = plan_object(next(o for o in CATALOGUE if o.file == era4), parse_kernel_version("7.3.4"), FakeBTF(5))
+        rows = {h.function: h for h in old.hooks}
+        assert {f for f, h in rows.items() if h.status != "ok"} == skipped, family
+        assert all("mismatch" in rows[f].reason for f in skipped)
+    # and a 6.19 object on 6.18's prototypes refuses the same functions
+    plan = plan_object(next(o for o in CATALOGUE if o.file == "vfs-fexit-6.19-x86.bpf.o"),
+                       parse_kernel_version("6.18.0"), FakeBTF(4))
+    assert {h.function for h in plan.hooks if h.status != "ok"} == DIROPS
 
 
 def test_mkdir_return_type_mismatch_is_skipped():
