@@ -31,17 +31,18 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # The whole kernel suite, and the exact-count subset run on the kernels
 # that only need to show their objects count exactly (each VM minute is
-# emulated): net and vfs counts, cgroup v1, lifecycle, store, the BTF era
-# checks, probe, and this matrix's own check.
+# emulated): net and vfs counts, the BTF era checks (wrong-era objects
+# refused), and this matrix's own check.
 FULL = ("tests/kernel",)
 # a pass in the hash layout (--net.slots=0) only needs the net counts and the check
 HASH = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py")
 # a pass of a family that serves only vfs on this kernel
 VFS = ("tests/kernel/test_matrix.py", "tests/kernel/test_vfs.py")
 EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py", "tests/kernel/test_vfs.py",
-         "tests/kernel/test_btf_eras.py", "tests/kernel/test_probe.py", "tests/kernel/test_cgroup_v1.py",
-         "tests/kernel/test_lifecycle.py", "tests/kernel/test_store.py")
-SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS}
+         "tests/kernel/test_btf_eras.py")
+# the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
+ARM = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py", "tests/kernel/test_vfs.py")
+SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -98,9 +99,31 @@ RUNS = (
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
+    Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports)", "exact",
+        {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
+        why="vfs_mkdir returning a dentry (6.15 - 6.18), before 6.19's delegated_inode arguments"),
+    Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports)", "exact",
+        {"fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
+         "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
+        why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
+            "delegated_inode arguments (6.19)"),
+    Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
+        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
+        why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls)"),
 )
 
 BY_KERNEL = {r.kernel: r for r in RUNS}
+
+# Committed objects no run loads yet, each with the reason. tests/unit/test_vm_matrix.py
+# fails on an object neither run nor listed here; this list is the open part of issue 13.
+NOT_RUN = {
+    "net-kretprobe-4.18-arm64.bpf.o": "needs an arm64 guest with a kernel before 5.19 (Debian 11's 5.10 arm64)",
+    "vfs-kretprobe-4.18-arm64.bpf.o": "needs an arm64 guest with a kernel before 5.12 (Debian 11's 5.10 arm64)",
+    "vfs-kretprobe-6.15-arm64.bpf.o": "needs an arm64 guest with a 6.15 - 6.18 kernel (trixie-backports' 6.18)",
+    "vfs-kretprobe-6.19-arm64.bpf.o": "needs an arm64 guest with a 6.19+ kernel (trixie-backports' 7.3)",
+}
 # the kernel series of this machine, whose choice the "host" run records
 HOST_SERIES = "6.18"
 
@@ -178,6 +201,8 @@ def cmd_list(args) -> int:
             print(f"       --hook={hook}: {', '.join(objs)}")
         for o, test in r.also.items():
             print(f"       {o} ({test})")
+    for o, why in NOT_RUN.items():
+        print(f"not run: {o}: {why}")
     return 0
 
 

@@ -19,20 +19,26 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="$here/cache"
 
-usage() { echo "usage: tests/vm/run.sh 5.10|6.1|6.12|7 CMD [ARG...]" >&2; exit 2; }
+usage() { echo "usage: tests/vm/run.sh 5.10|6.1|6.12|6.18|7|arm64-6.1|arm64-6.12 CMD [ARG...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
+# the aarch64 guest has its own script (qemu-system-aarch64, an arm64 root file system)
+case "$1" in
+    arm64-*) k=${1#arm64-}; shift; CEEMSNET_ARM64_KERNEL=$k exec "$here/arm64.sh" "$@" ;;
+esac
 meta= suite= version= debs=
 case "$1" in
     5.10) suite=bullseye version=5.10.223-1 debs=linux-image-5.10.0-32-amd64 ;;
     6.1)  meta=linux-image-amd64 ;;
     6.12) meta=linux-image-6.12-amd64 ;;
+    # the last era before 6.19's vfs_* changes (vfs-*-6.15 objects)
+    6.18) suite=trixie-backports version=6.18.15-1~bpo13+1 debs=linux-image-6.18.15+deb13-amd64 ;;
     # 7.x is packaged as a metapackage (linux-image-7.3.4+deb13-amd64)
     # over linux-binary-* (vmlinuz under usr/lib/modules/<version>/),
     # linux-modules-* (the modules, without modules.dep) and linux-base-*
     # (config, modules.builtin, modules.order)
     7)    suite=trixie-backports version=7.3.4-1~bpo13+1
           debs="linux-binary-7.3.4+deb13-amd64 linux-modules-7.3.4+deb13-amd64 linux-base-7.3.4+deb13-amd64" ;;
-    *)    echo "tests/vm/run.sh: unknown kernel '$1': choose 5.10, 6.1, 6.12 or 7" >&2; exit 2 ;;
+    *)    echo "tests/vm/run.sh: unknown kernel '$1': choose 5.10, 6.1, 6.12, 6.18, 7, arm64-6.1 or arm64-6.12" >&2; exit 2 ;;
 esac
 series=$1
 shift
