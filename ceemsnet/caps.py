@@ -18,6 +18,17 @@ Python cannot run its own code in a signal handler on another thread, so the
 handler is a few instructions of machine code per architecture, assembled
 from the source shown beside them. NO_NEW_PRIVS matters for uid 0: without
 it, an execve() by a compromised thread would get every capability back.
+
+One capability may have to stay: kernels before 6.5 refuse every bpf()
+command, map reads of maps the process already holds included, to a caller
+without bpf_capable() while kernel.unprivileged_bpf_disabled is set (the
+check at the top of __sys_bpf; 6.5 moved it into map creation and program
+loading, commit c8644cd0efe7). Debian sets that sysctl, so on Debian 11's 5.10
+an exporter with nothing left could not read its counters. Whether this kernel
+does that is not guessed from its version: a thread drops its own
+capabilities and tries to read a map (reads_need_cap()); if it is refused,
+CAP_BPF stays (CAP_SYS_ADMIN before 5.8, which has no CAP_BPF) and everything
+else goes.
 """
 
 from __future__ import annotations
@@ -142,6 +153,8 @@ class _Sigaction(ctypes.Structure):  # glibc's struct sigaction (x86_64 and aarc
 
 
 _installed = None  # the handler's page, kept for the life of the process
+_kept = 0  # the capabilities the handler leaves (a bit mask), see reads_need_cap()
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 
 def _libc():
@@ -159,8 +172,9 @@ def _install(libc) -> None:
                             "use --capabilities.keep=all")
     page = bytearray(4096)
     page[:len(code)] = code
-    # version 3, pid 0; every capability set empty
+    # version 3, pid 0; effective and permitted: what must stay (_kept), inheritable empty
     page[_HDR_OFF:_HDR_OFF + 8] = _LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4)
+    page[_DATA_OFF:_DATA_OFF + 24] = _cap_data(_kept)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -179,20 +193,72 @@ def _install(libc) -> None:
     _installed = addr
 
 
+def _cap_data(mask: int) -> bytes:
+    """capset's two {effective, permitted, inheritable} u32 triples for a mask (none inheritable)."""
+    lo, hi = mask & 0xFFFFFFFF, mask >> 32
+    return b"".join(v.to_bytes(4, "little") for v in (lo, lo, 0, hi, hi, 0))
+
+
+def _cap_last() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return CAP_SYS_ADMIN
+
+
+def reads_need_cap() -> bool:
+    """Does this kernel refuse a map read to a thread without capabilities? Measured: a
+    thread of ours drops its own (capset changes only the calling thread) and reads a map
+    made before; the other threads keep theirs."""
+    from . import libbpf
+    lib = libbpf.lib()
+    fd = lib.bpf_map_create(2, b"ceemsnet_caps", 4, 4, 1, None)  # BPF_MAP_TYPE_ARRAY
+    if fd < 0:
+        return False  # cannot tell; the maps we hold were made, so reads are what they are
+    result: list[int] = []
+
+    def probe():
+        libc = _libc()
+        nr = _SYS_CAPSET.get({"arm64": "aarch64", "amd64": "x86_64"}.get(platform.machine(), platform.machine()))
+        hdr = ctypes.create_string_buffer(_LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4), 8)
+        data = ctypes.create_string_buffer(_cap_data(0), 24)
+        if nr is None or libc.syscall(nr, hdr, data) != 0:
+            result.append(0)
+            return
+        key, value = ctypes.c_uint32(0), ctypes.c_uint32(0)
+        rc = lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+        result.append(-rc if rc < 0 else 0)
+
+    import threading
+    t = threading.Thread(target=probe, name="ceemsnet-caps-probe")
+    t.start()
+    t.join()
+    os.close(fd)
+    return bool(result) and result[0] == 1  # EPERM
+
+
 def _dropped(tid: int) -> bool | None:
-    """Has this thread no capabilities and no_new_privs? None if it is gone."""
+    """Has this thread only the kept capabilities, and no_new_privs? None if it is gone."""
     try:
         with open(f"/proc/self/task/{tid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return all(int(fields[k].strip(), 16) == 0 for k in ("CapPrm", "CapEff", "CapAmb")) \
-        and fields.get("NoNewPrivs", "0").strip() == "1"
+    return int(fields["CapPrm"].strip(), 16) == _kept and int(fields["CapEff"].strip(), 16) == _kept \
+        and int(fields["CapAmb"].strip(), 16) == 0 and fields.get("NoNewPrivs", "0").strip() == "1"
 
 
 def drop_all(timeout: float = 5.0) -> None:
     """Every thread of this process: no capabilities (effective, permitted, inheritable,
-    ambient) and no_new_privs, so none can be regained by execve()."""
+    ambient) but the one map reads need on this kernel, if any (reads_need_cap()), and
+    no_new_privs, so none can be regained by execve()."""
+    global _kept
+    if _installed is None and reads_need_cap():
+        cap = CAP_BPF if _cap_last() >= CAP_BPF else CAP_SYS_ADMIN
+        _kept = 1 << cap
+        log.info("this kernel refuses bpf() map reads without %s while kernel.unprivileged_bpf_disabled is set "
+                 "(kernels before 6.5): keeping it, dropping every other capability", NAMES[cap])
     libc = _libc()
     _install(libc)
     pid = os.getpid()
@@ -218,7 +284,8 @@ def drop_all(timeout: float = 5.0) -> None:
             if left:
                 raise CeemsnetError(f"--capabilities.keep=none: threads {left} still hold capabilities after "
                                     f"{timeout:g}s (signal {_SIGNAL} blocked?)")
-    log.info("dropped every capability in %d threads (--capabilities.keep=none); no_new_privs set", len(done))
+    kept = ", kept " + ", ".join(NAMES[c] for c in NAMES if _kept >> c & 1) if _kept else ""
+    log.info("dropped every capability in %d threads (--capabilities.keep=none)%s; no_new_privs set", len(done), kept)
 
 
 def apply(keep: str) -> None:
