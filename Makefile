@@ -111,13 +111,13 @@ test-kernel: setup
 # with a line saying so. BEFORE=REV adds the exporter's memory as of REV.
 BEFORE ?=
 BENCH_HOST ?= bench/scrape.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
-	bench/vfs_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
+	bench/vfs_tp_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
 # in the 6.1 and 6.12 VMs (one boot per script and kernel, under emulation:
 # ratios only, absolute figures mean nothing there).
 BENCH_VM_KERNELS ?= 6.1 6.12
-BENCH_VM ?= bench/net_cost.py:--hook=fexit bench/net_cost.py:--hook=kretprobe bench/vfs_cost.py:--hook=fexit \
-	bench/vfs_cost.py:--hook=kretprobe bench/kretprobe_maxactive.py:--maxactive=0,64,1024
+BENCH_VM ?= bench/net_cost.py:--hook=fexit bench/net_cost.py:--hook=kretprobe \
+	bench/kretprobe_maxactive.py:--maxactive=0,64,1024
 
 bench: setup
 	$(Q)$(PY) bench/table.py $(BENCH_HOST)
