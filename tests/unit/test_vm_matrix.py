@@ -64,3 +64,26 @@ def test_selection_narrows_and_refuses_unknown_kernels():
         assert "unknown VM kernel" in str(e)
     else:
         raise AssertionError("an unknown kernel was accepted")
+
+
+def test_readme_kernel_tables_say_where_each_object_was_tested():
+    import re
+
+    from .test_bpf_readme import names_in, tables
+    checked = 0
+    for header, rows in tables(os.path.join(ROOT, "README.md")):
+        if header[0] != "kernel" or not header[-1].startswith("tested on"):
+            continue
+        for r in rows:
+            tested = r[-1]
+            for name in (n for cell in r[1:-1] for n in names_in(cell)):
+                obj = name + ".bpf.o"
+                if obj in matrix.NOT_RUN:
+                    assert "not yet" in tested, (r[0], name)
+                    continue
+                runs = {run.split("/")[0] for run in matrix.exercised().get(obj, [])}
+                assert runs, f"README names {name}, which no run loads"
+                assert any(re.search(rf"(?<![\w.-]){re.escape(k)}(?![\w.])", tested) for k in runs), \
+                    f"README's row {r[0]!r}: {name} is loaded by the {sorted(runs)} runs, the row says {tested!r}"
+                checked += 1
+    assert checked >= 15, "README.md's Kernels tables have no 'tested on' column"
