@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from .helpers import VM, Exporter, require_program
+from .helpers import HOOK, VM, Exporter, require_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
@@ -212,4 +212,14 @@ def test_failed_lookups_are_not_operation_errors(exporter, make_cgroup, spawn, t
     ops = {op: (delta(before, after, "ceemsnet_vfs_ops_total", cgroup=cg.rel, op=op),
                 delta(before, after, "ceemsnet_vfs_op_errors_total", cgroup=cg.rel, op=op))
            for op in ("open", "create", "unlink", "mkdir", "rmdir")}
-    assert ops == {"open": (0, 0), "create": (0, 0), "unlink": (0, 1), "mkdir": (0, 0), "rmdir": (0, 1)}
+    # Where the compiler split vfs_rmdir() (Debian 11's 5.10: its first checks inlined into do_rmdir(),
+    # the rest vfs_rmdir.part.0, which has no BTF), the fexit and kretprobe objects count rmdir at
+    # do_rmdir() once it reached the file system, and the inlined may_delete() refusal (ENOTDIR here)
+    # is not seen: the documented limit of those kernels (bpf/README.md, on the split vfs_rmdir())
+    rmdir_errors = 0 if HOOK in ("fexit", "kretprobe") and _vfs_rmdir_split() else 1
+    assert ops == {"open": (0, 0), "create": (0, 0), "unlink": (0, 1), "mkdir": (0, 0), "rmdir": (0, rmdir_errors)}
+
+
+def _vfs_rmdir_split() -> bool:
+    with open("/proc/kallsyms") as f:
+        return any(line.split()[2].startswith("vfs_rmdir.") for line in f if len(line.split()) >= 3)
