@@ -47,7 +47,13 @@ def test_each_run_lists_one_net_and_one_vfs_object_of_its_family():
 def test_suites_name_existing_test_files():
     for files in matrix.SUITES.values():
         for f in files:
-            assert os.path.exists(os.path.join(ROOT, f)), f
+            path, _, test = f.partition("::")
+            assert os.path.exists(os.path.join(ROOT, path)), f
+            if test:
+                with open(os.path.join(ROOT, path)) as src:
+                    assert f"def {test}(" in src.read(), f
+    for run in matrix.RUNS:
+        assert set(run.pass_suites) <= set(run.objects) and set(run.pass_suites.values()) <= set(matrix.SUITES)
 
 
 def test_make_test_vm_runs_the_matrix():
