@@ -37,21 +37,14 @@ def _telemetry_path(text: str) -> str:
 
 
 def _max_requests(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more: {text!r}")
-    return v
+    from .flags import nonnegative_int
+    return nonnegative_int(text, "0 (no limit) or more")
 
 
 def _maxactive(text: str) -> int:
+    from .flags import whole_number
     from .kprobes import MAXACTIVE_MAX
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    v = whole_number(text)
     if not 0 <= v <= MAXACTIVE_MAX:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
     return v

@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 
 
-def nonnegative_int(text: str) -> int:
+def whole_number(text: str) -> int:
     try:
-        v = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def nonnegative_int(text: str, what: str = "0 or more") -> int:
+    v = whole_number(text)
     if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what}: {text!r}")
     return v
 
 
 def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    v = whole_number(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return v
