@@ -87,8 +87,11 @@ class Serve:
         """{tid: (CapPrm, CapEff, NoNewPrivs)} of every thread of serve (setpriv exec()s it)."""
         out = {}
         for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-            with open(f"/proc/{self.proc.pid}/task/{tid}/status") as f:
-                st = dict(line.split(":", 1) for line in f if ":" in line)
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/status") as f:
+                    st = dict(line.split(":", 1) for line in f if ":" in line)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that ended meanwhile (the HTTP server's per-request threads)
             out[int(tid)] = (int(st["CapPrm"], 16), int(st["CapEff"], 16), int(st["NoNewPrivs"]))
         return out
 
