@@ -38,7 +38,7 @@ from ceemsnet.collectors import slots  # noqa: E402
 from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.loader import ObjectSpec, load  # noqa: E402
 from ceemsnet.objects import slots_twin  # noqa: E402
-from ceemsnet.structs import decode_net, pack_net_key  # noqa: E402
+from ceemsnet.structs import decode_net  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
