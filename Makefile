@@ -78,7 +78,6 @@ serve: setup
 
 # --- tests ---------------------------------------------------------------
 PYTEST := $(VENV)/bin/pytest
-HASH_PASS := tests/kernel/test_matrix.py tests/kernel/test_net.py   # tests/vm/matrix.py HASH
 
 # Everything: unit tests once on the host (test_objs_rebuild.py rebuilds
 # bpf/objs and compares), kernel tests on the host, then the VM matrix
@@ -88,7 +87,7 @@ test: setup
 	$(Q)echo "== [host] unit and kernel tests ($$(uname -r))"
 	$(Q)$(PYTEST) tests/unit tests/kernel -ra
 	$(Q)echo "== [host] net counters in the hash layout (--net.slots=0: the hash twins of the -slots objects)"
-	$(Q)CEEMSNET_TEST_NET_SLOTS=0 CEEMSNET_TEST_PASS=tracepoint:hash $(PYTEST) $(HASH_PASS) -ra
+	$(Q)$(PY) tests/vm/matrix.py guest host tracepoint:hash
 	$(Q)$(MAKE) --no-print-directory test-vm
 
 # tests/kernel inside VMs: the runs of tests/vm/matrix.py (`python3 tests/vm/matrix.py list`),

@@ -39,6 +39,7 @@ import logging
 import os
 import platform
 import signal
+import threading
 import time
 
 from . import CeemsnetError
@@ -157,6 +158,12 @@ _kept = 0  # the capabilities the handler leaves (a bit mask), see reads_need_ca
 _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 
+def _machine() -> str:
+    """This machine's architecture under the names _STUB and _SYS_CAPSET use."""
+    arch = platform.machine()
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+
+
 def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -165,8 +172,8 @@ def _install(libc) -> None:
     global _installed
     if _installed is not None:
         return
-    arch = platform.machine()
-    code = _STUB.get({"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch))
+    arch = _machine()
+    code = _STUB.get(arch)
     if code is None:
         raise CeemsnetError(f"--capabilities.keep=none is not supported on {arch} (no handler for it): "
                             "use --capabilities.keep=all")
@@ -220,7 +227,7 @@ def reads_need_cap() -> bool:
 
     def probe():
         libc = _libc()
-        nr = _SYS_CAPSET.get({"arm64": "aarch64", "amd64": "x86_64"}.get(platform.machine(), platform.machine()))
+        nr = _SYS_CAPSET.get(_machine())
         hdr = ctypes.create_string_buffer(_LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4), 8)
         data = ctypes.create_string_buffer(_cap_data(0), 24)
         if nr is None or libc.syscall(nr, hdr, data) != 0:
@@ -230,7 +237,6 @@ def reads_need_cap() -> bool:
         rc = lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
         result.append(-rc if rc < 0 else 0)
 
-    import threading
     t = threading.Thread(target=probe, name="ceemsnet-caps-probe")
     t.start()
     t.join()

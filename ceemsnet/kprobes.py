@@ -18,11 +18,11 @@ import logging
 import os
 
 from .links import Link
+from .tracepoints import TRACEFS
 
 log = logging.getLogger("ceemsnet.kprobes")
 
 MAXACTIVE_MAX = 4096  # KRETPROBE_MAXACTIVE_MAX, kernel/trace/trace_kprobe.c
-TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 def tracefs() -> str | None:
