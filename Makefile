@@ -92,7 +92,9 @@ test: setup
 
 # tests/kernel inside VMs: the runs of tests/vm/matrix.py (`python3 tests/vm/matrix.py list`),
 # one boot per kernel, the run's suite once per hook family. A failing run
-# does not stop the others. VM_KERNELS="5.10 7" and VM_HOOKS=fexit narrow it.
+# does not stop the others. Two VMs run at a time, one vCPU each (VM_JOBS=1
+# for one at a time, its output streamed). VM_KERNELS="5.10 7" and
+# VM_HOOKS=fexit narrow it.
 test-vm: setup
 	$(Q)$(PY) tests/vm/matrix.py run
 

@@ -23,7 +23,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,30 +94,36 @@ RUNS = (
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
+        minutes=7,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage"),
     Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
         pass_suites={"fexit:hash": "exact"},  # its only fexit pass: vfs-fexit-5.12-x86 counts here
+        minutes=6,
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
             "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
     Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         pass_suites={"kretprobe": "kretprobe"},
+        minutes=14,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
     Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports)", "exact",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
+        minutes=7,
         why="vfs_mkdir returning a dentry (6.15 - 6.18), before 6.19's delegated_inode arguments"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports)", "exact",
         {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
+        minutes=4,
         why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
             "delegated_inode arguments (6.19)"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
+        minutes=3,
         why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls)"),
 )
 
@@ -188,39 +196,80 @@ def selected(kernels: list[str] | None, hooks: list[str] | None) -> list[tuple[R
     return out
 
 
+def vm_cpus(jobs: int) -> str:
+    """vCPUs per guest: the machine's CPUs shared among the VMs that run at once (software
+    emulation runs one host thread per vCPU; a guest's tests are mostly one process at a
+    time, so two 1-vCPU guests side by side finish sooner than two 2-vCPU guests in turn)."""
+    return os.environ.get("CEEMSNET_VM_CPUS") or str(max(1, (os.cpu_count() or 1) // jobs))
+
+
+def run_one(r: Run, hooks: tuple[str, ...], label: str, timeout_min: float, jobs: int, log_dir: str):
+    """Boot one run's kernel and run its passes; returns (exit code, seconds). With jobs > 1
+    the run's output goes to LOG_DIR/<kernel>.log and is printed, whole, when it ends."""
+    env = dict(os.environ, CEEMSNET_VM_CPUS=vm_cpus(jobs))
+    log = None
+    if jobs > 1:
+        os.makedirs(log_dir, exist_ok=True)
+        log = open(os.path.join(log_dir, f"{r.kernel}.log"), "w+b")
+    start = time.monotonic()
+    proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.kernel, ".venv/bin/python", "tests/vm/matrix.py",
+                             "guest", r.kernel, *hooks], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=log, stderr=subprocess.STDOUT if log else None)
+    try:
+        rc = proc.wait(timeout=timeout_min * 60)
+    except subprocess.TimeoutExpired:
+        # the VM (qemu, our child through run.sh) hangs: end its process group, go on
+        print(f"== {label} {r.kernel}: no exit after {timeout_min:g} min, stopping it", flush=True)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        rc = 124
+    took = time.monotonic() - start
+    if log:
+        log.seek(0)
+        with PRINT_LOCK:
+            print(f"== {label} {r.kernel}: its output ({log.name})", flush=True)
+            sys.stdout.buffer.write(log.read())
+            sys.stdout.flush()
+        log.close()
+    print(f"== {label} {r.kernel} {'passed' if rc == 0 else f'FAILED (exit {rc})'} in {took / 60:.1f} min",
+          flush=True)
+    return rc, took
+
+
+PRINT_LOCK = threading.Lock()
+
+
 def cmd_run(args) -> int:
     runs = selected(args.kernels, args.hooks)
     if not runs:
         print("matrix: nothing selected (VM_KERNELS / VM_HOOKS)", file=sys.stderr)
         return 2
-    results = []
-    for i, (r, hooks) in enumerate(runs, 1):
+    jobs = max(1, min(args.jobs, len(runs)))
+    # longest first, so that the short runs fill in beside it
+    order = sorted(runs, key=lambda rh: -rh[0].minutes) if jobs > 1 else runs
+    results: dict[str, tuple[int, float]] = {}
+    wall = time.monotonic()
+
+    def one(i: int, r: Run, hooks: tuple[str, ...]):
+        label = f"[vm {i}/{len(order)}]"
         about = f", about {r.minutes} min" if r.minutes else ""
-        print(f"== [vm {i}/{len(runs)}] {r.kernel}: {r.package}; --hook={','.join(hooks)}; "
-              f"{r.suite} suite (software emulation{about})", flush=True)
-        start = time.monotonic()
-        proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.kernel, ".venv/bin/python", "tests/vm/matrix.py",
-                                 "guest", r.kernel, *hooks], cwd=ROOT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=args.timeout * 60)
-        except subprocess.TimeoutExpired:
-            # the VM (qemu, our child through run.sh) hangs: end its process group, go on
-            print(f"== [vm {i}/{len(runs)}] {r.kernel}: no exit after {args.timeout} min, stopping it", flush=True)
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            rc = 124
-        took = time.monotonic() - start
-        results.append((r, hooks, rc, took))
-        print(f"== [vm {i}/{len(runs)}] {r.kernel} {'passed' if rc == 0 else f'FAILED (exit {rc})'} "
-              f"in {took / 60:.1f} min", flush=True)
-    print("== VM matrix:")
-    for r, hooks, rc, took in results:
-        print(f"   {r.kernel:6} {','.join(hooks):20} {r.suite:6} {'ok' if rc == 0 else 'FAILED':7} {took / 60:5.1f} min")
-    return 0 if all(rc == 0 for *_, rc, _ in results) else 1
+        print(f"== {label} {r.kernel}: {r.package}; --hook={','.join(hooks)}; {r.suite} suite "
+              f"(software emulation, {vm_cpus(jobs)} vCPU{about})", flush=True)
+        results[r.kernel] = run_one(r, hooks, label, args.timeout, jobs, args.log_dir)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for f in [pool.submit(one, i, r, h) for i, (r, h) in enumerate(order, 1)]:
+            f.result()
+    print(f"== VM matrix ({jobs} VM{'s' if jobs > 1 else ''} at a time, "
+          f"{(time.monotonic() - wall) / 60:.1f} min in all):")
+    for r, hooks in runs:
+        rc, took = results[r.kernel]
+        print(f"   {r.kernel:9} {','.join(hooks):26} {r.suite:6} {'ok' if rc == 0 else 'FAILED':7} {took / 60:5.1f} min")
+    return 0 if all(rc == 0 for rc, _ in results.values()) else 1
 
 
 def cmd_list(args) -> int:
@@ -235,6 +284,16 @@ def cmd_list(args) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SystemExit(f"matrix: VM_JOBS / --jobs wants a whole number of VMs, 1 or more, not {text!r}")
+    return n
+
+
 def main(argv=None) -> int:
     env_list = lambda name: os.environ.get(name, "").split() or None  # noqa: E731
     p = argparse.ArgumentParser(prog="tests/vm/matrix.py", description=__doc__.split("\n\n")[0])
@@ -246,6 +305,11 @@ def main(argv=None) -> int:
                      help="hook families to run (default: each run's own; env VM_HOOKS)")
     run.add_argument("--timeout", type=float, default=float(os.environ.get("VM_TIMEOUT", 30)),
                      help="minutes a run may take before its VM is stopped (default 30; env VM_TIMEOUT)")
+    run.add_argument("--jobs", type=positive, default=os.environ.get("VM_JOBS", "2"),
+                     help="VMs booted at once, sharing the machine's CPUs (default 2; env VM_JOBS); "
+                          "with more than one, each run's output is printed whole when it ends")
+    run.add_argument("--log-dir", default=os.path.join(ROOT, ".build", "vm-logs"),
+                     help="where each run's output is kept while VMs run side by side (default .build/vm-logs)")
     run.set_defaults(func=cmd_run)
     guest = sub.add_parser("guest", help="(inside a VM) run the passes of a run")
     guest.add_argument("kernel", choices=sorted(BY_KERNEL))
