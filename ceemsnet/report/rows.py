@@ -61,6 +61,6 @@ def format_rows(rows: list[dict], by: str, fmt: str) -> str:
     body.append(["TOTAL"] + [_human(total[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS]
                 + [""] * len(facts))
     widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(x[i].rjust(widths[i]) if i else x[i].ljust(widths[i]) for i in range(len(header)))
+    lines = ["  ".join(x[i].rjust(widths[i]) if i else x[i].ljust(widths[i]) for i in range(len(header))).rstrip()
              for x in [header] + body]
     return "\n".join(lines)
