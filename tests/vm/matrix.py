@@ -46,7 +46,10 @@ EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_by
 KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
 ARM = EXACT[:-1]
-SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE}
+# the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
+SLURM = ("tests/slurm",)
+SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
+          "slurm": SLURM}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -74,6 +77,8 @@ class Run:
     why: str = ""               # what only this run covers
     # pass -> key of SUITES where a pass runs another suite than the run's
     pass_suites: dict[str, str] = field(default_factory=dict)
+    boot: str = ""              # tests/vm/run.sh's kernel, where the run's name is not one
+    wrapper: tuple[str, ...] = ()  # what runs the guest's command (tests/slurm/run.sh: a SLURM cluster)
 
     @property
     def passes(self) -> tuple[str, ...]:
@@ -106,6 +111,12 @@ RUNS = (
         pass_suites={"kretprobe": "kretprobe"},
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
+    Run("slurm", "linux-image-6.12.117+deb12-amd64 with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
+        {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
+        boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=0,
+        why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
+            "interactive, scancel and slurmd-restart jobs counted exactly, --cgroup.aggregate levels, the "
+            "report with sacct's facts"),
     Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports)", "exact",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
@@ -162,7 +173,7 @@ def cmd_guest(args) -> int:
         suite = run.pass_suites.get(p) or layout or run.suite
         env = dict(os.environ, CEEMSNET_TEST_HOOK=hook, CEEMSNET_TEST_PASS=p, PYTHONDONTWRITEBYTECODE="1")
         if run.kernel != "host":  # the Makefile runs the host's extra passes this way too
-            env["CEEMSNET_VM"] = run.kernel
+            env["CEEMSNET_VM"] = run.boot or run.kernel
         if layout == "hash":
             env["CEEMSNET_TEST_NET_SLOTS"] = "0"
         print(f"== {run.kernel} --hook={hook}{' --net.slots=0' if layout == 'hash' else ''}: {suite} suite",
@@ -199,8 +210,8 @@ def cmd_run(args) -> int:
         print(f"== [vm {i}/{len(runs)}] {r.kernel}: {r.package}; --hook={','.join(hooks)}; "
               f"{r.suite} suite (software emulation{about})", flush=True)
         start = time.monotonic()
-        proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.kernel, ".venv/bin/python", "tests/vm/matrix.py",
-                                 "guest", r.kernel, *hooks], cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.boot or r.kernel, *r.wrapper, ".venv/bin/python",
+                                 "tests/vm/matrix.py", "guest", r.kernel, *hooks], cwd=ROOT, start_new_session=True)
         try:
             rc = proc.wait(timeout=args.timeout * 60)
         except subprocess.TimeoutExpired:
