@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     collectors.add_flags(s)
 
     r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals, from the local store or Prometheus",
-                       description="Totals grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid). "
+                       description="Totals grouped by SLURM job, cgroup, user or account, with SLURM's facts per "
+                                   "job from sacct where it answers (user, account, partition, state, ...). "
                                    "By default from the SQLite store this node's exporter keeps (serve "
                                    "--storage.path): whole totals of every cgroup seen in the range. With "
                                    "--prometheus: what every scraped node counted inside the range, from the "

@@ -93,7 +93,8 @@ _KEYS = dict(zip(FIELDS[2:], FACTS))
 FINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "TIMEOUT", "REVOKED"}
 BATCH = 200          # job ids per sacct call
-_UNKNOWN = {"", "Unknown", "None"}
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # start, end: ISO 8601 with the node's UTC offset (sacct's default has none)
+_UNKNOWN = {"", "Unknown", "None", "None assigned"}
 
 
 def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRaw") -> dict[str, dict]:
@@ -153,7 +154,7 @@ def _sacct_call(exe: str, part: list[str], fields, key: str, timeout: float) -> 
             "-j", ",".join(part)]
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "SLURM_TIME_FORMAT": "%Y-%m-%dT%H:%M:%S"})
+                           env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
     except subprocess.TimeoutExpired:
         raise SacctError(f"sacct did not answer within {timeout:g} s") from None
     except OSError as e:

@@ -95,21 +95,35 @@ def _prefix_through(path: str, keep) -> str:
 
 
 def folder(kind: str, level: str):
-    """path -> the path whose series it counts in at that level; None at the finest level (no fold)."""
+    """path -> the path whose series it counts in at that level; None at the finest level (no fold).
+    Answers are kept (the lifecycle and every counters map ask each scrape for every live path)."""
     if level == LEVELS[kind][0]:
         return None
     if kind == "slurm":
-        from .slurm import fold
-        return lambda p: fold(p, level)
-    if kind == "systemd":
+        from .slurm import fold as slurm_fold
+
+        def fold(p):
+            return slurm_fold(p, level)
+    elif kind == "systemd":
         # the deepest unit; below a .slice with no unit the path stays (a slice's children are units)
-        return lambda p: _prefix_through(p, _SYSTEMD_UNIT.match)
-    if kind == "k8s":
-        def pod(p):
+        def fold(p):
+            return _prefix_through(p, _SYSTEMD_UNIT.match)
+    elif kind == "k8s":
+        def fold(p):
             m = _K8S_POD.search(p)
             return p[:m.end()].rstrip("/") if m else p
-        return pod
-    return None
+    else:
+        return None
+    cache: dict[str, str] = {}
+
+    def cached(p: str) -> str:
+        f = cache.get(p)
+        if f is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            f = cache[p] = fold(p)
+        return f
+    return cached
 
 
 def detect(root: str) -> str:

@@ -132,7 +132,7 @@ def test_parse_sacct_rows():
                            "end": "2026-11-23T10:05:00", "elapsed": "00:05:00", "nodes": "node1"}
     assert facts["125"]["job"] == "123_2" and facts["125"]["state"] == "CANCELLED"
     assert facts["101"]["job"] == "100+1" and facts["101"]["end"] is None
-    assert facts["126"]["start"] is None
+    assert facts["126"]["start"] is None and facts["126"]["nodes"] is None
 
 
 def fake_sacct(tmp_path, out: str = SACCT_OUT, rc: int = 0, err: str = "") -> str:
@@ -142,7 +142,9 @@ def fake_sacct(tmp_path, out: str = SACCT_OUT, rc: int = 0, err: str = "") -> st
     (d / "out.txt").write_text(out)
     script = d / "sacct"
     script.write_text(f"""#!{sys.executable}
-import json, sys
+import json, os, sys
+with open({str(d / 'tf.txt')!r}, "w") as f:
+    f.write(os.environ.get("SLURM_TIME_FORMAT", ""))
 with open({str(d / 'calls.jsonl')!r}, "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 if {rc}:
@@ -176,6 +178,7 @@ def test_run_sacct_batches_and_uses_the_portable_flags(tmp_path):
     assert len(cs) == 2
     for c in cs:
         assert c[:2] == ["-P", "--noheader"] and c[2] == "--format=" + ",".join(FIELDS)
+    assert (tmp_path / "bin" / "tf.txt").read_text() == "%Y-%m-%dT%H:%M:%S%z"  # ISO 8601 with the offset
     assert sum(len(c[c.index("-j") + 1].split(",")) for c in cs) == len(ids)
 
 
