@@ -14,6 +14,8 @@ from . import CeemsnetError, __version__
 from . import collectors
 from .pins import DEFAULT_PIN_PATH
 from .store import DEFAULT_STORE
+
+DEFAULT_SACCT_CACHE = "/var/cache/ceemsnet/sacct.json"
 from .timeparse import duration_arg, duration_or_zero_arg
 
 log = logging.getLogger("ceemsnet")
@@ -90,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the workload unit to every series and export per-unit sums: slurm (label job, "
                         "ceemsnet_job_*), systemd (unit, ceemsnet_unit_*), k8s (pod, ceemsnet_pod_*); auto "
                         "(default) is slurm where a SLURM cgroup tree exists, else none")
+    s.add_argument("--cgroup.aggregate", dest="aggregate", default="auto", metavar="LEVEL",
+                   help="fold deeper cgroups into their ancestor's series at this level (exact sums; a removed "
+                        "child's counts stay in its ancestor's series): --unit=slurm: task (every cgroup its "
+                        "own: SLURM's cgroup/v2 makes one per task), step (default: one series set per step), "
+                        "job; --unit=systemd: cgroup (default) or unit; --unit=k8s: container (default) or pod; "
+                        "auto: the unit's default")
+    s.add_argument("--slurm.sacct", dest="sacct", default="sacct", metavar="PROGRAM|none",
+                   help="--unit=slurm: sacct, asked (batched, cached) for the id SLURM shows for an array task "
+                        "(123_2) or heterogeneous component (100+1), whose cgroup carries its own raw job id; "
+                        "'none', or no sacct answering: the job label is the raw id")
     s.add_argument("--cgroup.retention", dest="retention", type=duration_or_zero_arg, default=120.0,
                    metavar="DURATION",
                    help="how long the series of a removed cgroup stay exported with their last counts "
@@ -121,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     collectors.add_flags(s)
 
     r = sub.add_parser("report", help="per-job, per-cgroup or per-user totals, from the local store or Prometheus",
-                       description="Totals grouped by SLURM job, cgroup or user (SLURM v1 paths carry the uid). "
+                       description="Totals grouped by SLURM job, cgroup, user or account, with SLURM's facts per "
+                                   "job from sacct where it answers (user, account, partition, state, ...). "
                                    "By default from the SQLite store this node's exporter keeps (serve "
                                    "--storage.path): whole totals of every cgroup seen in the range. With "
                                    "--prometheus: what every scraped node counted inside the range, from the "
@@ -146,8 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send the token in this file as Authorization: Bearer")
     r.add_argument("--prometheus.ca-file", dest="prom_ca", metavar="FILE",
                    help="CA certificates to verify an https:// server with (default: the system's)")
-    r.add_argument("--by", default="job", choices=("job", "cgroup", "user"), help="grouping (default job)")
-    r.add_argument("--job", help="only this job (error if there is no such job)")
+    r.add_argument("--by", default="job", choices=("job", "cgroup", "user", "account"),
+                   help="grouping (default job); user and account are sacct's (without sacct, user falls back "
+                        "to the uid in SLURM cgroup v1 paths)")
+    r.add_argument("--job", help="only this job: its cgroups' id, or as SLURM shows it (123_2, 100+1) "
+                                 "(error if there is no such job)")
+    r.add_argument("--slurm.sacct", dest="sacct", default="sacct", metavar="PROGRAM|none",
+                   help="join SLURM's facts per job (user, account, partition, job_name, state, start, end, "
+                        "elapsed, nodes) from `sacct -P`, batched; 'none': do not ask. Without an answer the "
+                        "report still works, and says on stderr what is missing")
+    r.add_argument("--slurm.sacct-cache", dest="sacct_cache", default=DEFAULT_SACCT_CACHE, metavar="FILE|none",
+                   help=f"finished jobs' sacct facts, kept between reports (default {DEFAULT_SACCT_CACHE}; "
+                        "skipped where it cannot be written; running jobs are always asked again)")
     r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: everything in "
                                    "the store; 24h with --prometheus)")
     r.add_argument("--until", help="end: ISO date or time, or an age (default: now)")
@@ -227,17 +250,19 @@ def build_context(args):
     from .collectors.base import Context
     from .kernel import KernelBTF
     from .pins import PinDir
-    from .units import PARSERS, resolve_kind
+    from .units import PARSERS, folder, resolve_kind, resolve_level
     release, kver, arch = _running_kernel()
     hier = host_hierarchy(args.hierarchy)
     log.info("attributing to %s", hier.describe())
     unit_kind = resolve_kind(args.unit, hier.root)
+    level = resolve_level(args.aggregate, unit_kind)
     if unit_kind != "none":
-        log.info("workload units: %s", unit_kind)
+        log.info("workload units: %s, series per %s", unit_kind, level)
     # before 5.5 bpf_get_current_cgroup_id() carries a generation in its upper half
     resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
     pins = None if args.pin_path == "none" else PinDir(args.pin_path)
-    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind), pins)
+    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind), pins,
+                   fold=folder(unit_kind, level))
 
 
 def cmd_serve(args) -> int:
@@ -245,6 +270,9 @@ def cmd_serve(args) -> int:
     names = collectors.parse(args.collectors)
     collectors.check(args)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
+    if args.unit != "auto":  # with auto, the level is checked once the unit is known (build_context)
+        from .units import resolve_level
+        resolve_level(args.aggregate, args.unit)
     if args.web_config_file:  # so does a bad web config
         from .webconfig import load
         load(args.web_config_file, warn=False)  # serve loads it again, and warns then

@@ -44,8 +44,9 @@ class CeemsnetCollector:
     collect() is prometheus_client's custom-collector hook over the same data.
     """
 
-    def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none"):
+    def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none", names=None):
         self.unit_kind = unit_kind
+        self.names = names  # ceemsnet.slurm.SlurmNames (--unit=slurm), or None
         self._unit_cache: dict[str, str | None] = {}
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
@@ -97,7 +98,7 @@ class CeemsnetCollector:
             from .units import add_units
             if len(self._unit_cache) > 200_000:
                 self._unit_cache.clear()
-            out = add_units(out, self.unit_kind, self._unit_cache)
+            out = add_units(out, self.unit_kind, self._unit_cache, self.names)
         return merge_families(out)
 
 
@@ -347,8 +348,13 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    names = None
+    sacct = getattr(ctx.args, "sacct", "none")
+    if ctx.unit_kind == "slurm" and sacct != "none":
+        from .slurm import SlurmNames
+        names = SlurmNames(sacct)
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
-                                  build_labels(ctx.release), ctx.unit_kind)
+                                  build_labels(ctx.release), ctx.unit_kind, names)
     writer = None
     if storage_path != "none":
         from .store import Store, StoreWriter

@@ -25,8 +25,13 @@ log = logging.getLogger("ceemsnet.lifecycle")
 class Lifecycle:
     def __init__(self, root: str, retention: float = 300.0, clock=time.monotonic,
                  alive: Callable[[int, str], bool] | None = None,
-                 unit_of: Callable[[str], str | None] | None = None, ledger=None):
+                 unit_of: Callable[[str], str | None] | None = None, ledger=None,
+                 fold: Callable[[str], str] | None = None):
         self.root = root
+        # --cgroup.aggregate: path -> the path whose series it counts in (None: its own). A retired
+        # path's retention runs per series: its totals stay while any path of its series lives, and
+        # all of a series' retired paths expire together, so a folded series never goes backwards
+        self.fold = fold
         # a removed cgroup's counts also stay while its unit (SLURM job) has live cgroups,
         # so per-job sums never go backwards while the job runs
         self.unit_of = unit_of
@@ -43,7 +48,10 @@ class Lifecycle:
         if ledger is not None:
             self.retired = ledger.load()
             for rk in self.retired:  # their retention starts again now
-                self._last_live.setdefault(rk[0], clock())
+                self._last_live.setdefault(self._series(rk[0]), clock())
+
+    def _series(self, path: str) -> str:
+        return self.fold(path) if self.fold is not None else path
 
     def _alive_on_disk(self, cid: int, path: str) -> bool:
         if not path.startswith("/"):
@@ -128,28 +136,30 @@ class Lifecycle:
                         led.retire(rk, acc)  # before the delete: see ceemsnet/ledger.py
                     if delete(key):
                         self.deleted += 1
-                self._last_live.setdefault(path, now)
+                self._last_live.setdefault(self._series(path), now)
             if led is not None:
                 for cid in gone_ids:
                     led.forget(cid)
         live_paths = {paths[cid] for cid in keys_of if cid not in gone_ids}
+        if self.fold is not None:
+            live_paths = {self.fold(p) for p in live_paths}
         for path in live_paths:
             self._last_live[path] = now
         expired = [p for p, t in self._last_live.items() if now - t > self.retention and p not in live_paths]
         if expired:
             live_units = {self.unit_of(p) for p in live_paths} - {None} if self.unit_of else set()
-            by_path: dict[str, list] = {}
+            by_series: dict[str, dict[str, list]] = {}
             for rk in self.retired:
-                by_path.setdefault(rk[0], []).append(rk)
-            for path in expired:
-                if self.unit_of and self.unit_of(path) in live_units:
+                by_series.setdefault(self._series(rk[0]), {}).setdefault(rk[0], []).append(rk)
+            for series in expired:
+                if self.unit_of and self.unit_of(series) in live_units:
                     continue
-                gone = by_path.get(path, [])
-                for rk in gone:
-                    del self.retired[rk]
-                if led is not None:
-                    led.drop(path, gone)
-                del self._last_live[path]
+                for path, gone in by_series.get(series, {}).items():
+                    for rk in gone:
+                        del self.retired[rk]
+                    if led is not None:
+                        led.drop(path, gone)
+                del self._last_live[series]
         if not self.retired:
             return live, paths
         out_paths = dict(paths)

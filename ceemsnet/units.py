@@ -66,6 +66,65 @@ def k8s_pod(path: str) -> str | None:
 
 PARSERS = {"slurm": slurm_job, "systemd": systemd_unit, "k8s": k8s_pod}
 
+# ---- --cgroup.aggregate: deeper cgroups counted in their ancestor's series ----
+
+# per --unit: the levels, finest first; the default is marked in DEFAULT_LEVEL
+LEVELS = {"none": ("cgroup",), "slurm": ("task", "step", "job"), "systemd": ("cgroup", "unit"),
+          "k8s": ("container", "pod")}
+DEFAULT_LEVEL = {"none": "cgroup", "slurm": "step", "systemd": "cgroup", "k8s": "container"}
+
+
+def resolve_level(spec: str, kind: str) -> str:
+    """--cgroup.aggregate (auto: the unit's default) for the resolved --unit."""
+    if spec in (None, "", "auto"):
+        return DEFAULT_LEVEL[kind]
+    if spec not in LEVELS[kind]:
+        raise CeemsnetError(f"invalid --cgroup.aggregate {spec!r} for --unit={kind}: choose "
+                            + ", ".join(("auto",) + LEVELS[kind])
+                            + ("" if kind != "none" else " (the levels task, step and job need --unit=slurm)"))
+    return spec
+
+
+def _prefix_through(path: str, keep) -> str:
+    """path cut after its deepest component for which keep(component) holds (path itself if none)."""
+    parts = path.split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        if keep(parts[i]):
+            return "/".join(parts[:i + 1])
+    return path
+
+
+def folder(kind: str, level: str):
+    """path -> the path whose series it counts in at that level; None at the finest level (no fold).
+    Answers are kept (the lifecycle and every counters map ask each scrape for every live path)."""
+    if level == LEVELS[kind][0]:
+        return None
+    if kind == "slurm":
+        from .slurm import fold as slurm_fold
+
+        def fold(p):
+            return slurm_fold(p, level)
+    elif kind == "systemd":
+        # the deepest unit; below a .slice with no unit the path stays (a slice's children are units)
+        def fold(p):
+            return _prefix_through(p, _SYSTEMD_UNIT.match)
+    elif kind == "k8s":
+        def fold(p):
+            m = _K8S_POD.search(p)
+            return p[:m.end()].rstrip("/") if m else p
+    else:
+        return None
+    cache: dict[str, str] = {}
+
+    def cached(p: str) -> str:
+        f = cache.get(p)
+        if f is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            f = cache[p] = fold(p)
+        return f
+    return cached
+
 
 def detect(root: str) -> str:
     """--unit=auto: slurm if a SLURM tree is mounted here, else none."""
@@ -92,19 +151,35 @@ def resolve_kind(spec: str, root: str) -> str:
     return spec
 
 
-def add_units(families: list, kind: str, cache: dict | None = None) -> list:
-    """Give every per-cgroup counter the unit label, and add per-unit sums (pure).
+def _slurm_job_step(path: str) -> tuple[str, str] | None:
+    """(raw job id, step name) of a SLURM cgroup path, or None."""
+    from .slurm import parse
+    sp = parse(path)
+    if sp is None:
+        u = slurm_job(path)  # a job directory name of another shape
+        return (u, "") if u is not None else None
+    return sp.job, sp.step
+
+
+def add_units(families: list, kind: str, cache: dict | None = None, names=None) -> list:
+    """Give every per-cgroup counter the unit label, and add per-unit sums (pure
+    but for `names`, ceemsnet.slurm.SlurmNames, which may ask sacct about new jobs).
 
     ceemsnet_net_egress_bytes{cgroup,proto,family} gains `job` (SLURM) and is
     joined by ceemsnet_job_net_egress_bytes{job,proto,family}, the sum over
-    the job's cgroups (its steps, live and retired). Cgroups outside any
-    unit get an empty label and no sum.
+    the job's cgroups (its steps, live and retired). SLURM series also gain
+    `step`, the step as sacct names it (123.0, 123.batch, 123_2.extern; empty
+    for the job's own cgroup). The job label is the cgroup's job id, or what
+    SLURM shows for it (123_2, 100+1) where `names` knows it. Cgroups outside
+    any unit get empty labels and no sum.
     """
     from .metrics import Family
     if kind == "none":
         return families
-    parse, label = PARSERS[kind], LABEL[kind]
+    label = LABEL[kind]
     cache = {} if cache is None else cache
+    slurm = kind == "slurm"
+    parse = _slurm_job_step if slurm else PARSERS[kind]
 
     def unit(path):
         u = cache.get(path, False)
@@ -112,21 +187,39 @@ def add_units(families: list, kind: str, cache: dict | None = None) -> list:
             u = cache[path] = parse(path) if path.startswith("/") else None
         return u
 
-    out = []
-    sums = []
+    to_learn: set = set()
+    fams = []
     for f in families:
         if f.kind != "counter" or not f.labels or f.labels[0] != "cgroup" or not (
                 f.name.startswith(("ceemsnet_net_", "ceemsnet_vfs_", "ceemsnet_skb_"))):
+            fams.append((f, None))
+            continue
+        us = [unit(values[0]) for values, _ in f.rows]
+        if slurm and names is not None:
+            to_learn.update(u[0] for u in us if u is not None)
+        fams.append((f, us))
+    if to_learn:
+        names.learn(to_learn)
+    show = names.display if (slurm and names is not None) else (lambda j: j)
+    out = []
+    sums = []
+    for f, us in fams:
+        if us is None:
             out.append(f)
             continue
         rows, acc = [], {}
-        for values, v in f.rows:
-            u = unit(values[0])
-            rows.append((values + (u or "",), v))
-            if u is not None:
-                key = (u,) + tuple(values[1:])
+        for (values, v), u in zip(f.rows, us):
+            if slurm:
+                job = show(u[0]) if u is not None else None
+                extra = (job or "", f"{job}.{u[1]}" if u is not None and u[1] else "")
+            else:
+                job = u
+                extra = (u or "",)
+            rows.append((values + extra, v))
+            if job is not None:
+                key = (job,) + tuple(values[1:])
                 acc[key] = acc.get(key, 0) + v
-        out.append(Family(f.name, f.help, f.kind, f.labels + (label,), rows))
+        out.append(Family(f.name, f.help, f.kind, f.labels + ((label, "step") if slurm else (label,)), rows))
         sums.append(Family(f"ceemsnet_{label}_" + f.name[len("ceemsnet_"):],
                            f"Sum per {label} of {f.name}_total", "counter", (label,) + f.labels[1:],
                            sorted(acc.items())))

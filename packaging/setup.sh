@@ -17,8 +17,9 @@ if [ -n "$missing" ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # prometheus's postinst would start a server through systemd/invoke-rc.d;
-    # we only want promtool and the binary, so keep services from starting.
+    # prometheus's, munge's and SLURM's postinsts would start their daemons
+    # through systemd/invoke-rc.d; we want the programs only (the SLURM suite
+    # starts its own, inside a VM), so keep services from starting.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.ceemsnet
     chmod +x /usr/sbin/policy-rc.d.ceemsnet
     [ -e /usr/sbin/policy-rc.d ] || { cp /usr/sbin/policy-rc.d.ceemsnet /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }

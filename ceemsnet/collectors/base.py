@@ -58,10 +58,12 @@ class Context:
     unit_kind: str = "none"       # --unit resolved: none, slurm, systemd, k8s
     unit_of: object = None        # path -> unit (SLURM job, ...) or None
     pins: object = None           # ceemsnet.pins.PinDir, or None with --bpf.pin-path=none
+    fold: object = None           # --cgroup.aggregate: path -> the path it counts in, None: every cgroup its own
     _cgroup2: tuple | None = field(default=None, repr=False)
 
     def lifecycle(self, root: str | None = None, ledger=None) -> Lifecycle:
-        return Lifecycle(root or self.hierarchy.root, self.args.retention, unit_of=self.unit_of, ledger=ledger)
+        return Lifecycle(root or self.hierarchy.root, self.args.retention, unit_of=self.unit_of, ledger=ledger,
+                         fold=self.fold)
 
     def ledger(self, coll, name: str, stats, capacity: int, decode, pack):
         """With pins, the lifecycle's state kept in BPF maps beside the counters (ceemsnet/ledger.py)."""

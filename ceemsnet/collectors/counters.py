@@ -167,8 +167,12 @@ class CounterMap:
     """
 
     def __init__(self, source, families: Callable[[dict, dict], list[Family]], resolver, lifecycle=None,
-                 drops=None, stash_map: str | None = None):
+                 drops=None, stash_map: str | None = None, fold: Callable[[str], str] | None = None):
         self.source = source
+        # --cgroup.aggregate: every path's counts (live and retired) go to the series of fold(path);
+        # the renderers sum ids that share a path, so a folded series is the exact sum
+        self.fold = fold if fold is not None else getattr(lifecycle, "fold", None)
+        self._folded: dict[str, str] = {}
         self.families = families
         self.resolver = resolver
         self.lifecycle = lifecycle
@@ -204,11 +208,33 @@ class CounterMap:
             fams.append(drops_family(self.drops, self.source.name, self.stash_map))
         return fams
 
+    def _fold_paths(self, paths: dict[int, str]) -> dict[int, str]:
+        cache = self._folded
+        if len(cache) > 200_000:
+            cache.clear()
+        out = {}
+        for cid, p in paths.items():
+            f = cache.get(p)
+            if f is None:
+                f = cache[p] = self.fold(p)
+            out[cid] = f
+        return out
+
+    def _fold_retired(self, retired: dict) -> dict:
+        out: dict[tuple, list] = {}
+        for rk, v in retired.items():
+            k = (self.fold(rk[0]),) + rk[1:]
+            acc = out.get(k)
+            out[k] = list(v) if acc is None else [a + b for a, b in zip(acc, v)]
+        return out
+
     def _collect_full(self) -> list[Family]:
         stats, self._entries = self.source.read()
         paths = self.resolver.resolve({k[0] for k in stats})
         if self.lifecycle is not None:
             stats, paths = self.lifecycle.process(stats, paths, self.source.delete)
+        if self.fold is not None:
+            paths = self._fold_paths(paths)
         return self.families(stats, paths)
 
     def _collect_incremental(self) -> list[Family]:
@@ -226,6 +252,10 @@ class CounterMap:
             pos = {c: p for c, p in out_paths.items() if c >= 0} if retired else out_paths
         else:
             live, pos = stats, paths
+        if self.fold is not None:
+            pos = self._fold_paths(pos)
+            if retired:
+                retired = self._fold_retired(retired)
         prev = self._prev_paths
         dirty = {p for _, p in pos.items() - prev.items()}
         dirty.update(p for _, p in prev.items() - pos.items())
@@ -238,6 +268,8 @@ class CounterMap:
         if dirty:
             self._render(dirty, live, pos, ret, rec.by_id)
         out_paths = out_paths if self.lifecycle is not None else paths
+        if self.fold is not None:
+            out_paths = self._fold_paths(out_paths)
         return self._assemble(lambda: self.families(live, out_paths))
 
     def _skeleton(self) -> list[Family]:

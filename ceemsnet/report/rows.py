@@ -36,10 +36,13 @@ def _human(v, unit=True) -> str:
 def format_rows(rows: list[dict], by: str, fmt: str) -> str:
     """table (human units, a TOTAL line), csv or json."""
     cols = [by, *COLUMNS, "first_seen", "last_seen"]
+    # keys beyond (SLURM's facts from sacct, job_id, jobs), in their order
+    extra = [k for k in (rows[0] if rows else {}) if k not in cols]
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
+        cols += extra
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for r in rows:
@@ -49,11 +52,15 @@ def format_rows(rows: list[dict], by: str, fmt: str) -> str:
         return "no accounting data in that time range"
     total = {c: (sum(r[c] for r in rows if r[c] is not None) if any(r[c] is not None for r in rows) else None)
              for c in COLUMNS}
+    facts = [k for k in ("job", "user", "account", "state") if k in extra and any(r.get(k) for r in rows)]
     header = [by.upper(), "NET OUT", "NET IN", "CALLS OUT", "CALLS IN", "READ", "WRITTEN", "FILE OPS", "SKB OUT",
               "SKB IN"]
-    body = [[str(r[by])] + [_human(r[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS] for r in rows]
-    body.append(["TOTAL"] + [_human(total[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS])
+    header += [k.upper() for k in facts]
+    body = [[str(r[by])] + [_human(r[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS]
+            + [str(r.get(k) or "-") for k in facts] for r in rows]
+    body.append(["TOTAL"] + [_human(total[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS]
+                + [""] * len(facts))
     widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(x[i].rjust(widths[i]) if i else x[i].ljust(widths[i]) for i in range(len(header)))
+    lines = ["  ".join(x[i].rjust(widths[i]) if i else x[i].ljust(widths[i]) for i in range(len(header))).rstrip()
              for x in [header] + body]
     return "\n".join(lines)

@@ -29,7 +29,8 @@ def test_job_totals_survive_their_steps(slurm_tree, spawn):
         assert s[job_key] == total
         for step, size in STEPS.items():
             k = ("ceemsnet_net_egress_bytes_total",
-                 (("cgroup", steps[step].rel), ("family", "ipv4"), ("job", job), ("proto", "udp")))
+                 (("cgroup", steps[step].rel), ("family", "ipv4"), ("job", job), ("proto", "udp"),
+                  ("step", f"{job}.{step[len('step_'):]}")))
             assert s[k] == size
         os.rmdir(steps["step_0"].path)
         assert e.samples()[job_key] == total            # the step is gone, its bytes are not

@@ -77,8 +77,10 @@ def test_add_units_labels_and_sums():
     ])
     g = Family("ceemsnet_build_info", "b", "gauge", ("version",), [(("x",), 1)])
     out = {x.name: x for x in add_units([f, g], "slurm")}
-    assert out["ceemsnet_net_egress_bytes"].labels == ("cgroup", "proto", "family", "job")
-    assert out["ceemsnet_net_egress_bytes"].rows[3] == (("/system.slice/sshd.service", "tcp", "ipv4", ""), 9)
+    assert out["ceemsnet_net_egress_bytes"].labels == ("cgroup", "proto", "family", "job", "step")
+    assert out["ceemsnet_net_egress_bytes"].rows[0][0][3:] == ("42", "42.0")
+    assert out["ceemsnet_net_egress_bytes"].rows[2][0][3:] == ("42", "42.batch")
+    assert out["ceemsnet_net_egress_bytes"].rows[3] == (("/system.slice/sshd.service", "tcp", "ipv4", "", ""), 9)
     assert out["ceemsnet_job_net_egress_bytes"].rows == [(("42", "tcp", "ipv4"), 120), (("42", "udp", "ipv4"), 3)]
     assert out["ceemsnet_build_info"] is g
     assert "ceemsnet_job_net_egress_bytes_total{job=\"42\"" in TextRenderer().render(list(out.values()))

@@ -48,7 +48,10 @@ EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_by
 KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
 ARM = EXACT[:-1]
-SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE}
+# the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
+SLURM = ("tests/slurm",)
+SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
+          "slurm": SLURM}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -76,6 +79,8 @@ class Run:
     why: str = ""               # what only this run covers
     # pass -> key of SUITES where a pass runs another suite than the run's
     pass_suites: dict[str, str] = field(default_factory=dict)
+    boot: str = ""              # tests/vm/run.sh's kernel, where the run's name is not one
+    wrapper: tuple[str, ...] = ()  # what runs the guest's command (tests/slurm/run.sh: a SLURM cluster)
 
     @property
     def passes(self) -> tuple[str, ...]:
@@ -111,6 +116,12 @@ RUNS = (
         minutes=14,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
+    Run("slurm", "linux-image-6.12.117+deb12-amd64 with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
+        {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
+        boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=0,
+        why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
+            "interactive, scancel and slurmd-restart jobs counted exactly, --cgroup.aggregate levels, the "
+            "report with sacct's facts"),
     Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports)", "exact",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
@@ -170,7 +181,7 @@ def cmd_guest(args) -> int:
         suite = run.pass_suites.get(p) or layout or run.suite
         env = dict(os.environ, CEEMSNET_TEST_HOOK=hook, CEEMSNET_TEST_PASS=p, PYTHONDONTWRITEBYTECODE="1")
         if run.kernel != "host":  # the Makefile runs the host's extra passes this way too
-            env["CEEMSNET_VM"] = run.kernel
+            env["CEEMSNET_VM"] = run.boot or run.kernel
         if layout == "hash":
             env["CEEMSNET_TEST_NET_SLOTS"] = "0"
         print(f"== {run.kernel} --hook={hook}{' --net.slots=0' if layout == 'hash' else ''}: {suite} suite",
@@ -212,8 +223,8 @@ def run_one(r: Run, hooks: tuple[str, ...], label: str, timeout_min: float, jobs
         os.makedirs(log_dir, exist_ok=True)
         log = open(os.path.join(log_dir, f"{r.kernel}.log"), "w+b")
     start = time.monotonic()
-    proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.kernel, ".venv/bin/python", "tests/vm/matrix.py",
-                             "guest", r.kernel, *hooks], cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.boot or r.kernel, *r.wrapper, ".venv/bin/python",
+                             "tests/vm/matrix.py", "guest", r.kernel, *hooks], cwd=ROOT, env=env, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT if log else None)
     try:
         rc = proc.wait(timeout=timeout_min * 60)

@@ -1,0 +1,263 @@
+"""SLURM's names for cgroup paths, and SLURM's own facts about jobs (sacct).
+
+Layouts (paths relative to the hierarchy root):
+  cgroup v1 (task/cgroup, proctrack/cgroup):
+    /slurm[_<node>]/uid_<u>/job_<j>/step_<s>/task_<t>
+  cgroup v2 (cgroup/v2 plugin, src/plugins/cgroup/v2/cgroup_v2.c):
+    <slice>/[<node>_]slurmstepd.scope/<job dir>/step_<s>/{slurm,user/task_<t>}
+where <job dir> is job_<numeric id> before 26.05 (and with CgroupJobIdPaths=yes
+after), and the job's SLUID from 26.05 on: 's' then 13 Crockford base32
+characters (print_sluid() in src/common/sluid.c), e.g. sEKNKTV3WPV500.
+<s> is SLURM's step name as log_build_step_id_str() prints it without the
+job: 0, 1, ..., batch, extern, interactive, with +<component> for a
+heterogeneous step (step_0+1) on numeric paths.
+
+The cgroup directory carries the raw job id: an array task's own job id
+(SLURM shows 123_2) and a heterogeneous component's own id (SLURM shows
+100+1). SlurmNames maps raw ids to SLURM's display ids through sacct,
+batched and cached; without sacct the raw id is the label.
+
+No SLURM protocol here: only `sacct -P` output is parsed (slurm 22.05+).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("ceemsnet.slurm")
+
+SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
+_V1 = re.compile(r"^(/slurm(?:_[^/]+)?/uid_(\d+)/job_(\d+))(?:/(step_([^/]+)))?(?:/|$)")
+_V2 = re.compile(r"^(.*?/(?:[^/]+_)?slurmstepd\.scope/(job_(\d+)|s[0-9A-HJKMNP-TV-Z]{13}))"
+                 r"(?:/(step_([^/]+)))?(?:/|$)")
+
+LEVELS = ("task", "step", "job")
+
+
+@dataclass(frozen=True)
+class SlurmPath:
+    job_path: str        # the job's cgroup path
+    job: str             # the raw job id: numeric, or the SLUID
+    step_path: str       # the step's cgroup path, "" for the job directory itself
+    step: str            # SLURM's step name (0, batch, extern, interactive, 0+1), "" if none
+    uid: str | None      # cgroup v1 paths carry the uid
+
+    def step_id(self, job_label: str | None = None) -> str:
+        """The step as sacct shows it: 123.0, 123.batch, 123_2.extern; "" outside a step."""
+        return f"{job_label or self.job}.{self.step}" if self.step else ""
+
+
+def parse(path: str) -> SlurmPath | None:
+    """SLURM's view of a cgroup path (v1 or v2 layout), None outside a job."""
+    m = _V1.match(path)
+    if m:
+        return SlurmPath(m.group(1), m.group(3), m.group(1) + "/" + m.group(4) if m.group(4) else "",
+                         m.group(5) or "", m.group(2))
+    m = _V2.match(path)
+    if m:
+        job = m.group(3) or m.group(2)
+        return SlurmPath(m.group(1), job, m.group(1) + "/" + m.group(4) if m.group(4) else "",
+                         m.group(5) or "", None)
+    return None
+
+
+def fold(path: str, level: str) -> str:
+    """The cgroup path whose series `path` counts in at an aggregation level:
+    task (every cgroup its own), step (below a step: the step) or job. Paths
+    outside a job, and those above the level, stay as they are."""
+    if level == "task":
+        return path
+    p = parse(path)
+    if p is None:
+        return path
+    if level == "step" and p.step_path:
+        return p.step_path
+    return p.job_path
+
+
+# ---- SLURM's facts about jobs: sacct ------------------------------------
+
+# sacct --format fields (all present in 22.05) -> report keys
+FIELDS = ("JobIDRaw", "JobID", "User", "Account", "Partition", "JobName", "State", "Start", "End",
+          "Elapsed", "NodeList")
+FACTS = ("user", "account", "partition", "job_name", "state", "start", "end", "elapsed", "nodes")
+_KEYS = dict(zip(FIELDS[2:], FACTS))
+# states after which a job's facts no longer change (sacct --helpstate)
+FINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                "PREEMPTED", "TIMEOUT", "REVOKED"}
+BATCH = 200          # job ids per sacct call
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # start, end: ISO 8601 with the node's UTC offset (sacct's default has none)
+_UNKNOWN = {"", "Unknown", "None", "None assigned"}
+
+
+def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRaw") -> dict[str, dict]:
+    """`sacct -P --noheader --format=<fields>` output -> {job's `key` field: facts} (pure).
+
+    Only allocation lines count (a JobID without a '.'); for array and
+    heterogeneous jobs JobIDRaw is the cgroup's id and JobID what SLURM
+    shows (123_2, 100+1). Lines with the wrong number of fields are skipped.
+    A job listed twice (requeued) keeps its last record."""
+    out: dict[str, dict] = {}
+    for line in text.splitlines():
+        cols = line.split("|")
+        if len(cols) != len(fields):
+            continue
+        row = dict(zip(fields, cols))
+        raw, jid = row["JobIDRaw"].strip(), row["JobID"].strip()
+        if not raw or "." in raw or "." in jid:
+            continue
+        facts = {"job": jid or raw}
+        for f, k in _KEYS.items():
+            v = row[f].strip()
+            facts[k] = None if v in _UNKNOWN else v
+        if facts["state"]:
+            facts["state"] = facts["state"].split()[0]  # "CANCELLED by 1000" -> CANCELLED
+        out[row[key].strip()] = facts
+    return out
+
+
+def is_final(facts: dict) -> bool:
+    return (facts.get("state") or "") in FINAL_STATES and facts.get("end") is not None
+
+
+class SacctError(Exception):
+    """sacct is missing or failed: the one-line reason."""
+
+
+def run_sacct(ids: list[str], timeout: float = 30.0, sacct: str = "sacct") -> dict[str, dict]:
+    """Facts of these raw job ids (numeric or SLUIDs), BATCH ids per sacct call."""
+    exe = shutil.which(sacct)
+    if exe is None:
+        raise SacctError("sacct is not installed (not on PATH)")
+    out: dict[str, dict] = {}
+    # 26.05's SLUID job directories: asked with the SLUID field (which 22.05's sacct does not have)
+    sluids = [i for i in ids if SLUID.match(i)]
+    numeric = [i for i in ids if not SLUID.match(i)]
+    for group, fields, key in ((numeric, FIELDS, "JobIDRaw"), (sluids, FIELDS + ("SLUID",), "SLUID")):
+        for i in range(0, len(group), BATCH):
+            out.update(_sacct_call(exe, group[i:i + BATCH], fields, key, timeout))
+    return out
+
+
+def _sacct_call(exe: str, part: list[str], fields, key: str, timeout: float) -> dict[str, dict]:
+    # no -X: for a heterogeneous job, -X shows the leader alone; allocation lines are filtered in parsing.
+    # --starttime: sacct's default window is today only (since midnight) when -j is not given; with -j
+    # it is all time, but say so, for older releases
+    argv = [exe, "-P", "--noheader", "--format=" + ",".join(fields), "--starttime=1970-01-01",
+            "-j", ",".join(part)]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
+    except subprocess.TimeoutExpired:
+        raise SacctError(f"sacct did not answer within {timeout:g} s") from None
+    except OSError as e:
+        raise SacctError(f"cannot run sacct: {e.strerror or e}") from None
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+        raise SacctError(f"sacct failed: {msg}")
+    return parse_sacct(r.stdout, fields, key)
+
+
+class FactsCache:
+    """Per-job sacct facts, kept in a JSON file between runs: a finished job's
+    facts never change, so only those are kept; a running job is asked again."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.jobs: dict[str, dict] = {}
+        if path:
+            try:
+                with open(path) as f:
+                    doc = json.load(f)
+                if isinstance(doc, dict) and isinstance(doc.get("jobs"), dict):
+                    self.jobs = {k: v for k, v in doc["jobs"].items() if isinstance(v, dict)}
+            except (OSError, ValueError):
+                pass
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        keep = {k: v for k, v in self.jobs.items() if is_final(v)}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump({"jobs": keep}, f)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.debug("cannot write the sacct cache %s: %s", self.path, e)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def job_facts(ids, cache: FactsCache | None = None, sacct: str = "sacct",
+              timeout: float = 30.0) -> tuple[dict[str, dict], str | None]:
+    """({raw id: facts} for the jobs sacct knows, a one-line note of what is missing or None)."""
+    cache = cache or FactsCache(None)
+    ids = sorted({i for i in ids if i})
+    want = [i for i in ids if not is_final(cache.jobs.get(i, {}))]
+    note = None
+    if want:
+        try:
+            cache.jobs.update(run_sacct(want, timeout, sacct))
+            cache.save()
+        except SacctError as e:
+            note = (f"{e}: rows carry no {', '.join(FACTS)}"
+                    + (" (those of finished jobs come from the cache)" if len(want) < len(ids) else ""))
+    got = {i: cache.jobs[i] for i in ids if i in cache.jobs}
+    unknown = [i for i in ids if i not in got]
+    if note is None and unknown:
+        note = (f"sacct knows nothing of {len(unknown)} job(s) ({', '.join(unknown[:5])}"
+                f"{', ...' if len(unknown) > 5 else ''}): their rows carry no SLURM facts")
+    return got, note
+
+
+class SlurmNames:
+    """Raw job id -> the id SLURM shows (123_2 for an array task, 100+1 for a
+    heterogeneous component), for the exporter's `job` label. Ids are asked
+    in one sacct call per scrape that sees new ones, at most every `retry`
+    seconds for ids sacct did not know yet; answers are kept. Without sacct
+    (missing, failing) the raw id is the label, and a failure is logged once."""
+
+    def __init__(self, sacct: str = "sacct", retry: float = 30.0, timeout: float = 5.0, clock=time.monotonic):
+        self.sacct, self.retry, self.timeout, self._clock = sacct, retry, timeout, clock
+        self.names: dict[str, str] = {}
+        self._asked: dict[str, float] = {}
+        self._off_until = 0.0
+        self._warned = False
+
+    def display(self, raw: str) -> str:
+        return self.names.get(raw, raw)
+
+    def learn(self, raws) -> None:
+        """Ask sacct about the raw ids not known yet (not more often than `retry`)."""
+        now = self._clock()
+        if now < self._off_until:
+            return
+        new = sorted(r for r in raws if r not in self.names and now - self._asked.get(r, -1e18) >= self.retry)
+        if not new:
+            return
+        for r in new:
+            self._asked[r] = now
+        try:
+            facts = run_sacct(new, self.timeout, self.sacct)
+        except SacctError as e:
+            if not self._warned:
+                log.warning("%s: job labels are the cgroups' raw job ids (array tasks and heterogeneous "
+                            "components not shown as SLURM shows them)", e)
+                self._warned = True
+            self._off_until = now + 300.0
+            return
+        for raw, f in facts.items():
+            self.names[raw] = f["job"]
+        if len(self._asked) > 100_000:
+            self._asked.clear()

@@ -1,0 +1,241 @@
+#!/bin/sh
+# tests/slurm/run.sh CMD [ARG...]
+#
+# Inside the VM suite's guest (tests/vm/run.sh 6.12 tests/slurm/run.sh CMD):
+# starts a real single-node SLURM from Debian's packages -- munged, MariaDB,
+# slurmdbd, slurmctld and slurmd with proctrack/cgroup, task/cgroup and
+# CgroupPlugin=cgroup/v2 (IgnoreSystemd=yes: the guest has no systemd, so
+# slurmd makes its cgroups itself, under /system.slice/slurmstepd.scope) --
+# waits until the node is idle and the accounting database knows the cluster,
+# the account "ceemsnet" and root's association with it, then runs CMD as
+# root in the checkout with SLURM_CONF set (sbatch, srun, salloc, sacct, ...
+# answer; ceemsnet is not started), stops every daemon it started and exits
+# with CMD's status.
+#
+# All state (configuration, munge key, MariaDB data, spool, logs) lives in
+# one private directory under the guest's /run (a tmpfs: nothing reaches the
+# host, whose file system the guest shares) and is removed at the end. CMD
+# finds it in CEEMSNET_SLURM_DIR; `tests/slurm/run.sh --restart-slurmd`
+# (from CMD, with that variable set) restarts slurmd while jobs run.
+#
+# It refuses to run outside such a guest: slurmd would move this machine's
+# processes between cgroups.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+me=tests/slurm/run.sh
+cluster=ceemsnet
+account=ceemsnet
+
+die() { echo "$me: $*" >&2; exit 1; }
+
+# tail of a daemon's log, folded into the one error line
+logtail() { [ -f "$1" ] && tail -n 5 "$1" | tr '\n' '|' | sed 's/|$//'; }
+
+# wait_for SECONDS WHAT LOG TEST...: poll TEST once a second
+wait_for() {
+    secs=$1 what=$2 log=$3
+    shift 3
+    n=0
+    until "$@" >/dev/null 2>&1; do
+        n=$((n + 1))
+        [ $n -lt "$secs" ] || die "$what did not come up in ${secs}s; last lines of $log: $(logtail "$log")"
+        sleep 1
+    done
+}
+
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop PIDFILE NAME: TERM, wait up to 30 s, then KILL
+stop() {
+    [ -s "$1" ] || return 0
+    pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || return 0
+    n=0
+    while kill -0 "$pid" 2>/dev/null; do
+        n=$((n + 1))
+        if [ $n -ge 60 ]; then
+            echo "$me: $2 (pid $pid) did not stop in 30 s, killing it" >&2
+            kill -9 "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.5
+    done
+    rm -f "$1"
+}
+
+node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
+
+start_slurmd() {
+    "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -N "$node" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
+        die "slurmd did not start: $(logtail "$S/slurmd.out") $(logtail "$S/slurmd.log")"
+    wait_for 120 "slurmd (node $node idle in sinfo)" "$S/slurmd.log" node_idle
+}
+
+# --restart-slurmd: from CMD, restart the running cluster's slurmd
+if [ "${1:-}" = --restart-slurmd ]; then
+    S=${CEEMSNET_SLURM_DIR:-}
+    [ -n "$S" ] && [ -f "$S/slurm.conf" ] || die "--restart-slurmd: CEEMSNET_SLURM_DIR names no cluster (run it from CMD)"
+    export SLURM_CONF="$S/slurm.conf"
+    node=$(cat "$S/node")
+    stop "$S/slurmd.pid" slurmd
+    start_slurmd
+    exit 0
+fi
+
+[ $# -ge 1 ] || { echo "usage: tests/vm/run.sh 6.12 $me CMD [ARG...]" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "needs root (run it inside tests/vm/run.sh)"
+# the VM suite's guest: virtme-ng's kernel command line, and cgroup v2 at /sys/fs/cgroup
+grep -q virtme /proc/cmdline && [ -f /sys/fs/cgroup/cgroup.controllers ] ||
+    die "not inside the VM suite's guest (no virtme kernel command line or no cgroup v2 at /sys/fs/cgroup): run 'tests/vm/run.sh 6.12 $me CMD'; slurmd must never run on the host"
+for p in munged mungekey mariadbd slurmdbd slurmctld-wlm slurmd-wlm slurmstepd-wlm sacctmgr sinfo; do
+    command -v "$p" >/dev/null || die "$p is missing: run make setup (packaging/apt-packages.txt lists the SLURM suite's packages)"
+done
+
+S=$(mktemp -d /run/ceemsnet-slurm.XXXXXX)
+export CEEMSNET_SLURM_DIR="$S"
+export SLURM_CONF="$S/slurm.conf"
+node=$(uname -n)
+node=${node%%.*}
+echo "$node" >"$S/node"
+# SLURM's daemons know what they are by their program name (running_in_slurmctld()
+# and the like: slurmctld-wlm would not open its slurmdbd agent and crashes); Debian
+# names them through update-alternatives, so give them their names here
+mkdir "$S/bin"
+for d in slurmctld slurmd slurmstepd; do
+    ln -s "$(command -v $d-wlm)" "$S/bin/$d"
+done
+
+cleanup() {
+    trap - EXIT INT TERM
+    # jobs first, so that slurmd can still end their steps
+    if pid_alive "$S/slurmctld.pid"; then
+        scancel --quiet --full --user=root >/dev/null 2>&1 || true
+    fi
+    stop "$S/slurmd.pid" slurmd
+    stop "$S/slurmctld.pid" slurmctld
+    stop "$S/slurmdbd.pid" slurmdbd
+    stop "$S/mariadbd.pid" mariadbd
+    stop "$S/munged.pid" munged
+    rm -rf "$S"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- munge: its own key and socket ----------------------------------------
+mungekey --create --keyfile="$S/munge.key" >/dev/null 2>&1 || die "mungekey could not create $S/munge.key"
+chmod 600 "$S/munge.key"
+# --force: root-owned key and state in a root-owned directory is what we want
+munged --force --num-threads=10 --socket="$S/munge.sock" --key-file="$S/munge.key" --pid-file="$S/munged.pid" \
+    --log-file="$S/munged.log" --seed-file="$S/munged.seed" >>"$S/munged.log" 2>&1 ||
+    die "munged did not start: $(logtail "$S/munged.log")"
+wait_for 30 munged "$S/munged.log" test -S "$S/munge.sock"
+
+# --- MariaDB: a private data directory, loopback TCP only, no grant tables
+# (nothing but slurmdbd can reach it: the guest's own loopback)
+mkdir "$S/db"
+mariadbd --no-defaults --user=root --datadir="$S/db" --socket="$S/mariadbd.sock" --pid-file="$S/mariadbd.pid" \
+    --log-error="$S/mariadbd.log" --bind-address=127.0.0.1 --port=3306 --skip-grant-tables \
+    --innodb-flush-method=fsync --innodb-use-native-aio=0 --innodb-log-file-size=8M \
+    --innodb-buffer-pool-size=32M >/dev/null 2>&1 &
+wait_for 120 mariadbd "$S/mariadbd.log" grep -q 'ready for connections' "$S/mariadbd.log"
+
+# --- SLURM's configuration ------------------------------------------------
+# the node as slurmd sees it (CPUs, sockets, memory), at the guest's loopback address
+nodeline=$(slurmd-wlm -C 2>/dev/null | sed -n 's/^\(NodeName=.*\)/\1/p' | sed 's/ *UpTime=.*//')
+[ -n "$nodeline" ] || die "slurmd -C printed no node line"
+printf '%s\n' \
+    "ClusterName=$cluster" \
+    "SlurmctldHost=$node(127.0.0.1)" \
+    "SlurmUser=root" \
+    "SlurmdUser=root" \
+    "AuthType=auth/munge" \
+    "AuthInfo=socket=$S/munge.sock" \
+    "CredType=cred/munge" \
+    "StateSaveLocation=$S/ctld" \
+    "SlurmdSpoolDir=$S/spool" \
+    "SlurmctldPidFile=$S/slurmctld.pid" \
+    "SlurmdPidFile=$S/slurmd.pid" \
+    "SlurmctldLogFile=$S/slurmctld.log" \
+    "SlurmdLogFile=$S/slurmd.log" \
+    "SlurmctldDebug=info" \
+    "SlurmdDebug=info" \
+    "ProctrackType=proctrack/cgroup" \
+    "TaskPlugin=task/cgroup" \
+    "JobAcctGatherType=jobacct_gather/none" \
+    "# step_extern in every job" \
+    "PrologFlags=Contain" \
+    "# salloc without a command runs its shell as step_interactive; no --pty, so" \
+    "# that a test can feed it commands on stdin" \
+    "LaunchParameters=use_interactive_step" \
+    "InteractiveStepOptions=\"--interactive --preserve-env /bin/sh\"" \
+    "AccountingStorageType=accounting_storage/slurmdbd" \
+    "AccountingStorageHost=127.0.0.1" \
+    "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
+    "AccountingStoragePass=$S/munge.sock" \
+    "AccountingStoragePort=6819" \
+    "AccountingStorageEnforce=associations" \
+    "JobCompType=jobcomp/none" \
+    "MpiDefault=none" \
+    "SchedulerType=sched/backfill" \
+    "SelectType=select/cons_tres" \
+    "SelectTypeParameters=CR_Core" \
+    "ReturnToService=2" \
+    "SlurmdTimeout=300" \
+    "MinJobAge=300" \
+    "$nodeline NodeAddr=127.0.0.1 State=UNKNOWN" \
+    "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP" \
+    >"$S/slurm.conf"
+printf '%s\n' \
+    "CgroupPlugin=cgroup/v2" \
+    "# no systemd in the guest: slurmd makes its scope and the jobs' cgroups itself" \
+    "IgnoreSystemd=yes" \
+    "CgroupAutomount=yes" \
+    "ConstrainCores=no" \
+    "ConstrainRAMSpace=no" \
+    "ConstrainDevices=no" \
+    >"$S/cgroup.conf"
+# slurmdbd reads slurmdbd.conf beside SLURM_CONF; it must be private to SlurmUser
+printf '%s\n' \
+    "AuthType=auth/munge" \
+    "AuthInfo=socket=$S/munge.sock" \
+    "DbdHost=localhost" \
+    "DbdAddr=127.0.0.1" \
+    "DbdPort=6819" \
+    "SlurmUser=root" \
+    "StorageType=accounting_storage/mysql" \
+    "StorageHost=127.0.0.1" \
+    "StoragePort=3306" \
+    "StorageUser=root" \
+    "StorageLoc=slurm_acct_db" \
+    "PidFile=$S/slurmdbd.pid" \
+    "LogFile=$S/slurmdbd.log" \
+    "DebugLevel=info" \
+    >"$S/slurmdbd.conf"
+chmod 600 "$S/slurmdbd.conf"
+mkdir "$S/ctld" "$S/spool"
+
+# --- slurmdbd, then the cluster, account and association, then the daemons
+slurmdbd >>"$S/slurmdbd.out" 2>&1 || die "slurmdbd did not start: $(logtail "$S/slurmdbd.out") $(logtail "$S/slurmdbd.log")"
+wait_for 120 "slurmdbd (sacctmgr answering)" "$S/slurmdbd.log" sacctmgr -n list cluster
+sacctmgr -i add cluster "$cluster" >/dev/null || die "sacctmgr could not add cluster $cluster"
+sacctmgr -i add account "$account" cluster="$cluster" description="ceemsnet tests" organization=ceemsnet >/dev/null ||
+    die "sacctmgr could not add account $account"
+sacctmgr -i add user root account="$account" cluster="$cluster" >/dev/null || die "sacctmgr could not add root to $account"
+sacctmgr -i modify user where name=root cluster="$cluster" set defaultaccount="$account" >/dev/null ||
+    die "sacctmgr could not make $account root's default account"
+sacctmgr -n -P list association cluster="$cluster" user=root account="$account" format=account | grep -qx "$account" ||
+    die "sacctmgr shows no association of root with $account"
+
+"$S/bin/slurmctld" -f "$SLURM_CONF" >>"$S/slurmctld.out" 2>&1 ||
+    die "slurmctld did not start: $(logtail "$S/slurmctld.out") $(logtail "$S/slurmctld.log")"
+wait_for 120 "slurmctld (sinfo answering)" "$S/slurmctld.log" sinfo -h
+start_slurmd
+
+cd "$repo"
+set +e
+"$@"
+rc=$?
+set -e
+exit $rc

@@ -1,0 +1,510 @@
+"""A real SLURM (Debian's 22.05, cgroup/v2) runs jobs; ceemsnet counts them exactly.
+
+Runs inside `tests/vm/run.sh 6.12 tests/slurm/run.sh ...` (a single-node
+cluster with slurmdbd; see tests/slurm/run.sh), one pytest session for all
+scenarios: three exporters (`--unit=slurm`, `--cgroup.aggregate` task, step
+and job) watch every job from the start.
+
+What is exact, and why. A job's cgroups also hold SLURM's own processes:
+slurmstepd in `step_<s>/slurm`, which talks to srun, slurmd and slurmctld
+over TCP (IPv4 loopback here), and srun in the batch step. Those bytes are
+the job's too, but no test can know them in advance. So the workloads
+(tests/slurm/workload.py) move their bytes over IPv6 loopback, which SLURM
+does not use in this cluster, and do their file IO on a ramfs mounted here
+for them alone (the exporters count only ramfs): the ipv6 series and the
+ramfs series of a job hold exactly the workloads' bytes, which each workload
+also tallies itself from its calls' return values.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    not (os.environ.get("CEEMSNET_SLURM_DIR") and os.environ.get("SLURM_CONF") and shutil.which("sbatch")),
+    reason="needs the SLURM suite's cluster: tests/vm/run.sh 6.12 tests/slurm/run.sh .venv/bin/python -m pytest tests/slurm")
+
+from ..kernel.helpers import Exporter  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RUN_SH = os.path.join(HERE, "run.sh")
+WORKLOAD = os.path.join(HERE, "workload.py")
+# where SLURM's cgroup/v2 plugin puts jobs when it makes its scope itself (IgnoreSystemd=yes)
+SCOPE = "/system.slice/slurmstepd.scope"
+CGROOT = "/sys/fs/cgroup"
+LEVELS = ("task", "step", "job")
+DONE = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+        "PREEMPTED")
+# per cgroup that moved TCP and UDP both ways over one family: 2 protocols x 2 directions x
+# bytes, calls, errors (README, "Series per job")
+NET_SERIES_PER_FAMILY = 12
+# what each finished scenario leaves for the report test: job id -> expectations
+FINISHED: dict[str, dict] = {}
+
+
+# --- the cluster, the exporters ----------------------------------------------
+
+def sh(*argv, check=True, timeout=120, **kw) -> str:
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+def wait_until(what, fn, timeout=180, every=0.2):
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def job_state(job: str) -> str:
+    out = sh("scontrol", "show", "job", "-o", job, check=False)
+    for word in out.split():
+        if word.startswith("JobState="):
+            return word.split("=", 1)[1]
+    return ""
+
+
+def sbatch(*args) -> str:
+    return sh("sbatch", "--parsable", *args).strip().split(";")[0]
+
+
+def wait_job_end(job: str, timeout=300) -> str:
+    return wait_until(f"job {job} to end", lambda: (s := job_state(job)) in DONE and s, timeout)
+
+
+@pytest.fixture(scope="module")
+def state_dir():
+    d = tempfile.mkdtemp(dir=os.environ["CEEMSNET_SLURM_DIR"], prefix="tests.")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ramfs(state_dir):
+    """A ramfs for the workloads' file IO alone (nothing else in the guest uses ramfs)."""
+    d = os.path.join(state_dir, "ramfs")
+    os.mkdir(d)
+    sh("mount", "-t", "ramfs", "ramfs", d)
+    try:
+        yield d
+    finally:
+        sh("umount", d, check=False)
+
+
+@pytest.fixture(scope="module")
+def exporters(state_dir):
+    """{level: Exporter}: three at once, watching every job; the step one keeps the store."""
+    common = ("--unit=slurm", "--collectors=net,vfs", "--vfs.fstypes=ramfs", "--cgroup.retention=1h")
+    ex = {}
+    try:
+        for lv in LEVELS:
+            extra = common + (f"--cgroup.aggregate={lv}", f"--slurm.sacct-cache={state_dir}/sacct-{lv}.json")
+            if lv == "step":
+                extra += (f"--storage.path={state_dir}/accounting.db", "--storage.interval=1s")
+            ex[lv] = Exporter(extra=extra, collectors="net,vfs")
+        yield ex
+    finally:
+        for e in ex.values():
+            if e.proc.poll() is None:
+                e.stop()
+
+
+@pytest.fixture
+def results(state_dir):
+    d = tempfile.mkdtemp(dir=state_dir, prefix="job.")
+    return d
+
+
+# --- reading the exporters -------------------------------------------------------
+
+def net_by_cgroup(samples, below, family="ipv6") -> dict[str, dict[str, float]]:
+    """{cgroup: {"tcp/egress": bytes, ...}} of the series of `family` at or below `below`."""
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), v in samples.items():
+        d = dict(labels)
+        cg = d.get("cgroup", "")
+        if not (cg == below or cg.startswith(below + "/")) or d.get("family") != family:
+            continue
+        for direction in ("egress", "ingress"):
+            if name == f"ceemsnet_net_{direction}_bytes_total":
+                k = f"{d['proto']}/{direction}"
+                out.setdefault(cg, {})[k] = out.setdefault(cg, {}).get(k, 0) + v
+    return out
+
+
+def vfs_by_cgroup(samples, below) -> dict[str, dict[str, float]]:
+    """{cgroup: {"read": bytes, "write": bytes}} of the ramfs series at or below `below`."""
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), v in samples.items():
+        d = dict(labels)
+        cg = d.get("cgroup", "")
+        if not (cg == below or cg.startswith(below + "/")) or d.get("fstype") != "ramfs":
+            continue
+        for op in ("read", "write"):
+            if name == f"ceemsnet_vfs_{op}_bytes_total":
+                out.setdefault(cg, {})[op] = out.setdefault(cg, {}).get(op, 0) + v
+    return out
+
+
+def job_sums(samples, job_label) -> dict[str, float]:
+    """The per-job sums the exporter exports for `job_label`, all families and file systems."""
+    out: dict[str, float] = {}
+    for (name, labels), v in samples.items():
+        if name.startswith("ceemsnet_job_") and ("job", job_label) in labels:
+            out[name] = out.get(name, 0) + v
+    return out
+
+
+def job_series(samples, below, family=None) -> dict[str, int]:
+    """{cgroup: number of ceemsnet_net_* series (of `family`, or all)} at or below `below`."""
+    out: dict[str, int] = {}
+    for (name, labels), _ in samples.items():
+        d = dict(labels)
+        cg = d.get("cgroup", "")
+        if (name.startswith("ceemsnet_net_") and (cg == below or cg.startswith(below + "/"))
+                and family in (None, d.get("family"))):
+            out[cg] = out.get(cg, 0) + 1
+    return out
+
+
+def tally(results, name) -> dict:
+    with open(os.path.join(results, name + ".json")) as f:
+        return json.load(f)
+
+
+def net_of(t: dict) -> dict:
+    return {k: v for k, v in t.items() if "/" in k and v}
+
+
+def vfs_of(t: dict) -> dict:
+    return {k: v for k, v in t.items() if k in ("read", "write") and v}
+
+
+def add(*dicts) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def workload(role, results, name, **opts) -> str:
+    return f"{sys.executable} {WORKLOAD} {role} {results} {name} '{json.dumps(opts)}'"
+
+
+def two_step_job(results, name, server, second):
+    """sbatch a job whose step 0 runs `server` and step 1 (named second[0]) the command second[1]
+    once the server listens; after both, the job lives on until RESULTS/done exists, so that
+    a test can look at it with its steps gone."""
+    script = os.path.join(results, "job.sh")
+    with open(script, "w") as f:
+        f.write(f"""#!/bin/sh
+srun -n1 --overlap --job-name=server {server} &
+while [ ! -e {results}/server.ports ]; do sleep 0.1; done
+srun -n1 --overlap --job-name={second[0]} {second[1]}
+wait
+while [ ! -e {results}/done ]; do sleep 0.2; done
+""")
+    return sbatch("-n1", "-J", name, "-o", f"{results}/out", script)
+
+
+class Watch:
+    """Scrapes the exporters every ~0.3 s in a thread while a job runs: each level's per-job
+    sums, in order, to check that none ever decreases."""
+
+    def __init__(self, exporters, labels):
+        self.exporters, self.labels = exporters, labels
+        self.seen = {lv: [] for lv in exporters}
+        self.errors = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for lv, e in self.exporters.items():
+                try:
+                    s = e.samples()
+                except Exception as err:  # noqa: BLE001 - reported by check()
+                    self.errors.append(f"{lv}: {err}")
+                    continue
+                self.seen[lv].append(add(*(job_sums(s, lb) for lb in self.labels)))
+            time.sleep(0.3)
+
+    def check(self):
+        self._stop.set()
+        self._t.join()
+        assert not self.errors, self.errors
+        for lv, seq in self.seen.items():
+            assert seq, f"{lv}: no scrape while the job ran"
+            for a, b in zip(seq, seq[1:]):
+                down = {k: (a[k], b.get(k, 0)) for k in a if b.get(k, 0) < a[k]}
+                assert not down, f"{lv}: a job sum went down between scrapes: {down}"
+
+
+def label_ready(exporters, job_label):
+    """Every exporter labels the job as SLURM shows it (sacct answered)."""
+    return all(any(("job", job_label) in lb for (_, lb) in e.samples()) for e in exporters.values())
+
+
+# --- scenarios -----------------------------------------------------------------------
+
+def test_the_cluster_runs_jobs_in_cgroup_v2_steps():
+    """The environment itself: slurmd's cgroup/v2 scope, the account the tests' jobs get."""
+    assert os.path.isdir(CGROOT + SCOPE), f"no {SCOPE}: slurmd's cgroup/v2 plugin made its scope elsewhere"
+    out = sh("srun", "-n1", "sh", "-c", "cat /proc/self/cgroup; echo $SLURM_JOB_ID")
+    cg, job = out.split()
+    # 0::/system.slice/slurmstepd.scope/job_<j>/step_0/user/task_0
+    assert cg == f"0::{SCOPE}/job_{job}/step_0/user/task_0"
+    assoc = sh("sacctmgr", "-n", "-P", "show", "user", "root", "format=DefaultAccount").strip()
+    assert assoc == "ceemsnet"
+
+
+def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs, results):
+    """sbatch: step 0 serves, step 1 sends to it over TCP and UDP (::1) and both write and read
+    files; per task, step and job, at every aggregate level, the exporters show exactly the
+    workloads' own tallies; the job's sums never go down while its steps end; the three
+    levels give identical job sums and the series counts the README gives."""
+    plan = dict(dir=ramfs)
+    server = workload("server", results, "server", reply=40_000, datagrams=3, udp_reply=700, file=12_345, **plan)
+    client = workload("client", results, "client", server="server", send=100_000, udp=[1000, 2000, 3000],
+                      udp_reply=700, file=23_456, **plan)
+    job = two_step_job(results, "two-step", server, ("client", client))
+    watch = Watch(exporters, [job])
+    try:
+        wait_until("both steps' tallies", lambda: all(os.path.exists(f"{results}/{n}.json") for n in ("server", "client")),
+                   timeout=300)
+        jd = f"{SCOPE}/job_{job}"
+        # the steps' cgroups go with them; the job's stays
+        wait_until("steps 0 and 1 cgroups to go", lambda: not any(
+            os.path.isdir(f"{CGROOT}{jd}/step_{s}") for s in (0, 1)), timeout=120)
+        assert os.path.isdir(CGROOT + jd)
+        wait_until(f"job label {job} from sacct", lambda: label_ready(exporters, job), timeout=120, every=1)
+        ts, tc = tally(results, "server"), tally(results, "client")
+        # the workloads did what was planned (their own tallies)
+        assert net_of(tc) == {"tcp/egress": 100_000, "tcp/ingress": 40_000, "udp/egress": 6_000, "udp/ingress": 2_100}
+        assert net_of(ts) == {"tcp/egress": 40_000, "tcp/ingress": 100_000, "udp/egress": 2_100, "udp/ingress": 6_000}
+        assert vfs_of(ts) == {"read": 12_345, "write": 12_345} and vfs_of(tc) == {"read": 23_456, "write": 23_456}
+
+        s = {lv: e.samples() for lv, e in exporters.items()}
+        task = {f"{jd}/step_0/user/task_0": ts, f"{jd}/step_1/user/task_0": tc}
+        steps = {f"{jd}/step_0": ts, f"{jd}/step_1": tc}
+        want_net = {"task": {k: net_of(t) for k, t in task.items()},
+                    "step": {k: net_of(t) for k, t in steps.items()},
+                    "job": {jd: add(net_of(ts), net_of(tc))}}
+        want_vfs = {"task": {k: vfs_of(t) for k, t in task.items()},
+                    "step": {k: vfs_of(t) for k, t in steps.items()},
+                    "job": {jd: add(vfs_of(ts), vfs_of(tc))}}
+        for lv in LEVELS:
+            assert net_by_cgroup(s[lv], jd) == want_net[lv], lv
+            assert vfs_by_cgroup(s[lv], jd) == want_vfs[lv], lv
+        # series: 12 ipv6 ones per cgroup of the level (2 tasks, 2 steps, 1 job)
+        ipv6 = {lv: sum(job_series(s[lv], jd, "ipv6").values()) for lv in LEVELS}
+        assert ipv6 == {"task": 2 * NET_SERIES_PER_FAMILY, "step": 2 * NET_SERIES_PER_FAMILY,
+                        "job": NET_SERIES_PER_FAMILY}
+        # every family: which cgroups each level exports for the job (SLURM's own traffic included)
+        per = {lv: job_series(s[lv], jd) for lv in LEVELS}
+        assert set(per["job"]) == {jd}
+        assert set(per["step"]) <= {f"{jd}/step_{x}" for x in ("0", "1", "batch", "extern")}
+        assert {f"{jd}/step_0", f"{jd}/step_1"} <= set(per["step"])
+        assert all(cg.count("/") > jd.count("/") + 1 for cg in per["task"]), per["task"]
+        assert len(per["task"]) >= len(per["step"])
+        # the step label, as sacct names the steps
+        steplabels = {dict(lb).get("step") for (n, lb) in s["step"]
+                      if n == "ceemsnet_net_egress_bytes_total" and dict(lb).get("cgroup", "").startswith(jd + "/")}
+        assert {f"{job}.0", f"{job}.1"} <= steplabels
+    finally:
+        open(f"{results}/done", "w").close()
+    state = wait_job_end(job)
+    s = {lv: e.samples() for lv, e in exporters.items()}
+    watch.check()
+    assert state == "COMPLETED"
+    # after the end: the same exact bytes at every level, and identical job sums across levels
+    for lv in LEVELS:
+        assert net_by_cgroup(s[lv], jd) == want_net[lv], lv
+    sums = {lv: job_sums(s[lv], job) for lv in LEVELS}
+    assert sums["task"] == sums["step"] == sums["job"], sums
+    FINISHED[job] = {"net": add(net_of(ts), net_of(tc)), "vfs": add(vfs_of(ts), vfs_of(tc)), "state": "COMPLETED",
+                     "sums": sums["step"], "cgroups": task}
+
+
+def test_array_job_of_three_tasks_labelled_as_slurm_shows_them(exporters, ramfs, results):
+    """An array of 3: each task sends its own bytes to itself over TCP and does file IO; each is
+    its own job `<array>_<i>` with exactly its bytes."""
+    sizes = {0: 11_111, 1: 22_222, 2: 33_333}
+    script = os.path.join(results, "array.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n" + workload("self", results, "task", dir=ramfs, send=11_111, file=1000, array=True) + "\n")
+    array = sbatch("-n1", "--array=0-2", "-J", "array", "-o", f"{results}/out-%a", script)
+    for i in range(3):
+        wait_job_end(f"{array}_{i}")
+    labels = [f"{array}_{i}" for i in range(3)]
+    wait_until("array tasks' labels from sacct", lambda: all(label_ready(exporters, lb) for lb in labels),
+               timeout=120, every=1)
+    raw = {}
+    for line in sh("sacct", "-n", "-P", "-X", "-j", array, "--format=JobID,JobIDRaw,State").split():
+        jid, rawid, state = line.split("|")
+        raw[jid] = (rawid, state)
+    assert set(raw) == set(labels), raw
+    for i, lb in enumerate(labels):
+        t = tally(results, f"task{i}")
+        assert net_of(t) == {"tcp/egress": sizes[i], "tcp/ingress": sizes[i]}
+        assert vfs_of(t) == {"read": 1000 * (i + 1), "write": 1000 * (i + 1)}
+        rawid, state = raw[lb]
+        jd = f"{SCOPE}/job_{rawid}"
+        for lv, e in exporters.items():
+            s = e.samples()
+            assert add(*net_by_cgroup(s, jd).values()) == net_of(t), (lv, lb)
+            assert add(*vfs_by_cgroup(s, jd).values()) == vfs_of(t), (lv, lb)
+            # the task's batch step, labelled as sacct names it
+            steps = {dict(l).get("step") for (n, l) in s if n == "ceemsnet_net_egress_bytes_total"
+                     and ("family", "ipv6") in l and dict(l).get("cgroup", "").startswith(jd)}
+            assert steps == {f"{lb}.batch"}, (lv, steps)
+            assert job_sums(s, lb).get("ceemsnet_job_net_egress_bytes_total", 0) >= sizes[i]
+        FINISHED[lb] = {"net": net_of(t), "vfs": vfs_of(t), "state": state}
+
+
+def test_interactive_step(exporters, ramfs, results):
+    """salloc without a command starts the interactive step (LaunchParameters=use_interactive_step):
+    its shell runs the workload, counted exactly under `<job>.interactive`."""
+    cmd = workload("self", results, "inter", dir=ramfs, send=44_444, file=4_444)
+    p = subprocess.run(["salloc", "-n1", "-J", "interactive"], input=f"echo JOB=$SLURM_JOB_ID\n{cmd}\nexit\n",
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    job = [w.split("=", 1)[1] for w in p.stdout.split() if w.startswith("JOB=")][0]
+    t = tally(results, "inter")
+    assert net_of(t) == {"tcp/egress": 44_444, "tcp/ingress": 44_444}
+    wait_job_end(job)
+    wait_until(f"job label {job}", lambda: label_ready(exporters, job), timeout=120, every=1)
+    jd = f"{SCOPE}/job_{job}"
+    for lv, e in exporters.items():
+        s = e.samples()
+        got = net_by_cgroup(s, jd)
+        assert add(*got.values()) == net_of(t), lv
+        assert add(*vfs_by_cgroup(s, jd).values()) == vfs_of(t), lv
+        if lv != "job":
+            assert all(cg.startswith(f"{jd}/step_interactive") for cg in got), (lv, got)
+            steps = {dict(l).get("step") for (n, l) in s if n == "ceemsnet_net_egress_bytes_total"
+                     and ("family", "ipv6") in l and dict(l).get("cgroup", "").startswith(jd)}
+            assert steps == {f"{job}.interactive"}, (lv, steps)
+    FINISHED[job] = {"net": net_of(t), "vfs": vfs_of(t), "state": "COMPLETED"}
+
+
+def _stream_job(results, name):
+    """A job: step 0 receives, step 1 streams to it until told to stop or cancelled."""
+    return two_step_job(results, name, workload("server", results, "server"),
+                        ("stream", workload("stream", results, "stream", server="server", every=0.05)))
+
+
+def _check_stream(exporters, results, job, cancelled):
+    """The receiver read all the sender sent; the exporters count exactly that, per step."""
+    ts = tally(results, "server")
+    sent = ts["tcp/ingress"]
+    assert sent > 0
+    if not cancelled or os.path.exists(f"{results}/stream.json"):
+        # the sender's own count (scancel's SIGTERM lets it write it; a SIGKILL would not)
+        assert tally(results, "stream")["tcp/egress"] == sent
+    wait_until(f"job label {job}", lambda: label_ready(exporters, job), timeout=120, every=1)
+    jd = f"{SCOPE}/job_{job}"
+    for lv, e in exporters.items():
+        got = net_by_cgroup(e.samples(), jd)
+        if lv == "job":
+            assert got == {jd: {"tcp/egress": sent, "tcp/ingress": sent}}, lv
+        else:
+            step = {cg.split("/")[len(jd.split("/"))]: v for cg, v in got.items()}
+            assert step == {"step_0": {"tcp/ingress": sent}, "step_1": {"tcp/egress": sent}}, (lv, got)
+    return sent
+
+
+def test_scancel_of_a_step_in_the_middle_of_traffic(exporters, results):
+    job = _stream_job(results, "scancel")
+    watch = Watch(exporters, [job])
+    try:
+        wait_until("the stream to flow", lambda: os.path.exists(f"{results}/stream.started"), timeout=300)
+        time.sleep(2)
+        sh("scancel", f"{job}.1")
+        wait_until("the receiver's tally", lambda: os.path.exists(f"{results}/server.json"), timeout=120)
+    finally:
+        open(f"{results}/done", "w").close()
+    wait_job_end(job)
+    watch.check()
+    sent = _check_stream(exporters, results, job, cancelled=True)
+    step1 = sh("sacct", "-n", "-P", "-j", f"{job}.1", "--format=State").split()
+    assert step1 and step1[0].startswith("CANCELLED"), step1
+    FINISHED[job] = {"net": {"tcp/egress": sent, "tcp/ingress": sent}, "vfs": {}, "state": "COMPLETED"}
+
+
+def test_slurmd_restart_during_a_job(exporters, results):
+    job = _stream_job(results, "restart")
+    watch = Watch(exporters, [job])
+    try:
+        wait_until("the stream to flow", lambda: os.path.exists(f"{results}/stream.started"), timeout=300)
+        sh(RUN_SH, "--restart-slurmd", timeout=300)
+        assert job_state(job) == "RUNNING"
+        time.sleep(1)
+        open(f"{results}/STOP", "w").close()
+        wait_until("both tallies", lambda: all(os.path.exists(f"{results}/{n}.json") for n in ("server", "stream")),
+                   timeout=120)
+    finally:
+        open(f"{results}/done", "w").close()
+    assert wait_job_end(job) == "COMPLETED"
+    watch.check()
+    sent = _check_stream(exporters, results, job, cancelled=False)
+    FINISHED[job] = {"net": {"tcp/egress": sent, "tcp/ingress": sent}, "vfs": {}, "state": "COMPLETED"}
+
+
+# --- the report, after the jobs ---------------------------------------------------------
+
+def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir):
+    """After the jobs: the step exporter stops (its store is written), and `ceemsnet report
+    --by=job --format=json` gives each job's bytes and sacct's user, account, partition, state;
+    the ramfs bytes are exactly the workloads', the net bytes the exporter's own job sums (they
+    include SLURM's IPv4 RPCs), and `--by=cgroup` gives the two-step job's task cgroups exactly."""
+    if not FINISHED:
+        pytest.skip("no scenario finished a job")
+    rc, err = exporters["step"].stop()
+    assert rc == 0, err
+    base = [sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={state_dir}/accounting.db",
+            "--slurm.sacct-cache=none", "--format=json"]
+    p = subprocess.run(base + ["--by=job"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    rows = {r["job"]: r for r in json.loads(p.stdout)}
+    for job, want in FINISHED.items():
+        r = rows.get(job)
+        assert r, f"job {job} not in the report: {sorted(rows)}"
+        assert (r["user"], r["account"], r["partition"], r["state"]) == ("root", "ceemsnet", "debug", want["state"]), r
+        assert r["nodes"] and r["start"] and r["end"] and r["elapsed"], r
+        if want["vfs"]:
+            assert (r["vfs_read_bytes"], r["vfs_write_bytes"]) == (want["vfs"]["read"], want["vfs"]["write"]), r
+        assert r["net_egress_bytes"] >= want["net"].get("tcp/egress", 0) + want["net"].get("udp/egress", 0), r
+        if "sums" in want:
+            assert r["net_egress_bytes"] == want["sums"]["ceemsnet_job_net_egress_bytes_total"], r
+            assert r["net_ingress_bytes"] == want["sums"]["ceemsnet_job_net_ingress_bytes_total"], r
+    two = [j for j, w in FINISHED.items() if "cgroups" in w]
+    if two:
+        job = two[0]
+        p = subprocess.run(base + ["--by=cgroup", f"--job={job}"], capture_output=True, text=True, timeout=300,
+                           cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        rows = {r["cgroup"]: r for r in json.loads(p.stdout)}
+        for cg, t in FINISHED[job]["cgroups"].items():
+            assert cg in rows, (cg, sorted(rows))
+            r = rows[cg]
+            assert r["net_egress_bytes"] == t["tcp/egress"] + t["udp/egress"], r
+            assert r["net_ingress_bytes"] == t["tcp/ingress"] + t["udp/ingress"], r
+            assert (r["vfs_read_bytes"], r["vfs_write_bytes"]) == (t["read"], t["write"]), r
+            assert (r["user"], r["account"], r["job"]) == ("root", "ceemsnet", job), r
