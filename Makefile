@@ -112,7 +112,7 @@ BEFORE ?=
 BENCH_HOST ?= bench/scrape.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
 	bench/vfs_tp_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
-# in the 6.1 and 6.12 VMs (one boot per script and kernel, under emulation:
+# in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:
 # ratios only, absolute figures mean nothing there).
 BENCH_VM_KERNELS ?= 6.1 6.12
 BENCH_VM ?= bench/net_cost.py:--hook=fexit bench/net_cost.py:--hook=kretprobe \
