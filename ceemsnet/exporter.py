@@ -279,8 +279,8 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
             if not slots.acquire(blocking=False):
                 return _text(start_response, "503 Service Unavailable",
                              f"Limit of concurrent requests reached ({max_requests}), try again later.\n")
-            try:
-                return list(scrape(environ, start_response))
+            try:  # rendered while the slot is held; the body trims the heap once sent
+                return _Body(scrape(environ, start_response))
             finally:
                 slots.release()
         if path == "/":
