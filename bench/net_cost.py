@@ -15,7 +15,7 @@ with the floor, "above floor" and ratios, and both objects' counts for the
 child's cgroup are checked against what it sent. Needs root. Not a test.
 
   .venv/bin/python bench/net_cost.py [--rows]     (host: tracepoint family)
-  tests/vm/run.sh 6.12 .venv/bin/python bench/net_cost.py --hook=fexit
+  tests/vm/run.sh 6.12 .venv/bin/python bench/net_cost.py --hook=fexit   (or --hook=kretprobe)
 """
 
 import argparse
