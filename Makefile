@@ -114,10 +114,12 @@ BEFORE ?=
 BENCH_HOST ?= bench/scrape.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
 	bench/vfs_tp_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
-# in the 6.1 and 6.12 VMs (one boot per script and kernel, under emulation:
-# ratios only, absolute figures mean nothing there).
+# in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:
+# ratios only, absolute figures mean nothing there; fewer events and rounds
+# than on the host, as emulation runs them many times slower).
 BENCH_VM_KERNELS ?= 6.1 6.12
-BENCH_VM ?= bench/net_cost.py:--hook=fexit bench/net_cost.py:--hook=kretprobe \
+BENCH_VM ?= bench/net_cost.py:"--hook=fexit --events=20000 --rounds=3" \
+	bench/net_cost.py:"--hook=kretprobe --events=20000 --rounds=3" \
 	bench/kretprobe_maxactive.py:--maxactive=0,64,1024
 
 bench: setup

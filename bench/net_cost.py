@@ -9,12 +9,13 @@ loopback, once per variant and round, with only that variant attached:
   hash    the catalogued net object with the per-CPU hash layout
   slots   its NET_SLOTS twin (cgroup id -> its slot by position -> per-CPU array)
 run_time_ns / run_cnt of the attached programs gives ns per event (each
-send and each receive is one event); the median over rounds is printed
+send and each receive is one event; a kretprobe event is two runs, its
+entry and return probes, and their times are added); the median over rounds is printed
 with the floor, "above floor" and ratios, and both objects' counts for the
 child's cgroup are checked against what it sent. Needs root. Not a test.
 
   .venv/bin/python bench/net_cost.py [--rows]     (host: tracepoint family)
-  tests/vm/run.sh 6.12 .venv/bin/python bench/net_cost.py --hook=fexit
+  tests/vm/run.sh 6.12 .venv/bin/python bench/net_cost.py --hook=fexit   (or --hook=kretprobe)
 """
 
 import argparse
@@ -46,7 +47,13 @@ STATS = "/proc/sys/kernel/bpf_stats_enabled"
 TARGET_NS = 30.0
 # the programs the traffic below runs, per hook family (UDP over IPv4)
 PROGRAMS = {"tracepoint": ("tp_btf_sock_send_length", "tp_btf_sock_recv_length"),
-            "fexit": ("fexit_udp_sendmsg", "fexit_udp_recvmsg")}
+            "fexit": ("fexit_udp_sendmsg", "fexit_udp_recvmsg"),
+            "kretprobe": ("kprobe_udp_sendmsg", "kretprobe_udp_sendmsg",
+                          "kprobe_udp_recvmsg", "kretprobe_udp_recvmsg")}
+# program runs per event: a kretprobe event is its entry probe and its return probe
+RUNS_PER_EVENT = {"tracepoint": 1, "fexit": 1, "kretprobe": 2}
+HOOKS = {"tracepoint": "tp_btf sock_send/recv_length", "fexit": "fexit udp_sendmsg/udp_recvmsg",
+         "kretprobe": "kprobe+kretprobe udp_sendmsg/udp_recvmsg"}
 CHILD = """
 import socket, sys
 n = int(sys.argv[1])
@@ -94,7 +101,7 @@ def run_stats(coll, programs):
 
 
 def measure(coll, programs, cg_path, a):
-    """ns per program run with only this collection's programs attached. A round in which
+    """ns per event (RUNS_PER_EVENT program runs) with only this collection's programs attached. A round in which
     the programs ran fewer times than the child's events (someone else switched
     bpf_stats_enabled off meanwhile: run time is then not counted) is done again."""
     for _ in range(5):
@@ -108,8 +115,9 @@ def measure(coll, programs, cg_path, a):
             stats_on = open(STATS).read().strip() == "1"
         finally:
             coll.detach(links)
-        if stats_on and c1 - c0 >= 2 * a.events:
-            return (t1 - t0) / (c1 - c0), c1 - c0
+        per = RUNS_PER_EVENT[a.hook]
+        if stats_on and c1 - c0 >= 2 * a.events * per:
+            return (t1 - t0) * per / (c1 - c0), c1 - c0
     raise CeemsnetError("kernel.bpf_stats_enabled kept being switched off during the rounds "
                         "(another benchmark running?)")
 
@@ -133,7 +141,7 @@ def counted(label, coll, cid):
 
 def rows_of(figs, family):
     floor = figs["empty"]
-    hook = {"tracepoint": "tp_btf sock_send/recv_length", "fexit": "fexit udp_sendmsg/udp_recvmsg"}[family]
+    hook = HOOKS[family]
     out = []
     for what, key in (("hash layout (per-CPU hash keyed by cgroup id)", "hash"),
                       ("slot layout (per-CPU array slot found by cgroup id)", "slots")):

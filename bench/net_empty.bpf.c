@@ -35,3 +35,27 @@ int BPF_PROG(fexit_udp_recvmsg, struct sock *sk)
 {
 	return 0;
 }
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(kprobe_udp_sendmsg)
+{
+	return 0;
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(kretprobe_udp_sendmsg)
+{
+	return 0;
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(kprobe_udp_recvmsg)
+{
+	return 0;
+}
+
+SEC("kretprobe/udp_recvmsg")
+int BPF_KRETPROBE(kretprobe_udp_recvmsg)
+{
+	return 0;
+}

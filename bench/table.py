@@ -5,9 +5,10 @@
 
 Each SCRIPT (a path under bench/, with optional space-separated ARGS after a
 colon) runs as `python SCRIPT --rows ARGS`, on the host or, with --vm, in
-each named VM (tests/vm/run.sh KERNEL ...). A script that is missing, or
-that fails, gets one line saying so in the table instead of its rows. The
-rows protocol is in bench/rows.py.
+each named VM: one boot per kernel (tests/vm/run.sh KERNEL sh -c ...) runs
+every script in turn, each one's output after a marker line. A script that
+is missing, or that fails, gets one line saying so in the table instead of
+its rows. The rows protocol is in bench/rows.py.
 """
 
 import argparse
@@ -23,19 +24,13 @@ PY = os.path.join(ROOT, ".venv", "bin", "python")
 KEYS = ("what", "value", "unit", "baseline", "baseline_what", "ratio", "target", "meets")
 
 
-def run(spec: str, vm: str | None) -> tuple[list[dict], str | None]:
-    script, _, args = spec.partition(":")
-    if not os.path.exists(os.path.join(ROOT, script)):
-        return [], f"{script}: not in this checkout, skipped"
-    argv = [".venv/bin/python", script, "--rows", *shlex.split(args)]
-    if vm:
-        argv = ["tests/vm/run.sh", vm, "env", "PYTHONDONTWRITEBYTECODE=1", *argv]
-    where = f"VM {vm}" if vm else "host"
-    print(f"== {script} on the {where}: {' '.join(argv)}", file=sys.stderr, flush=True)
-    t0 = time.time()
-    p = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+MARK = "@@ceemsnet-bench@@"
+
+
+def parse(lines: list[str]) -> tuple[list[dict], int]:
+    """The well-formed rows among a script's output lines, and how many were malformed."""
     rows, bad = [], 0
-    for line in p.stdout.splitlines():
+    for line in lines:
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -47,15 +42,87 @@ def run(spec: str, vm: str | None) -> tuple[list[dict], str | None]:
         if not all(k in r for k in KEYS):
             bad += 1
             continue
-        r["where"] = where
         rows.append(r)
-    print(f"== {script} on the {where}: {len(rows)} rows in {time.time() - t0:.0f} s, exit {p.returncode}",
-          file=sys.stderr, flush=True)
-    if p.returncode != 0:
-        return rows, f"{script} ({where}): exited {p.returncode} (see its output above)"
+    return rows, bad
+
+
+def verdict(script: str, where: str, rows: list[dict], bad: int, rc: int | None) -> str | None:
+    if rc is None:
+        return f"{script} ({where}): did not finish (the VM stopped first; see its output above)"
+    if rc != 0:
+        return f"{script} ({where}): exited {rc} (see its output above)"
     if not rows:
-        return rows, f"{script} ({where}): printed no rows" + (f" ({bad} malformed)" if bad else "")
-    return rows, None
+        return f"{script} ({where}): printed no rows" + (f" ({bad} malformed)" if bad else "")
+    return None
+
+
+def argv_of(spec: str) -> tuple[str, list[str]]:
+    script, _, args = spec.partition(":")
+    return script, [".venv/bin/python", script, "--rows", *shlex.split(args)]
+
+
+def run(spec: str) -> tuple[list[dict], str | None]:
+    """One script on the host."""
+    script, argv = argv_of(spec)
+    if not os.path.exists(os.path.join(ROOT, script)):
+        return [], f"{script}: not in this checkout, skipped"
+    print(f"== {script} on the host: {' '.join(argv)}", file=sys.stderr, flush=True)
+    t0 = time.time()
+    p = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    rows, bad = parse(p.stdout.splitlines())
+    for r in rows:
+        r["where"] = "host"
+    print(f"== {script} on the host: {len(rows)} rows in {time.time() - t0:.0f} s, exit {p.returncode}",
+          file=sys.stderr, flush=True)
+    return rows, verdict(script, "host", rows, bad, p.returncode)
+
+
+def run_vm(specs: list[str], vm: str) -> tuple[list[dict], list[str]]:
+    """Every script in one boot of the VM: each one's output follows a marker line
+    naming it, and a marker line with its exit code ends it."""
+    where, notes, steps = f"VM {vm}", [], []
+    for spec in specs:
+        script, argv = argv_of(spec)
+        if not os.path.exists(os.path.join(ROOT, script)):
+            notes.append(f"{script}: not in this checkout, skipped")
+            continue
+        steps.append((script, argv))
+    if not steps:
+        return [], notes
+    guest = "; ".join(f"echo {MARK} start {i}; {shlex.join(argv)}; echo {MARK} exit {i} $?"
+                      for i, (_, argv) in enumerate(steps))
+    argv = ["tests/vm/run.sh", vm, "env", "PYTHONDONTWRITEBYTECODE=1", "sh", "-c", guest]
+    print(f"== {len(steps)} scripts in one boot of the {where}: {' '.join(s for s, _ in steps)}",
+          file=sys.stderr, flush=True)
+    t0 = time.time()
+    p = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out: dict[int, list[str]] = {}
+    rcs: dict[int, int] = {}
+    at = None
+    for line in p.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == MARK:
+            i = int(words[2])
+            if words[1] == "start":
+                at = i
+                out[i] = []
+            else:
+                rcs[i] = int(words[3]) if len(words) > 3 else 1
+                at = None
+        elif at is not None:
+            out[at].append(line)
+    rows = []
+    for i, (script, _) in enumerate(steps):
+        got, bad = parse(out.get(i, []))
+        for r in got:
+            r["where"] = where
+        rows += got
+        note = verdict(script, where, got, bad, rcs.get(i))
+        if note:
+            notes.append(note)
+    print(f"== {where}: {len(rows)} rows in {time.time() - t0:.0f} s (boot included), exit {p.returncode}",
+          file=sys.stderr, flush=True)
+    return rows, notes
 
 
 def fmt(v: float) -> str:
@@ -89,9 +156,14 @@ def main():
     ap.add_argument("scripts", nargs="+", metavar="SCRIPT[:ARGS]")
     a = ap.parse_args()
     rows, notes = [], []
-    for where in a.vm or [None]:
+    if a.vm:
+        for vm in a.vm:
+            got, more = run_vm(a.scripts, vm)
+            rows += got
+            notes += more
+    else:
         for spec in a.scripts:
-            got, note = run(spec, where)
+            got, note = run(spec)
             rows += got
             if note:
                 notes.append(note)

@@ -266,7 +266,7 @@ def build_context(args):
 
 
 def cmd_serve(args) -> int:
-    from .exporter import WebOptions, parse_listen_address, serve
+    from .exporter import WebOptions, parse_listen_address, serve, trim_heap
     names = collectors.parse(args.collectors)
     collectors.check(args)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
@@ -282,6 +282,7 @@ def cmd_serve(args) -> int:
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
         ctx.btf.close()  # the kernel's BTF (6 MiB parsed) served the object choice; the exporter needs it no more
+        trim_heap()  # and the heap it leaves free goes back (ceemsnet/exporter.py)
         serve(subs, ctx, args.listen, args.storage_path, args.storage_interval, web)
     return 0
 

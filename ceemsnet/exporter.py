@@ -25,6 +25,33 @@ from .metrics import Family, TextRenderer, merge_families
 log = logging.getLogger("ceemsnet.exporter")
 
 
+def _malloc_trim():
+    """glibc's malloc_trim(0), or a no-op elsewhere (musl).
+
+    A scrape with 10,000 cgroups makes transient objects (decoded records,
+    the renderer's rows and joined text) that glibc keeps mapped once freed:
+    about 25 MiB of RSS between scrapes (README, Performance). Trimming once
+    a scrape's body is sent (about 3 ms) hands it back."""
+    try:
+        import ctypes
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return lambda: trim(0)
+
+
+trim_heap = _malloc_trim()
+
+
+class _Body(list):
+    """A WSGI body in parts whose close() (called by the server once it is sent) trims the heap."""
+
+    def close(self):
+        self.clear()
+        trim_heap()
+
+
 def parse_listen_address(addr: str) -> tuple[str, int]:
     """'HOST:PORT', ':PORT' (all addresses) or '[V6]:PORT' -> (host, port)."""
     host, sep, port = (addr or "").rpartition(":")
@@ -240,7 +267,7 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
         if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
             return metrics(environ, start_response)
         # the body goes out in parts: tens of MiB with 10,000 cgroups, not copied into one
-        body = renderer.render_parts(collector.gather() + process.families())
+        body = _Body(renderer.render_parts(collector.gather() + process.families()))
         start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE),
                                   ("Content-Length", str(sum(map(len, body))))])
         return body
@@ -253,8 +280,8 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
             if not slots.acquire(blocking=False):
                 return _text(start_response, "503 Service Unavailable",
                              f"Limit of concurrent requests reached ({max_requests}), try again later.\n")
-            try:
-                return list(scrape(environ, start_response))
+            try:  # rendered while the slot is held; the body trims the heap once sent
+                return _Body(scrape(environ, start_response))
             finally:
                 slots.release()
         if path == "/":

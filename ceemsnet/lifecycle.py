@@ -76,7 +76,8 @@ class Lifecycle:
                     found = {e.name: e.inode() for e in it}
             except OSError:
                 found = {}
-            gone.update(cid for _, cid in expect.items() - found.items())
+            if not expect.items() <= found.items():  # all alive: checked in C without a set of items
+                gone.update(cid for _, cid in expect.items() - found.items())
         return gone & ids
 
     def _group(self, paths: dict[int, str]):

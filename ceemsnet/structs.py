@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from operator import add
 
 NET_PROTO = {0: "tcp", 1: "udp"}
 NET_FAMILY = {0: "ipv4", 1: "ipv6"}
@@ -61,26 +62,26 @@ def pack_net_key(cgroup_id: int, proto: int, family: int, direction: int) -> byt
 
 
 def sum_percpu(values: bytes, count: int, ncpus: int, words: int) -> list[tuple[int, ...]]:
-    """Sum `count` per-CPU values of `words` u64 each (one slot per possible CPU)."""
-    mv = memoryview(values).cast("Q")
+    """Sum `count` per-CPU values of `words` u64 each (one slot per possible CPU).
+
+    Column by column in C: a strided memoryview picks one word of one CPU
+    for every record, and map(add) sums the CPUs' columns, so the Python work
+    does not grow with the records (the scrape decodes 80,000 of them)."""
     stride = words * ncpus
-    out = []
-    for i in range(count):
-        base = i * stride
-        if ncpus == 1:
-            out.append(tuple(mv[base:base + words]))
-        else:
-            out.append(tuple(sum(mv[base + w:base + stride:words]) for w in range(words)))
-    return out
+    mv = memoryview(values).cast("Q")[:count * stride]
+    cols = []
+    for w in range(words):
+        col = mv[w::stride]
+        for c in range(1, ncpus):
+            col = map(add, col, mv[c * words + w::stride])
+        cols.append(col)
+    return list(zip(*cols))
 
 
 def decode_net(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int, int], tuple[int, int, int]]:
     """{(cgroup_id, proto, family, dir): (bytes, calls, errors)} from a net_stats read."""
-    sums = sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)
-    out = {}
-    for i, (cg, proto, fam, d) in enumerate(_NET_KEY.iter_unpack(keys[: count * _NET_KEY.size])):
-        out[(cg, proto, fam, d)] = sums[i]
-    return out
+    return dict(zip(_NET_KEY.iter_unpack(keys[: count * _NET_KEY.size]),
+                    sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)))
 
 
 def decode_drops(values: bytes, count: int, ncpus: int) -> dict[str, int]:
@@ -95,8 +96,8 @@ def pack_vfs_key(cgroup_id: int, magic: int, op: int) -> bytes:
 
 def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
     """{(cgroup_id, magic, op): (bytes, calls, errors)} from a vfs_stats read."""
-    sums = sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)
-    return {k: sums[i] for i, k in enumerate(_VFS_KEY.iter_unpack(keys[: count * _VFS_KEY.size]))}
+    return dict(zip(_VFS_KEY.iter_unpack(keys[: count * _VFS_KEY.size]),
+                    sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)))
 
 
 class SkbKey(ctypes.Structure):
@@ -131,8 +132,7 @@ def pack_skb_key(cgroup_id: int, family: int, direction: int) -> bytes:
 
 def decode_skb(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
     """{(cgroup_id, family, dir): (bytes, packets, segments)} from skb_stats (root mode)."""
-    sums = sum_percpu(values, count, ncpus, 3)
-    return {k: sums[i] for i, k in enumerate(_SKB_KEY.iter_unpack(keys[: count * _SKB_KEY.size]))}
+    return dict(zip(_SKB_KEY.iter_unpack(keys[: count * _SKB_KEY.size]), sum_percpu(values, count, ncpus, 3)))
 
 
 def decode_skb_storage(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple]:

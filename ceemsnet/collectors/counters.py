@@ -257,8 +257,11 @@ class CounterMap:
             if retired:
                 retired = self._fold_retired(retired)
         prev = self._prev_paths
-        dirty = {p for _, p in pos.items() - prev.items()}
-        dirty.update(p for _, p in prev.items() - pos.items())
+        if pos == prev:  # the common case, compared in C without building sets of items
+            dirty = set()
+        else:
+            dirty = {p for _, p in pos.items() - prev.items()}
+            dirty.update(p for _, p in prev.items() - pos.items())
         dirty.update(pos[c] for c in dirty_ids if c in pos)
         dirty.update(prev[c] for c in dirty_ids if c in prev)
         ret = {rk: tuple(v) for rk, v in retired.items()}
