@@ -31,7 +31,12 @@
 #   and runs CMD through tests/vm/guest.sh.
 # CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest;
 # CEEMSNET_ARM64_KERNEL=6.12 boots bookworm's linux-image-6.12-arm64 instead
-# (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit.
+# (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit;
+# 5.10 Debian 11's linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), 6.18
+# linux-image-6.18.15+deb13-arm64 and 7 linux-binary-, linux-modules- and
+# linux-base-7.3.4+deb13-arm64 (7.3.4-1~bpo13+1, trixie-backports), each
+# pinned and fetched through its own private apt state (cache/arm64/apt-<kernel>),
+# all on the same bookworm root file system.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
