@@ -31,22 +31,38 @@
 #   and runs CMD through tests/vm/guest.sh.
 # CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest;
 # CEEMSNET_ARM64_KERNEL=6.12 boots bookworm's linux-image-6.12-arm64 instead
-# (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit.
+# (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit;
+# 5.10 Debian 11's linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), 6.18
+# linux-image-6.18.15+deb13-arm64 and 7 linux-binary-, linux-modules- and
+# linux-base-7.3.4+deb13-arm64 (7.3.4-1~bpo13+1, trixie-backports), each
+# pinned and fetched through its own private apt state (cache/arm64/apt-<kernel>),
+# all on the same bookworm root file system.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="$here/cache/arm64"
 
-case "${CEEMSNET_ARM64_KERNEL:-6.1}" in
+series=${CEEMSNET_ARM64_KERNEL:-6.1}
+suite=bookworm
+case "$series" in
     6.1)  kpkg=linux-image-6.1.0-56-arm64 kdeb=6.1.192-2 ;;
     6.12) kpkg=linux-image-6.12.117+deb12-arm64 kdeb=6.12.117-1~deb12u1 ;;
-    *)    echo "tests/vm/arm64.sh: unknown CEEMSNET_ARM64_KERNEL '$CEEMSNET_ARM64_KERNEL': choose 6.1 or 6.12" >&2; exit 2 ;;
+    # the older and newer eras' arm64 objects: Debian 11's 5.10 (before 5.12 / 5.19),
+    # trixie-backports' 6.18 (6.15 - 6.18) and 7.3 (6.19+)
+    5.10) kpkg=linux-image-5.10.0-32-arm64 kdeb=5.10.223-1 suite=bullseye ;;
+    6.18) kpkg=linux-image-6.18.15+deb13-arm64 kdeb=6.18.15-1~bpo13+1 suite=trixie-backports ;;
+    # 7.x comes split: linux-binary-* (vmlinuz under usr/lib/modules/<version>/),
+    # linux-modules-* (no modules.dep: depmod below) and linux-base-* (config, modules.order)
+    7)    kpkg=linux-binary-7.3.4+deb13-arm64 kdeb=7.3.4-1~bpo13+1 suite=trixie-backports
+          kextra="linux-modules-7.3.4+deb13-arm64 linux-base-7.3.4+deb13-arm64" ;;
+    *)    echo "tests/vm/arm64.sh: unknown CEEMSNET_ARM64_KERNEL '$series': choose 5.10, 6.1, 6.12, 6.18 or 7" >&2; exit 2 ;;
 esac
 kver=${kpkg#linux-image-}
-suite=bookworm
+kver=${kver#linux-binary-}
 mirror=http://deb.debian.org/debian
 security=http://deb.debian.org/debian-security
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+rootfs_suite=bookworm  # one root file system for every kernel
 packages=base-files,base-passwd,libc-bin,dash,bash,coreutils,busybox-static,procps,python3,libbpf1,python3-bpfcc,\
 python3-prometheus-client,python3-packaging,python3-pyelftools,python3-yaml,python3-bcrypt,python3-cryptography,\
 iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus
@@ -58,29 +74,58 @@ command -v qemu-system-aarch64 >/dev/null || die "qemu-system-aarch64 is missing
 case "$repo" in *[!A-Za-z0-9_./+-]*) die "the checkout's path '$repo' has characters the guest's kernel command line cannot carry" ;; esac
 mkdir -p "$cache"
 
-# The kernel, extracted, with modules.dep.
+# The kernel, extracted, with modules.dep: boot/vmlinuz-<version> and lib/modules/
+# (linux-image-*) or usr/lib/modules/<version>/ (7.x's linux-binary-*).
 kdir="$cache/${kpkg}_$kdeb"
-if [ ! -f "$kdir/boot/vmlinuz-$kver" ]; then
+kimg_in() {
+    for k in "$1/boot/vmlinuz-$kver" "$1/usr/lib/modules/$kver/vmlinuz"; do
+        [ -f "$k" ] && { echo "$k"; return 0; }
+    done
+    return 1
+}
+if ! kimg_in "$kdir" >/dev/null; then
+    # a private apt configuration per suite (bookworm's keeps its old place)
     a="$cache/apt"
+    [ "$suite" = bookworm ] || a="$cache/apt-$series"
     mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/empty"
-    printf 'deb [arch=arm64 signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" "$keyring" "$security" "$suite-security" >"$a/sources.list"
+    if [ "$suite" = bookworm ]; then
+        printf 'deb [arch=arm64 signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" "$keyring" "$security" "$suite-security" >"$a/sources.list"
+    else
+        printf 'deb [arch=arm64 signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" >"$a/sources.list"
+    fi
     # (no blanks in these paths: the checkout's path was checked above)
     apt="-o Dir::Etc::SourceList=$a/sources.list -o Dir::Etc::SourceParts=$a/empty
         -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=$a/empty
         -o Dir::State::Lists=$a/lists -o Dir::Cache=$a/cache -o Dir::State::Status=/dev/null
-        -o APT::Architecture=arm64 -o APT::Architectures=arm64 -o APT::Sandbox::User=root"
-    echo "tests/vm/arm64.sh: fetching $kpkg $kdeb (once; cached in tests/vm/cache/arm64)" >&2
+        -o APT::Architecture=arm64 -o APT::Architectures=arm64 -o APT::Sandbox::User=root -o Acquire::Languages=none"
+    specs=
+    for p in $kpkg ${kextra:-}; do specs="$specs $p=$kdeb"; done
+    echo "tests/vm/arm64.sh: fetching$specs from Debian's $suite (once; cached in tests/vm/cache/arm64)" >&2
     tmp=$(mktemp -d "$cache/.dl.XXXXXX")
-    apt-get $apt update -qq >/dev/null 2>&1 || { rm -rf "$tmp"; die "apt-get update (private arm64 sources) failed"; }
-    (cd "$tmp" && apt-get $apt download -q "$kpkg=$kdeb" >/dev/null 2>&1) ||
-        { rm -rf "$tmp"; die "apt-get download $kpkg=$kdeb failed (superseded? move the pin in tests/vm/arm64.sh)"; }
-    dpkg-deb -x "$tmp"/*.deb "$tmp/x" || { rm -rf "$tmp"; die "cannot extract $kpkg"; }
-    grep -q '^CONFIG_DEBUG_INFO_BTF=y' "$tmp/x/boot/config-$kver" || { rm -rf "$tmp"; die "$kpkg has no BTF"; }
-    depmod -b "$tmp/x" "$kver" || { rm -rf "$tmp"; die "depmod failed on $kpkg"; }
+    apt-get $apt update -qq >/dev/null 2>&1 || { rm -rf "$tmp"; die "apt-get update (private arm64 sources, $suite) failed"; }
+    (cd "$tmp" && apt-get $apt download -q $specs >/dev/null 2>&1) ||
+        { rm -rf "$tmp"; die "apt-get download$specs failed (superseded? move the pin in tests/vm/arm64.sh)"; }
+    for d in "$tmp"/*.deb; do
+        dpkg-deb -x "$d" "$tmp/x" || { rm -rf "$tmp"; die "cannot extract $(basename "$d")"; }
+    done
+    kimg_in "$tmp/x" >/dev/null || { rm -rf "$tmp"; die "no vmlinuz in$specs"; }
+    config=
+    for c in "$tmp/x/boot/config-$kver" "$tmp/x/usr/lib/modules/$kver/config"; do
+        [ -f "$c" ] && config=$c
+    done
+    [ -n "$config" ] || { rm -rf "$tmp"; die "$kpkg: no config file, cannot check that it has BTF"; }
+    grep -q '^CONFIG_DEBUG_INFO_BTF=y' "$config" || { rm -rf "$tmp"; die "$kpkg has no BTF"; }
+    # depmod -b BASE looks in BASE/lib/modules: BASE is the tree, or its usr/ for 7.x
+    base="$tmp/x"
+    [ -d "$tmp/x/usr/lib/modules/$kver/kernel" ] && base="$tmp/x/usr"
+    depmod -b "$base" "$kver" || { rm -rf "$tmp"; die "depmod failed on $kpkg"; }
     rm -rf "$kdir"
     mv "$tmp/x" "$kdir"
     rm -rf "$tmp"
 fi
+kimg=$(kimg_in "$kdir")
+moddir="$kdir/lib/modules"
+[ -d "$kdir/usr/lib/modules/$kver/kernel" ] && moddir="$kdir/usr/lib/modules"
 
 # The root file system; rebuilt when the package list changes.
 rootfs="$cache/rootfs"
@@ -88,10 +133,10 @@ if [ "$(cat "$rootfs/.ceemsnet-packages" 2>/dev/null)" != "$packages" ]; then
     command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (Debian package mmdebstrap; make setup installs it)"
     echo "tests/vm/arm64.sh: building the arm64 root file system (once; cached in tests/vm/cache/arm64)" >&2
     tmp=$(mktemp -d "$cache/.rootfs.XXXXXX")
-    mmdebstrap --quiet --variant=extract --arch=arm64 --include="$packages" "$suite" "$tmp/root" \
-        "deb [signed-by=$keyring] $mirror $suite main" \
-        "deb [signed-by=$keyring] $mirror $suite-updates main" \
-        "deb [signed-by=$keyring] $security $suite-security main" || { rm -rf "$tmp"; die "mmdebstrap failed"; }
+    mmdebstrap --quiet --variant=extract --arch=arm64 --include="$packages" "$rootfs_suite" "$tmp/root" \
+        "deb [signed-by=$keyring] $mirror $rootfs_suite main" \
+        "deb [signed-by=$keyring] $mirror $rootfs_suite-updates main" \
+        "deb [signed-by=$keyring] $security $rootfs_suite-security main" || { rm -rf "$tmp"; die "mmdebstrap failed"; }
     cp "$tmp/root/usr/share/base-passwd/passwd.master" "$tmp/root/etc/passwd"
     cp "$tmp/root/usr/share/base-passwd/group.master" "$tmp/root/etc/group"
     printf '%s' "$packages" >"$tmp/root/.ceemsnet-packages"
@@ -115,12 +160,12 @@ if [ ! -f "$initrd" ] || [ "$here/arm64-init.sh" -nt "$initrd" ]; then
     cp "$rootfs/bin/busybox" "$tmp/bin/busybox"
     cp "$here/arm64-init.sh" "$tmp/init"
     chmod 755 "$tmp/init"
-    cp "$kdir/$m/modules.dep" "$kdir/$m/modules.order" "$kdir/$m/modules.builtin" "$tmp/$m/"
+    cp "$moddir/$kver/modules.dep" "$moddir/$kver/modules.order" "$moddir/$kver/modules.builtin" "$tmp/$m/"
     for ko in $(awk -v want="$modules" 'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) keep[w[i]] = 1 }
             { b = $1; sub(".*/", "", b); sub("[.]ko.*", "", b); if (b in keep) for (i = 1; i <= NF; i++) { sub(":$", "", $i); print $i } }' \
-            "$kdir/$m/modules.dep"); do
+            "$moddir/$kver/modules.dep"); do
         mkdir -p "$tmp/$m/$(dirname "$ko")"
-        cp "$kdir/$m/$ko" "$tmp/$m/$ko"
+        cp "$moddir/$kver/$ko" "$tmp/$m/$ko"
     done
     (cd "$tmp" && busybox find . | busybox cpio -o -H newc >"$initrd.new" 2>/dev/null) || { rm -rf "$tmp"; die "cannot build the initramfs"; }
     mv "$initrd.new" "$initrd"
@@ -146,11 +191,11 @@ errpid=$!
 set +e
 qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -smp "${CEEMSNET_VM_CPUS:-2}" -m "${CEEMSNET_VM_MEMORY:-2G}" \
     -display none -monitor none -no-reboot -serial "file:$run/console" \
-    -kernel "$kdir/boot/vmlinuz-$kver" -initrd "$initrd" \
+    -kernel "$kimg" -initrd "$initrd" \
     -append "console=ttyAMA0 panic=-1 loglevel=4 ceemsnet.repo=$repo" \
     -virtfs "local,path=$rootfs,mount_tag=root,security_model=none,readonly=on" \
     -virtfs "local,path=$repo,mount_tag=repo,security_model=none,readonly=on" \
-    -virtfs "local,path=$kdir/lib/modules,mount_tag=modules,security_model=none,readonly=on" \
+    -virtfs "local,path=$moddir,mount_tag=modules,security_model=none,readonly=on" \
     -virtfs "local,path=$run,mount_tag=ctl,security_model=none" \
     -device virtio-serial-pci,id=vs \
     -chardev "file,id=out,path=$run/out" -device virtserialport,bus=vs.0,chardev=out,name=virtme.stdout \

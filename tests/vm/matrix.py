@@ -128,8 +128,10 @@ RUNS = (
         minutes=7,
         why="vfs_mkdir returning a dentry (6.15 - 6.18), before 6.19's delegated_inode arguments"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports)", "exact",
-        {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
-        minutes=4,
+        {"fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
+         "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
+        minutes=10,
         why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
             "delegated_inode arguments (6.19)"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
@@ -142,16 +144,11 @@ BY_KERNEL = {r.kernel: r for r in RUNS}
 
 # Committed objects no run loads yet, each with the reason. tests/unit/test_vm_matrix.py
 # fails on an object neither run nor listed here; this list is the open part of issue 13.
-NOT_RUN = {
+NOT_RUN: dict[str, str] = {
     "net-kretprobe-4.18-arm64.bpf.o": "needs an arm64 guest with a kernel before 5.19 (Debian 11's 5.10 arm64)",
     "vfs-kretprobe-4.18-arm64.bpf.o": "needs an arm64 guest with a kernel before 5.12 (Debian 11's 5.10 arm64)",
     "vfs-kretprobe-6.15-arm64.bpf.o": "needs an arm64 guest with a 6.15 - 6.18 kernel (trixie-backports' 6.18)",
     "vfs-kretprobe-6.19-arm64.bpf.o": "needs an arm64 guest with a 6.19+ kernel (trixie-backports' 7.3)",
-    # the 7.3 guest died (no exit code, qemu gone) during the first fexit pass in the last fresh-clone run,
-    # right after test_matrix's probe; vfs-fexit-6.19-x86 had counted exactly there before (test_vfs)
-    "net-fexit-7.1-x86-slots.bpf.o": "the 7.3 guest dies during its fexit pass: not diagnosed yet",
-    "net-fexit-7.1-x86.bpf.o": "the 7.3 guest dies during its fexit pass: not diagnosed yet",
-    "vfs-fexit-6.19-x86.bpf.o": "the 7.3 guest dies during its fexit pass: not diagnosed yet",
 }
 # the kernel series of this machine, whose choice the "host" run records
 HOST_SERIES = "6.18"
@@ -239,6 +236,9 @@ def run_one(r: Run, hooks: tuple[str, ...], label: str, timeout_min: float, jobs
             proc.wait()
         rc = 124
     took = time.monotonic() - start
+    if rc == 255 and not os.environ.get("CEEMSNET_VM_VERBOSE"):
+        print(f"== {label} {r.kernel}: no exit code from the guest; CEEMSNET_VM_VERBOSE=1 shows its "
+              "kernel console (a panic, an oops) on the next run", flush=True)
     if log:
         log.seek(0)
         with PRINT_LOCK:

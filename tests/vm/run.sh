@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="$here/cache"
 
-usage() { echo "usage: tests/vm/run.sh 5.10|6.1|6.12|6.18|7|arm64-6.1|arm64-6.12 CMD [ARG...]" >&2; exit 2; }
+usage() { echo "usage: tests/vm/run.sh 5.10|6.1|6.12|6.18|7|arm64-5.10|arm64-6.1|arm64-6.12|arm64-6.18|arm64-7 CMD [ARG...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 # the aarch64 guest has its own script (qemu-system-aarch64, an arm64 root file system)
 case "$1" in
@@ -38,7 +38,7 @@ case "$1" in
     # (config, modules.builtin, modules.order)
     7)    suite=trixie-backports version=7.3.4-1~bpo13+1
           debs="linux-binary-7.3.4+deb13-amd64 linux-modules-7.3.4+deb13-amd64 linux-base-7.3.4+deb13-amd64" ;;
-    *)    echo "tests/vm/run.sh: unknown kernel '$1': choose 5.10, 6.1, 6.12, 6.18, 7, arm64-6.1 or arm64-6.12" >&2; exit 2 ;;
+    *)    echo "tests/vm/run.sh: unknown kernel '$1': choose 5.10, 6.1, 6.12, 6.18, 7 or arm64-5.10, -6.1, -6.12, -6.18, -7" >&2; exit 2 ;;
 esac
 series=$1
 shift
@@ -159,7 +159,7 @@ export PATH="$repo/.venv/bin:$PATH"
 rcfile=$(mktemp)
 trap 'rm -f "$rcfile"' EXIT
 set +e
-{ { "$vng" --run "$kimg" --disable-kvm --memory "${CEEMSNET_VM_MEMORY:-2G}" --cpus "${CEEMSNET_VM_CPUS:-2}" \
+{ { "$vng" --run "$kimg" --disable-kvm --memory "${CEEMSNET_VM_MEMORY:-2G}" --cpus "${CEEMSNET_VM_CPUS:-2}" ${CEEMSNET_VM_VERBOSE:+--verbose} \
       --overlay-rwdir="$repo" --exec "$cmd" </dev/null; echo $? >"$rcfile"; } 2>&1 1>&3 | cat >&2; } 3>&1 | cat
 rc=$(cat "$rcfile")
 [ -n "$rc" ] || rc=255
