@@ -73,7 +73,9 @@ stop() {
 node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
 
 start_slurmd() {
-    "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -N "$node" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
+    # slurmd makes its scope below system.slice, which systemd would have made
+    mkdir -p /sys/fs/cgroup/system.slice
+    "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
         die "slurmd did not start: $(logtail "$S/slurmd.out") $(logtail "$S/slurmd.log")"
     wait_for 120 "slurmd (node $node idle in sinfo)" "$S/slurmd.log" node_idle
 }

@@ -16,6 +16,7 @@ ramfs series of a job hold exactly the workloads' bytes, which each workload
 also tallies itself from its calls' return values.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -38,8 +39,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 RUN_SH = os.path.join(HERE, "run.sh")
 WORKLOAD = os.path.join(HERE, "workload.py")
 # where SLURM's cgroup/v2 plugin puts jobs when it makes its scope itself (IgnoreSystemd=yes)
-SCOPE = "/system.slice/slurmstepd.scope"
 CGROOT = "/sys/fs/cgroup"
+SCOPE = "/system.slice/slurmstepd.scope"
+if not os.path.isdir(CGROOT + SCOPE):  # slurmd -N <node> names it <node>_slurmstepd.scope
+    SCOPE = next((p[len(CGROOT):] for p in sorted(glob.glob(CGROOT + "/system.slice/*_slurmstepd.scope"))), SCOPE)
 LEVELS = ("task", "step", "job")
 DONE = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
         "PREEMPTED")
