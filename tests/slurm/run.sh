@@ -193,7 +193,6 @@ printf '%s\n' \
     "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
     "AccountingStoragePass=$S/munge.sock" \
     "AccountingStoragePort=6819" \
-    "AccountingStorageEnforce=associations" \
     "JobCompType=jobcomp/none" \
     "MpiDefault=none" \
     "SchedulerType=sched/backfill" \
