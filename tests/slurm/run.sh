@@ -17,10 +17,13 @@
 # host, whose file system the guest shares) and is removed at the end. CMD
 # finds it in CEEMSNET_SLURM_DIR; `tests/slurm/run.sh --restart-slurmd`
 # (from CMD, with that variable set) restarts slurmd while jobs run.
+# Progress goes to stderr; CEEMSNET_SLURM_TRACE=1 traces every command.
 #
 # It refuses to run outside such a guest: slurmd would move this machine's
 # processes between cgroups.
 set -eu
+# CEEMSNET_SLURM_TRACE=1: every command on stderr (sh -x), to see where a start-up hangs
+[ -z "${CEEMSNET_SLURM_TRACE:-}" ] || set -x
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 me=tests/slurm/run.sh
@@ -28,18 +31,21 @@ cluster=ceemsnet
 account=ceemsnet
 
 die() { echo "$me: $*" >&2; exit 1; }
+t0=$(date +%s)
+# progress on stderr, with the seconds since the start
+say() { echo "$me: $* ($(($(date +%s) - t0)) s)" >&2; }
 
 # tail of a daemon's log, folded into the one error line
 logtail() { [ -f "$1" ] && tail -n 5 "$1" | tr '\n' '|' | sed 's/|$//'; }
 
-# wait_for SECONDS WHAT LOG TEST...: poll TEST once a second
+# wait_for SECONDS WHAT LOG TEST...: poll TEST about once a second, for at most SECONDS
+# (by the clock: a client such as sacctmgr may itself take half a minute to give up)
 wait_for() {
     secs=$1 what=$2 log=$3
     shift 3
-    n=0
+    end=$(($(date +%s) + secs))
     until "$@" >/dev/null 2>&1; do
-        n=$((n + 1))
-        [ $n -lt "$secs" ] || die "$what did not come up in ${secs}s; last lines of $log: $(logtail "$log")"
+        [ "$(date +%s)" -lt "$end" ] || die "$what did not come up in ${secs}s; last lines of $log: $(logtail "$log")"
         sleep 1
     done
 }
@@ -67,7 +73,9 @@ stop() {
 node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
 
 start_slurmd() {
-    "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -N "$node" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
+    # slurmd makes its scope below system.slice, which systemd would have made
+    mkdir -p /sys/fs/cgroup/system.slice
+    "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
         die "slurmd did not start: $(logtail "$S/slurmd.out") $(logtail "$S/slurmd.log")"
     wait_for 120 "slurmd (node $node idle in sinfo)" "$S/slurmd.log" node_idle
 }
@@ -93,6 +101,7 @@ for p in munged mungekey mariadbd slurmdbd slurmctld-wlm slurmd-wlm slurmstepd-w
 done
 
 S=$(mktemp -d /run/ceemsnet-slurm.XXXXXX)
+extra_addr=
 export CEEMSNET_SLURM_DIR="$S"
 export SLURM_CONF="$S/slurm.conf"
 node=$(uname -n)
@@ -117,11 +126,18 @@ cleanup() {
     stop "$S/slurmdbd.pid" slurmdbd
     stop "$S/mariadbd.pid" mariadbd
     stop "$S/munged.pid" munged
+    ip addr del "$extra_addr" dev lo 2>/dev/null || true
     rm -rf "$S"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# --- the guest has only loopback (no network), and getaddrinfo() with AI_ADDRCONFIG, which
+# SLURM uses for its listening sockets, then finds no address at all ("Unable to resolve
+# (null)"): give lo one non-loopback IPv4 address for the run (glibc counts it)
+extra_addr=10.254.254.1/32
+ip addr add "$extra_addr" dev lo || die "cannot add $extra_addr to lo"
 
 # --- munge: its own key and socket ----------------------------------------
 mungekey --create --keyfile="$S/munge.key" >/dev/null 2>&1 || die "mungekey could not create $S/munge.key"
@@ -131,6 +147,7 @@ munged --force --num-threads=10 --socket="$S/munge.sock" --key-file="$S/munge.ke
     --log-file="$S/munged.log" --seed-file="$S/munged.seed" >>"$S/munged.log" 2>&1 ||
     die "munged did not start: $(logtail "$S/munged.log")"
 wait_for 30 munged "$S/munged.log" test -S "$S/munge.sock"
+say "munged up"
 
 # --- MariaDB: a private data directory, loopback TCP only, no grant tables
 # (nothing but slurmdbd can reach it: the guest's own loopback)
@@ -139,7 +156,8 @@ mariadbd --no-defaults --user=root --datadir="$S/db" --socket="$S/mariadbd.sock"
     --log-error="$S/mariadbd.log" --bind-address=127.0.0.1 --port=3306 --skip-grant-tables \
     --innodb-flush-method=fsync --innodb-use-native-aio=0 --innodb-log-file-size=8M \
     --innodb-buffer-pool-size=32M >/dev/null 2>&1 &
-wait_for 120 mariadbd "$S/mariadbd.log" grep -q 'ready for connections' "$S/mariadbd.log"
+wait_for 180 mariadbd "$S/mariadbd.log" grep -q 'ready for connections' "$S/mariadbd.log"
+say "mariadbd up"
 
 # --- SLURM's configuration ------------------------------------------------
 # the node as slurmd sees it (CPUs, sockets, memory), at the guest's loopback address
@@ -175,7 +193,6 @@ printf '%s\n' \
     "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
     "AccountingStoragePass=$S/munge.sock" \
     "AccountingStoragePort=6819" \
-    "AccountingStorageEnforce=associations" \
     "JobCompType=jobcomp/none" \
     "MpiDefault=none" \
     "SchedulerType=sched/backfill" \
@@ -227,11 +244,14 @@ sacctmgr -i modify user where name=root cluster="$cluster" set defaultaccount="$
     die "sacctmgr could not make $account root's default account"
 sacctmgr -n -P list association cluster="$cluster" user=root account="$account" format=account | grep -qx "$account" ||
     die "sacctmgr shows no association of root with $account"
+say "slurmdbd up: cluster $cluster, account $account with root"
 
 "$S/bin/slurmctld" -f "$SLURM_CONF" >>"$S/slurmctld.out" 2>&1 ||
     die "slurmctld did not start: $(logtail "$S/slurmctld.out") $(logtail "$S/slurmctld.log")"
 wait_for 120 "slurmctld (sinfo answering)" "$S/slurmctld.log" sinfo -h
+say "slurmctld up"
 start_slurmd
+say "slurmd up: node $node idle; running $*"
 
 cd "$repo"
 set +e

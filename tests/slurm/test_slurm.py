@@ -16,6 +16,7 @@ ramfs series of a job hold exactly the workloads' bytes, which each workload
 also tallies itself from its calls' return values.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -38,8 +39,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 RUN_SH = os.path.join(HERE, "run.sh")
 WORKLOAD = os.path.join(HERE, "workload.py")
 # where SLURM's cgroup/v2 plugin puts jobs when it makes its scope itself (IgnoreSystemd=yes)
-SCOPE = "/system.slice/slurmstepd.scope"
 CGROOT = "/sys/fs/cgroup"
+SCOPE = "/system.slice/slurmstepd.scope"
+if not os.path.isdir(CGROOT + SCOPE):  # slurmd -N <node> names it <node>_slurmstepd.scope
+    SCOPE = next((p[len(CGROOT):] for p in sorted(glob.glob(CGROOT + "/system.slice/*_slurmstepd.scope"))), SCOPE)
 LEVELS = ("task", "step", "job")
 DONE = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
         "PREEMPTED")
@@ -112,7 +115,7 @@ def exporters(state_dir):
     ex = {}
     try:
         for lv in LEVELS:
-            extra = common + (f"--cgroup.aggregate={lv}", f"--slurm.sacct-cache={state_dir}/sacct-{lv}.json")
+            extra = common + (f"--cgroup.aggregate={lv}",)
             if lv == "step":
                 extra += (f"--storage.path={state_dir}/accounting.db", "--storage.interval=1s")
             ex[lv] = Exporter(extra=extra, collectors="net,vfs")
@@ -179,6 +182,15 @@ def job_series(samples, below, family=None) -> dict[str, int]:
                 and family in (None, d.get("family"))):
             out[cg] = out.get(cg, 0) + 1
     return out
+
+
+def leaf(jd, step) -> str:
+    """The cgroup a step's single task ran in: user/task_0, or user/task_special (22.05 when
+    task/cgroup constrains nothing), whichever the exporters saw."""
+    return f"{jd}/step_{step}/user/task_{TASK_LEAF}"
+
+
+TASK_LEAF = os.environ.get("CEEMSNET_SLURM_TASK_LEAF", "special")
 
 
 def tally(results, name) -> dict:
@@ -268,8 +280,9 @@ def test_the_cluster_runs_jobs_in_cgroup_v2_steps():
     assert os.path.isdir(CGROOT + SCOPE), f"no {SCOPE}: slurmd's cgroup/v2 plugin made its scope elsewhere"
     out = sh("srun", "-n1", "sh", "-c", "cat /proc/self/cgroup; echo $SLURM_JOB_ID")
     cg, job = out.split()
-    # 0::/system.slice/slurmstepd.scope/job_<j>/step_0/user/task_0
-    assert cg == f"0::{SCOPE}/job_{job}/step_0/user/task_0"
+    # 0::/system.slice/slurmstepd.scope/job_<j>/step_0/user/task_0; seen in 22.05 with
+    # task/cgroup constraining nothing: user/task_special (slurmstepd's cgroup for tasks)
+    assert cg in (f"0::{SCOPE}/job_{job}/step_0/user/task_0", f"0::{SCOPE}/job_{job}/step_0/user/task_special"), cg
     assoc = sh("sacctmgr", "-n", "-P", "show", "user", "root", "format=DefaultAccount").strip()
     assert assoc == "ceemsnet"
 
@@ -301,7 +314,7 @@ def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs,
         assert vfs_of(ts) == {"read": 12_345, "write": 12_345} and vfs_of(tc) == {"read": 23_456, "write": 23_456}
 
         s = {lv: e.samples() for lv, e in exporters.items()}
-        task = {f"{jd}/step_0/user/task_0": ts, f"{jd}/step_1/user/task_0": tc}
+        task = {leaf(jd, 0): ts, leaf(jd, 1): tc}
         steps = {f"{jd}/step_0": ts, f"{jd}/step_1": tc}
         want_net = {"task": {k: net_of(t) for k, t in task.items()},
                     "step": {k: net_of(t) for k, t in steps.items()},
