@@ -100,21 +100,21 @@ RUNS = (
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
-        minutes=7,
+        minutes=9,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage"),
     Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
         pass_suites={"fexit:hash": "exact"},  # its only fexit pass: vfs-fexit-5.12-x86 counts here
-        minutes=6,
+        minutes=5,
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
             "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
     Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         pass_suites={"kretprobe": "kretprobe"},
-        minutes=14,
+        minutes=19,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
     Run("slurm", "linux-image-6.12.117+deb12-amd64 with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
@@ -126,18 +126,18 @@ RUNS = (
     Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports)", "exact",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
-        minutes=7,
+        minutes=9,
         why="vfs_mkdir returning a dentry (6.15 - 6.18), before 6.19's delegated_inode arguments"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports)", "exact",
         {"fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
-        minutes=10,
+        minutes=9,
         why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
             "delegated_inode arguments (6.19)"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
-        minutes=3,
+        minutes=2,
         why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls)"),
 )
 
