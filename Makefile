@@ -120,6 +120,8 @@ BENCH_HOST ?= bench/scrape.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE))
 BENCH_VM_KERNELS ?= 6.1 6.12
 BENCH_VM ?= bench/net_cost.py:"--hook=fexit --events=20000 --rounds=3" \
 	bench/net_cost.py:"--hook=kretprobe --events=20000 --rounds=3" \
+	bench/vfs_cost.py:"--hook=fexit --writes=20000 --rounds=3" \
+	bench/vfs_cost.py:"--hook=kretprobe --writes=20000 --rounds=3" \
 	bench/kretprobe_maxactive.py:--maxactive=0,64,1024
 
 bench: setup

@@ -21,37 +21,25 @@ child's cgroup are checked against what it sent. Needs root. Not a test.
 import argparse
 import json
 import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import types
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ceemsnet import CeemsnetError  # noqa: E402
-from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
-from ceemsnet.choice import plan_family  # noqa: E402
 from ceemsnet.collectors import slots  # noqa: E402
-from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.loader import ObjectSpec, load  # noqa: E402
 from ceemsnet.objects import slots_twin  # noqa: E402
 from ceemsnet.structs import decode_net  # noqa: E402
+from hookcost import RUNS_PER_EVENT, STATS, bench_run, build_empty, measure, preflight, run_child, run_main  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-STATS = "/proc/sys/kernel/bpf_stats_enabled"
 TARGET_NS = 30.0
 # the programs the traffic below runs, per hook family (UDP over IPv4)
 PROGRAMS = {"tracepoint": ("tp_btf_sock_send_length", "tp_btf_sock_recv_length"),
             "fexit": ("fexit_udp_sendmsg", "fexit_udp_recvmsg"),
             "kretprobe": ("kprobe_udp_sendmsg", "kretprobe_udp_sendmsg",
                           "kprobe_udp_recvmsg", "kretprobe_udp_recvmsg")}
-# program runs per event: a kretprobe event is its entry probe and its return probe
-RUNS_PER_EVENT = {"tracepoint": 1, "fexit": 1, "kretprobe": 2}
 HOOKS = {"tracepoint": "tp_btf sock_send/recv_length", "fexit": "fexit udp_sendmsg/udp_recvmsg",
          "kretprobe": "kprobe+kretprobe udp_sendmsg/udp_recvmsg"}
 CHILD = """
@@ -67,59 +55,6 @@ for _ in range(n):
     rx.recv(2048)
 print("done", flush=True)
 """
-
-
-def build_empty(out_dir):
-    """bench/net_empty.bpf.c -> an object, compiled as the Makefile compiles ours."""
-    arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip() \
-        or "x86_64-linux-gnu"
-    out = os.path.join(out_dir, "net-empty.bpf.o")
-    subprocess.run(["clang-19", "-g", "-O2", "-target", "bpf", "-Wall", "-Werror",
-                    f"-I{ROOT}/bpf/include", f"-I/usr/include/{arch}", "-c",
-                    os.path.join(HERE, "net_empty.bpf.c"), "-o", out], check=True)
-    return types.SimpleNamespace(path=out, file="net-empty.bpf.o", family="bench")
-
-
-def run_child(cg_path, n, size):
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(n), str(size)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)
-    with open(os.path.join(cg_path, "cgroup.procs"), "w") as f:
-        f.write(str(p.pid))
-    out, _ = p.communicate("go\n")
-    if p.returncode != 0 or "done" not in out:
-        raise CeemsnetError(f"traffic child failed (exit {p.returncode})")
-
-
-def run_stats(coll, programs):
-    t = c = 0
-    for name in programs:
-        with open(f"/proc/self/fdinfo/{coll.program_fd(name)}") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
-        t += int(info.get("run_time_ns", "0"))
-        c += int(info.get("run_cnt", "0"))
-    return t, c
-
-
-def measure(coll, programs, cg_path, a):
-    """ns per event (RUNS_PER_EVENT program runs) with only this collection's programs attached. A round in which
-    the programs ran fewer times than the child's events (someone else switched
-    bpf_stats_enabled off meanwhile: run time is then not counted) is done again."""
-    for _ in range(5):
-        links = [coll.attach(p) for p in programs]
-        try:
-            with open(STATS, "w") as f:
-                f.write("1")
-            t0, c0 = run_stats(coll, programs)
-            run_child(cg_path, a.events, a.size)
-            t1, c1 = run_stats(coll, programs)
-            stats_on = open(STATS).read().strip() == "1"
-        finally:
-            coll.detach(links)
-        per = RUNS_PER_EVENT[a.hook]
-        if stats_on and c1 - c0 >= 2 * a.events * per:
-            return (t1 - t0) * per / (c1 - c0), c1 - c0
-    raise CeemsnetError("kernel.bpf_stats_enabled kept being switched off during the rounds "
-                        "(another benchmark running?)")
 
 
 def counted(label, coll, cid):
@@ -168,22 +103,11 @@ def main():
                     help="also measure this object file (a variant being tried), under LABEL")
     ap.add_argument("--rows", action="store_true", help="print one JSON object per figure (make bench)")
     a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench/net_cost.py: needs root")
-    if shutil.which("clang-19") is None:
-        sys.exit("bench/net_cost.py: clang-19 is needed to build the empty programs (make setup)")
-    kver = parse_kernel_version(running_release())
-    plan = plan_family("net", a.hook, kver, normalize_arch(platform.machine()), KernelBTF())
-    if plan.refused:
-        sys.exit(f"bench/net_cost.py: {a.hook}: {plan.refused}")
+    plan = preflight("bench/net_cost.py", "net", a.hook)
     programs = PROGRAMS[a.hook]
-    tmp = tempfile.mkdtemp(prefix="ceemsnet-bench-")
-    cg_path = os.path.join(find_cgroup2_root(), f"ceemsnet-bench-{uuid.uuid4().hex[:8]}")
-    os.mkdir(cg_path)
-    old = open(STATS).read().strip()
-    colls = {}
-    try:
-        colls["empty"] = load(ObjectSpec(build_empty(tmp), programs))
+    with bench_run() as run:
+        colls = run.colls
+        colls["empty"] = load(ObjectSpec(build_empty("net_empty.bpf.c", run.tmp), programs))
         settings = {"cgrp_v1_subsys": -1}
         hash_obj = plan.obj if not a.hash_object else types.SimpleNamespace(
             path=os.path.abspath(a.hash_object), file=os.path.basename(a.hash_object), family=a.hook)
@@ -206,22 +130,17 @@ def main():
             f.write("1")
         per = {k: [] for k in colls}
         runs = {k: 0 for k in colls}
+        sent = {k: 0 for k in colls}  # sendto() calls the child made while k was attached
+        work = lambda: run_child(run.cgroup, CHILD, a.events, a.size)  # noqa: E731
         for _ in range(a.rounds):
             for k, coll in colls.items():
-                ns, cnt = measure(coll, programs, cg_path, a)
+                ns, cnt, tries = measure(coll, programs, work, 2 * a.events, RUNS_PER_EVENT[a.hook])
                 per[k].append(ns)
                 runs[k] += cnt
-        cid = os.stat(cg_path).st_ino
+                sent[k] += tries * a.events
+        cid = os.stat(run.cgroup).st_ino
         checks = {k: counted(k, colls[k], cid) for k in ("hash", "slots") if k in colls}
-    finally:
-        with open(STATS, "w") as f:
-            f.write(old)
-        for c in colls.values():
-            c.close()
-        os.rmdir(cg_path)
-        shutil.rmtree(tmp, ignore_errors=True)
     figs = {k: statistics.median(v) for k, v in per.items()}
-    want = (2 * a.events * a.size * a.rounds, 2 * a.events * a.rounds)  # each send is received
     if a.rows:
         for r in rows_of(figs, a.hook):
             print(json.dumps(r))
@@ -239,15 +158,13 @@ def main():
         if "hash" in figs and "slots" in figs:
             print(f"slots / hash: {figs['slots'] / figs['hash']:.2f}; above floor: "
                   f"{(figs['slots'] - floor) / max(1e-9, figs['hash'] - floor):.2f}")
-    bad = {k: v for k, v in checks.items() if v != want}
+    want = {k: (2 * sent[k] * a.size, 2 * sent[k]) for k in checks}  # each send is received
+    bad = {k: v for k, v in checks.items() if v != want[k]}
     for k, v in bad.items():
-        print(f"# {k}: counted {v[0]} bytes in {v[1]} calls for the bench cgroup, expected {want[0]} in {want[1]}",
-              file=sys.stderr)
+        print(f"# {k}: counted {v[0]} bytes in {v[1]} calls for the bench cgroup, expected {want[k][0]} in "
+              f"{want[k][1]}", file=sys.stderr)
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except CeemsnetError as e:
-        sys.exit(f"bench/net_cost.py: {e}")
+    run_main("bench/net_cost.py", main)
