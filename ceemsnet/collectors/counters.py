@@ -171,8 +171,8 @@ class CounterMap:
         self.source = source
         # --cgroup.aggregate: every path's counts (live and retired) go to the series of fold(path);
         # the renderers sum ids that share a path, so a folded series is the exact sum
+        # (units.folder() gives a fold that keeps its answers per path, bounded)
         self.fold = fold if fold is not None else getattr(lifecycle, "fold", None)
-        self._folded: dict[str, str] = {}
         self.families = families
         self.resolver = resolver
         self.lifecycle = lifecycle
@@ -209,16 +209,8 @@ class CounterMap:
         return fams
 
     def _fold_paths(self, paths: dict[int, str]) -> dict[int, str]:
-        cache = self._folded
-        if len(cache) > 200_000:
-            cache.clear()
-        out = {}
-        for cid, p in paths.items():
-            f = cache.get(p)
-            if f is None:
-                f = cache[p] = self.fold(p)
-            out[cid] = f
-        return out
+        fold = self.fold
+        return {cid: fold(p) for cid, p in paths.items()}
 
     def _fold_retired(self, retired: dict) -> dict:
         out: dict[tuple, list] = {}
