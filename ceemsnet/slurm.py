@@ -31,9 +31,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from .units import SLUID  # one definition of the SLUID shape
+
 log = logging.getLogger("ceemsnet.slurm")
 
-SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
 _V1 = re.compile(r"^(/slurm(?:_[^/]+)?/uid_(\d+)/job_(\d+))(?:/(step_([^/]+)))?(?:/|$)")
 _V2 = re.compile(r"^(.*?/(?:[^/]+_)?slurmstepd\.scope/(job_(\d+)|s[0-9A-HJKMNP-TV-Z]{13}))"
                  r"(?:/(step_([^/]+)))?(?:/|$)")
@@ -139,7 +140,8 @@ def run_sacct(ids: list[str], timeout: float = 30.0, sacct: str = "sacct") -> di
     out: dict[str, dict] = {}
     # 26.05's SLUID job directories: asked with the SLUID field (which 22.05's sacct does not have)
     sluids = [i for i in ids if SLUID.match(i)]
-    numeric = [i for i in ids if not SLUID.match(i)]
+    # nothing else: one id sacct cannot parse ("Bad job/step specified") fails the whole call
+    numeric = [i for i in ids if i.isascii() and i.isdigit()]
     for group, fields, key in ((numeric, FIELDS, "JobIDRaw"), (sluids, FIELDS + ("SLUID",), "SLUID")):
         for i in range(0, len(group), BATCH):
             out.update(_sacct_call(exe, group[i:i + BATCH], fields, key, timeout))

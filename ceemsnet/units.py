@@ -21,6 +21,8 @@ _SLURM_V1 = re.compile(r"^/slurm(?:_[^/]+)?/uid_\d+/job_(\d+)(?:/|$)")
 # SLURM cgroup v2 (cgroup/v2 plugin): <slice>/[<node>_]slurmstepd.scope/job_<j>/step_<s>/user/task_<t>
 _SLURM_V2 = re.compile(r"/(?:[^/]+_)?slurmstepd\.scope/([^/]+)(?:/|$)")
 _JOB_DIR = re.compile(r"^job_(\d+)$")
+# 26.05's SLUID job directories: 's' and 13 Crockford base32 characters (see ceemsnet.slurm)
+SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
 # systemd: the deepest .service/.scope/.socket/.mount/.swap unit, else the deepest .slice
 _SYSTEMD_UNIT = re.compile(r"^[^/]+\.(service|scope|socket|mount|swap)$")
 # Kubernetes: systemd driver kubepods-<qos>-pod<uid with _>.slice; cgroupfs driver pod<uid>
@@ -40,11 +42,14 @@ def slurm_job(path: str) -> str | None:
         return m.group(1)
     m = _SLURM_V2.search(path)
     if m:
+        # only job directories: job_<id>, or a SLUID. The scope also holds SLURM's own cgroups
+        # (`system`: slurmstepd; `slurmd`: slurmd itself when it makes the scope, IgnoreSystemd=yes),
+        # which are no job, and no sacct would know them
         d = m.group(1)
-        if d == "system":  # slurmstepd's own processes, not a job
-            return None
         j = _JOB_DIR.match(d)
-        return j.group(1) if j else d
+        if j:
+            return j.group(1)
+        return d if SLUID.match(d) else None
     return None
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -98,6 +99,7 @@ class Exporter:
     def __init__(self, extra=(), collectors="net", port=None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self._log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ceemsnet.cli", "serve", f"--web.listen-address=127.0.0.1:{self.port}",
              f"--collectors={collectors}", f"--hook={HOOK}",
@@ -107,12 +109,14 @@ class Exporter:
              "--unit=none", "--storage.path=none", "--bpf.pin-path=none",
              *([f"--net.slots={NET_SLOTS}"] if NET_SLOTS is not None and "net" in collectors.split(",") else []),
              *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # stderr into a file, not a pipe: a long-running exporter's log never fills a pipe
+            # nobody reads (serve would block writing it), and log() can read it at any time
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log, text=True)
         deadline = time.time() + READY_S
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                pytest.fail(f"ceemsnet serve exited with {self.proc.returncode}: {err.strip()}")
+                self.proc.wait()
+                pytest.fail(f"ceemsnet serve exited with {self.proc.returncode}: {self.log().strip()}")
             with contextlib.suppress(OSError):
                 self.scrape_text()
                 return
@@ -132,17 +136,22 @@ class Exporter:
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return out
 
+    def log(self) -> str:
+        """What serve wrote to stderr so far."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
+
     def stop(self):
         """SIGTERM by PID; returns (exit code, stderr)."""
         stop_by_pid(self.proc)
-        _, err = self.proc.communicate()
-        return self.proc.returncode, err
+        return self.proc.returncode, self.log()
 
     def kill(self):
         """SIGKILL by PID, as a crash or the OOM killer would; returns stderr."""
         self.proc.kill()
-        _, err = self.proc.communicate()
-        return err
+        self.proc.wait()
+        return self.log()
 
 
 def traffic_argv(plan):

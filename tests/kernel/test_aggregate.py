@@ -122,6 +122,14 @@ def test_task_step_and_job_levels_give_the_same_exact_sums(slurm_tasks, spawn, p
         s = {lv: e.samples() for lv, e in ex.items()}
         assert {lv: job_sum(x, job) for lv, x in s.items()} == {lv: total + 7_000 + UDP for lv in ex}
         assert egress(s["step"], jd.rel)[f"{jd.rel}/step_0"] == 37_000 + 3 * UDP
+        # the job ends: every cgroup of it goes, the job's own last; every level keeps its sums
+        before = s
+        for d, _, _ in sorted(os.walk(jd.path), key=lambda w: -w[0].count("/")):
+            os.rmdir(d)
+        s = {lv: e.samples() for lv, e in ex.items()}
+        for lv in ex:
+            assert egress(s[lv], jd.rel) == egress(before[lv], jd.rel), lv
+            assert job_sum(s[lv], job) == total + 7_000 + UDP, lv
     finally:
         errs = [e.stop() for e in ex.values()]
     assert all(rc == 0 for rc, _ in errs), errs

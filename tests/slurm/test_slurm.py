@@ -273,6 +273,22 @@ def label_ready(exporters, job_label):
     return all(any(("job", job_label) in lb for (_, lb) in e.samples()) for e in exporters.values())
 
 
+def wait_labels(exporters, labels, timeout=120):
+    """Wait until every exporter labels these jobs as SLURM shows them; if not, fail with what
+    sacct answers now (and how long it took) and the exporters' logs."""
+    try:
+        wait_until(f"job labels {labels} from sacct", lambda: all(label_ready(exporters, lb) for lb in labels),
+                   timeout=timeout, every=1)
+    except AssertionError as e:
+        t0 = time.time()
+        p = subprocess.run(["sacct", "-P", "--noheader", "--format=JobIDRaw,JobID,State", "-j",
+                            ",".join(lb.split("_")[0] for lb in labels)], capture_output=True, text=True)
+        seen = {lv: sorted({dict(lb).get("job") for (_, lb) in ex.samples()} - {None}) for lv, ex in exporters.items()}
+        logs = {lv: ex.log()[-1500:] for lv, ex in exporters.items()}
+        raise AssertionError(f"{e}; sacct now ({time.time() - t0:.1f} s, rc {p.returncode}): {p.stdout!r} "
+                             f"{p.stderr!r}; job labels exported: {seen}; logs: {logs}") from None
+
+
 # --- scenarios -----------------------------------------------------------------------
 
 def test_the_cluster_runs_jobs_in_cgroup_v2_steps():
@@ -306,7 +322,7 @@ def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs,
         wait_until("steps 0 and 1 cgroups to go", lambda: not any(
             os.path.isdir(f"{CGROOT}{jd}/step_{s}") for s in (0, 1)), timeout=120)
         assert os.path.isdir(CGROOT + jd)
-        wait_until(f"job label {job} from sacct", lambda: label_ready(exporters, job), timeout=120, every=1)
+        wait_labels(exporters, [job])
         ts, tc = tally(results, "server"), tally(results, "client")
         # the workloads did what was planned (their own tallies)
         assert net_of(tc) == {"tcp/egress": 100_000, "tcp/ingress": 40_000, "udp/egress": 6_000, "udp/ingress": 2_100}
@@ -366,8 +382,7 @@ def test_array_job_of_three_tasks_labelled_as_slurm_shows_them(exporters, ramfs,
     for i in range(3):
         wait_job_end(f"{array}_{i}")
     labels = [f"{array}_{i}" for i in range(3)]
-    wait_until("array tasks' labels from sacct", lambda: all(label_ready(exporters, lb) for lb in labels),
-               timeout=120, every=1)
+    wait_labels(exporters, labels)
     raw = {}
     for line in sh("sacct", "-n", "-P", "-X", "-j", array, "--format=JobID,JobIDRaw,State").split():
         jid, rawid, state = line.split("|")
@@ -402,7 +417,7 @@ def test_interactive_step(exporters, ramfs, results):
     t = tally(results, "inter")
     assert net_of(t) == {"tcp/egress": 44_444, "tcp/ingress": 44_444}
     wait_job_end(job)
-    wait_until(f"job label {job}", lambda: label_ready(exporters, job), timeout=120, every=1)
+    wait_labels(exporters, [job])
     jd = f"{SCOPE}/job_{job}"
     for lv, e in exporters.items():
         s = e.samples()
@@ -431,7 +446,7 @@ def _check_stream(exporters, results, job, cancelled):
     if not cancelled or os.path.exists(f"{results}/stream.json"):
         # the sender's own count (scancel's SIGTERM lets it write it; a SIGKILL would not)
         assert tally(results, "stream")["tcp/egress"] == sent
-    wait_until(f"job label {job}", lambda: label_ready(exporters, job), timeout=120, every=1)
+    wait_labels(exporters, [job])
     jd = f"{SCOPE}/job_{job}"
     for lv, e in exporters.items():
         got = net_by_cgroup(e.samples(), jd)

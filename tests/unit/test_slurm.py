@@ -182,6 +182,14 @@ def test_run_sacct_batches_and_uses_the_portable_flags(tmp_path):
     assert sum(len(c[c.index("-j") + 1].split(",")) for c in cs) == len(ids)
 
 
+def test_ids_sacct_cannot_parse_are_never_asked(tmp_path):
+    # one such id would fail the whole call ("sacct: fatal: Bad job/step specified: slurmd")
+    exe = fake_sacct(tmp_path)
+    facts = run_sacct(["42", "slurmd", "system", "4_2", "٤٢"], sacct=exe)
+    assert list(facts) == ["42"]
+    assert [c[c.index("-j") + 1] for c in calls(tmp_path)] == ["42"]
+
+
 def test_sluid_jobs_are_asked_with_the_sluid_field(tmp_path):
     exe = fake_sacct(tmp_path, SACCT_OUT + "7|7|dan|a|p|n|COMPLETED|2026-11-23T10:00:00|2026-11-23T10:01:00|"
                                            "00:01:00|node1|sEKNKTV3WPV500\n")

@@ -15,6 +15,8 @@ from ceemsnet.units import k8s_pod, resolve_kind, slurm_job, systemd_unit
     ("/system.slice/slurmstepd.scope/job_4242", "4242"),
     ("/system.slice/node01_slurmstepd.scope/job_9/step_1", "9"),
     ("/system.slice/slurmstepd.scope/system", None),              # slurmstepd itself
+    ("/system.slice/virtme_slurmstepd.scope/slurmd", None),       # slurmd itself (IgnoreSystemd=yes)
+    ("/system.slice/slurmstepd.scope/whatever/step_0", None),     # no job directory shape
     # 26.05's default: the job directory is the job's SLUID (cgroup.conf(5), CgroupJobIdPaths=no)
     ("/system.slice/slurmstepd.scope/sEKNKTV3WPV500/step_0/user/task_0", "sEKNKTV3WPV500"),
     ("/system.slice/slurmstepd.scope/sEKNKTV3WPV500/step_extern", "sEKNKTV3WPV500"),
