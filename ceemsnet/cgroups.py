@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 
@@ -100,6 +101,10 @@ class CgroupResolver:
     while callers still ask for them (their counts still exist).
     """
 
+    # how long a watched cgroup's path is kept for ids no scrape has asked for yet: far
+    # longer than any scrape interval (a cgroup's counts show at the first scrape after them)
+    BORN_KEEP = 3600.0
+
     def __init__(self, root: str, max_age: float = 60.0, clock=time.monotonic, low32: bool = False):
         self.root = root
         # before 5.5 bpf_get_current_cgroup_id() returns generation << 32 | inode
@@ -110,6 +115,34 @@ class CgroupResolver:
         self._unresolvable: set[int] = set()
         self._scanned_at: float | None = None
         self.scans = 0
+        # watch(): cgroups as they are made (ceemsnet/cgwatch.py), id -> (path, when)
+        self._born: dict[int, tuple[str, float]] = {}
+        self._born_lock = threading.Lock()
+        self.watcher = None
+
+    def watch(self) -> bool:
+        """Learn every new cgroup's path the moment it is made (an inotify thread), so that
+        one made and removed between two scrapes still gets its path. True if watching."""
+        if self.watcher is None:
+            from . import cgwatch
+            self.watcher = cgwatch.start(self.root, self._note_born)
+        return self.watcher is not None
+
+    def _note_born(self, cid: int, path: str) -> None:
+        with self._born_lock:
+            self._born[cid] = (path, self._clock())
+
+    def _take_born(self, ids: set[int]) -> None:
+        """Move the watched paths of these ids into the table; forget old unasked ones."""
+        now = self._clock()
+        with self._born_lock:
+            for i in ids:
+                b = self._born.pop(i, None)
+                if b is not None:
+                    self._paths[i] = b[0]
+                    self._unresolvable.discard(i)
+            if len(self._born) > 1024:
+                self._born = {i: b for i, b in self._born.items() if now - b[1] < self.BORN_KEEP}
 
     def _rescan(self, keep: Iterable[int]) -> None:
         fresh = scan_cgroup_ids(self.root)
@@ -133,6 +166,9 @@ class CgroupResolver:
         now = self._clock()
         stale = self._scanned_at is None or now - self._scanned_at >= self.max_age
         missing = ids - self._paths.keys()
+        if missing and self._born:
+            self._take_born(missing)
+            missing = ids - self._paths.keys()
         if stale or missing - self._unresolvable:
             self._rescan(ids)
             missing = ids - self._paths.keys()

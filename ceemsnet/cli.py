@@ -279,6 +279,9 @@ def cmd_serve(args) -> int:
     web = WebOptions(args.web_config_file, args.telemetry_path, args.max_requests)
     _require_root("ceemsnet serve", args)
     ctx = build_context(args)
+    # before any hook counts: every cgroup made from now on gets its path at once, so a job
+    # shorter than the scrape interval is not counted as unknown:<id> (ceemsnet/cgwatch.py)
+    ctx.resolver.watch()
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
         ctx.btf.close()  # the kernel's BTF (6 MiB parsed) served the object choice; the exporter needs it no more

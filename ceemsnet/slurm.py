@@ -31,9 +31,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from .units import SLUID  # one definition of the SLUID shape
-
 log = logging.getLogger("ceemsnet.slurm")
+
+SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
 
 _V1 = re.compile(r"^(/slurm(?:_[^/]+)?/uid_(\d+)/job_(\d+))(?:/(step_([^/]+)))?(?:/|$)")
 _V2 = re.compile(r"^(.*?/(?:[^/]+_)?slurmstepd\.scope/(job_(\d+)|s[0-9A-HJKMNP-TV-Z]{13}))"

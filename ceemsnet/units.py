@@ -21,8 +21,6 @@ _SLURM_V1 = re.compile(r"^/slurm(?:_[^/]+)?/uid_\d+/job_(\d+)(?:/|$)")
 # SLURM cgroup v2 (cgroup/v2 plugin): <slice>/[<node>_]slurmstepd.scope/job_<j>/step_<s>/user/task_<t>
 _SLURM_V2 = re.compile(r"/(?:[^/]+_)?slurmstepd\.scope/([^/]+)(?:/|$)")
 _JOB_DIR = re.compile(r"^job_(\d+)$")
-# 26.05's SLUID job directories: 's' and 13 Crockford base32 characters (see ceemsnet.slurm)
-SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
 # systemd: the deepest .service/.scope/.socket/.mount/.swap unit, else the deepest .slice
 _SYSTEMD_UNIT = re.compile(r"^[^/]+\.(service|scope|socket|mount|swap)$")
 # Kubernetes: systemd driver kubepods-<qos>-pod<uid with _>.slice; cgroupfs driver pod<uid>
@@ -45,6 +43,7 @@ def slurm_job(path: str) -> str | None:
         # only job directories: job_<id>, or a SLUID. The scope also holds SLURM's own cgroups
         # (`system`: slurmstepd; `slurmd`: slurmd itself when it makes the scope, IgnoreSystemd=yes),
         # which are no job, and no sacct would know them
+        from .slurm import SLUID
         d = m.group(1)
         j = _JOB_DIR.match(d)
         if j:

@@ -81,6 +81,8 @@ class Context:
                 raise CeemsnetError(f"{why}: {e}") from None
             same = self.hierarchy.version == "v2" and self.hierarchy.root == root
             self._cgroup2 = (root, self.resolver if same else CgroupResolver(root))
+            if not same and self.resolver.watcher is not None:  # serve watches for new cgroups
+                self._cgroup2[1].watch()
         return self._cgroup2
 
 

@@ -59,3 +59,33 @@ def test_removed_cgroup_keeps_counts_frees_keys_then_expires(make_cgroup, spawn)
         peer.close()
         rc, err = e.stop()
     assert rc == 0, err
+
+
+def test_a_cgroup_made_and_removed_between_two_scrapes_keeps_its_path(make_cgroup, spawn):
+    """A job shorter than the scrape interval: its cgroup (and a child cgroup made below it, as
+    SLURM makes steps) is made, moves bytes and is removed, all between two scrapes; the next
+    scrape still shows exactly those bytes under their paths, not under unknown:<id>."""
+    e = Exporter(extra=("--cgroup.retention=600",))
+    peer = Peer()
+    try:
+        e.samples()
+        job = make_cgroup()
+        step = make_cgroup_below(job, "step_0")
+        spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [4321]}]), step).go()
+        spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [1111, 2222]}]), job).go()
+        step.remove()
+        job.remove()
+        s = e.samples()
+        got = {dict(lb)["cgroup"]: v for (name, lb), v in s.items()
+               if name == "ceemsnet_net_egress_bytes_total" and dict(lb).get("proto") == "udp"
+               and dict(lb)["cgroup"] in {job.rel, step.rel, f"unknown:{job.id}", f"unknown:{step.id}"}}
+        assert got == {job.rel: 3333, step.rel: 4321}
+    finally:
+        peer.close()
+        rc, err = e.stop()
+    assert rc == 0, err
+
+
+def make_cgroup_below(parent, name):
+    from .helpers import Cgroup
+    return Cgroup(parent.root, f"{parent.rel.lstrip('/')}/{name}")

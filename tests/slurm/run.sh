@@ -52,7 +52,7 @@ wait_for() {
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# stop PIDFILE NAME: TERM, wait up to 30 s, then KILL
+# stop PIDFILE NAME [SECONDS]: TERM, wait up to SECONDS (30), then KILL
 stop() {
     [ -s "$1" ] || return 0
     pid=$(cat "$1")
@@ -60,8 +60,8 @@ stop() {
     n=0
     while kill -0 "$pid" 2>/dev/null; do
         n=$((n + 1))
-        if [ $n -ge 60 ]; then
-            echo "$me: $2 (pid $pid) did not stop in 30 s, killing it" >&2
+        if [ $n -ge $((${3:-30} * 2)) ]; then
+            echo "$me: $2 (pid $pid) did not stop in ${3:-30} s, killing it" >&2
             kill -9 "$pid" 2>/dev/null || true
             break
         fi
@@ -71,13 +71,22 @@ stop() {
 }
 
 node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
+# slurmd registered: the node is up for slurmctld (idle, or running jobs: mixed, allocated);
+# not responding shows as e.g. "idle*", unknown or down
+node_up() {
+    case "$(sinfo -h -n "$node" -o %T 2>/dev/null)" in
+    idle | mixed | allocated | completing) return 0 ;;
+    *) return 1 ;;
+    esac
+}
 
+# start_slurmd READY: start slurmd and wait until READY (node_idle, node_up) holds
 start_slurmd() {
     # slurmd makes its scope below system.slice, which systemd would have made
     mkdir -p /sys/fs/cgroup/system.slice
     "$S/bin/slurmd" -f "$SLURM_CONF" -d "$S/bin/slurmstepd" -L "$S/slurmd.log" >>"$S/slurmd.out" 2>&1 ||
         die "slurmd did not start: $(logtail "$S/slurmd.out") $(logtail "$S/slurmd.log")"
-    wait_for 120 "slurmd (node $node idle in sinfo)" "$S/slurmd.log" node_idle
+    wait_for 120 "slurmd (node $node $1 in sinfo)" "$S/slurmd.log" "$1"
 }
 
 # --restart-slurmd: from CMD, restart the running cluster's slurmd
@@ -86,8 +95,9 @@ if [ "${1:-}" = --restart-slurmd ]; then
     [ -n "$S" ] && [ -f "$S/slurm.conf" ] || die "--restart-slurmd: CEEMSNET_SLURM_DIR names no cluster (run it from CMD)"
     export SLURM_CONF="$S/slurm.conf"
     node=$(cat "$S/node")
+    # jobs run on: the node comes back mixed or allocated, not idle
     stop "$S/slurmd.pid" slurmd
-    start_slurmd
+    start_slurmd node_up
     exit 0
 fi
 
@@ -121,11 +131,13 @@ cleanup() {
     if pid_alive "$S/slurmctld.pid"; then
         scancel --quiet --full --user=root >/dev/null 2>&1 || true
     fi
-    stop "$S/slurmd.pid" slurmd
-    stop "$S/slurmctld.pid" slurmctld
-    stop "$S/slurmdbd.pid" slurmdbd
-    stop "$S/mariadbd.pid" mariadbd
-    stop "$S/munged.pid" munged
+    # all their state is thrown away: 10 s each to end, then KILL (slurmd and slurmctld
+    # took over 30 s after TERM in the emulated guest)
+    stop "$S/slurmd.pid" slurmd 10
+    stop "$S/slurmctld.pid" slurmctld 10
+    stop "$S/slurmdbd.pid" slurmdbd 10
+    stop "$S/mariadbd.pid" mariadbd 10
+    stop "$S/munged.pid" munged 10
     ip addr del "$extra_addr" dev lo 2>/dev/null || true
     rm -rf "$S"
 }
@@ -250,7 +262,7 @@ say "slurmdbd up: cluster $cluster, account $account with root"
     die "slurmctld did not start: $(logtail "$S/slurmctld.out") $(logtail "$S/slurmctld.log")"
 wait_for 120 "slurmctld (sinfo answering)" "$S/slurmctld.log" sinfo -h
 say "slurmctld up"
-start_slurmd
+start_slurmd node_idle
 say "slurmd up: node $node idle; running $*"
 
 cd "$repo"

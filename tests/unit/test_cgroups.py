@@ -73,3 +73,40 @@ def test_resolver_keeps_path_of_removed_cgroup_while_asked(tmp_path):
     os.rmdir(tmp_path / "job_1" / "step_0")
     clock.t = 100  # forces a rescan that no longer sees it
     assert r.resolve([step])[step] == "/job_1/step_0"
+
+
+def _wait(fn, timeout=10.0):
+    import time
+    deadline = time.time() + timeout
+    while not fn():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_watched_resolver_knows_directories_made_and_removed_between_lookups(tmp_path):
+    # inotify works on any file system: directories stand in for cgroups (ids are inode numbers)
+    (tmp_path / "old").mkdir()
+    r = CgroupResolver(str(tmp_path))
+    assert r.resolve([]) == {}
+    assert r.watch()
+    made = []
+    for rel in ("job_1", "job_1/step_0", "job_1/step_0/user", "job_1/step_0/user/task_0", "old/x"):
+        p = tmp_path / rel
+        p.mkdir()
+        made.append((os.stat(p).st_ino, "/" + rel))
+    _wait(lambda: len(r._born) >= len(made))
+    for rel in ("job_1/step_0/user/task_0", "job_1/step_0/user", "job_1/step_0", "job_1", "old/x"):
+        (tmp_path / rel).rmdir()
+    assert r.resolve([i for i, _ in made]) == dict(made)
+    assert r.watcher.overflows == 0
+
+
+def test_watcher_reports_nothing_for_what_was_there_and_survives_odd_names(tmp_path):
+    (tmp_path / "a").mkdir()
+    seen = []
+    from ceemsnet.cgwatch import CgroupWatcher
+    w = CgroupWatcher(str(tmp_path), lambda i, p: seen.append(p))
+    (tmp_path / "a" / "sp ace\u00e9").mkdir()
+    _wait(lambda: seen)
+    assert seen == ["/a/sp ace\u00e9"]
+    assert sorted(w._wd.values()) == ["", "/a", "/a/sp ace\u00e9"]

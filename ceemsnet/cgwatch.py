@@ -1,0 +1,151 @@
+"""Cgroups as they are made: id -> path before they can go again.
+
+The resolver (ceemsnet.cgroups.CgroupResolver) finds a cgroup's path by
+scanning the hierarchy when a scrape meets an id it does not know. A cgroup
+made and removed between two scrapes -- a SLURM array task or any job
+shorter than the scrape interval, with every one of its steps -- is gone by
+then, and its counts could only be labelled unknown:<id>. So a thread
+watches every cgroup directory with inotify (IN_CREATE: mkdir(2) on cgroupfs
+notifies like on any file system) and notes each new cgroup's id (its
+directory's inode number) and path the moment it is made, before any
+process is moved into it, let alone moves a byte.
+
+inotify is in every kernel ceemsnet supports and needs no privilege beyond
+reading the directories; it costs one watch per cgroup (about 1 KiB of
+kernel memory each, counted against fs.inotify.max_user_watches). If the
+watches run out, or the event queue overflows, what is not watched falls
+back to the scans, and the log says so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("ceemsnet.cgroups")
+
+# <sys/inotify.h>
+IN_CREATE = 0x00000100
+IN_DELETE_SELF = 0x00000400
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+
+class CgroupWatcher:
+    """Calls `born(inode, path)` for every cgroup made below `root` (path relative to it,
+    "/a/b"), from its own daemon thread, until the process ends."""
+
+    def __init__(self, root: str, born: Callable[[int, str], None]):
+        self.root = root.rstrip("/") or "/"
+        self.born = born
+        self._wd: dict[int, str] = {}  # watch descriptor -> relative path ("" for the root)
+        self._warned = False
+        self.overflows = 0
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._add.restype = ctypes.c_int
+        fd = libc.inotify_init1(IN_CLOEXEC)
+        if fd < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"inotify_init1: {os.strerror(e)}")
+        self.fd = fd
+        self._watch_tree("", report=False)
+        self._thread = threading.Thread(target=self._run, name="cgroup-watch", daemon=True)
+        self._thread.start()
+
+    def _abs(self, rel: str) -> str:
+        return self.root + rel if self.root != "/" else (rel or "/")
+
+    def _watch(self, rel: str) -> bool:
+        wd = self._add(self.fd, os.fsencode(self._abs(rel) or "/"), IN_CREATE | IN_ONLYDIR)
+        if wd < 0:
+            e = ctypes.get_errno()
+            if e in (errno.ENOENT, errno.ENOTDIR):
+                return False  # removed meanwhile
+            if not self._warned:
+                self._warned = True
+                hint = (" (raise fs.inotify.max_user_watches)" if e == errno.ENOSPC else "")
+                log.warning("cannot watch cgroup %s for new cgroups: %s%s; cgroups made and removed between two "
+                            "scrapes below it may be counted as unknown:<id>", self._abs(rel), os.strerror(e), hint)
+            return False
+        self._wd[wd] = rel
+        return True
+
+    def _watch_tree(self, rel: str, report: bool = True) -> None:
+        """Watch rel and every directory below it (those made before the watch included),
+        reporting each below rel as born (if `report`: the cgroups there at the start are
+        the resolver's first scan's)."""
+        stack = [rel]
+        while stack:
+            r = stack.pop()
+            if not self._watch(r):
+                continue
+            try:
+                with os.scandir(self._abs(r)) as it:
+                    for entry in it:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                child = f"{r}/{entry.name}"
+                                if report:
+                                    self.born(entry.inode(), child)
+                                stack.append(child)
+                        except OSError:
+                            continue
+            except OSError:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            try:
+                buf = os.read(self.fd, 64 * 1024)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                log.warning("watching for new cgroups stopped: %s", e.strerror)
+                return
+            self.handle(buf)
+
+    def handle(self, buf: bytes) -> None:
+        off = 0
+        while off + _EVENT.size <= len(buf):
+            wd, mask, _, n = _EVENT.unpack_from(buf, off)
+            name = buf[off + _EVENT.size:off + _EVENT.size + n].split(b"\0", 1)[0]
+            off += _EVENT.size + n
+            if mask & IN_Q_OVERFLOW:
+                # events were lost: walk everything again (new watches, new cgroups)
+                self.overflows += 1
+                log.debug("inotify queue overflowed: scanning the cgroup tree again")
+                self._watch_tree("")
+                continue
+            if mask & IN_IGNORED:
+                self._wd.pop(wd, None)  # the directory went
+                continue
+            if mask & IN_CREATE and mask & IN_ISDIR and wd in self._wd:
+                child = f"{self._wd[wd]}/{os.fsdecode(name)}"
+                try:
+                    ino = os.stat(self._abs(child), follow_symlinks=False).st_ino
+                except OSError:
+                    continue  # removed already: too short to have counted anything
+                self.born(ino, child)
+                self._watch_tree(child)
+
+
+def start(root: str, born: Callable[[int, str], None]) -> CgroupWatcher | None:
+    """A watcher, or None (logged) where inotify cannot be had."""
+    try:
+        return CgroupWatcher(root, born)
+    except (OSError, AttributeError) as e:
+        log.warning("cannot watch %s for new cgroups (%s): cgroups made and removed between two scrapes may be "
+                    "counted as unknown:<id>", root, e)
+        return None
