@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--unit=slurm: sacct, asked (batched, cached) for the id SLURM shows for an array task "
                         "(123_2) or heterogeneous component (100+1), whose cgroup carries its own raw job id; "
                         "'none', or no sacct answering: the job label is the raw id")
+    s.add_argument("--slurm.squeue", dest="squeue", default="squeue", metavar="PROGRAM|none",
+                   help="--unit=slurm: squeue, asked before sacct for the same ids: slurmctld knows a running "
+                        "job at once, while sacct knows it only once slurmdbd has its record; 'none': sacct only")
     s.add_argument("--cgroup.retention", dest="retention", type=duration_or_zero_arg, default=120.0,
                    metavar="DURATION",
                    help="how long the series of a removed cgroup stay exported with their last counts "

@@ -377,9 +377,10 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
         signal.signal(sig, lambda *_: stop.set())
     names = None
     sacct = getattr(ctx.args, "sacct", "none")
-    if ctx.unit_kind == "slurm" and sacct != "none":
+    squeue = getattr(ctx.args, "squeue", "none")
+    if ctx.unit_kind == "slurm" and (sacct, squeue) != ("none", "none"):
         from .slurm import SlurmNames
-        names = SlurmNames(sacct)
+        names = SlurmNames(sacct, squeue=squeue)
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
                                   build_labels(ctx.release), ctx.unit_kind, names)
     writer = None

@@ -223,42 +223,83 @@ def job_facts(ids, cache: FactsCache | None = None, sacct: str = "sacct",
     return got, note
 
 
+def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue") -> dict[str, str]:
+    """{raw job id: the id SLURM shows (123_2, 100+1)} for the numeric ids slurmctld has in
+    memory: running jobs at once (sacct learns of a job only once slurmdbd has its record,
+    and may be slow to answer), ended ones for MinJobAge. `squeue -h -a -t all -o %A|%i -j ids`."""
+    exe = shutil.which(squeue)
+    if exe is None:
+        raise SacctError(f"{squeue} is not installed (not on PATH)")
+    numeric = [i for i in ids if i.isascii() and i.isdigit()]
+    out: dict[str, str] = {}
+    for i in range(0, len(numeric), BATCH):
+        part = numeric[i:i + BATCH]
+        argv = [exe, "-h", "-a", "-t", "all", "-o", "%A|%i", "-j", ",".join(part)]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise SacctError(f"squeue did not answer within {timeout:g} s") from None
+        except OSError as e:
+            raise SacctError(f"cannot run squeue: {e.strerror or e}") from None
+        if r.returncode != 0:
+            # one id asked alone and unknown to slurmctld (ended long ago): no error, just not known
+            if "Invalid job id" in r.stderr:
+                continue
+            msg = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+            raise SacctError(f"squeue failed: {msg}")
+        for line in r.stdout.splitlines():
+            raw, _, shown = line.strip().partition("|")
+            # a pending array's own record shows as 123_[1-2]: no cgroup has that
+            if raw in part and shown and "[" not in shown:
+                out[raw] = shown
+    return out
+
+
 class SlurmNames:
     """Raw job id -> the id SLURM shows (123_2 for an array task, 100+1 for a
-    heterogeneous component), for the exporter's `job` label. Ids are asked
-    in one sacct call per scrape that sees new ones, at most every `retry`
-    seconds for ids sacct did not know yet; answers are kept. Without sacct
-    (missing, failing) the raw id is the label, and a failure is logged once."""
+    heterogeneous component), for the exporter's `job` label. New ids are asked
+    in one call per scrape that sees them: squeue first (slurmctld knows a
+    running job at once), then sacct for those squeue does not know (ended
+    jobs, e.g. retired cgroups after a restart), at most every `retry` seconds
+    for ids neither knew; answers are kept. Without either (missing, failing:
+    logged once each, then left alone for `retry` seconds) the raw id is the label."""
 
-    def __init__(self, sacct: str = "sacct", retry: float = 30.0, timeout: float = 5.0, clock=time.monotonic):
-        self.sacct, self.retry, self.timeout, self._clock = sacct, retry, timeout, clock
+    def __init__(self, sacct: str = "sacct", retry: float = 30.0, timeout: float = 5.0, clock=time.monotonic,
+                 squeue: str = "squeue"):
+        self.sacct, self.squeue, self.retry, self.timeout, self._clock = sacct, squeue, retry, timeout, clock
         self.names: dict[str, str] = {}
         self._asked: dict[str, float] = {}
-        self._off_until = 0.0
-        self._warned = False
+        self._off_until = {"squeue": 0.0, "sacct": 0.0}
+        self._warned: set[str] = set()
 
     def display(self, raw: str) -> str:
         return self.names.get(raw, raw)
 
+    def _ask(self, what: str, fn, ids: list[str], now: float) -> dict[str, str]:
+        if not ids or now < self._off_until[what]:
+            return {}
+        try:
+            return fn(ids)
+        except SacctError as e:
+            if what not in self._warned:
+                log.warning("%s: job labels of array tasks and heterogeneous components may be the cgroups' raw "
+                            "job ids (not shown as SLURM shows them) while it fails", e)
+                self._warned.add(what)
+            self._off_until[what] = now + self.retry
+            return {}
+
     def learn(self, raws) -> None:
-        """Ask sacct about the raw ids not known yet (not more often than `retry`)."""
+        """Ask squeue, then sacct, about the raw ids not known yet (not more often than `retry`)."""
         now = self._clock()
-        if now < self._off_until:
-            return
         new = sorted(r for r in raws if r not in self.names and now - self._asked.get(r, -1e18) >= self.retry)
         if not new:
             return
         for r in new:
             self._asked[r] = now
-        try:
-            facts = run_sacct(new, self.timeout, self.sacct)
-        except SacctError as e:
-            if not self._warned:
-                log.warning("%s: job labels are the cgroups' raw job ids (array tasks and heterogeneous "
-                            "components not shown as SLURM shows them)", e)
-                self._warned = True
-            self._off_until = now + 300.0
-            return
+        if self.squeue != "none":
+            self.names.update(self._ask("squeue", lambda ids: run_squeue(ids, self.timeout, self.squeue), new, now))
+        rest = [r for r in new if r not in self.names] if self.sacct != "none" else []
+        facts = self._ask("sacct", lambda ids: run_sacct(ids, self.timeout, self.sacct), rest, now)
         for raw, f in facts.items():
             self.names[raw] = f["job"]
         if len(self._asked) > 100_000:

@@ -201,6 +201,9 @@ printf '%s\n' \
     "LaunchParameters=use_interactive_step" \
     "InteractiveStepOptions=\"--interactive --preserve-env /bin/sh\"" \
     "AccountingStorageType=accounting_storage/slurmdbd" \
+    "# as sites run it: a job needs an association, and gets its user's default account" \
+    "# (without it, root's jobs were recorded with no account at all)" \
+    "AccountingStorageEnforce=associations" \
     "AccountingStorageHost=127.0.0.1" \
     "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
     "AccountingStoragePass=$S/munge.sock" \

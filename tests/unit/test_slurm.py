@@ -224,7 +224,7 @@ def test_cache_keeps_finished_jobs_and_asks_again_for_running_ones(tmp_path):
 def test_names_map_array_and_het_ids_once(tmp_path):
     exe = fake_sacct(tmp_path)
     clock = Clock()
-    names = SlurmNames(exe, clock=clock)
+    names = SlurmNames(exe, clock=clock, squeue="none")
     names.learn({"125", "101", "42", "999"})
     assert [names.display(j) for j in ("125", "101", "42", "999")] == ["123_2", "100+1", "42", "999"]
     names.learn({"125", "999"})          # known, and unknown asked within `retry`: no call
@@ -234,8 +234,66 @@ def test_names_map_array_and_het_ids_once(tmp_path):
     assert calls(tmp_path)[-1][-1] == "999"
 
 
+def fake_squeue(tmp_path, jobs: dict[str, str], rc: int = 0, err: str = "") -> str:
+    """A squeue on PATH that logs its argv and prints `%A|%i` of the asked ids slurmctld 'knows'
+    (`jobs`: raw -> shown); one unknown id asked alone fails as squeue does."""
+    d = tmp_path / "bin"
+    d.mkdir(exist_ok=True)
+    script = d / "squeue"
+    script.write_text(f"""#!{sys.executable}
+import json, sys
+with open({str(d / 'squeue.jsonl')!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+if {rc}:
+    sys.stderr.write({err!r})
+    sys.exit({rc})
+args = sys.argv[1:]
+assert args[:7] == ["-h", "-a", "-t", "all", "-o", "%A|%i", "-j"], args
+ids = args[7].split(",")
+jobs = {jobs!r}
+if len(ids) == 1 and ids[0] not in jobs:
+    sys.stderr.write("slurm_load_jobs error: Invalid job id specified\\n")
+    sys.exit(1)
+for i in ids:
+    if i in jobs:
+        print(i + "|" + jobs[i])
+""")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_names_ask_squeue_first_then_sacct_for_the_rest(tmp_path):
+    # slurmctld knows the running array task 125 and a pending array's own record (no cgroup has it);
+    # sacct is asked only for what squeue did not know
+    sq = fake_squeue(tmp_path, {"125": "123_2", "130": "130_[1-5]"})
+    names = SlurmNames(fake_sacct(tmp_path), squeue=sq)
+    names.learn({"125", "101", "130"})
+    assert [names.display(j) for j in ("125", "101", "130")] == ["123_2", "100+1", "130"]
+    (asked_sacct,) = calls(tmp_path)
+    assert asked_sacct[asked_sacct.index("-j") + 1].split(",") == ["101", "130"]
+
+
+def test_names_squeue_alone_unknown_id_is_no_failure(tmp_path, caplog):
+    sq = fake_squeue(tmp_path, {})
+    names = SlurmNames("none", squeue=sq)
+    names.learn({"77"})
+    assert names.display("77") == "77"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_names_squeue_failing_falls_back_to_sacct_and_warns_once(tmp_path, caplog):
+    sq = fake_squeue(tmp_path, {}, rc=1, err="squeue: error: Unable to contact slurm controller\n")
+    clock = Clock()
+    names = SlurmNames(fake_sacct(tmp_path), squeue=sq, clock=clock)
+    names.learn({"125"})
+    names.learn({"126"})
+    assert names.display("125") == "123_2"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "squeue failed: squeue: error: Unable to contact slurm controller" in warned[0]
+
+
 def test_names_without_sacct_keep_raw_ids(tmp_path, caplog):
-    names = SlurmNames(str(tmp_path / "nope"))
+    names = SlurmNames(str(tmp_path / "nope"), squeue="none")
     names.learn({"125"})
     names.learn({"126"})
     assert names.display("125") == "125"
@@ -243,7 +301,7 @@ def test_names_without_sacct_keep_raw_ids(tmp_path, caplog):
 
 
 def test_add_units_labels_arrays_and_steps_as_slurm_shows_them(tmp_path):
-    names = SlurmNames(fake_sacct(tmp_path))
+    names = SlurmNames(fake_sacct(tmp_path), squeue="none")
     f = Family("ceemsnet_net_egress_bytes", "h", "counter", ("cgroup", "proto", "family"), [
         ((f"{V2}/job_125/step_batch", "tcp", "ipv4"), 5),
         ((f"{V2}/job_125/step_0", "tcp", "ipv4"), 7),
