@@ -14,10 +14,12 @@ heterogeneous step (step_0+1) on numeric paths.
 
 The cgroup directory carries the raw job id: an array task's own job id
 (SLURM shows 123_2) and a heterogeneous component's own id (SLURM shows
-100+1). SlurmNames maps raw ids to SLURM's display ids through sacct,
-batched and cached; without sacct the raw id is the label.
+100+1). SlurmNames maps raw ids to SLURM's display ids through squeue
+(running jobs, from slurmctld) and sacct (the rest), batched and cached;
+without them the raw id is the label.
 
-No SLURM protocol here: only `sacct -P` output is parsed (slurm 22.05+).
+No SLURM protocol here: only `squeue -o` and `sacct -P` output is parsed
+(slurm 22.05+).
 """
 
 from __future__ import annotations

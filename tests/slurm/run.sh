@@ -201,9 +201,6 @@ printf '%s\n' \
     "LaunchParameters=use_interactive_step" \
     "InteractiveStepOptions=\"--interactive --preserve-env /bin/sh\"" \
     "AccountingStorageType=accounting_storage/slurmdbd" \
-    "# as sites run it: a job needs an association, and gets its user's default account" \
-    "# (without it, root's jobs were recorded with no account at all)" \
-    "AccountingStorageEnforce=associations" \
     "AccountingStorageHost=127.0.0.1" \
     "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
     "AccountingStoragePass=$S/munge.sock" \
@@ -268,6 +265,11 @@ say "slurmctld up"
 start_slurmd node_idle
 say "slurmd up: node $node idle; running $*"
 
+# every job names its account: slurmctld's association cache here has root's user record
+# with no default account (scontrol show assoc_mgr: DefAccount=(null)) although sacctmgr
+# shows ceemsnet as root's default, so jobs were recorded with no account at all, and with
+# AccountingStorageEnforce=associations refused ("Invalid account")
+export SBATCH_ACCOUNT=$account SALLOC_ACCOUNT=$account SLURM_ACCOUNT=$account
 cd "$repo"
 set +e
 "$@"
