@@ -16,7 +16,7 @@ from packaging.version import Version
 
 from . import CeemsnetError
 from .kernel import Signature, compare_signature
-from .objects import (FAMILIES, MIN_REASON, SUPPORTED_MIN,
+from .objects import (FAMILIES, INLINED_AT, MIN_REASON, SUPPORTED_MIN,
                       BpfObject, Hook, family_rule, objects_for)
 
 
@@ -96,8 +96,15 @@ def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[boo
         where = f"at tracepoint {hook.tracepoint}" if hook.tracepoint else "by version rules"
         return True, f"planned {where}; BTF not checked (not the running kernel)"
     actual = sigs.function(fn)
+    if actual is None and hook.inlined_at:
+        why = _inlined_mismatch(hook, sigs)
+        if why is None:
+            return True, (f"{fn} is not in this kernel's BTF (inlined): counted at the system calls "
+                          f"{', '.join(hook.inlined_at)} instead (regular files, the file from the fd)")
+        return False, f"{fn} is not in this kernel's BTF{removed}, and {why}; {hook.absent}"
     if actual is None and (hook.removed_in or not hook.tracepoint):
-        return False, f"{fn} is not in this kernel's BTF{removed}: nothing to hook"
+        return False, f"{fn} is not in this kernel's BTF{removed}: nothing to hook" + \
+            (f"; {hook.absent}" if hook.absent else "")
     if not hook.programs:
         return False, hook.not_served
     if hook.tracepoint:
@@ -112,6 +119,25 @@ def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[boo
     if why:
         return False, f"BTF signature mismatch: {fn} {why}"
     return True, f"BTF prototype matches: {actual.render(fn)}" + (f"; {hook.note}" if hook.note else "")
+
+
+def _inlined_mismatch(hook: Hook, sigs: Signatures) -> str | None:
+    """None when every function of hook.inlined_at is in BTF with the prototype its programs read."""
+    for f in hook.inlined_at:
+        actual = sigs.function(f)
+        if actual is None:
+            return f"{f} is not either"
+        why = compare_signature(INLINED_AT, actual, None)
+        if why:
+            return f"{f} {why}"
+    return None
+
+
+def _programs(hook: Hook, sigs: Signatures | None) -> tuple[str, ...]:
+    """The programs a hook planned ok loads: the inlined_at ones where its function is not in BTF."""
+    if hook.inlined_at and sigs is not None and sigs.function(hook.function) is None:
+        return hook.inlined_programs
+    return hook.programs
 
 
 def _score(obj: BpfObject, sigs: Signatures, kver: Version) -> int:
@@ -167,7 +193,7 @@ def plan_object(obj: BpfObject, kver: Version, sigs: Signatures | None) -> Famil
         ok, reason = _check_hook(hook, sigs, kver)
         plan.hooks.append(HookChoice(obj.subsystem, hook.function, obj.family if ok else "none",
                                      obj.file, "ok" if ok else "skipped", reason,
-                                     hook.programs if ok else ()))
+                                     _programs(hook, sigs) if ok else ()))
     if not plan.usable:
         plan.refused = f"no function of {obj.subsystem} can be hooked with {obj.file}"
     return plan

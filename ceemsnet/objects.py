@@ -73,6 +73,19 @@ class Hook:
     removed_in: Version | None = None  # function gone from mainline since
     not_served: str = ""               # why the object does not serve it, if programs == ()
     note: str = ""                     # what the hook counts, shown by probe when planned ok
+    absent: str = ""                   # what goes uncounted where the function is not in BTF, shown by probe
+    # where `function` is not in BTF (the compiler inlined it): the functions hooked instead, each by
+    # programs kprobe_<f> and kretprobe_<f> (prototype INLINED_AT), all of them or none
+    inlined_at: tuple[str, ...] = ()
+
+    @property
+    def inlined_programs(self) -> tuple[str, ...]:
+        return tuple(p for f in self.inlined_at for p in (f"kprobe_{f}", f"kretprobe_{f}"))
+
+    @property
+    def all_programs(self) -> tuple[str, ...]:
+        """Every program of the object that serves this hook, whichever way it is planned."""
+        return self.programs + self.inlined_programs
 
 
 @dataclass(frozen=True)
@@ -220,6 +233,18 @@ _VFS_NOTES = {
 }
 
 
+# Where a kernel has no vfs_readv/vfs_writev in its BTF (Debian 11's arm64 5.10: gcc inlined both
+# into their system calls, and do_readv, do_preadv, do_iter_read with them), nothing is hooked for
+# them and that IO is not counted by these families; probe says so.
+_RWV_CALLS = {"vfs_readv": ("readv", "preadv", "preadv2"), "vfs_writev": ("writev", "pwritev", "pwritev2")}
+_RWV_ABSENT = {f: f"{', '.join(calls)} are not counted on this kernel (it inlined {f})"
+               for f, calls in _RWV_CALLS.items()}
+# The era-1 arm64 kretprobe object counts them at the system calls' own wrappers there instead
+# (bpf/vfs/vfs.bpf.c, fd_file()): long __arm64_sys_<call>(const struct pt_regs *regs).
+INLINED_AT = Signature("long int", (("", "struct pt_regs *"),))
+_RWV_SYSCALLS = {f: tuple(f"__arm64_sys_{c}" for c in calls) for f, calls in _RWV_CALLS.items()}
+
+
 # Before 5.12 (era 1) rmdir is also counted at do_rmdir(), for kernels whose compiler split
 # vfs_rmdir() so that rmdir(2) never calls it (Debian 11's 5.10: vfs_rmdir.part.0); see
 # rmdir_calls in bpf/vfs/vfs.h. Extra programs of the vfs_rmdir hook, per family.
@@ -234,11 +259,11 @@ def _vfs_programs(family: str, era: int, f: str) -> tuple[str, ...]:
 
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:
     sigs = _vfs_sigs(era)
-    return tuple(Hook("vfs", f, _vfs_programs("fexit", era, f), sigs[f], note=_VFS_NOTES.get(f, ""))
-                 for f in VFS_FUNCTIONS)
+    return tuple(Hook("vfs", f, _vfs_programs("fexit", era, f), sigs[f], note=_VFS_NOTES.get(f, ""),
+                      absent=_RWV_ABSENT.get(f, "")) for f in VFS_FUNCTIONS)
 
 
-def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
+def _vfs_kretprobe(era: int, arch: str) -> tuple[Hook, ...]:
     # the entry probe reads the file (rw), the path and the file (open:
     # f_mode already holds FMODE_CREATED) or the parent directory, which
     # follows the namespace argument from 5.12 on; from 6.19 vfs_create has
@@ -250,7 +275,9 @@ def _vfs_kretprobe(era: int) -> tuple[Hook, ...]:
     reads["vfs_open"] = (0, 1)
     reads.update({f: (dir_at,) for f in ("vfs_create", "vfs_unlink", "vfs_mkdir", "vfs_rmdir")})
     return tuple(Hook("vfs", f, _vfs_programs("kretprobe", era, f), sigs[f], reads=reads[f],
-                      note=_VFS_NOTES.get(f, "")) for f in VFS_FUNCTIONS)
+                      note=_VFS_NOTES.get(f, ""), absent=_RWV_ABSENT.get(f, ""),
+                      inlined_at=_RWV_SYSCALLS.get(f, ()) if era == 1 and arch == "aarch64" else ())
+                 for f in VFS_FUNCTIONS)
 
 
 SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))  # sys_exit(regs, ret)
@@ -351,7 +378,7 @@ CATALOGUE: tuple[BpfObject, ...] = (
                                 ("6.19", None, 5))),
     # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14;
     # era 5 (6.19) because vfs_create's second argument became the new dentry
-    *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era))
+    *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era, arch))
       for arch in TARGETS
       for since, until, era in (("4.18", "5.12", 1), ("5.12", "6.15", 2), ("6.15", "6.19", 4), ("6.19", None, 5))),
     # one program per counted system call (syscalls:sys_exit_<name>), arguments through

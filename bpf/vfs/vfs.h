@@ -236,26 +236,23 @@ static __always_inline int rmdir_syscall_exit(long ret)
 #if defined(CEEMSNET_HOOK_KRETPROBE)
 /*
  * What the entry probe decides and the return probe needs: the file
- * system, the operation and, for vfs_open, whether the open created the
- * file (FMODE_CREATED is already set at entry). See stash_put() in
- * maps.bpf.h.
+ * system and the operation (vfs_open's create is counted at entry, see
+ * kprobe_vfs_open). See stash_put() in maps.bpf.h.
  */
 struct vfs_stash_val {
 	__u32 magic;
 	__u8 op;      /* enum vfs_op */
-	__u8 created; /* vfs_open only: also count a create */
-	__u8 pad[2];
+	__u8 pad[3];
 };
 
 STASH_MAP(vfs_stash, struct vfs_stash_val);
 
-static __always_inline int vfs_stash_put(__u32 fn, __u32 magic, __u8 op, bool created)
+static __always_inline int vfs_stash_put(__u32 fn, __u32 magic, __u8 op)
 {
 	struct vfs_stash_val v = {};
 
 	v.magic = magic;
 	v.op = op;
-	v.created = created;
 	if (!stash_put(&vfs_stash, fn, &v))
 		count_drop(&vfs_drops, DROP_STASH_FULL);
 	return 0;

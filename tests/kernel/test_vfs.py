@@ -17,6 +17,7 @@ from .helpers import HOOK, VM, Exporter, require_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
+RWV_BYTES = 600  # of which readv()/writev(): one call each (fileio.py)
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +75,21 @@ def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_
     out = child.go()
     assert out.strip() == "done"
     after = exporter.samples()
+    # no event lost to a full or unallocatable map (arm64 kprobes once lost a create this way)
+    assert delta(before, after, "ceemsnet_map_update_failures_total", map="vfs_stats") == 0
+    gone = _unhooked_rwv(after)
+    want = {op: (RW_BYTES - RWV_BYTES, RW_CALLS - 1, 0) if f"vfs_{op}v" in gone else (RW_BYTES, RW_CALLS, 0)
+            for op in ("read", "write")}
     for fs in ("tmpfs", "ext4"):
         for op in ("read", "write"):
             got = tuple(delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs)
                         for k in ("bytes", "calls", "errors"))
-            assert got == (RW_BYTES, RW_CALLS, 0), (fs, op)
+            assert got == want[op], (fs, op, sorted(gone))
     # only the two file systems' bytes: the pipe, socket and procfs IO are not there
     for op in ("read", "write"):
         total = sum(v - before.get((n, lab), 0) for (n, lab), v in after.items()
                     if n == f"ceemsnet_vfs_{op}_bytes_total" and ("cgroup", cg.rel) in lab)
-        assert total == 2 * RW_BYTES, op
+        assert total == 2 * want[op][0], op
     ops = {op: (delta(before, after, "ceemsnet_vfs_ops_total", cgroup=cg.rel, op=op),
                 delta(before, after, "ceemsnet_vfs_op_errors_total", cgroup=cg.rel, op=op))
            for op in ("open", "create", "unlink", "mkdir", "rmdir")}
@@ -93,6 +99,25 @@ def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_
     n = 2
     assert ops == {"open": (n * fileio.OPENS, 0), "create": (n * fileio.CREATES, 0), "unlink": (n, n),
                    "mkdir": (2 * n, 0), "rmdir": (2 * n, 0)}
+
+
+def _unhooked_rwv(samples) -> set[str]:
+    """vfs_readv/vfs_writev where the exporter hooks neither them nor the system calls standing
+    for them (ceemsnet_hook_info has no series): allowed only where the kernel has no such
+    function in its BTF, which `probe` reports ("not in this kernel's BTF"; README, "Filesystem
+    IO"); a prototype mismatch fails here. Debian 11's arm64 5.10 inlined both, and the era-1
+    arm64 kretprobe object counts them at the system calls instead, so this is empty there too."""
+    hooked = {dict(k[1])["function"] for k in samples if k[0] == "ceemsnet_hook_info"}
+    gone = {f for f in ("vfs_readv", "vfs_writev") if f not in hooked}
+    if gone:
+        from ceemsnet.kernel import KernelBTF
+        btf = KernelBTF()
+        try:
+            mismatched = {f for f in gone if btf.function(f) is not None}
+        finally:
+            btf.close()
+        assert not mismatched, f"{sorted(mismatched)} are in this kernel's BTF but not hooked"
+    return gone
 
 
 def test_fstype_label_is_bounded(exporter):

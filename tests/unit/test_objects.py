@@ -49,7 +49,7 @@ def test_object_contents(obj):
         assert info["maps"] == {"skb_cgroup_storage"}
     else:
         assert set(MAPS[obj.subsystem]) <= info["maps"]
-    expected = {p for h in obj.hooks for p in h.programs}
+    expected = {p for h in obj.hooks for p in h.all_programs}
     assert expected, "an object must serve something"
     # the object holds exactly the programs the catalogue knows, no stray ones
     assert set(info["progs"]) == expected
@@ -58,7 +58,7 @@ def test_object_contents(obj):
             assert [info["progs"][p] for p in hook.programs] == [hook.function]
         return
     for hook in obj.hooks:
-        for prog in hook.programs:
+        for prog in hook.all_programs:
             kind, _, target = prog.partition("_")
             sec = info["progs"][prog]
             if kind == "tp" and not prog.startswith("tp_btf_"):
@@ -70,9 +70,11 @@ def test_object_contents(obj):
                 assert sec == f"tp_btf/{prog[len('tp_btf_'):]}"
             else:
                 # <hook>_<kernel function>: the name says what it attaches to; only the era-1
-                # rmdir hook has programs on other functions (do_rmdir, see bpf/vfs/vfs.h)
+                # rmdir hook has programs on other functions (do_rmdir, see bpf/vfs/vfs.h), and
+                # hooks with inlined_at (the system calls where vfs_readv/vfs_writev are inlined)
                 assert sec == f"{kind}/{target}", (prog, sec)
-                assert target == hook.function or prog in _RMDIR_SPLIT[obj.family], (prog, hook.function)
+                assert target == hook.function or prog in _RMDIR_SPLIT[obj.family] or target in hook.inlined_at, \
+                    (prog, hook.function)
     stash = f"{obj.subsystem}_stash"  # entry -> return hand-over
     assert (stash in info["maps"]) is (obj.family == "kretprobe")
 

@@ -175,3 +175,37 @@ def test_shared_families_are_merged_once():
     assert TextRenderer().render(merged).count("# TYPE ceemsnet_map_update_failures_total") == 1
     with pytest.raises(ValueError):
         merge_families([a, Family("ceemsnet_map_update_failures", "h", "gauge", ("map",), [])])
+
+
+def test_inlined_readv_writev_counted_at_the_system_calls_only_where_absent():
+    """Debian 11's arm64 5.10 has no vfs_readv/vfs_writev in BTF (inlined): the era-1 arm64
+    kretprobe object hooks the system calls instead, and only there; other objects skip
+    them and probe says that IO is not counted."""
+    from ceemsnet.objects import INLINED_AT
+    k = parse_kernel_version("5.10.0-32-arm64")
+    inlined = FakeBTF(1)
+    for f in ("vfs_readv", "vfs_writev"):
+        del inlined.funcs[f]
+    calls = ("readv", "preadv", "preadv2", "writev", "pwritev", "pwritev2")
+    inlined.funcs.update({f"__arm64_sys_{c}": INLINED_AT for c in calls})
+    plan = plan_family("vfs", "kretprobe", k, "aarch64", inlined)
+    assert plan.obj.file == "vfs-kretprobe-4.18-arm64.bpf.o"
+    rows = {h.function: h for h in plan.hooks}
+    assert rows["vfs_readv"].status == "ok" and "__arm64_sys_preadv2" in rows["vfs_readv"].reason
+    assert rows["vfs_readv"].programs == ("kprobe___arm64_sys_readv", "kretprobe___arm64_sys_readv",
+                                          "kprobe___arm64_sys_preadv", "kretprobe___arm64_sys_preadv",
+                                          "kprobe___arm64_sys_preadv2", "kretprobe___arm64_sys_preadv2")
+    assert "kprobe_vfs_readv" not in plan.programs()
+    # where vfs_readv is there, it is hooked itself: nothing counts twice
+    plan = plan_family("vfs", "kretprobe", k, "aarch64", FakeBTF(1))
+    progs = plan.programs()
+    assert "kprobe_vfs_readv" in progs and not any("__arm64_sys_" in p for p in progs)
+    # a system call missing too: skipped, and probe says what is not counted
+    del inlined.funcs["__arm64_sys_preadv2"]
+    row = next(h for h in plan_family("vfs", "kretprobe", k, "aarch64", inlined).hooks if h.function == "vfs_readv")
+    assert row.status == "skipped" and "readv, preadv, preadv2 are not counted" in row.reason
+    # x86 objects have no such fallback: skipped with the same statement
+    x86 = FakeBTF(1)
+    del x86.funcs["vfs_writev"]
+    row = next(h for h in plan_family("vfs", "kretprobe", k, "x86_64", x86).hooks if h.function == "vfs_writev")
+    assert row.status == "skipped" and "not in this kernel's BTF" in row.reason and "not counted" in row.reason

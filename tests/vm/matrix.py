@@ -139,25 +139,26 @@ RUNS = (
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
         minutes=2,
         why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls)"),
+    Run("arm64-5.10", "linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), aarch64 guest", "arm",
+        {"kretprobe": ("net-kretprobe-4.18-arm64.bpf.o", "vfs-kretprobe-4.18-arm64.bpf.o")},
+        minutes=3,
+        why="the era-1 arm64 objects; a kernel that inlined vfs_readv/vfs_writev (not in its BTF): readv "
+            "and writev counted at the __arm64_sys_* system calls instead"),
+    Run("arm64-6.18", "linux-image-6.18.15+deb13-arm64 6.18.15-1~bpo13+1 (trixie-backports), aarch64 guest", "arm",
+        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.15-arm64.bpf.o")},
+        minutes=2,
+        why="vfs_mkdir returning a dentry (6.15 - 6.18) on arm64"),
+    Run("arm64-7", "linux-binary-7.3.4+deb13-arm64 7.3.4-1~bpo13+1 (trixie-backports), aarch64 guest", "arm",
+        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.19-arm64.bpf.o")},
+        minutes=2,
+        why="the 6.19 vfs era (vfs_create without its directory, delegated_inode arguments) on arm64"),
 )
 
 BY_KERNEL = {r.kernel: r for r in RUNS}
 
 # Committed objects no run loads yet, each with the reason. tests/unit/test_vm_matrix.py
 # fails on an object neither run nor listed here; this list is the open part of issue 13.
-NOT_RUN: dict[str, str] = {
-    # tests/vm/run.sh arm64-5.10, arm64-6.18 and arm64-7 boot these kernels; their runs count net exactly
-    # (test_net, test_matrix's probe and attach check pass) but not every file operation, so they stay out
-    "net-kretprobe-4.18-arm64.bpf.o": "counts exactly on arm64-5.10 (test_net), but that run's vfs object does "
-                                      "not, so the run is out of the matrix",
-    "vfs-kretprobe-4.18-arm64.bpf.o": "arm64-5.10 misses readv/writev: its kernel inlines vfs_readv/vfs_writev "
-                                      "(not in its BTF: probe skips them), tmpfs read 1500 of 2100 bytes",
-    "vfs-kretprobe-6.15-arm64.bpf.o": "arm64-6.18 counts 5 of 6 creates (arm64 6.12: 4 of 6, with the 5.12 object); "
-                                      "not diagnosed",
-    "vfs-kretprobe-6.19-arm64.bpf.o": "arm64-7 (7.3) counts 5 of 6 creates (arm64 6.12: 4 of 6, with the 5.12 object); "
-                                      "the lost ones are open(O_CREAT) creates (seen on a fresh ext4), not every time; "
-                                      "cause not found",
-}
+NOT_RUN: dict[str, str] = {}
 # the kernel series of this machine, whose choice the "host" run records
 HOST_SERIES = "6.18"
 
