@@ -73,12 +73,7 @@ stop() {
 node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
 # slurmd registered: the node is up for slurmctld (idle, or running jobs: mixed, allocated);
 # not responding shows as e.g. "idle*", unknown or down
-node_up() {
-    case "$(sinfo -h -n "$node" -o %T 2>/dev/null)" in
-    idle | mixed | allocated | completing) return 0 ;;
-    *) return 1 ;;
-    esac
-}
+node_up() { sinfo -h -n "$node" -o %T 2>/dev/null | grep -qxE 'idle|mixed|allocated|completing'; }
 
 # start_slurmd READY: start slurmd and wait until READY (node_idle, node_up) holds
 start_slurmd() {
