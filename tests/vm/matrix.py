@@ -119,7 +119,7 @@ RUNS = (
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
     Run("slurm", "linux-image-6.12.117+deb12-amd64 with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
-        boot="6.12", wrapper=("tests/slurm/run.sh",), optional=True,
+        boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=8,
         why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
             "interactive, scancel and slurmd-restart jobs counted exactly, --cgroup.aggregate levels, the "
             "report with sacct's facts"),
