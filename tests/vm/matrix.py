@@ -103,21 +103,21 @@ RUNS = (
         minutes=9,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage"),
-    Run("6.1", "linux-image-6.1.0-56-amd64 (bookworm)", "exact",
+    Run("6.1", "linux-image-amd64: bookworm's current 6.1 (6.1.0-57 on 2026-12-05)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
         pass_suites={"fexit:hash": "exact"},  # its only fexit pass: vfs-fexit-5.12-x86 counts here
         minutes=5,
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
             "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
-    Run("6.12", "linux-image-6.12.117+deb12-amd64 (bookworm-security)", "full",
+    Run("6.12", "linux-image-6.12-amd64: bookworm's current 6.12 (6.12.118 on 2026-12-05)", "full",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         pass_suites={"kretprobe": "kretprobe"},
         minutes=19,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
-    Run("slurm", "linux-image-6.12.117+deb12-amd64 with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
+    Run("slurm", "the 6.12 run's kernel with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
         boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=8,
         why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
