@@ -50,7 +50,14 @@ wait_for() {
     done
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# running PID: the process exists and is not a zombie. The daemons fork away from this
+# script, so their parent is the guest's PID 1, virtme-ng-init, which does not reap
+# orphans: a daemon that has exited stays a zombie, and kill -0 still succeeds on it
+running() {
+    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || state=
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+pid_alive() { [ -s "$1" ] && running "$(cat "$1")"; }
 
 # stop PIDFILE NAME [SECONDS]: TERM, wait up to SECONDS (30), then KILL
 stop() {
@@ -58,7 +65,7 @@ stop() {
     pid=$(cat "$1")
     kill "$pid" 2>/dev/null || return 0
     n=0
-    while kill -0 "$pid" 2>/dev/null; do
+    while running "$pid"; do
         n=$((n + 1))
         if [ $n -ge $((${3:-30} * 2)) ]; then
             echo "$me: $2 (pid $pid) did not stop in ${3:-30} s, killing it" >&2
@@ -126,8 +133,7 @@ cleanup() {
     if pid_alive "$S/slurmctld.pid"; then
         scancel --quiet --full --user=root >/dev/null 2>&1 || true
     fi
-    # all their state is thrown away: 10 s each to end, then KILL (slurmd and slurmctld
-    # took over 30 s after TERM in the emulated guest)
+    # all their state is thrown away: 10 s each to end, then KILL
     stop "$S/slurmd.pid" slurmd 10
     stop "$S/slurmctld.pid" slurmctld 10
     stop "$S/slurmdbd.pid" slurmdbd 10
