@@ -104,6 +104,10 @@ class CgroupResolver:
     # how long a watched cgroup's path is kept for ids no scrape has asked for yet: far
     # longer than any scrape interval (a cgroup's counts show at the first scrape after them)
     BORN_KEEP = 3600.0
+    # paths taken from the watcher since the last scan after which the next lookup rescans: a
+    # rescan keeps only what exists and what callers still ask for, so removed cgroups' paths
+    # do not pile up between the max_age scans on a node that makes thousands a minute
+    BORN_TAKEN_RESCAN = 1024
 
     def __init__(self, root: str, max_age: float = 60.0, clock=time.monotonic, low32: bool = False):
         self.root = root
@@ -118,6 +122,7 @@ class CgroupResolver:
         # watch(): cgroups as they are made (ceemsnet/cgwatch.py), id -> (path, when)
         self._born: dict[int, tuple[str, float]] = {}
         self._born_lock = threading.Lock()
+        self._taken = 0  # paths taken from _born since the last scan
         self.watcher = None
 
     def watch(self) -> bool:
@@ -141,6 +146,7 @@ class CgroupResolver:
                 if b is not None:
                     self._paths[i] = b[0]
                     self._unresolvable.discard(i)
+                    self._taken += 1
             if len(self._born) > 1024:
                 self._born = {i: b for i, b in self._born.items() if now - b[1] < self.BORN_KEEP}
 
@@ -153,6 +159,7 @@ class CgroupResolver:
         keep = set(keep)
         self._unresolvable = {i for i in keep if i not in fresh}
         self._scanned_at = self._clock()
+        self._taken = 0
         self.scans += 1
 
     def resolve(self, ids: Iterable[int]) -> dict[int, str]:
@@ -169,7 +176,7 @@ class CgroupResolver:
         if missing and self._born:
             self._take_born(missing)
             missing = ids - self._paths.keys()
-        if stale or missing - self._unresolvable:
+        if stale or missing - self._unresolvable or self._taken > self.BORN_TAKEN_RESCAN:
             self._rescan(ids)
             missing = ids - self._paths.keys()
         if missing:

@@ -110,3 +110,27 @@ def test_watcher_reports_nothing_for_what_was_there_and_survives_odd_names(tmp_p
     _wait(lambda: seen)
     assert seen == ["/a/sp ace\u00e9"]
     assert sorted(w._wd.values()) == ["", "/a", "/a/sp ace\u00e9"]
+
+
+def test_watched_paths_of_removed_cgroups_do_not_pile_up_between_scans(tmp_path):
+    # a node making thousands of short cgroups a minute: each scrape takes the paths of the
+    # removed ones from the watcher; once callers stop asking, they must go at the next
+    # rescan, not wait for the max_age one (nor stay forever)
+    make_tree(tmp_path, ["/live"])
+    live = ino(tmp_path, "/live")
+    clock = Clock()
+    r = CgroupResolver(str(tmp_path), max_age=60, clock=clock)
+    r.resolve([live])
+    scans = r.scans
+    next_id = 10**12
+    for _ in range(5):  # five scrapes, each meeting 600 cgroups made and removed since the last
+        batch = list(range(next_id, next_id + 600))
+        next_id += 600
+        for i in batch:
+            r._note_born(i, f"/job_{i}")
+        clock.t += 1
+        got = r.resolve([live, *batch])
+        assert got == {live: "/live", **{i: f"/job_{i}" for i in batch}}  # all labelled, from the watcher
+    assert r.scans == scans + 2  # after 1024 taken paths: one rescan, then another after 1024 more
+    assert len(r._paths) <= 1 + 3 * 600  # not 3001: the rescans dropped the paths no longer asked for
+    assert not r._born
