@@ -110,7 +110,7 @@ def test_churn_keeps_survivors_and_frees_maps(collector, make_cgroup, spawn):
         after1 = settled()
         stop.set()
         t.join(timeout=30)
-        # Two more rounds without scrapes meanwhile: the first scrape after each
+        # Three more rounds without scrapes meanwhile: the first scrape after each
         # then meets all N removed cgroups at once, the same peak both times, so
         # their memory compares (with scrapes during a round, the peak depends
         # on how far the churner got between scrapes).
@@ -118,6 +118,8 @@ def test_churn_keeps_survivors_and_frees_maps(collector, make_cgroup, spawn):
         after2 = settled()
         churn_round(parent, peer, "c", collector == "skb")
         after3 = settled()
+        churn_round(parent, peer, "d", collector == "skb")
+        after4 = settled()
     finally:
         stop.set()
         peer.close()
@@ -127,12 +129,15 @@ def test_churn_keeps_survivors_and_frees_maps(collector, make_cgroup, spawn):
     sent = 4321 if collector == "net" else 4321 + 28
     values = [v for v in seen if v is not None]
     assert values and all(v == sent for v in values), "the survivor's counter moved"
-    assert after3[lab] == sent
-    mib = [x[rss_key] / 2**20 for x in (base, after1, after2, after3)]
-    print(f"\n{collector}: 3 x {N} cgroups churned, {len(seen)} scrapes during the first; {stats_map} entries "
+    assert after4[lab] == sent
+    mib = [x[rss_key] / 2**20 for x in (base, after1, after2, after3, after4)]
+    print(f"\n{collector}: 4 x {N} cgroups churned, {len(seen)} scrapes during the first; {stats_map} entries "
           f"{base[entries_key]:.0f} before, peak {max(x for x in entries if x is not None):.0f} in round 1, "
-          f"{', '.join(f'{a[entries_key]:.0f}' for a in (after1, after2, after3))} after each round; "
+          f"{', '.join(f'{a[entries_key]:.0f}' for a in (after1, after2, after3, after4))} after each round; "
           f"exporter RSS {' -> '.join(f'{m:.1f}' for m in mib)} MiB")
-    for after in (after1, after2, after3):
+    for after in (after1, after2, after3, after4):
         assert after[entries_key] <= base[entries_key] + 8, "map entries of removed cgroups were not freed"
-    assert mib[3] - mib[2] < 3, "the third round grew the exporter's memory: something is kept per cgroup"
+    # what is kept per cgroup grows the memory in every round; the allocator's noise (a few MiB
+    # either way from one round to the next, more on a loaded machine) does not
+    assert min(mib[3] - mib[2], mib[4] - mib[3]) < 3, \
+        "rounds 3 and 4 both grew the exporter's memory: something is kept per cgroup"
