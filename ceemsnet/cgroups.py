@@ -195,7 +195,7 @@ SLURM_V1_CONTROLLERS = ("freezer", "cpuset", "memory", "cpu", "cpuacct", "device
 class Hierarchy:
     version: str        # "v2" or "v1"
     controller: str     # v1 only
-    subsys_index: int   # the controller's index in /proc/cgroups (v1), -1 for v2
+    subsys_index: int   # the controller's enum cgroup_subsys_id value (v1), -1 for v2
     root: str           # mount point: metric paths are relative to it
     reason: str
 
@@ -228,8 +228,22 @@ def parse_v1_mounts(mountinfo: str) -> dict[str, str]:
     return out
 
 
-def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path.isdir) -> Hierarchy:
-    """The hierarchy --cgroup.hierarchy=auto|v2|v1:<controller> means on this host (pure)."""
+def subsys_index(ctrl: str, proc_cgroups_names: list[str], subsys_ids: dict[str, int] | None) -> int:
+    """A v1 controller's index in task->cgroups->subsys[]: its enum cgroup_subsys_id value from
+    the kernel's BTF (<name>_cgrp_id; blkio is io_cgrp_id). /proc/cgroups lists the controllers
+    in that order only while it lists them all: since 6.x it leaves out those that can no longer
+    be mounted on v1 (7.3: cpuset and memory), and its order is then off by as many."""
+    if subsys_ids:
+        v = subsys_ids.get(f"{'io' if ctrl == 'blkio' else ctrl}_cgrp_id")
+        if v is not None:
+            return v
+    return proc_cgroups_names.index(ctrl)
+
+
+def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path.isdir,
+                     subsys_ids: dict[str, int] | None = None) -> Hierarchy:
+    """The hierarchy --cgroup.hierarchy=auto|v2|v1:<controller> means on this host (pure);
+    subsys_ids: the kernel's enum cgroup_subsys_id (BTF), if known."""
     v2 = parse_cgroup2_mounts(mountinfo)
     v2_root = next((p for p in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified") if p in v2), v2[0] if v2 else None)
     v1 = parse_v1_mounts(mountinfo)
@@ -242,7 +256,7 @@ def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path
         if ctrl not in v1:
             raise CeemsnetError(f"the {ctrl} controller is not mounted as a cgroup v1 hierarchy here"
                                 + (" (cgroup2 is mounted: --cgroup.hierarchy=v2 uses it)" if v2 else ""))
-        return Hierarchy("v1", ctrl, names.index(ctrl), v1[ctrl], reason)
+        return Hierarchy("v1", ctrl, subsys_index(ctrl, names, subsys_ids), v1[ctrl], reason)
 
     if spec == "v2":
         if not v2_root:
@@ -266,7 +280,7 @@ def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path
     raise CeemsnetError("no cgroup file system is mounted")
 
 
-def host_hierarchy(spec: str) -> Hierarchy:
+def host_hierarchy(spec: str, btf=None) -> Hierarchy:
     try:
         with open("/proc/self/mountinfo") as f:
             mi = f.read()
@@ -274,4 +288,4 @@ def host_hierarchy(spec: str) -> Hierarchy:
             pc = f.read()
     except OSError as e:
         raise CeemsnetError(f"cannot read cgroup mounts: {e.strerror}") from None
-    return choose_hierarchy(spec, mi, pc)
+    return choose_hierarchy(spec, mi, pc, subsys_ids=btf.enum_values("cgroup_subsys_id") if btf else None)

@@ -255,7 +255,8 @@ def build_context(args):
     from .pins import PinDir
     from .units import PARSERS, folder, resolve_kind, resolve_level
     release, kver, arch = _running_kernel()
-    hier = host_hierarchy(args.hierarchy)
+    btf = KernelBTF()
+    hier = host_hierarchy(args.hierarchy, btf)
     log.info("attributing to %s", hier.describe())
     unit_kind = resolve_kind(args.unit, hier.root)
     level = resolve_level(args.aggregate, unit_kind)
@@ -264,7 +265,7 @@ def build_context(args):
     # before 5.5 bpf_get_current_cgroup_id() carries a generation in its upper half
     resolver = CgroupResolver(hier.root, low32=hier.version == "v2" and kver < Version("5.5"))
     pins = None if args.pin_path == "none" else PinDir(args.pin_path)
-    return Context(args, release, kver, arch, KernelBTF(), hier, resolver, unit_kind, PARSERS.get(unit_kind), pins,
+    return Context(args, release, kver, arch, btf, hier, resolver, unit_kind, PARSERS.get(unit_kind), pins,
                    fold=folder(unit_kind, level))
 
 
@@ -307,7 +308,7 @@ def probe_report(args) -> dict:
         release, kver, arch = _running_kernel()
         btf = KernelBTF()
         from .cgroups import host_hierarchy
-        hier = host_hierarchy(args.hierarchy)
+        hier = host_hierarchy(args.hierarchy, btf)
         report = {"kernel": release, "version": str(kver), "arch": arch, "btf_checked": True,
                   "cgroup_hierarchy": {"version": hier.version, "controller": hier.controller,
                                        "root": hier.root, "reason": hier.reason},

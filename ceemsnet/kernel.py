@@ -233,6 +233,15 @@ class KernelBTF:
                                  (members[i].offset & 0xFFFFFF if kflag else members[i].offset) // 8)
                                 for i in range(vlen)]
 
+    def enum_values(self, name: str) -> dict[str, int] | None:
+        """{enumerator: value} of `enum name` (32-bit), or None if BTF has no such enum."""
+        from .libbpf import btf_enum
+        tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_ENUM)
+        if tid <= 0:
+            return None
+        _, vlen, values = self._records(tid, btf_enum)
+        return {self._name(values[i].name_off): values[i].val for i in range(vlen)}
+
     def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         """{variable: (offset, size)} of a data section (".rodata") in an object's BTF."""
         from .libbpf import btf_var_secinfo

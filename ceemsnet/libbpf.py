@@ -45,6 +45,10 @@ class btf_member(ctypes.Structure):  # after a STRUCT or UNION
     _fields_ = [("name_off", c_uint32), ("type", c_uint32), ("offset", c_uint32)]
 
 
+class btf_enum(ctypes.Structure):  # after an ENUM
+    _fields_ = [("name_off", c_uint32), ("val", ctypes.c_int32)]
+
+
 class btf_var_secinfo(ctypes.Structure):  # after a DATASEC
     _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
 

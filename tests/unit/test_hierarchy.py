@@ -51,6 +51,34 @@ def test_explicit_choices():
         choose_hierarchy("v2", V1_ONLY, PROC_CGROUPS)
 
 
+# 7.3 (trixie-backports): /proc/cgroups leaves out the controllers v1 can no longer mount
+PROC_CGROUPS_7 = """\
+#subsys_name	hierarchy	num_cgroups	enabled
+cpu	0	1	1
+cpuacct	0	1	1
+blkio	0	1	1
+devices	0	1	1
+freezer	0	1	1
+net_cls	0	1	1
+perf_event	0	1	1
+"""
+# its enum cgroup_subsys_id (bpftool btf dump of /sys/kernel/btf/vmlinux)
+SUBSYS_IDS_7 = {"cpuset_cgrp_id": 0, "cpu_cgrp_id": 1, "cpuacct_cgrp_id": 2, "io_cgrp_id": 3, "memory_cgrp_id": 4,
+                "devices_cgrp_id": 5, "freezer_cgrp_id": 6, "net_cls_cgrp_id": 7, "perf_event_cgrp_id": 8,
+                "CGROUP_SUBSYS_COUNT": 14}
+
+
+def test_v1_index_comes_from_btf_not_proc_cgroups_order():
+    net_cls = HYBRID + "36 30 0:32 / /sys/fs/cgroup/net_cls rw,relatime - cgroup cgroup rw,net_cls\n"
+    h = choose_hierarchy("v1:net_cls", net_cls, PROC_CGROUPS_7, subsys_ids=SUBSYS_IDS_7)
+    assert h.subsys_index == 7  # /proc/cgroups order would say 5: another controller's cgroup
+    blkio = HYBRID + "36 30 0:32 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio\n"
+    assert choose_hierarchy("v1:blkio", blkio, PROC_CGROUPS_7, subsys_ids=SUBSYS_IDS_7).subsys_index == 3
+    # without BTF's enum: /proc/cgroups order, right where it lists every controller
+    assert choose_hierarchy("v1:net_cls", net_cls, PROC_CGROUPS).subsys_index == 7
+    assert choose_hierarchy("v1:memory", HYBRID, PROC_CGROUPS, subsys_ids={}).subsys_index == 4
+
+
 def test_auto():
     assert choose_hierarchy("auto", UNIFIED, PROC_CGROUPS).version == "v2"
     # hybrid without a slurm tree: cgroup2
