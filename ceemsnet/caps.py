@@ -27,8 +27,9 @@ loading, commit c8644cd0efe7). Debian sets that sysctl, so on Debian 11's 5.10
 an exporter with nothing left could not read its counters. Whether this kernel
 does that is not guessed from its version: a thread drops its own
 capabilities and tries to read a map (reads_need_cap()); if it is refused,
-CAP_BPF stays (CAP_SYS_ADMIN before 5.8, which has no CAP_BPF) and everything
-else goes.
+CAP_BPF stays (CAP_SYS_ADMIN before 5.8, which has no CAP_BPF, or where the
+process was given CAP_SYS_ADMIN without CAP_BPF, as the unit does) and
+everything else goes.
 """
 
 from __future__ import annotations
@@ -261,7 +262,10 @@ def drop_all(timeout: float = 5.0) -> None:
     no_new_privs, so none can be regained by execve()."""
     global _kept
     if _installed is None and reads_need_cap():
-        cap = CAP_BPF if _cap_last() >= CAP_BPF else CAP_SYS_ADMIN
+        # CAP_BPF where the kernel has it and we hold it; else CAP_SYS_ADMIN, which bpf_capable()
+        # accepts too (kernels before 5.8, or a service given CAP_SYS_ADMIN alone: a capability
+        # not held cannot be kept, and the threads would keep everything)
+        cap = CAP_BPF if _cap_last() >= CAP_BPF and effective() >> CAP_BPF & 1 else CAP_SYS_ADMIN
         _kept = 1 << cap
         log.info("this kernel refuses bpf() map reads without %s while kernel.unprivileged_bpf_disabled is set "
                  "(kernels before 6.5): keeping it, dropping every other capability", NAMES[cap])

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from ..promserver import free_port, stop_by_pid
-from .helpers import ROOT, host_only, require_program
+from .helpers import ROOT, host_only, raise_memlock, require_program
 
 pytestmark = host_only("the package and its unit do not depend on the hook family")
 
@@ -73,8 +73,10 @@ def test_installed_execstart_serves_and_removal_detaches(installed):
     assert cmd[0] == "/usr/bin/ceemsnet"
     cmd[0] = str(root / "usr/bin/ceemsnet")
     caps = [c.lower().removeprefix("cap_") for c in unit["CapabilityBoundingSet"].split()]
+    assert unit["LimitMEMLOCK"] == "infinity"  # as raise_memlock() sets it, before the capabilities go
     proc = subprocess.Popen([setpriv, "--no-new-privs", "--bounding-set", ",".join(["-all"] + [f"+{c}" for c in caps]),
-                             "--", *cmd], env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--", *cmd], env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=raise_memlock)
     try:
         text = ""
         deadline = time.time() + 60
