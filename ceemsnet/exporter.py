@@ -395,7 +395,10 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
     caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
     log.info("serving %s on %s", web.telemetry_path, listen)
-    while not stop.wait(3600):
+    # wake each second: Python runs a signal's handler only in the main thread, at its next
+    # bytecode, and a SIGTERM the kernel hands to another thread does not end the main
+    # thread's wait; a wait of an hour could then ignore the SIGTERM for up to an hour
+    while not stop.wait(1.0):
         pass
     log.info("stopping: writing the store; %s", "the pinned programs go on counting (ceemsnet detach stops them)"
              if ctx.pins else "detaching the BPF programs")
