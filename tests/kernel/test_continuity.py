@@ -20,7 +20,9 @@ import pytest
 from .helpers import HOOK, ROOT, TRAFFIC, Exporter, host_only, traffic_argv
 
 # pinning fexit links and kprobe perf links: the VM run with the whole suite
-ALL_VM_RUNS = (("6.12", "fexit"), ("6.12", "kretprobe"))  # the VM run with the full suite (tests/vm/matrix.py)
+# the VM passes that run the whole suite (tests/vm/matrix.py): the oldest and newest fexit eras, and 6.12's
+# fexit and kretprobe (kprobe perf links)
+FULL_VM_RUNS = (("5.10", "fexit"), ("6.12", "fexit"), ("6.12", "kretprobe"), ("7", "fexit"))
 from .peer import Peer, reply_size
 
 SEND_TCP, SIZES_UDP = 40_000, [1000, 3000]
@@ -96,7 +98,7 @@ def assert_exact(samples, cgroup, steps, tally):
         assert samples.get((f"ceemsnet_net_{d}_calls_total", labels)) == calls[(proto, d)], (proto, d)
 
 
-@host_only("", unless=ALL_VM_RUNS)
+@host_only("counts across SIGTERM and SIGKILL", unless=FULL_VM_RUNS)
 def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer, tmp_path):
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)
@@ -139,7 +141,7 @@ def test_counts_survive_sigterm_and_sigkill(make_cgroup, spawn, pin_path, peer, 
     assert row["net_ingress_bytes"] == want[("tcp", "ingress")] + want[("udp", "ingress")]
 
 
-@host_only("", unless=ALL_VM_RUNS)
+@host_only("counts across an upgrade", unless=FULL_VM_RUNS)
 def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)

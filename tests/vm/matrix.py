@@ -100,9 +100,11 @@ RUNS = (
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
-        minutes=9,
+        pass_suites={"fexit": "full"},  # the oldest era: the whole suite, continuity and capabilities too
+        minutes=12,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
-            "vfs_* without a namespace argument, *_sendpage"),
+            "vfs_* without a namespace argument, *_sendpage; the whole suite with fexit (continuity, the "
+            "capability set, BPF memory charged to RLIMIT_MEMLOCK)"),
     Run("6.1", "linux-image-amd64: bookworm's current 6.1 (6.1.0-57 on 2026-12-05)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
@@ -132,9 +134,11 @@ RUNS = (
         {"fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
-        minutes=9,
+        pass_suites={"fexit": "full"},  # the newest era: the whole suite, continuity and capabilities too
+        minutes=12,
         why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
-            "delegated_inode arguments (6.19)"),
+            "delegated_inode arguments (6.19); the whole suite with fexit (cgroup v1 where /proc/cgroups "
+            "lists fewer controllers than the kernel has)"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
         minutes=2,
@@ -296,7 +300,9 @@ def cmd_list(args) -> int:
     for r in RUNS:
         print(f"{r.kernel:6} {r.suite:6} {r.package}")
         for hook, objs in r.objects.items():
-            print(f"       --hook={hook}: {', '.join(objs)}")
+            other = r.pass_suites.get(hook)
+            print(f"       --hook={hook}{f' ({other} suite)' if other and other != r.suite else ''}: "
+                  f"{', '.join(objs)}")
         for o, test in r.also.items():
             print(f"       {o} ({test})")
     for o, why in NOT_RUN.items():
