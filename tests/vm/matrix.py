@@ -201,6 +201,14 @@ def cmd_guest(args) -> int:
     return int(rc)
 
 
+def suites_of(r: Run, hooks: tuple[str, ...]) -> str:
+    """The suites a run's passes run: "exact", or "full (fexit), exact (kretprobe)"."""
+    per = {p: r.pass_suites.get(p) or p.partition(":")[2] or r.suite for p in hooks}
+    if len(set(per.values())) == 1:
+        return next(iter(per.values()))
+    return ", ".join(f"{suite} ({p})" for p, suite in per.items())
+
+
 def selected(kernels: list[str] | None, hooks: list[str] | None) -> list[tuple[Run, tuple[str, ...]]]:
     vm = [r for r in RUNS if r.kernel != "host" and (not r.optional or r.kernel in (kernels or ()))]
     if kernels:
@@ -281,7 +289,7 @@ def cmd_run(args) -> int:
     def one(i: int, r: Run, hooks: tuple[str, ...]):
         label = f"[vm {i}/{len(order)}]"
         about = f", about {r.minutes} min" if r.minutes else ""
-        print(f"== {label} {r.kernel}: {r.package}; --hook={','.join(hooks)}; {r.suite} suite "
+        print(f"== {label} {r.kernel}: {r.package}; --hook={','.join(hooks)}; {suites_of(r, hooks)} suite "
               f"(software emulation, {vm_cpus(jobs)} vCPU{about})", flush=True)
         results[r.kernel] = run_one(r, hooks, label, args.timeout, jobs, args.log_dir)
 
