@@ -46,11 +46,16 @@ EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_by
 # 6.12's kretprobe pass: the exact subset, and what depends on kprobes (maxactive, perf links pinned
 # across restarts); its fexit pass runs the whole suite
 KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py")
+# the fexit passes of the oldest and newest eras (5.10, 7): the exact subset, and what those kernels
+# broke when they ran the whole suite (the capability set and RLIMIT_MEMLOCK before 5.11, the v1
+# subsystem index on 7.3, SIGTERM handling), and continuity across restarts
+EDGES = EXACT + ("tests/kernel/test_capabilities.py::test_the_documented_set_works", "tests/kernel/test_cgroup_v1.py",
+                 "tests/kernel/test_continuity.py")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
 ARM = EXACT[:-1]
 # the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
 SLURM = ("tests/slurm",)
-SUITES = {"full": FULL, "exact": EXACT, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
+SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
           "slurm": SLURM}
 
 
@@ -100,11 +105,11 @@ RUNS = (
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
-        pass_suites={"fexit": "full"},  # the oldest era: the whole suite, continuity and capabilities too
-        minutes=12,
+        pass_suites={"fexit": "edges"},  # the oldest era: continuity and the capability set too
+        minutes=10,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
-            "vfs_* without a namespace argument, *_sendpage; the whole suite with fexit (continuity, the "
-            "capability set, BPF memory charged to RLIMIT_MEMLOCK)"),
+            "vfs_* without a namespace argument, *_sendpage; with fexit continuity and the capability set "
+            "(BPF memory charged to RLIMIT_MEMLOCK)"),
     Run("6.1", "linux-image-amd64: bookworm's current 6.1 (6.1.0-57 on 2026-12-05)", "exact",
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o")},
@@ -134,11 +139,11 @@ RUNS = (
         {"fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o")},
-        pass_suites={"fexit": "full"},  # the newest era: the whole suite, continuity and capabilities too
-        minutes=12,
+        pass_suites={"fexit": "edges"},  # the newest era: continuity and the capability set too
+        minutes=10,
         why="the newest eras: 4-argument recvmsg (7.1), vfs_create without its directory and the "
-            "delegated_inode arguments (6.19); the whole suite with fexit (cgroup v1 where /proc/cgroups "
-            "lists fewer controllers than the kernel has)"),
+            "delegated_inode arguments (6.19); with fexit continuity, the capability set and cgroup v1 "
+            "(/proc/cgroups lists fewer controllers than the kernel has)"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
         minutes=2,
