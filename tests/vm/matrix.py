@@ -92,6 +92,11 @@ class Run:
     def passes(self) -> tuple[str, ...]:
         return tuple(self.objects)
 
+    def suite_for(self, p: str) -> str:
+        """The key of SUITES a pass runs: its own (pass_suites), else its layout's ("hash",
+        "vfs"), else the run's."""
+        return self.pass_suites.get(p) or p.partition(":")[2] or self.suite
+
 
 RUNS = (
     Run("host", "this machine's kernel (6.18 here)", "full",
@@ -193,7 +198,7 @@ def cmd_guest(args) -> int:
     rc = 0
     for p in args.passes:
         hook, _, layout = p.partition(":")
-        suite = run.pass_suites.get(p) or layout or run.suite
+        suite = run.suite_for(p)
         env = dict(os.environ, CEEMSNET_TEST_HOOK=hook, CEEMSNET_TEST_PASS=p, PYTHONDONTWRITEBYTECODE="1")
         if run.kernel != "host":  # the Makefile runs the host's extra passes this way too
             env["CEEMSNET_VM"] = run.boot or run.kernel
@@ -208,7 +213,7 @@ def cmd_guest(args) -> int:
 
 def suites_of(r: Run, hooks: tuple[str, ...]) -> str:
     """The suites a run's passes run: "exact", or "full (fexit), exact (kretprobe)"."""
-    per = {p: r.pass_suites.get(p) or p.partition(":")[2] or r.suite for p in hooks}
+    per = {p: r.suite_for(p) for p in hooks}
     if len(set(per.values())) == 1:
         return next(iter(per.values()))
     return ", ".join(f"{suite} ({p})" for p, suite in per.items())
@@ -313,8 +318,8 @@ def cmd_list(args) -> int:
     for r in RUNS:
         print(f"{r.kernel:6} {r.suite:6} {r.package}")
         for hook, objs in r.objects.items():
-            other = r.pass_suites.get(hook)
-            print(f"       --hook={hook}{f' ({other} suite)' if other and other != r.suite else ''}: "
+            other = r.suite_for(hook)
+            print(f"       --hook={hook}{f' ({other} suite)' if other != r.suite else ''}: "
                   f"{', '.join(objs)}")
         for o, test in r.also.items():
             print(f"       {o} ({test})")
