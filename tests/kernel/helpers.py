@@ -20,7 +20,7 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock"]
+           "raise_memlock", "RESTART_VM_RUNS"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -34,6 +34,12 @@ VM = os.environ.get("CEEMSNET_VM")
 # minute at times (seen: importing bcc alone takes 11 s in the aarch64 guest, and a kretprobe
 # exporter not up after 60 s in the x86 6.1 guest while other VMs ran).
 READY_S = 300 if VM else 60
+
+
+# the VM passes (kernel, hook) that run the capability set and continuity across restarts
+# (tests/vm/matrix.py): 6.12's (the whole suite; kretprobe: continuity) and the edges suite of the
+# oldest and newest eras
+RESTART_VM_RUNS = (("5.10", "fexit"), ("6.12", "fexit"), ("6.12", "kretprobe"), ("7", "fexit"))
 
 
 def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):

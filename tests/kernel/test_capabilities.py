@@ -17,11 +17,10 @@ import uuid
 import pytest
 
 from ..promserver import free_port, stop_by_pid
-from .helpers import HOOK, READY_S, ROOT, host_only, raise_memlock, require_program
+from .helpers import HOOK, READY_S, RESTART_VM_RUNS, ROOT, host_only, raise_memlock, require_program
 
-VM_RUNS = (("5.10", "fexit"), ("6.12", "fexit"), ("6.12", "kretprobe"), ("7", "fexit"))  # tests/vm/matrix.py
 pytestmark = host_only("the documented capability set",
-                       unless=VM_RUNS)
+                       unless=RESTART_VM_RUNS)
 
 # The documented sets (README "Least privilege"), per collector and pin mode; written
 # out here, not read from ceemsnet/caps.py, so the test checks the code against the README.
