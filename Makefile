@@ -19,8 +19,8 @@ ARGS      ?=
 # --- BPF objects -------------------------------------------------------
 # Built with Debian's clang-19 and committed under bpf/objs/, so users need
 # no compiler. Which objects exist, and each one's source, defines and
-# target, comes from the catalogue in ceemsnet/objects.py, one token per
-# object: FILE:SOURCE:TARGET:DEFINE[,DEFINE...] (`python -m ceemsnet.objects
+# target, comes from the catalogue in ceemsnet/planning/catalogue.py, one token per
+# object: FILE:SOURCE:TARGET:DEFINE[,DEFINE...] (`python -m ceemsnet.planning.catalogue
 # make-specs`). Names: <subsystem>-<hook family>-<first kernel>[-<arch>].
 # -ffile-prefix-map keeps the checkout's absolute path out of .BTF.ext line info.
 CLANG     ?= clang-19
@@ -35,13 +35,13 @@ SCRATCH   := .build/cc
 
 # Quiet here: before `make setup` there may be no Python able to import the
 # catalogue, and set-up must still run; `objs` reports the real error.
-OBJ_SPECS := $(shell $(PYTHON) -m ceemsnet.objects make-specs 2>/dev/null)
+OBJ_SPECS := $(shell $(PYTHON) -m ceemsnet.planning.catalogue make-specs 2>/dev/null)
 OBJS      := $(foreach s,$(OBJ_SPECS),$(OBJDIR)/$(word 1,$(subst :, ,$(s))))
-BPF_DEPS  := $(wildcard bpf/include/*.h) ceemsnet/objects.py Makefile
+BPF_DEPS  := $(wildcard bpf/include/*.h) ceemsnet/planning/catalogue.py Makefile
 comma     := ,
 
 objs: $(OBJS)
-	$(Q)$(if $(OBJ_SPECS),true,$(PYTHON) -m ceemsnet.objects make-specs >/dev/null; echo "no BPF objects: '$(PYTHON) -m ceemsnet.objects make-specs' failed or printed nothing (run make setup)" >&2; false)
+	$(Q)$(if $(OBJ_SPECS),true,$(PYTHON) -m ceemsnet.planning.catalogue make-specs >/dev/null; echo "no BPF objects: '$(PYTHON) -m ceemsnet.planning.catalogue make-specs' failed or printed nothing (run make setup)" >&2; false)
 
 # $(call bpf_rule,FILE,SOURCE,TARGET,DEFINES): one object; the headers beside
 # SOURCE count as its inputs too.

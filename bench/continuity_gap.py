@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
+from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 
 SENDER = r"""

@@ -21,10 +21,11 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ceemsnet import CeemsnetError  # noqa: E402
-from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
-from ceemsnet.choice import plan_family  # noqa: E402
-from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release  # noqa: E402
-from ceemsnet.loader import LoadRefused  # noqa: E402
+from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
+from ceemsnet.planning.choice import plan_family  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release  # noqa: E402
+from ceemsnet.runtime.collection import LoadRefused  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
+from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 
 WORKLOAD = os.path.join(ROOT, "tests", "kernel", "blocked_recv.py")

@@ -21,7 +21,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ceemsnet.cgroups import find_cgroup2_root  # noqa: E402
+from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
 from ceemsnet.collectors.skb import PROGRAMS, SkbBackend  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 

@@ -27,11 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from packaging.version import Version  # noqa: E402
 
-from ceemsnet import libbpf  # noqa: E402
-from ceemsnet.choice import plan_family  # noqa: E402
-from ceemsnet.kernel import KernelBTF, parse_kernel_version, running_release  # noqa: E402
-from ceemsnet.loader import ObjectSpec, load, load_object  # noqa: E402
-from ceemsnet.objects import BpfObject  # noqa: E402
+from ceemsnet.runtime import libbpf  # noqa: E402
+from ceemsnet.planning.choice import plan_family  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.planning.kernel import parse_kernel_version, running_release  # noqa: E402
+from ceemsnet.runtime.collection import ObjectSpec, load
+from ceemsnet.planning.select import load_object  # noqa: E402
+from ceemsnet.planning.catalogue import BpfObject  # noqa: E402
 from vfs_cost import write_loop  # noqa: E402  (bench/, this script's folder)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -10,13 +10,13 @@ import os
 import platform
 import sys
 
-from . import CeemsnetError, __version__
-from . import collectors
-from .pins import DEFAULT_PIN_PATH
-from .store import DEFAULT_STORE
+from ceemsnet import CeemsnetError, __version__
+from ceemsnet import collectors
+from ceemsnet.pinned.pins import DEFAULT_PIN_PATH
+from ceemsnet.serving.store import DEFAULT_STORE
 
 DEFAULT_SACCT_CACHE = "/var/cache/ceemsnet/sacct.json"
-from .timeparse import duration_arg, duration_or_zero_arg
+from ceemsnet.common.timeparse import duration_arg, duration_or_zero_arg
 
 log = logging.getLogger("ceemsnet")
 
@@ -39,13 +39,13 @@ def _telemetry_path(text: str) -> str:
 
 
 def _max_requests(text: str) -> int:
-    from .flags import nonnegative_int
+    from ceemsnet.common.flags import nonnegative_int
     return nonnegative_int(text, "0 (no limit) or more")
 
 
 def _maxactive(text: str) -> int:
-    from .flags import whole_number
-    from .kprobes import MAXACTIVE_MAX
+    from ceemsnet.common.flags import whole_number
+    from ceemsnet.runtime.kprobes import MAXACTIVE_MAX
     v = whole_number(text)
     if not 0 <= v <= MAXACTIVE_MAX:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
@@ -221,10 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _require_root(what: str, args=None) -> None:
-    """Capabilities, not uid 0: a one-line error naming the first one missing (ceemsnet/caps.py).
+    """Capabilities, not uid 0: a one-line error naming the first one missing (ceemsnet/serving/caps.py).
     serve needs what its collectors need; probe what net and vfs need; detach only access to the
     root-owned pin directory."""
-    from . import caps
+    from ceemsnet.serving import caps
     if args is None:  # detach: the pins are root's alone (0700)
         if os.geteuid() != 0:
             raise CeemsnetError(f"{what}: needs root (the pin directory is root's alone)")
@@ -238,8 +238,8 @@ def _require_root(what: str, args=None) -> None:
 
 
 def _running_kernel():
-    from .choice import check_supported
-    from .kernel import normalize_arch, parse_kernel_version, running_release
+    from ceemsnet.planning.choice import check_supported
+    from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
     release = platform.release()
     kver = parse_kernel_version(running_release())
     check_supported(kver)
@@ -249,11 +249,11 @@ def _running_kernel():
 def build_context(args):
     """The running kernel, its BTF and the attribution every subsystem opens with."""
     from packaging.version import Version
-    from .cgroups import CgroupResolver, host_hierarchy
-    from .collectors.base import Context
-    from .kernel import KernelBTF
-    from .pins import PinDir
-    from .units import PARSERS, folder, resolve_kind, resolve_level
+    from ceemsnet.attribution.cgroups import CgroupResolver, host_hierarchy
+    from ceemsnet.collectors.base import Context
+    from ceemsnet.runtime.btf import KernelBTF
+    from ceemsnet.pinned.pins import PinDir
+    from ceemsnet.attribution.workloads import PARSERS, folder, resolve_kind, resolve_level
     release, kver, arch = _running_kernel()
     btf = KernelBTF()
     hier = host_hierarchy(args.hierarchy, btf)
@@ -270,44 +270,44 @@ def build_context(args):
 
 
 def cmd_serve(args) -> int:
-    from .exporter import WebOptions, parse_listen_address, serve, trim_heap
+    from ceemsnet.serving.exporter import WebOptions, parse_listen_address, serve, trim_heap
     names = collectors.parse(args.collectors)
     collectors.check(args)
     parse_listen_address(args.listen)  # bad flags fail before anything is loaded
     if args.unit != "auto":  # with auto, the level is checked once the unit is known (build_context)
-        from .units import resolve_level
+        from ceemsnet.attribution.workloads import resolve_level
         resolve_level(args.aggregate, args.unit)
     if args.web_config_file:  # so does a bad web config
-        from .webconfig import load
+        from ceemsnet.serving.webconfig import load
         load(args.web_config_file, warn=False)  # serve loads it again, and warns then
     web = WebOptions(args.web_config_file, args.telemetry_path, args.max_requests)
     _require_root("ceemsnet serve", args)
     ctx = build_context(args)
     # before any hook counts: every cgroup made from now on gets its path at once, so a job
-    # shorter than the scrape interval is not counted as unknown:<id> (ceemsnet/cgwatch.py)
+    # shorter than the scrape interval is not counted as unknown:<id> (ceemsnet/attribution/cgwatch.py)
     ctx.resolver.watch()
     with contextlib.ExitStack() as stack:  # closes (detaches) every subsystem opened, also on errors
         subs = collectors.open_all(names, ctx, stack)
         ctx.btf.close()  # the kernel's BTF (6 MiB parsed) served the object choice; the exporter needs it no more
-        trim_heap()  # and the heap it leaves free goes back (ceemsnet/exporter.py)
+        trim_heap()  # and the heap it leaves free goes back (ceemsnet/serving/exporter.py)
         serve(subs, ctx, args.listen, args.storage_path, args.storage_interval, web)
     return 0
 
 
 def probe_report(args) -> dict:
-    from .choice import check_supported, family_order, plan_family
-    from .kernel import normalize_arch, parse_kernel_version
-    from .objects import SUBSYSTEMS
+    from ceemsnet.planning.choice import check_supported, family_order, plan_family
+    from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version
+    from ceemsnet.planning.catalogue import SUBSYSTEMS
 
     if args.kernel is None:
         if args.arch:
             raise CeemsnetError("--arch goes with --kernel (the running kernel's arch is known)")
         _require_root("ceemsnet probe (load-probing hook families)", args)
-        from .kernel import KernelBTF
-        from .loader import select_and_load
+        from ceemsnet.runtime.btf import KernelBTF
+        from ceemsnet.planning.select import select_and_load
         release, kver, arch = _running_kernel()
         btf = KernelBTF()
-        from .cgroups import host_hierarchy
+        from ceemsnet.attribution.cgroups import host_hierarchy
         hier = host_hierarchy(args.hierarchy, btf)
         report = {"kernel": release, "version": str(kver), "arch": arch, "btf_checked": True,
                   "cgroup_hierarchy": {"version": hier.version, "controller": hier.controller,
@@ -356,7 +356,7 @@ def probe_report(args) -> dict:
 
 
 def _layout_by_rules(obj) -> str:
-    from .objects import slots_twin
+    from ceemsnet.planning.catalogue import slots_twin
     twin = slots_twin(obj)
     return f"slots where the node accepts {twin.file}, else hash" if twin else obj.layout
 
@@ -364,7 +364,7 @@ def _layout_by_rules(obj) -> str:
 def _continuity(family: str, kver, maxactive: int) -> dict | None:
     if family == "none":
         return None
-    from .continuity import continuity
+    from ceemsnet.pinned.continuity import continuity
     ok, why = continuity(family, kver, maxactive)
     return {"pinned": ok, "reason": why}
 
@@ -406,12 +406,12 @@ def cmd_probe(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import run
+    from ceemsnet.report import run
     return run(args)
 
 
 def cmd_detach(args) -> int:
-    from .pins import remove_all
+    from ceemsnet.pinned.pins import remove_all
     _require_root("ceemsnet detach")
     n = remove_all(args.pin_path)
     print(f"ceemsnet detach: {'removed ' + str(n) + ' pinned object(s)' if n else 'nothing pinned'} "
@@ -420,7 +420,7 @@ def cmd_detach(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_rows, fetch_metrics, format_compare
+    from ceemsnet.commands.compare import compare_rows, fetch_metrics, format_compare
     rows = compare_rows(fetch_metrics(args.url))
     print(json.dumps(rows, indent=2) if args.json else format_compare(rows))
     return 0

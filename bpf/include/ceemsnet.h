@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Key and value structs shared by every ceemsnet BPF object. Python mirrors
- * them once, in ceemsnet/structs.py; tests/unit/test_structs.py compiles
+ * them once, in ceemsnet/planning/structs.py; tests/unit/test_structs.py compiles
  * nothing but checks the sizes and offsets against the BTF of the committed
  * objects, so the two cannot drift apart silently.
  */

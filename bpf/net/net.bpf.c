@@ -4,7 +4,7 @@
  * and UDP sends and receives, charged to the cgroup of the calling task.
  *
  * One source, several objects; each one's defines come from the catalogue
- * in ceemsnet/objects.py (see bpf/README.md):
+ * in ceemsnet/planning/catalogue.py (see bpf/README.md):
  *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per recvmsg era
  *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
  *   CEEMSNET_HOOK_TRACEPOINT  tp_btf on sock_send_length/sock_recv_length

@@ -4,7 +4,7 @@
  * compare with the socket-level programs of net.bpf.c. Two objects:
  *   skb-root     (CEEMSNET_SKB_ROOT)     one attachment, hash keyed by skb cgroup id
  *   skb-cgroup   (CEEMSNET_SKB_STORAGE)  one attachment per cgroup, per-CPU cgroup storage
- * No signature eras, but first kernels (ceemsnet/objects.py): cgroup_skb
+ * No signature eras, but first kernels (ceemsnet/planning/catalogue.py): cgroup_skb
  * programs 4.10; __sk_buff->gso_segs 5.1 (commit d9ff286a0f59), read by both;
  * bpf_skb_cgroup_id() in cgroup_skb programs 5.3 (commit 4ecabd55c904), so
  * skb-root needs 5.3; per-CPU cgroup storage 4.20, so skb-cgroup needs 5.1.

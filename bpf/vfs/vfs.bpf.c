@@ -5,7 +5,7 @@
  * the cgroup of the calling task and keyed by file system magic.
  *
  * One source, several objects; each one's defines come from the catalogue
- * in ceemsnet/objects.py (see bpf/README.md):
+ * in ceemsnet/planning/catalogue.py (see bpf/README.md):
  *   CEEMSNET_HOOK_FEXIT       fexit programs, one object per VFS_ERA
  *   CEEMSNET_HOOK_KRETPROBE   kprobe + kretprobe pairs, per era and arch
  * The tracepoint family (system call exit events) is vfs_tp.bpf.c, on the same maps.
@@ -17,7 +17,7 @@
  *   5: vfs_create(idmap, dentry, mode, di) without the directory; vfs_unlink's
  *      struct inode ** became a struct delegated_inode *, which vfs_mkdir and
  *      vfs_rmdir gained too                                6.19 (merge db74a7d02ae2,
- *      knfsd directory delegations; see DELEG in ceemsnet/objects.py)
+ *      knfsd directory delegations; see DELEG in ceemsnet/planning/catalogue.py)
  */
 #include "vmlinux.h"
 #include "arch.h"
@@ -354,7 +354,7 @@ int BPF_KRETPROBE(kretprobe_vfs_rmdir, int ret)
 /*
  * readv/writev where the kernel inlined vfs_readv()/vfs_writev() (Debian
  * 11's arm64 5.10: into the system calls, with do_readv, do_preadv and
- * do_iter_read; none of them is in its BTF). ceemsnet/choice.py plans these
+ * do_iter_read; none of them is in its BTF). ceemsnet/planning/choice.py plans these
  * programs only where vfs_readv/vfs_writev are not in the kernel's BTF
  * (Hook.inlined_at), so nothing counts twice. Each system call's wrapper,
  * long __arm64_sys_<call>(const struct pt_regs *regs), gives the fd; the

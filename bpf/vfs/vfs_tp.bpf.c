@@ -16,7 +16,7 @@
  * TP_ERA=2 (6.2+) reads the file's fields through bpf_rdonly_cast()
  * instead of probe reads; TP_ERA=1 is the 5.15 object.
  *
- * What is counted, per call (see also ceemsnet/objects.py's notes):
+ * What is counted, per call (see also ceemsnet/planning/catalogue.py's notes):
  *   read, pread64, readv, preadv, preadv2 / write, pwrite64, writev,
  *     pwritev, pwritev2: bytes, calls, errors on regular files, keyed by
  *     the file system of the file the fd names;

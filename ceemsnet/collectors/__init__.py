@@ -6,8 +6,8 @@ one new module and one line here.
 
 from __future__ import annotations
 
-from .. import CeemsnetError
-from . import net, skb, vfs
+from ceemsnet import CeemsnetError
+from ceemsnet.collectors import net, skb, vfs
 
 REGISTRY = {m.NAME: m for m in (net, vfs, skb)}
 DEFAULT = "net"

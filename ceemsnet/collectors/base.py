@@ -18,19 +18,19 @@ from typing import Protocol
 
 from packaging.version import Version
 
-from .. import CeemsnetError
-from ..cgroups import CgroupResolver, Hierarchy, find_cgroup2_root
-from ..choice import HookChoice
-from ..lifecycle import Lifecycle
-from ..metrics import Family
-from .counters import CounterMap, HashSource
+from ceemsnet import CeemsnetError
+from ceemsnet.attribution.cgroups import CgroupResolver, Hierarchy, find_cgroup2_root
+from ceemsnet.planning.choice import HookChoice
+from ceemsnet.attribution.lifecycle import Lifecycle
+from ceemsnet.common.metrics import Family
+from ceemsnet.collectors.counters import CounterMap, HashSource
 
 log = logging.getLogger("ceemsnet.collectors")
 
 
 def add_map_entries_flag(group, name: str, keys: str) -> None:
     """--<name>.map-entries: the capacity of the subsystem's counters map (<name>_stats)."""
-    from ..flags import positive_int
+    from ceemsnet.common.flags import positive_int
     group.add_argument(f"--{name}.map-entries", dest=f"{name}_map_entries", type=positive_int, default=65536,
                        metavar="N", help=f"capacity of the {name} counters map in keys ({keys}); entries are "
                                          "allocated on use (default 65536)")
@@ -52,12 +52,12 @@ class Context:
     release: str                  # uname -r
     kver: Version
     arch: str
-    btf: object                   # kernel BTF prototypes (ceemsnet.kernel.KernelBTF)
+    btf: object                   # kernel BTF prototypes (ceemsnet.planning.kernel.KernelBTF)
     hierarchy: Hierarchy          # which cgroups net and vfs charge
     resolver: CgroupResolver      # cgroup id -> path in that hierarchy
     unit_kind: str = "none"       # --unit resolved: none, slurm, systemd, k8s
     unit_of: object = None        # path -> unit (SLURM job, ...) or None
-    pins: object = None           # ceemsnet.pins.PinDir, or None with --bpf.pin-path=none
+    pins: object = None           # ceemsnet.pinned.pins.PinDir, or None with --bpf.pin-path=none
     fold: object = None           # --cgroup.aggregate: path -> the path it counts in, None: every cgroup its own
     _cgroup2: tuple | None = field(default=None, repr=False)
 
@@ -66,10 +66,10 @@ class Context:
                          fold=self.fold)
 
     def ledger(self, coll, name: str, stats, capacity: int, decode, pack):
-        """With pins, the lifecycle's state kept in BPF maps beside the counters (ceemsnet/ledger.py)."""
+        """With pins, the lifecycle's state kept in BPF maps beside the counters (ceemsnet/pinned/ledger.py)."""
         if self.pins is None:
             return None
-        from ..ledger import Ledger
+        from ceemsnet.pinned.ledger import Ledger
         return Ledger(coll, name, stats.key_size, stats.value_size // 8, capacity, decode, pack)
 
     def cgroup2(self, why: str) -> tuple[str, CgroupResolver]:
@@ -101,10 +101,10 @@ def _log_plan(name: str, plan) -> None:
 def _wanted(ctx: Context, name: str, pinned, settings: dict[str, int], map_entries: dict[str, int]):
     """(Wanted, plan) for the pinned object's catalogue entry on this kernel, or None
     when this run would not load that object at all."""
-    from ..choice import plan_object
-    from ..continuity import Wanted
-    from ..objects import CATALOGUE
-    from ..pins import identity
+    from ceemsnet.planning.choice import plan_object
+    from ceemsnet.pinned.continuity import Wanted
+    from ceemsnet.planning.catalogue import CATALOGUE
+    from ceemsnet.pinned.pins import identity
     if len(pinned) != 1:
         return None
     p = pinned[0]
@@ -121,15 +121,15 @@ def _wanted(ctx: Context, name: str, pinned, settings: dict[str, int], map_entri
     return Wanted(p.stem, identity(obj.path, settings), frozenset(plan.programs()), fits), plan
 
 
-def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
+def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int], carry=None):
     """Load and attach (or adopt from pins) the best hook family for a kernel-function
     subsystem; log what was hooked and what was not, and why.
     -> (LoadedObject, generation of its counters)."""
-    from ..continuity import Pinned
+    from ceemsnet.pinned.continuity import Pinned
     settings = {"cgrp_v1_subsys": ctx.hierarchy.subsys_index}
     pinned = [Pinned.read(p) for p in ctx.pins.pinned(name)] if ctx.pins else []
     try:
-        return _open_kernel_hooks(ctx, name, map_entries, settings, pinned)
+        return _open_kernel_hooks(ctx, name, map_entries, settings, pinned, carry)
     except OSError as e:
         if not pinned:
             raise
@@ -137,11 +137,13 @@ def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int]):
                             f"{e.strerror or e} (`ceemsnet detach` removes them)") from None
 
 
-def _open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int], settings: dict[str, int], pinned):
-    from ..continuity import Upgrade, decide, generation_of
-    from ..links import PinUnsupported
-    from ..loader import Collection, LoadedObject, ObjectSpec, select_and_load
-    from ..pins import identity
+def _open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int], settings: dict[str, int], pinned,
+                       carry=None):
+    from ceemsnet.pinned.continuity import Upgrade, decide, generation_of
+    from ceemsnet.runtime.links import PinUnsupported
+    from ceemsnet.runtime.collection import Collection, ObjectSpec
+    from ceemsnet.planning.select import LoadedObject, select_and_load
+    from ceemsnet.pinned.pins import identity
     args = ctx.args
     wanted = _wanted(ctx, name, pinned, settings, map_entries)
     how = decide(pinned, wanted[0] if wanted else None)
@@ -152,7 +154,7 @@ def _open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int], set
         log.info("%s: adopted the pinned %s: its programs never stopped counting", name, plan.obj.file)
         _log_plan(name, plan)
         return LoadedObject(plan, coll), pinned[0].generation
-    up = Upgrade([Collection.adopt(ObjectSpec(None), p.path) for p in pinned])
+    up = Upgrade([Collection.adopt(ObjectSpec(None), p.path, label=f"{p.stem}.bpf.o") for p in pinned], carry)
     try:
         sel = select_and_load(name, ctx.kver, ctx.arch, ctx.btf, forced=args.hook, map_entries=map_entries,
                               maxactive=args.maxactive or None, settings=settings,
@@ -213,13 +215,14 @@ class KernelHooks:
 
 
 def open_kernel_subsystem(ctx: Context, name: str, map_entries: int, decode, pack, families,
-                          more_maps: dict[str, int] | None = None, source=None) -> KernelHooks:
+                          more_maps: dict[str, int] | None = None, source=None, carry=None) -> KernelHooks:
     """Open a kernel-function subsystem whose programs count into `<name>_stats`
     (keys decoded by `decode`, packed by `pack`) with drops in `<name>_drops`.
     more_maps: other maps' sizes; source(loaded, stats): the counters' source
-    (default HashSource on `<name>_stats`)."""
-    from ..pins import boot_id
-    loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries, **(more_maps or {})})
+    (default HashSource on `<name>_stats`); carry(old maps, new maps, reused): an upgrade's
+    carry-over of the layout's own maps (pinned/continuity.Upgrade)."""
+    from ceemsnet.pinned.pins import boot_id
+    loaded, gen = open_kernel_hooks(ctx, name, {f"{name}_stats": map_entries, **(more_maps or {})}, carry)
     try:
         stats = loaded.maps[f"{name}_stats"]
         ledger = ctx.ledger(loaded.collection, name, stats, map_entries, decode, pack)

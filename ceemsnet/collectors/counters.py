@@ -14,8 +14,8 @@ from collections.abc import Callable
 from itertools import compress, count
 from operator import itemgetter, ne
 
-from ..metrics import Family, PrerenderedFamily, _fmt, render_rows, sample_name
-from ..structs import decode_drops
+from ceemsnet.common.metrics import Family, PrerenderedFamily, _fmt, render_rows, sample_name
+from ceemsnet.planning.structs import decode_drops
 
 _first = itemgetter(0)
 

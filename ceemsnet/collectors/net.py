@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..metrics import Family
-from ..structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
-from .base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
-from .counters import HashSource
+from ceemsnet.common.metrics import Family
+from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
+from ceemsnet.collectors.base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
+from ceemsnet.collectors.counters import HashSource
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -50,7 +50,7 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
-    from ..flags import nonnegative_int
+    from ceemsnet.common.flags import nonnegative_int
     add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
     group.add_argument("--net.slots", dest="net_slots", type=nonnegative_int, default=None, metavar="N",
                        help="cgroups counted without hashing by the -slots objects (a power of two; "
@@ -59,15 +59,15 @@ def add_flags(group) -> None:
 
 
 def check(args) -> None:
-    from .. import CeemsnetError
+    from ceemsnet import CeemsnetError
     n = args.net_slots
     if n and n & (n - 1):
         raise CeemsnetError(f"--net.slots={n}: must be a power of two")
 
 
 def open(ctx) -> KernelHooks:
-    from .. import libbpf
-    from . import slots
+    from ceemsnet.runtime import libbpf
+    from ceemsnet.collectors import slots
     n = ctx.args.net_slots
     if n is None:
         n = slots.default_slots(libbpf.num_possible_cpus())
@@ -78,4 +78,5 @@ def open(ctx) -> KernelHooks:
         return HashSource(stats, decode_net, pack_net_key)
 
     return open_kernel_subsystem(ctx, NAME, ctx.args.net_map_entries, decode_net, pack_net_key, net_families,
-                                 {slots.OWNER: n, slots.VALS: n}, source)
+                                 {slots.OWNER: n, slots.VALS: n}, source,
+                                 carry=lambda old, new, reused: slots.fold_slots(old, new, reused, pack_net_key))

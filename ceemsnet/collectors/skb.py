@@ -27,17 +27,17 @@ import logging
 import os
 import threading
 
-from .. import CeemsnetError
-from ..cgroups import scan_cgroup_ids
-from ..choice import HookChoice
-from ..continuity import Pinned, Upgrade, Wanted, decide, generation_of
-from ..loader import Collection, LoadRefused, ObjectSpec, load
-from ..pins import identity
-from ..metrics import Family
-from ..objects import SKB_OBJECTS
-from ..structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
-from .base import add_map_entries_flag
-from .counters import CounterMap, HashSource
+from ceemsnet import CeemsnetError
+from ceemsnet.attribution.cgroups import scan_cgroup_ids
+from ceemsnet.planning.choice import HookChoice
+from ceemsnet.pinned.continuity import Pinned, Upgrade, Wanted, decide, generation_of
+from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, load
+from ceemsnet.pinned.pins import identity
+from ceemsnet.common.metrics import Family
+from ceemsnet.planning.catalogue import SKB_OBJECTS
+from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
+from ceemsnet.collectors.base import add_map_entries_flag
+from ceemsnet.collectors.counters import CounterMap, HashSource
 
 log = logging.getLogger("ceemsnet.skb")
 NAME = "skb"
@@ -47,7 +47,7 @@ PROGRAMS = ("cgroup_skb_egress", "cgroup_skb_ingress")
 
 
 def add_flags(group) -> None:
-    from ..timeparse import duration_arg
+    from ceemsnet.common.timeparse import duration_arg
     group.add_argument("--skb.mode", dest="skb_mode", default="root", choices=MODES,
                        help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) "
                             "and counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup "
@@ -97,7 +97,7 @@ class SkbBackend:
             if how == "adopt":
                 self._adopt(spec, pinned[0])
                 return
-            up = Upgrade([Collection.adopt(ObjectSpec(None), p.path) for p in pinned])
+            up = Upgrade([Collection.adopt(ObjectSpec(None), p.path, label=f"{p.stem}.bpf.o") for p in pinned])
             try:
                 self.coll = load(ObjectSpec(spec.obj, None, spec.map_entries, reuse=dict(up.old[-1].maps) if up.old
                                             else {}))
@@ -301,7 +301,7 @@ class SkbSubsystem:
     name = NAME
 
     def __init__(self, backend: SkbBackend, resolver, lifecycle=None, sync_interval: float = 1.0):
-        from ..pins import boot_id
+        from ceemsnet.pinned.pins import boot_id
         self.backend = backend
         self.generation = f"{boot_id()}:{backend.generation}"  # the store uses it
         b = backend

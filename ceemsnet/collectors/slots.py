@@ -18,8 +18,8 @@ from __future__ import annotations
 import ctypes
 import struct
 
-from .. import libbpf
-from .counters import HashSource
+from ceemsnet.runtime import libbpf
+from ceemsnet.collectors.counters import HashSource
 
 OWNER, VALS = "net_slot_owner", "net_slot_vals"
 SLOT_MAPS = (OWNER, VALS)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..fstypes import fstype, parse_fstypes
-from ..metrics import Family
-from ..structs import VFS_OPS, decode_vfs, pack_vfs_key
-from .base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
+from ceemsnet.planning.fstypes import fstype, parse_fstypes
+from ceemsnet.common.metrics import Family
+from ceemsnet.planning.structs import VFS_OPS, decode_vfs, pack_vfs_key
+from ceemsnet.collectors.base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))

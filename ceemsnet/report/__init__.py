@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 import time
 
-from .. import CeemsnetError
-from ..store import DEFAULT_STORE
-from ..timeparse import parse_time
-from . import local
-from .facts import join, regroup
-from .rows import format_rows
+from ceemsnet import CeemsnetError
+from ceemsnet.serving.store import DEFAULT_STORE
+from ceemsnet.common.timeparse import parse_time
+from ceemsnet.report import local
+from ceemsnet.report.facts import join, regroup
+from ceemsnet.report.rows import format_rows
 
 __all__ = ["DEFAULT_STORE", "run"]
 
@@ -59,7 +59,7 @@ def _query(args, by: str, job: str | None) -> list[dict]:
         until = parse_time(args.until, now, now + 1e9)
         return local.query(args.storage_path or DEFAULT_STORE, by, since, until, job)
     # imported here: the HTTP/TLS stack is not needed for a local report
-    from . import prometheus
+    from ceemsnet.report import prometheus
     if args.storage_path is not None:
         raise CeemsnetError("give --storage.path (this node's store) or --prometheus (the cluster), not both")
     until = parse_time(args.until, now, now)

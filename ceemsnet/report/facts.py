@@ -2,7 +2,7 @@
 
 Rows from either source (store, Prometheus) carry the cgroups' raw job ids
 (a number, or a 26.05 SLUID). sacct is asked about all of them at once
-(ceemsnet/slurm.py: batched, finished jobs cached in a file); each row then
+(ceemsnet/attribution/slurm.py: batched, finished jobs cached in a file); each row then
 gains the keys in slurm.FACTS, and `job` becomes the id SLURM shows (123_2
 for an array task, 100+1 for a heterogeneous component) with the raw id in
 `job_id`. --by=user and --by=account regroup the per-job rows by sacct's
@@ -12,9 +12,9 @@ line on stderr says what is missing.
 
 from __future__ import annotations
 
-from ..slurm import FACTS, FactsCache, job_facts
-from ..store import COLUMNS
-from ..units import slurm_job
+from ceemsnet.attribution.slurm import FACTS, FactsCache, job_facts
+from ceemsnet.serving.store import COLUMNS
+from ceemsnet.attribution.workloads import slurm_job
 
 
 def _raw_job(by: str, row: dict) -> str | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import CeemsnetError
-from ..store import COLUMNS, open_db
-from .rows import make_row
+from ceemsnet import CeemsnetError
+from ceemsnet.serving.store import COLUMNS, open_db
+from ceemsnet.report.rows import make_row
 
 # --by -> the store's column holding that key
 KEYS = {"job": "job", "cgroup": "path", "user": "user"}

@@ -39,10 +39,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .. import CeemsnetError
-from ..store import COLUMNS, user_of
-from ..units import slurm_job
-from .rows import iso, make_row
+from ceemsnet import CeemsnetError
+from ceemsnet.serving.store import COLUMNS, user_of
+from ceemsnet.attribution.workloads import slurm_job
+from ceemsnet.report.rows import iso, make_row
 
 METRICS = {col: name + "_total" for col, name in COLUMNS.items()}
 START_TIME = "ceemsnet_process_start_time_seconds"

@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import json
 
-from ..store import COLUMNS
+from ceemsnet.serving.store import COLUMNS
 
 
 def make_row(by: str, key, values: dict, first: float, last: float) -> dict:

@@ -5,7 +5,7 @@ Layout (Debian's, so a distro Python upgrade keeps it working: pure Python in
 /usr/lib/python3/dist-packages is shared by every python3 version, and the
 dependencies are Debian packages, never pip):
   /usr/lib/python3/dist-packages/ceemsnet/   the package
-  /usr/lib/ceemsnet/bpf/objs/*.bpf.o         the committed objects (ceemsnet/objects.py OBJ_DIR)
+  /usr/lib/ceemsnet/bpf/objs/*.bpf.o         the committed objects (ceemsnet/planning/catalogue.py OBJ_DIR)
   /usr/bin/ceemsnet                          packaging/deb/ceemsnet
   /lib/systemd/system/ceemsnet.service       packaging/systemd/ (not enabled)
   /etc/default/ceemsnet, /etc/ceemsnet/web-config.yml   conffiles

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from ceemsnet.cgroups import find_cgroup2_root
+from ceemsnet.attribution.cgroups import find_cgroup2_root
 
 from .helpers import Cgroup, Child, Exporter
 

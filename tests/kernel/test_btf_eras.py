@@ -12,10 +12,12 @@ import subprocess
 
 import pytest
 
-from ceemsnet.choice import plan_family, plan_object
-from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release
-from ceemsnet.loader import LoadRefused, load_object
-from ceemsnet.objects import CATALOGUE, RECV_FUNCS
+from ceemsnet.planning.choice import plan_family, plan_object
+from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
+from ceemsnet.runtime.collection import LoadRefused
+from ceemsnet.planning.select import load_object
+from ceemsnet.planning.catalogue import CATALOGUE, RECV_FUNCS
 
 from .helpers import HOOK, require_program
 

@@ -23,7 +23,7 @@ pytestmark = host_only("the documented capability set",
                        unless=RESTART_VM_RUNS)
 
 # The documented sets (README "Least privilege"), per collector and pin mode; written
-# out here, not read from ceemsnet/caps.py, so the test checks the code against the README.
+# out here, not read from ceemsnet/serving/caps.py, so the test checks the code against the README.
 SKB_CGROUP_GLOB = "/ceemsnet-caps-*"
 CASES = {
     "net": (["--collectors=net"], {"sys_admin"}),
@@ -34,7 +34,7 @@ CASES = {
 }
 PINS = ("none", "pinned")
 # serve with its own capability check switched off: what the kernel does without the capability
-UNCHECKED = ("import sys; import ceemsnet.caps as c; c.check = lambda *a, **k: None; "
+UNCHECKED = ("import sys; import ceemsnet.serving.caps as c; c.check = lambda *a, **k: None; "
              "from ceemsnet.cli import main; sys.exit(main(sys.argv[1:]))")
 
 

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from ceemsnet.cgroups import parse_v1_mounts
+from ceemsnet.attribution.cgroups import parse_v1_mounts
 
 from .helpers import Cgroup, Exporter, require_program, traffic_argv
 from .peer import Peer

@@ -337,9 +337,9 @@ def test_vfs_tracepoint_object_upgrade_keeps_counts(pin_path, make_cgroup, spawn
         pytest.skip(f"--hook={HOOK}: the tracepoint family's upgrade runs with --hook=auto on the host")
     from packaging.version import Version
 
-    from ceemsnet.loader import ObjectSpec, load
-    from ceemsnet.objects import BpfObject
-    from ceemsnet.pins import PinDir, identity
+    from ceemsnet.runtime.collection import ObjectSpec, load
+    from ceemsnet.planning.catalogue import BpfObject
+    from ceemsnet.pinned.pins import PinDir, identity
     old = os.path.join(ROOT, "bench", "objs", "vfs-tracepoint-5.11-x86.bpf.o")
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()

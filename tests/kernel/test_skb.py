@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from ceemsnet import libbpf
-from ceemsnet.compare import MAX_HEADER
+from ceemsnet.runtime import libbpf
+from ceemsnet.commands.compare import MAX_HEADER
 
 from .helpers import ROOT, Exporter, traffic_argv
 from .peer import Peer, reply_size
@@ -130,9 +130,9 @@ def test_socket_created_before_the_move(exporters, make_cgroup, spawn, peer):
 def _other_program(cg):
     """Someone else's cgroup_skb program (think systemd IP accounting), attached
     with bpf_prog_attach(BPF_F_ALLOW_MULTI); returns (read egress bytes, detach)."""
-    from ceemsnet.loader import BpfMap
-    from ceemsnet.objects import SKB_OBJECTS
-    from ceemsnet.structs import decode_skb
+    from ceemsnet.runtime.maps import BpfMap
+    from ceemsnet.planning.catalogue import SKB_OBJECTS
+    from ceemsnet.planning.structs import decode_skb
     lb = libbpf.lib()
     obj = lb.bpf_object__open_file(SKB_OBJECTS["root"].path.encode(), None)
     assert obj and lb.bpf_object__load(obj) == 0

@@ -110,7 +110,7 @@ def _unhooked_rwv(samples) -> set[str]:
     hooked = {dict(k[1])["function"] for k in samples if k[0] == "ceemsnet_hook_info"}
     gone = {f for f in ("vfs_readv", "vfs_writev") if f not in hooked}
     if gone:
-        from ceemsnet.kernel import KernelBTF
+        from ceemsnet.runtime.btf import KernelBTF
         btf = KernelBTF()
         try:
             mismatched = {f for f in gone if btf.function(f) is not None}
@@ -121,7 +121,7 @@ def _unhooked_rwv(samples) -> set[str]:
 
 
 def test_fstype_label_is_bounded(exporter):
-    from ceemsnet.fstypes import ALL_NAMES
+    from ceemsnet.planning.fstypes import ALL_NAMES
     seen = {dict(k[1])["fstype"] for k in exporter.samples() if "fstype" in dict(k[1])}
     assert seen <= ALL_NAMES
     assert not seen & {"proc", "sysfs", "pipefs", "sockfs"}  # left out by default
@@ -154,9 +154,11 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
     import platform
     import time
 
-    from ceemsnet import CeemsnetError, libbpf
-    from ceemsnet.kernel import KernelBTF, normalize_arch, parse_kernel_version, running_release
-    from ceemsnet.loader import select_and_load
+    from ceemsnet import CeemsnetError
+    from ceemsnet.runtime import libbpf
+    from ceemsnet.runtime.btf import KernelBTF
+    from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
+    from ceemsnet.planning.select import select_and_load
     try:
         sel = select_and_load("vfs", parse_kernel_version(running_release()), normalize_arch(platform.machine()),
                               KernelBTF(), forced="tracepoint")

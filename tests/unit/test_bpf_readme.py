@@ -6,7 +6,7 @@ import re
 import pytest
 from packaging.version import Version
 
-from ceemsnet.objects import CATALOGUE
+from ceemsnet.planning.catalogue import CATALOGUE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BY_NAME = {o.file[:-len(".bpf.o")]: o for o in CATALOGUE}

@@ -1,6 +1,6 @@
 import os
 
-from ceemsnet.cgroups import CgroupResolver, parse_cgroup2_mounts, scan_cgroup_ids, unresolved_label
+from ceemsnet.attribution.cgroups import CgroupResolver, parse_cgroup2_mounts, scan_cgroup_ids, unresolved_label
 
 MOUNTINFO = """\
 22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -104,7 +104,7 @@ def test_watched_resolver_knows_directories_made_and_removed_between_lookups(tmp
 def test_watcher_reports_nothing_for_what_was_there_and_survives_odd_names(tmp_path):
     (tmp_path / "a").mkdir()
     seen = []
-    from ceemsnet.cgwatch import CgroupWatcher
+    from ceemsnet.attribution.cgwatch import CgroupWatcher
     w = CgroupWatcher(str(tmp_path), lambda i, p: seen.append(p))
     (tmp_path / "a" / "sp ace\u00e9").mkdir()
     _wait(lambda: seen)

@@ -3,9 +3,10 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.choice import check_supported, family_order, plan_family
-from ceemsnet.kernel import Signature, parse_kernel_version
-from ceemsnet.objects import RECV, SEND, SENDPAGE, SOCK_TP
+from ceemsnet.planning.choice import check_supported, family_order, plan_family
+from ceemsnet.runtime.btf import Signature
+from ceemsnet.planning.kernel import parse_kernel_version
+from ceemsnet.planning.catalogue import RECV, SEND, SENDPAGE, SOCK_TP
 
 
 def first_usable(kernel, arch, forced=None, sigs=None):

@@ -6,8 +6,8 @@ import struct
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.continuity import Pinned, Wanted, add_values, carry_over, decide, generation_of
-from ceemsnet.pins import PinDir, parse_object_dir
+from ceemsnet.pinned.continuity import Pinned, Wanted, add_values, carry_over, decide, generation_of
+from ceemsnet.pinned.pins import PinDir, parse_object_dir
 
 
 def pinned(stem="net-fexit-5.19-x86", ident="a" * 16, gen=7, links=("fexit_tcp_sendmsg",)):
@@ -105,6 +105,6 @@ def test_carry_over_adds_into_new_maps_and_skips_reused_and_stash():
 ])
 def test_which_families_keep_counting_across_restarts(family, kver, maxactive, pinned):
     from packaging.version import Version
-    from ceemsnet.continuity import continuity
+    from ceemsnet.pinned.continuity import continuity
     ok, why = continuity(family, Version(kver), maxactive)
     assert ok is pinned and why

@@ -18,10 +18,10 @@ from ceemsnet.collectors.counters import CounterMap, Records
 from ceemsnet.collectors.net import net_families
 from ceemsnet.collectors.skb import skb_families
 from ceemsnet.collectors.vfs import vfs_families
-from ceemsnet.fstypes import parse_fstypes
-from ceemsnet.lifecycle import Lifecycle
-from ceemsnet.metrics import TextRenderer, merge_families
-from ceemsnet.structs import decode_net, decode_skb, decode_vfs, pack_net_key, pack_skb_key, pack_vfs_key
+from ceemsnet.planning.fstypes import parse_fstypes
+from ceemsnet.attribution.lifecycle import Lifecycle
+from ceemsnet.common.metrics import TextRenderer, merge_families
+from ceemsnet.planning.structs import decode_net, decode_skb, decode_vfs, pack_net_key, pack_skb_key, pack_vfs_key
 
 NCPUS = 2
 

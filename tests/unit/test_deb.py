@@ -36,7 +36,7 @@ def test_contents(deb):
         assert f"/usr/lib/ceemsnet/bpf/objs/{o}" in files
     for f in ("/usr/bin/ceemsnet", "/lib/systemd/system/ceemsnet.service", "/etc/default/ceemsnet",
               "/etc/ceemsnet/web-config.yml", "/usr/lib/python3/dist-packages/ceemsnet/cli.py",
-              "/usr/lib/python3/dist-packages/ceemsnet/caps.py", "/usr/share/doc/ceemsnet/copyright"):
+              "/usr/lib/python3/dist-packages/ceemsnet/serving/caps.py", "/usr/share/doc/ceemsnet/copyright"):
         assert f in files, f
     assert files["/usr/bin/ceemsnet"] == "-rwxr-xr-x"
     # not enabled: nothing in a .wants directory

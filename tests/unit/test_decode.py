@@ -4,7 +4,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from ceemsnet.collectors.net import net_families
-from ceemsnet.structs import decode_drops, decode_net, pack_net_key
+from ceemsnet.planning.structs import decode_drops, decode_net, pack_net_key
 
 
 def values(per_cpu):  # [(bytes, calls, errors) per CPU]

@@ -3,9 +3,9 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.choice import HookChoice
-from ceemsnet.exporter import CeemsnetCollector, build_registry, parse_listen_address
-from ceemsnet.metrics import Family
+from ceemsnet.planning.choice import HookChoice
+from ceemsnet.serving.exporter import CeemsnetCollector, build_registry, parse_listen_address
+from ceemsnet.common.metrics import Family
 
 
 class Flaky:

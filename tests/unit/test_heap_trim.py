@@ -1,8 +1,8 @@
 """The exporter hands a scrape's freed heap back (glibc malloc_trim) once the body is sent:
 the WSGI body's close(), which the server calls after writing it."""
 
-from ceemsnet import exporter
-from ceemsnet.metrics import Family
+from ceemsnet.serving import exporter
+from ceemsnet.common.metrics import Family
 
 
 class OneFamily:

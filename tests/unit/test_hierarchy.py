@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.cgroups import CgroupResolver, choose_hierarchy, parse_proc_cgroups, parse_v1_mounts
+from ceemsnet.attribution.cgroups import CgroupResolver, choose_hierarchy, parse_proc_cgroups, parse_v1_mounts
 
 PROC_CGROUPS = """\
 #subsys_name	hierarchy	num_cgroups	enabled

@@ -2,7 +2,8 @@ import pytest
 from packaging.version import Version
 
 from ceemsnet import CeemsnetError
-from ceemsnet.kernel import Signature, compare_signature, normalize_arch, parse_kernel_version
+from ceemsnet.runtime.btf import Signature
+from ceemsnet.planning.kernel import compare_signature, normalize_arch, parse_kernel_version
 
 
 @pytest.mark.parametrize("text,want", [

@@ -1,4 +1,4 @@
-from ceemsnet.kprobes import parse_kprobe_profile
+from ceemsnet.runtime.kprobes import parse_kprobe_profile
 
 PROFILE = """\
   ceemsnet_r_tcp_recvmsg_bcc_4242                        1200              17

@@ -1,4 +1,4 @@
-from ceemsnet.lifecycle import Lifecycle
+from ceemsnet.attribution.lifecycle import Lifecycle
 
 
 class Clock:
@@ -65,7 +65,7 @@ def test_a_jobs_removed_steps_stay_while_the_job_lives():
 
 
 class MemLedger:
-    """The ledger's contract (ceemsnet/ledger.py) in memory: what a restart finds."""
+    """The ledger's contract (ceemsnet/pinned/ledger.py) in memory: what a restart finds."""
 
     def __init__(self):
         self.retired, self.paths = {}, {}

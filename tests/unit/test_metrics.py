@@ -4,7 +4,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ceemsnet.metrics import Family, TextRenderer
+from ceemsnet.common.metrics import Family, TextRenderer
 
 
 def parsed(text):

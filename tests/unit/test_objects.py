@@ -6,7 +6,7 @@ import re
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ceemsnet.objects import _RMDIR_SPLIT, CATALOGUE, MAPS, OBJ_DIR
+from ceemsnet.planning.catalogue import _RMDIR_SPLIT, CATALOGUE, MAPS, OBJ_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEC_PREFIX = {"fexit": "fexit/", "fentry": "fentry/", "kprobe": "kprobe/", "kretprobe": "kretprobe/",
@@ -131,7 +131,7 @@ def test_object_needs_nothing_newer_than_its_first_kernel(obj):
 
 
 def test_make_specs_round_trip():
-    from ceemsnet.objects import make_specs
+    from ceemsnet.planning.catalogue import make_specs
     specs = make_specs()
     assert len(specs) == len(CATALOGUE)
     for tok, obj in zip(specs, CATALOGUE):
@@ -158,5 +158,5 @@ def test_makefile_builds_what_the_catalogue_says(tmp_path):
             == sorted(obj.defines), obj.file
     with open(os.path.join(ROOT, "Makefile")) as f:
         text = f.read()
-    assert ".bpf.o" not in text.split("# --- set-up")[0], "object names belong in ceemsnet/objects.py"
+    assert ".bpf.o" not in text.split("# --- set-up")[0], "object names belong in ceemsnet/planning/catalogue.py"
     assert not re.search(r"^\s*(vfs_)?era_", text, re.M), "era tables belong in the catalogue"

@@ -8,7 +8,7 @@ import filecmp
 import os
 import subprocess
 
-from ceemsnet.objects import CATALOGUE, OBJ_DIR
+from ceemsnet.planning.catalogue import CATALOGUE, OBJ_DIR
 
 from ..programs import require_program
 

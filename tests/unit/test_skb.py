@@ -3,10 +3,10 @@ import struct
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.cgroups import find_cgroup2_root
+from ceemsnet.attribution.cgroups import find_cgroup2_root
 from ceemsnet.collectors.skb import skb_families
-from ceemsnet.compare import MAX_HEADER, compare_rows, reason
-from ceemsnet.structs import decode_skb, decode_skb_storage
+from ceemsnet.commands.compare import MAX_HEADER, compare_rows, reason
+from ceemsnet.planning.structs import decode_skb, decode_skb_storage
 
 
 def test_decode_skb_root_map():

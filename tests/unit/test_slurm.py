@@ -15,13 +15,12 @@ import pytest
 
 from ceemsnet.collectors.counters import CounterMap
 from ceemsnet.collectors.net import net_families
-from ceemsnet.lifecycle import Lifecycle
-from ceemsnet.metrics import Family, TextRenderer, merge_families
-from ceemsnet.slurm import (BATCH, FIELDS, SLUID, FactsCache, SacctError, SlurmNames, fold, job_facts, parse,
-                            parse_sacct, run_sacct)
-from ceemsnet.store import Store, totals_from_families
-from ceemsnet.structs import decode_net, pack_net_key
-from ceemsnet.units import add_units, folder, resolve_level
+from ceemsnet.attribution.lifecycle import Lifecycle
+from ceemsnet.common.metrics import Family, TextRenderer, merge_families
+from ceemsnet.attribution.slurm import BATCH, FIELDS, SLUID, FactsCache, SacctError, SlurmNames, fold, job_facts, parse, parse_sacct, run_sacct
+from ceemsnet.serving.store import Store, totals_from_families
+from ceemsnet.planning.structs import decode_net, pack_net_key
+from ceemsnet.attribution.workloads import add_units, folder, resolve_level
 
 from .test_counters import NCPUS, Clock, FakeMap, OldSource, RawSource, Resolver
 
@@ -420,7 +419,7 @@ def _store(tmp_path):
         ((f"{V2}/job_101/step_0", "tcp", "ipv4"), 3),
         ((f"{V2}/job_999/step_0", "tcp", "ipv4"), 1),
     ])
-    from ceemsnet.units import slurm_job
+    from ceemsnet.attribution.workloads import slurm_job
     s = Store(db, slurm_job)
     s.write(totals_from_families([f]))
     s.close()

@@ -4,11 +4,11 @@ import sqlite3
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.metrics import Family
+from ceemsnet.common.metrics import Family
 from ceemsnet.report.local import query
 from ceemsnet.report.rows import format_rows
-from ceemsnet.store import COLUMNS, SCHEMA_VERSION, Store, open_db, totals_from_families
-from ceemsnet.units import slurm_job
+from ceemsnet.serving.store import COLUMNS, SCHEMA_VERSION, Store, open_db, totals_from_families
+from ceemsnet.attribution.workloads import slurm_job
 
 
 class Clock:

@@ -4,9 +4,9 @@ import ctypes
 
 import pytest
 
-from ceemsnet.kernel import KernelBTF
-from ceemsnet.objects import CATALOGUE
-from ceemsnet.structs import NetKey, NetValue, SkbKey, SkbStorage, SkbValue, VfsKey, VfsValue
+from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.planning.catalogue import CATALOGUE
+from ceemsnet.planning.structs import NetKey, NetValue, SkbKey, SkbStorage, SkbValue, VfsKey, VfsValue
 
 
 def layout(cls):

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.timeparse import duration_arg, duration_or_zero_arg, parse_duration, parse_time
+from ceemsnet.common.timeparse import duration_arg, duration_or_zero_arg, parse_duration, parse_time
 
 
 @pytest.mark.parametrize("text,seconds", [

@@ -3,7 +3,7 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.units import k8s_pod, resolve_kind, slurm_job, systemd_unit
+from ceemsnet.attribution.workloads import k8s_pod, resolve_kind, slurm_job, systemd_unit
 
 
 @pytest.mark.parametrize("path,job", [
@@ -69,8 +69,8 @@ def test_unit_kinds(tmp_path):
 
 
 def test_add_units_labels_and_sums():
-    from ceemsnet.metrics import Family, TextRenderer
-    from ceemsnet.units import add_units
+    from ceemsnet.common.metrics import Family, TextRenderer
+    from ceemsnet.attribution.workloads import add_units
     f = Family("ceemsnet_net_egress_bytes", "h", "counter", ("cgroup", "proto", "family"), [
         (("/system.slice/slurmstepd.scope/job_42/step_0", "tcp", "ipv4"), 100),
         (("/system.slice/slurmstepd.scope/job_42/step_1", "tcp", "ipv4"), 20),

@@ -3,12 +3,12 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.choice import plan_family, plan_object
+from ceemsnet.planning.choice import plan_family, plan_object
 from ceemsnet.collectors.vfs import vfs_families
-from ceemsnet.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
-from ceemsnet.kernel import parse_kernel_version
-from ceemsnet.metrics import Family, TextRenderer, merge_families
-from ceemsnet.objects import CATALOGUE, SYS_TP, VFS_FUNCTIONS, _vfs_sigs
+from ceemsnet.planning.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
+from ceemsnet.planning.kernel import parse_kernel_version
+from ceemsnet.common.metrics import Family, TextRenderer, merge_families
+from ceemsnet.planning.catalogue import CATALOGUE, SYS_TP, VFS_FUNCTIONS, _vfs_sigs
 
 CASES = [  # kernel, arch -> (family, object)
     ("4.18.0-553.el8_10.x86_64", "x86_64", "kretprobe", "vfs-kretprobe-4.18-x86.bpf.o"),
@@ -181,7 +181,7 @@ def test_inlined_readv_writev_counted_at_the_system_calls_only_where_absent():
     """Debian 11's arm64 5.10 has no vfs_readv/vfs_writev in BTF (inlined): the era-1 arm64
     kretprobe object hooks the system calls instead, and only there; other objects skip
     them and probe says that IO is not counted."""
-    from ceemsnet.objects import INLINED_AT
+    from ceemsnet.planning.catalogue import INLINED_AT
     k = parse_kernel_version("5.10.0-32-arm64")
     inlined = FakeBTF(1)
     for f in ("vfs_readv", "vfs_writev"):

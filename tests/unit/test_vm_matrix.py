@@ -4,7 +4,7 @@ import importlib.util
 import os
 import sys
 
-from ceemsnet.objects import CATALOGUE, OBJ_DIR
+from ceemsnet.planning.catalogue import CATALOGUE, OBJ_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("vm_matrix", os.path.join(ROOT, "tests", "vm", "matrix.py"))

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ceemsnet import CeemsnetError
-from ceemsnet.exporter import CeemsnetCollector, WebOptions, build_registry, start_server
-from ceemsnet.metrics import Family
-from ceemsnet.webconfig import load
+from ceemsnet.serving.exporter import CeemsnetCollector, WebOptions, build_registry, start_server
+from ceemsnet.common.metrics import Family
+from ceemsnet.serving.webconfig import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -415,7 +415,7 @@ def test_broken_file_at_reload_is_logged_and_the_old_config_kept(server, caplog,
     s = server(tls_config(pki) + f"basic_auth_users:\n  alice: {u['alice']}\n")
     ctx = pki.client_context()
     assert get(s.port, ctx=ctx, user="alice", password="s3cret")[0] == 200
-    caplog.set_level(logging.INFO, logger="ceemsnet.webconfig")
+    caplog.set_level(logging.INFO, logger="ceemsnet.serving.webconfig")
     s.rewrite(tls_config(pki) + "basic_auth_users:\n  alice: plain\n")
     for _ in range(3):
         assert get(s.port, ctx=ctx, user="alice", password="s3cret")[0] == 200
@@ -435,7 +435,7 @@ def test_broken_file_at_reload_is_logged_and_the_old_config_kept(server, caplog,
 
 
 def test_refused_file_naming_a_file_that_appears_later(server, pki, tmp_path, monkeypatch):
-    from ceemsnet.webconfig import WebConfigWatcher
+    from ceemsnet.serving.webconfig import WebConfigWatcher
     monkeypatch.setattr(WebConfigWatcher, "RETRY", 0.2)
     s = server(tls_config(pki))
     ctx = pki.client_context()

@@ -6,7 +6,7 @@ and which committed BPF object each run loads.
 Three checks keep it honest:
 - tests/unit/test_vm_matrix.py: every object in bpf/objs/ is loaded by at
   least one run of `make test` (host or VM), and every object named here is
-  in the catalogue (ceemsnet/objects.py);
+  in the catalogue (ceemsnet/planning/catalogue.py);
 - tests/kernel/test_matrix.py, inside each run: `ceemsnet probe` on that
   kernel chooses exactly the objects listed here for it, BTF-verified, so the
   list cannot drift from what really runs;

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
-log = logging.getLogger("ceemsnet.cgroups")
+log = logging.getLogger("ceemsnet.attribution.cgroups")
 
 
 def _unescape_mount(s: str) -> str:
@@ -119,7 +119,7 @@ class CgroupResolver:
         self._unresolvable: set[int] = set()
         self._scanned_at: float | None = None
         self.scans = 0
-        # watch(): cgroups as they are made (ceemsnet/cgwatch.py), id -> (path, when)
+        # watch(): cgroups as they are made (ceemsnet/attribution/cgwatch.py), id -> (path, when)
         self._born: dict[int, tuple[str, float]] = {}
         self._born_lock = threading.Lock()
         self._taken = 0  # paths taken from _born since the last scan
@@ -129,7 +129,7 @@ class CgroupResolver:
         """Learn every new cgroup's path the moment it is made (an inotify thread), so that
         one made and removed between two scrapes still gets its path. True if watching."""
         if self.watcher is None:
-            from . import cgwatch
+            from ceemsnet.attribution import cgwatch
             self.watcher = cgwatch.start(self.root, self._note_born)
         return self.watcher is not None
 

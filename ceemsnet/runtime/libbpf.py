@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 
-log = logging.getLogger("ceemsnet.libbpf")
+log = logging.getLogger("ceemsnet.runtime.libbpf")
 
 c_void_p = ctypes.c_void_p
 c_int = ctypes.c_int

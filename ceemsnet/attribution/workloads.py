@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
 KINDS = ("none", "slurm", "systemd", "k8s")
 LABEL = {"slurm": "job", "systemd": "unit", "k8s": "pod"}
@@ -43,7 +43,7 @@ def slurm_job(path: str) -> str | None:
         # only job directories: job_<id>, or a SLUID. The scope also holds SLURM's own cgroups
         # (`system`: slurmstepd; `slurmd`: slurmd itself when it makes the scope, IgnoreSystemd=yes),
         # which are no job, and no sacct would know them
-        from .slurm import SLUID
+        from ceemsnet.attribution.slurm import SLUID
         d = m.group(1)
         j = _JOB_DIR.match(d)
         if j:
@@ -104,7 +104,7 @@ def folder(kind: str, level: str):
     if level == LEVELS[kind][0]:
         return None
     if kind == "slurm":
-        from .slurm import fold as slurm_fold
+        from ceemsnet.attribution.slurm import fold as slurm_fold
 
         def fold(p):
             return slurm_fold(p, level)
@@ -157,7 +157,7 @@ def resolve_kind(spec: str, root: str) -> str:
 
 def _slurm_job_step(path: str) -> tuple[str, str] | None:
     """(raw job id, step name) of a SLURM cgroup path, or None."""
-    from .slurm import parse
+    from ceemsnet.attribution.slurm import parse
     sp = parse(path)
     if sp is None:
         u = slurm_job(path)  # a job directory name of another shape
@@ -167,7 +167,7 @@ def _slurm_job_step(path: str) -> tuple[str, str] | None:
 
 def add_units(families: list, kind: str, cache: dict | None = None, names=None) -> list:
     """Give every per-cgroup counter the unit label, and add per-unit sums (pure
-    but for `names`, ceemsnet.slurm.SlurmNames, which may ask sacct about new jobs).
+    but for `names`, ceemsnet.attribution.slurm.SlurmNames, which may ask sacct about new jobs).
 
     ceemsnet_net_egress_bytes{cgroup,proto,family} gains `job` (SLURM) and is
     joined by ceemsnet_job_net_egress_bytes{job,proto,family}, the sum over
@@ -177,7 +177,7 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
     SLURM shows for it (123_2, 100+1) where `names` knows it. Cgroups outside
     any unit get empty labels and no sum.
     """
-    from .metrics import Family
+    from ceemsnet.common.metrics import Family
     if kind == "none":
         return families
     label = LABEL[kind]

@@ -17,10 +17,10 @@ import errno
 import logging
 import os
 
-from .links import Link
-from .tracepoints import TRACEFS
+from ceemsnet.runtime.links import Link
+from ceemsnet.runtime.tracepoints import TRACEFS
 
-log = logging.getLogger("ceemsnet.kprobes")
+log = logging.getLogger("ceemsnet.runtime.kprobes")
 
 MAXACTIVE_MAX = 4096  # KRETPROBE_MAXACTIVE_MAX, kernel/trace/trace_kprobe.c
 

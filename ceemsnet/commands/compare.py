@@ -16,7 +16,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
 # Most header bytes one skb can carry: IPv6 (40) + TCP with options (60),
 # with room for extension headers. Payload <= skb bytes <= payload + packets * this.

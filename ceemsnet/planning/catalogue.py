@@ -2,8 +2,8 @@
 
 One entry per file in bpf/objs/, and the single source for everything that
 names objects: the Makefile builds each one from the entry's source,
-defines and target (`python -m ceemsnet.objects make-specs`), the choice
-(ceemsnet/choice.py) checks each hook's prototype against the running
+defines and target (`python -m ceemsnet.planning.catalogue make-specs`), the choice
+(ceemsnet/planning/choice.py) checks each hook's prototype against the running
 kernel's BTF before anything is loaded, and tests/unit checks this table
 against the ELF files themselves and against the tables in bpf/README.md.
 """
@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 
 from packaging.version import Version
 
-from .kernel import Signature
+from ceemsnet.runtime.btf import Signature
 
 # The committed objects: bpf/objs in a checkout; /usr/lib/ceemsnet/bpf/objs where the Debian
 # package installs them (make deb); CEEMSNET_OBJ_DIR overrides both.
 OBJ_DIR = os.environ.get("CEEMSNET_OBJ_DIR") or next(
-    (d for d in (os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf", "objs"),)
+    (d for d in (os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bpf", "objs")),)
      if os.path.isdir(d)), "/usr/lib/ceemsnet/bpf/objs")
 
 FAMILIES = ("fexit", "kretprobe", "tracepoint")
@@ -405,7 +405,7 @@ SKB_OBJECTS = {
 }
 CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
 
-# subsystems whose objects hook kernel functions (planned by ceemsnet/choice.py)
+# subsystems whose objects hook kernel functions (planned by ceemsnet/planning/choice.py)
 SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
 MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
         "skb": ("skb_stats", "skb_drops")}
@@ -431,7 +431,7 @@ def make_specs() -> list[str]:
 
 def main(argv: list[str]) -> int:
     if argv != ["make-specs"]:
-        print("usage: python -m ceemsnet.objects make-specs", file=sys.stderr)
+        print("usage: python -m ceemsnet.planning.catalogue make-specs", file=sys.stderr)
         return 2
     print("\n".join(make_specs()))
     return 0

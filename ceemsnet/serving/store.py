@@ -30,7 +30,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
 DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
 SCHEMA_VERSION = 2
@@ -282,7 +282,7 @@ class StoreWriter:
 
     def _run(self) -> None:
         import logging
-        log = logging.getLogger("ceemsnet.store")
+        log = logging.getLogger("ceemsnet.serving.store")
         while not self._stop.wait(self.interval):
             try:
                 self.flush()

@@ -12,7 +12,7 @@ name without `.bpf.o`, dots written as underscores: net-fexit-5_19-x86.)
 The object directory names what was loaded: the object file and an
 identity (a hash of its bytes and its load-time settings), so a restart
 can tell whether the pinned programs are the ones it would load (adopt
-them: they never stopped counting) or not (upgrade, ceemsnet/continuity.py);
+them: they never stopped counting) or not (upgrade, ceemsnet/pinned/continuity.py);
 and the generation of its counters (the kernel id of the counters map
 that started them), which an upgrade that carries the counts over keeps,
 so the accounting store knows the counts continue. bpffs holds only BPF
@@ -22,24 +22,20 @@ else is refused, never deleted.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import hashlib
 import logging
 import os
 import re
 import stat
 
-from . import CeemsnetError, libbpf
+from ceemsnet import CeemsnetError
+from ceemsnet.runtime.bpffs import BPF_FS_MAGIC, ENTRY, mount_bpffs, remove_object_dir, statfs_magic
 
-log = logging.getLogger("ceemsnet.pins")
+log = logging.getLogger("ceemsnet.pinned.pins")
 
 DEFAULT_PIN_PATH = "/sys/fs/bpf/ceemsnet"
-BPF_FS_MAGIC = 0xCAFE4A11
 SUBSYSTEM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 OBJECT_DIR = re.compile(r"^(?P<stem>[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*)__(?P<ident>[0-9a-f]{16})__g(?P<gen>[0-9]+)$")
-ENTRY = re.compile(r"^(map|link)__[A-Za-z0-9_-]+$")
 
 
 def boot_id() -> str:
@@ -60,27 +56,6 @@ def identity(obj_path: str, settings: dict[str, int]) -> str:
     return h.hexdigest()[:16]
 
 
-def _libc():
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _statfs_magic(path: str) -> int:
-    class statfs(ctypes.Structure):
-        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
-    buf = statfs()
-    if _libc().statfs(path.encode(), ctypes.byref(buf)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return buf.f_type & 0xFFFFFFFF
-
-
-def _mount_bpffs(where: str) -> None:
-    if _libc().mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise CeemsnetError(f"cannot mount bpffs on {where}: {os.strerror(err)}")
-    log.info("mounted bpffs on %s", where)
-
-
 class PinDir:
     """The pin directory: made root-only on bpffs, refused if it is not ours."""
 
@@ -95,11 +70,11 @@ class PinDir:
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise CeemsnetError(f"--bpf.pin-path {self.path}: {parent} does not exist")
-        if _statfs_magic(parent) != BPF_FS_MAGIC:
+        if statfs_magic(parent) != BPF_FS_MAGIC:
             if parent != "/sys/fs/bpf":
                 raise CeemsnetError(f"--bpf.pin-path {self.path}: {parent} is not a bpf file system "
                                     "(mount -t bpf bpf <dir>, or use a directory below /sys/fs/bpf)")
-            _mount_bpffs(parent)
+            mount_bpffs(parent)
         try:
             os.mkdir(self.path, 0o700)
         except FileExistsError:
@@ -147,33 +122,6 @@ def parse_object_dir(path: str) -> tuple[str, str, int]:
     if not m:
         raise CeemsnetError(f"{path} is not a ceemsnet object pin directory")
     return m.group("stem").replace("_", "."), m.group("ident"), int(m.group("gen"))
-
-
-def entries(obj_dir: str, kind: str) -> dict[str, str]:
-    """{name: pin path} of the maps ("map") or links ("link") pinned in an object directory."""
-    out = {}
-    for e in sorted(os.listdir(obj_dir)):
-        k, _, name = e.partition("__")
-        if k == kind:
-            out[name] = os.path.join(obj_dir, e)
-    return out
-
-
-def open_pinned(path: str) -> int:
-    """An fd of a pinned object."""
-    fd = libbpf.lib().bpf_obj_get(path.encode())
-    if fd < 0:
-        err = -fd if fd < -1 else (ctypes.get_errno() or errno.ENOENT)
-        raise OSError(err, f"bpf_obj_get({path}): {os.strerror(err)}")
-    return fd
-
-
-def remove_object_dir(obj_dir: str) -> None:
-    """Unpin everything in it: links whose last reference was the pin detach now; maps go with
-    their last user."""
-    for e in os.listdir(obj_dir):
-        os.unlink(os.path.join(obj_dir, e))
-    os.rmdir(obj_dir)
 
 
 def remove_all(path: str) -> int:

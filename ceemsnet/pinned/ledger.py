@@ -31,7 +31,7 @@ def path_id(path: str) -> int:
 
 class Ledger:
     def __init__(self, coll, name: str, key_size: int, words: int, capacity: int, decode, pack):
-        from .loader import BpfMap
+        from ceemsnet.runtime.maps import BpfMap
         self._decode, self._pack = decode, pack
         self._value = struct.Struct(f"={words}Q")
         for attr, mname, ksz, vsz in (("paths", f"{name}_paths", 8, PATH_BYTES),

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
-log = logging.getLogger("ceemsnet.webconfig")
+log = logging.getLogger("ceemsnet.serving.webconfig")
 
 
 class WebConfigError(CeemsnetError):

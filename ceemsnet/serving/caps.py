@@ -43,9 +43,9 @@ import signal
 import threading
 import time
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
-log = logging.getLogger("ceemsnet.caps")
+log = logging.getLogger("ceemsnet.serving.caps")
 
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PERFMON: "CAP_PERFMON",
@@ -219,7 +219,7 @@ def reads_need_cap() -> bool:
     """Does this kernel refuse a map read to a thread without capabilities? Measured: a
     thread of ours drops its own (capset changes only the calling thread) and reads a map
     made before; the other threads keep theirs."""
-    from . import libbpf
+    from ceemsnet.runtime import libbpf
     lib = libbpf.lib()
     fd = lib.bpf_map_create(2, b"ceemsnet_caps", 4, 4, 1, None)  # BPF_MAP_TYPE_ARRAY
     if fd < 0:

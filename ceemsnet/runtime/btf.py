@@ -1,70 +1,14 @@
-"""What the running (or a named) kernel is: version, arch, BTF signatures.
-
-Version parsing and signature comparison are pure functions; reading the
-running kernel's BTF goes through libbpf's btf__* API.
-"""
+"""A kernel's (or an opened object's) BTF through libbpf's btf__* API:
+function and tracepoint prototypes, struct members, enums, datasec layouts."""
 
 from __future__ import annotations
 
+import ctypes
 import os
-import platform
-import re
 from dataclasses import dataclass
 
-from packaging.version import Version
-
-from . import CeemsnetError
-
-_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?=$|[-+._~a-zA-Z])")
-
-ARCH_ALIASES = {
-    "x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64",
-    "aarch64": "aarch64", "arm64": "aarch64",
-}
-
-
-def parse_kernel_version(text: str) -> Version:
-    """The upstream version of a kernel release string.
-
-    Accepts what `uname -r` prints on the distributions we support
-    ("5.14.0-427.el9.x86_64", "6.8.0-45-generic", "6.12.117+deb12-amd64",
-    "6.18.44-fc-v769") and Ubuntu's /proc/version_signature line
-    ("Ubuntu 6.8.0-45.45-generic 6.8.12"), whose last field is the mainline
-    version the Ubuntu kernel is based on.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise CeemsnetError("empty kernel version")
-    s = text.strip()
-    if s.startswith("Ubuntu ") or s.startswith("Ubuntu-"):
-        s = s.split()[-1]
-    m = _VERSION_RE.match(s)
-    if not m:
-        raise CeemsnetError(
-            f"cannot parse kernel version {text!r}: expected MAJOR.MINOR[.PATCH][-suffix], e.g. 6.1.0-28-amd64")
-    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-    if major < 2 or major > 99 or minor > 999:
-        raise CeemsnetError(f"implausible kernel version {text!r}")
-    return Version(f"{major}.{minor}.{patch}")
-
-
-def normalize_arch(arch: str) -> str:
-    a = ARCH_ALIASES.get((arch or "").strip().lower())
-    if a is None:
-        raise CeemsnetError(
-            f"unsupported architecture {arch!r}: ceemsnet supports x86_64 and aarch64")
-    return a
-
-
-def running_release(proc: str = "/proc") -> str:
-    """The running kernel's release, preferring Ubuntu's mainline version."""
-    try:
-        with open(os.path.join(proc, "version_signature")) as f:
-            sig = f.read().strip()
-        if sig:
-            return sig
-    except OSError:
-        pass
-    return platform.release()
+from ceemsnet import CeemsnetError
+from ceemsnet.runtime import libbpf
 
 
 @dataclass(frozen=True)
@@ -76,37 +20,6 @@ class Signature:
     def render(self, name: str = "") -> str:
         args = ", ".join(f"{t} {n}".replace("* ", "*") if n else t for n, t in self.params)
         return f"{self.ret} {name}({args})"
-
-
-def compare_signature(expected: Signature, actual: Signature, reads: tuple[int, ...] | None) -> str | None:
-    """None when `actual` satisfies what the object assumes, else why not.
-
-    reads=None: the program depends on the whole prototype (fexit: its return
-    value sits after the last argument, so the count must match exactly).
-    reads=(0, 3): only those argument positions (and the return type) matter
-    (kprobe entry/return pairs read registers by position).
-    """
-    if expected.ret != actual.ret:
-        return f"returns {actual.ret}, object expects {expected.ret}"
-    if reads is None:
-        if len(expected.params) != len(actual.params):
-            return (f"has {len(actual.params)} arguments, object expects {len(expected.params)} "
-                    f"({_names(actual)} vs {_names(expected)})")
-        positions = range(len(expected.params))
-    else:
-        positions = reads
-    for i in positions:
-        if i >= len(actual.params):
-            return f"has no argument {i + 1}, object reads {expected.params[i][0]} there"
-        en, et = expected.params[i]
-        an, at = actual.params[i]
-        if et != at or (en and an and en != an):
-            return f"argument {i + 1} is {at} {an}, object expects {et} {en}"
-    return None
-
-
-def _names(sig: Signature) -> str:
-    return "(" + ",".join(n or "?" for n, _ in sig.params) + ")"
 
 
 # BTF kinds (include/uapi/linux/btf.h)
@@ -121,7 +34,6 @@ class KernelBTF:
     """Function and tracepoint prototypes from a kernel's BTF (via libbpf)."""
 
     def __init__(self, path: str | None = None, borrowed=None):
-        from . import libbpf
         self._lb = libbpf.lib()
         self._owned = borrowed is None
         if borrowed is not None:  # an opened object's BTF, libbpf's to free
@@ -137,7 +49,6 @@ class KernelBTF:
             ptr = self._lb.btf__parse(path.encode(), None)
             what = path
         if not ptr:
-            import ctypes
             raise CeemsnetError(f"cannot read BTF from {what}: {os.strerror(ctypes.get_errno() or 22)}")
         self._btf = ptr
         self._cache: dict[str, Signature | None] = {}
@@ -187,14 +98,12 @@ class KernelBTF:
 
     def _records(self, tid: int, cls):
         """The type's vlen and the array of `cls` records that follows it in BTF."""
-        import ctypes
         t = self._lb.btf__type_by_id(self._btf, tid)
         records = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(t.contents), ctypes.POINTER(cls))
         return t.contents, t.contents.info & 0xFFFF, records
 
     def _proto(self, proto_id: int) -> Signature:
-        from .libbpf import btf_param
-        t, vlen, params = self._records(proto_id, btf_param)
+        t, vlen, params = self._records(proto_id, libbpf.btf_param)
         return Signature(ret=self.render_type(t.size_or_type),
                          params=tuple((self._name(params[i].name_off), self.render_type(params[i].type))
                                       for i in range(vlen)))
@@ -223,11 +132,10 @@ class KernelBTF:
 
     def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
         """(size, [(member, byte offset)]) of `struct name`, or None."""
-        from .libbpf import btf_member
         tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)
         if tid <= 0:
             return None
-        t, vlen, members = self._records(tid, btf_member)
+        t, vlen, members = self._records(tid, libbpf.btf_member)
         kflag = t.info >> 31  # with kflag the offset's low 24 bits are the bit offset
         return t.size_or_type, [(self._name(members[i].name_off),
                                  (members[i].offset & 0xFFFFFF if kflag else members[i].offset) // 8)
@@ -235,19 +143,17 @@ class KernelBTF:
 
     def enum_values(self, name: str) -> dict[str, int] | None:
         """{enumerator: value} of `enum name` (32-bit), or None if BTF has no such enum."""
-        from .libbpf import btf_enum
         tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_ENUM)
         if tid <= 0:
             return None
-        _, vlen, values = self._records(tid, btf_enum)
+        _, vlen, values = self._records(tid, libbpf.btf_enum)
         return {self._name(values[i].name_off): values[i].val for i in range(vlen)}
 
     def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         """{variable: (offset, size)} of a data section (".rodata") in an object's BTF."""
-        from .libbpf import btf_var_secinfo
         tid = self._lb.btf__find_by_name_kind(self._btf, section.encode(), 15)  # BTF_KIND_DATASEC
         if tid <= 0:
             return {}
-        _, vlen, infos = self._records(tid, btf_var_secinfo)
+        _, vlen, infos = self._records(tid, libbpf.btf_var_secinfo)
         return {self._name(self._type(infos[i].type).name_off): (infos[i].offset, infos[i].size)
                 for i in range(vlen)}

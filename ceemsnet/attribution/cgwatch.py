@@ -1,6 +1,6 @@
 """Cgroups as they are made: id -> path before they can go again.
 
-The resolver (ceemsnet.cgroups.CgroupResolver) finds a cgroup's path by
+The resolver (ceemsnet.attribution.cgroups.CgroupResolver) finds a cgroup's path by
 scanning the hierarchy when a scrape meets an id it does not know. A cgroup
 made and removed between two scrapes -- a SLURM array task or any job
 shorter than the scrape interval, with every one of its steps -- is gone by
@@ -28,7 +28,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("ceemsnet.cgroups")
+log = logging.getLogger("ceemsnet.attribution.cgroups")
 
 # <sys/inotify.h>
 IN_CREATE = 0x00000100

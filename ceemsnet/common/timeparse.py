@@ -13,7 +13,7 @@ import datetime as dt
 import math
 import re
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EXAMPLES = "e.g. 90, 90s, 15m, 1h, 7d, 1w"

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from . import CeemsnetError, __version__
-from .metrics import Family, TextRenderer, merge_families
+from ceemsnet import CeemsnetError, __version__
+from ceemsnet.common.metrics import Family, TextRenderer, merge_families
 
-log = logging.getLogger("ceemsnet.exporter")
+log = logging.getLogger("ceemsnet.serving.exporter")
 
 
 def _malloc_trim():
@@ -73,7 +73,7 @@ class CeemsnetCollector:
 
     def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none", names=None):
         self.unit_kind = unit_kind
-        self.names = names  # ceemsnet.slurm.SlurmNames (--unit=slurm), or None
+        self.names = names  # ceemsnet.attribution.slurm.SlurmNames (--unit=slurm), or None
         self._unit_cache: dict[str, str | None] = {}
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
@@ -122,7 +122,7 @@ class CeemsnetCollector:
             out += fams
         out += [dur, ok]
         if self.unit_kind != "none":
-            from .units import add_units
+            from ceemsnet.attribution.workloads import add_units
             if len(self._unit_cache) > 200_000:
                 self._unit_cache.clear()
             out = add_units(out, self.unit_kind, self._unit_cache, self.names)
@@ -149,7 +149,7 @@ class _QuietHandler(WSGIRequestHandler):
 
     def get_environ(self):
         env = super().get_environ()
-        env["ceemsnet.webconfig"] = self.webconfig
+        env["ceemsnet.serving.webconfig"] = self.webconfig
         if isinstance(self.connection, ssl.SSLSocket):
             env["wsgi.url_scheme"] = "https"
         return env
@@ -301,11 +301,11 @@ def _text(start_response, status: str, text: str, headers=()):
 def protect(app, watcher):
     """The web config's request side, in the toolkit's order: headers on every answer, the rate limit (429),
     then basic auth (401) before the app."""
-    from .webconfig import BasicAuth
+    from ceemsnet.serving.webconfig import BasicAuth
     auth = BasicAuth()
 
     def guarded(environ, start_response):
-        cfg = environ.get("ceemsnet.webconfig") or watcher.current
+        cfg = environ.get("ceemsnet.serving.webconfig") or watcher.current
         extra = list(cfg.headers.items())
 
         def respond(status, headers, exc_info=None):
@@ -334,7 +334,7 @@ def start_server(listen: str, registry, collector: CeemsnetCollector | None = No
     host, port = parse_listen_address(listen)
     watcher = None
     if web.config_file:
-        from .webconfig import WebConfigWatcher
+        from ceemsnet.serving.webconfig import WebConfigWatcher
         watcher = WebConfigWatcher(web.config_file)
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -360,7 +360,7 @@ def start_server(listen: str, registry, collector: CeemsnetCollector | None = No
 
 
 def build_labels(kernel_release: str) -> dict[str, str]:
-    from . import libbpf
+    from ceemsnet.runtime import libbpf
     try:
         lbv = libbpf.version()
     except OSError:
@@ -379,20 +379,20 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     sacct = getattr(ctx.args, "sacct", "none")
     squeue = getattr(ctx.args, "squeue", "none")
     if ctx.unit_kind == "slurm" and (sacct, squeue) != ("none", "none"):
-        from .slurm import SlurmNames
+        from ceemsnet.attribution.slurm import SlurmNames
         names = SlurmNames(sacct, squeue=squeue)
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
                                   build_labels(ctx.release), ctx.unit_kind, names)
     writer = None
     if storage_path != "none":
-        from .store import Store, StoreWriter
+        from ceemsnet.serving.store import Store, StoreWriter
         # counters that continue (adopted pins) keep their generation: the store then adds nothing twice
         gens = {s.name: (s.generation or None) if ctx.pins else None for s in subsystems}
         writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
     web = web or WebOptions()
     httpd, _ = start_server(listen, lambda: build_registry(collector), collector, web)
-    from . import caps  # programs attached, pins made, socket bound: what the rest needs is fds
+    from ceemsnet.serving import caps  # programs attached, pins made, socket bound: what the rest needs is fds
     caps.apply(getattr(ctx.args, "keep_caps", None) or "all")
     log.info("serving %s on %s", web.telemetry_path, listen)
     # wake each second: Python runs a signal's handler only in the main thread, at its next

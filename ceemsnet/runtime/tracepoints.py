@@ -19,7 +19,7 @@ import os
 import struct
 import tempfile
 
-from . import libbpf
+from ceemsnet.runtime import libbpf
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 PERF_TYPE_TRACEPOINT = 2

@@ -2,10 +2,10 @@
 
 A Link is what keeps a program attached: a libbpf `struct bpf_link *` (fexit,
 tp_btf, perf-event kprobes, cgroup_skb links) or a tracefs kretprobe event
-made through bcc (kretprobes with a chosen maxactive, ceemsnet/kprobes.py).
+made through bcc (kretprobes with a chosen maxactive, ceemsnet/runtime/kprobes.py).
 Whoever holds the link detaches it with close(); nothing else needs to know
 which kind it is (modelled on cilium/ebpf's link.Link). A pinned link stays
-attached after close(): the pin holds it until unpin() (ceemsnet/pins.py).
+attached after close(): the pin holds it until unpin() (ceemsnet/pinned/pins.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import ctypes
 import errno
 import os
 
-from . import libbpf
+from ceemsnet.runtime import libbpf
 
 
 class PinUnsupported(OSError):

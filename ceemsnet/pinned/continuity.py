@@ -1,7 +1,7 @@
 """Counting across exporter restarts and upgrades: adopt, swap or migrate.
 
 A starting `serve` with pins on finds what the previous run left in the pin
-directory (ceemsnet/pins.py) and, per subsystem, does one of:
+directory (ceemsnet/pinned/pins.py) and, per subsystem, does one of:
 
   fresh    nothing pinned: load, attach, pin.
   adopt    the pinned object is the one this run would load (same file
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
-from .pins import entries, open_pinned, parse_object_dir
+from ceemsnet.runtime.bpffs import entries, open_pinned
+from ceemsnet.pinned.pins import parse_object_dir
 
-log = logging.getLogger("ceemsnet.continuity")
+log = logging.getLogger("ceemsnet.pinned.continuity")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Pinned:
         """max_entries of a pinned map, None if this object has no such map."""
         if map_name not in self.maps:
             return None
-        from .loader import map_info
+        from ceemsnet.runtime.maps import map_info
         fd = open_pinned(entries(self.path, "map")[map_name])
         try:
             return map_info(fd).max_entries
@@ -89,7 +90,7 @@ def generation_of(pinned: list[Pinned], fresh: int) -> int:
 
 
 COUNTER_SUFFIXES = ("_stats", "_drops")
-LEDGER_SUFFIXES = ("_retired", "_paths")  # ceemsnet/ledger.py
+LEDGER_SUFFIXES = ("_retired", "_paths")  # ceemsnet/pinned/ledger.py
 
 
 def add_values(a: bytes, b: bytes) -> bytes:
@@ -119,9 +120,6 @@ def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, l
             k, v = keys[i * ksz:(i + 1) * ksz], values[i * vsz:(i + 1) * vsz]
             new.update(k, add_values(v, have[k]) if k in have else v)
         copied += n
-    from .collectors.slots import fold_slots
-    from .structs import pack_net_key
-    copied += fold_slots(old_maps, new_maps, reused, pack_net_key)
     return copied, lost
 
 
@@ -134,8 +132,9 @@ class Upgrade:
     to attach loses nothing. finish() drops the old pins once one succeeded.
     """
 
-    def __init__(self, old_colls: list):
+    def __init__(self, old_colls: list, carry=None):
         self.old = old_colls
+        self.carry = carry  # carry(old maps, new maps, reused) -> keys added: a layout's own maps (net slots)
         self.how = ""
         self._detached = False
 
@@ -149,6 +148,8 @@ class Upgrade:
         copied, lost = 0, []
         for coll in self.old:
             c, lo = carry_over(coll.maps, loaded.maps, loaded.collection.reused)
+            if self.carry is not None:
+                c += self.carry(coll.maps, loaded.maps, loaded.collection.reused)
             copied += c
             lost += lo
         if lost:

@@ -33,7 +33,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-log = logging.getLogger("ceemsnet.slurm")
+log = logging.getLogger("ceemsnet.attribution.slurm")
 
 SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
 

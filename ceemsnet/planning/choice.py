@@ -4,7 +4,7 @@ Given a kernel version, an arch, a hook family and (optionally) the kernel's
 BTF prototypes, plan_family() picks one object of that family and says, for
 every function, whether it will be hooked and why. Nothing here touches the
 kernel: the loader tries the families in order and keeps the first one the
-kernel accepts (a load probe), see ceemsnet/loader.py.
+kernel accepts (a load probe), see ceemsnet/planning/select.py.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Protocol
 
 from packaging.version import Version
 
-from . import CeemsnetError
-from .kernel import Signature, compare_signature
-from .objects import (FAMILIES, INLINED_AT, MIN_REASON, SUPPORTED_MIN,
-                      BpfObject, Hook, family_rule, objects_for)
+from ceemsnet import CeemsnetError
+from ceemsnet.runtime.btf import Signature
+from ceemsnet.planning.kernel import compare_signature
+from ceemsnet.planning.catalogue import FAMILIES, INLINED_AT, MIN_REASON, SUPPORTED_MIN, BpfObject, Hook, family_rule, objects_for
 
 
 class Signatures(Protocol):
@@ -155,7 +155,7 @@ def _version_era(objs: list[BpfObject], kver: Version) -> BpfObject:
 def plan_family(subsystem: str, family: str, kver: Version, arch: str,
                 sigs: Signatures | None) -> FamilyPlan:
     """Plan one hook family for one subsystem on one kernel."""
-    from .objects import SUBSYSTEMS
+    from ceemsnet.planning.catalogue import SUBSYSTEMS
     rule = family_rule(subsystem, family)
     plan = FamilyPlan(subsystem, family, None)
 

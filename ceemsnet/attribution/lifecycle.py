@@ -6,7 +6,7 @@ last counts are folded into a retired total kept under their path, and
 their keys are deleted, so maps do not fill up as jobs and steps come and
 go. Exported counters are live + retired: a series never goes backwards.
 A retired path's series is dropped once no live cgroup has had that path
-for `retention` seconds. With a ledger (ceemsnet/ledger.py: BPF maps
+for `retention` seconds. With a ledger (ceemsnet/pinned/ledger.py: BPF maps
 pinned beside the counters) the retired totals and the paths of the ids
 in the map outlive the exporter: a restart that adopts the pins carries on
 from them.
@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("ceemsnet.lifecycle")
+log = logging.getLogger("ceemsnet.attribution.lifecycle")
 
 
 class Lifecycle:
@@ -134,7 +134,7 @@ class Lifecycle:
                     for i, v in enumerate(vals):
                         acc[i] += v
                     if led is not None:
-                        led.retire(rk, acc)  # before the delete: see ceemsnet/ledger.py
+                        led.retire(rk, acc)  # before the delete: see ceemsnet/pinned/ledger.py
                     if delete(key):
                         self.deleted += 1
                 self._last_live.setdefault(self._series(path), now)

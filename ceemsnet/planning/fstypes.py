@@ -10,7 +10,7 @@ counts regular files only).
 
 from __future__ import annotations
 
-from . import CeemsnetError
+from ceemsnet import CeemsnetError
 
 MAGIC = {
     0xEF53: "ext4",  # ext2, ext3 and ext4 share it

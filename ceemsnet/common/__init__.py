@@ -1,0 +1,2 @@
+"""What every layer shares: flag value types, durations and times, and the
+metric family model with its text rendering."""
