@@ -9,6 +9,7 @@ dependencies are Debian packages, never pip):
   /usr/bin/ceemsnet                          packaging/deb/ceemsnet
   /lib/systemd/system/ceemsnet.service       packaging/systemd/ (not enabled)
   /etc/default/ceemsnet, /etc/ceemsnet/web-config.yml   conffiles
+  /usr/share/doc/ceemsnet/README.md.gz, docs/*.md.gz   the documentation (the unit's Documentation=)
 Usage: build.py OUTDIR
 """
 
@@ -66,8 +67,10 @@ def main(outdir):
     doc = "/usr/share/doc/ceemsnet/"
     put(stage, os.path.join(HERE, "copyright"), doc + "copyright")
     put(stage, os.path.join(HERE, "lintian-overrides"), "/usr/share/lintian/overrides/ceemsnet")
-    with open(os.path.join(ROOT, "README.md"), "rb") as f:
-        put(stage, None, doc + "README.md.gz", data=gz(f.read()))
+    # README.md links docs/X.md; here they are docs/X.md.gz beside it
+    for src in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        with open(src, "rb") as f:
+            put(stage, None, doc + os.path.relpath(src, ROOT) + ".gz", data=gz(f.read()))
     when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))))
     changelog = (f"ceemsnet ({ver}) unstable; urgency=medium\n\n  * Built from the ceemsnet checkout "
                  f"with make deb.\n\n -- ceemsnet developers <ceemsnet@users.noreply.github.com>  {when}\n")

@@ -6,7 +6,7 @@ each task cgroup moving known TCP and UDP bytes over loopback. Three
 exporters run at once, one per level, and see the same traffic: each
 level's series must be the exact sums of the task series folding into it,
 the per-job sums must be equal at every level and equal to the bytes moved,
-the series counts must be those the README gives, and a task cgroup
+the series counts must be those docs/reports.md gives, and a task cgroup
 removed between scrapes must leave its step's and job's counters where
 they were. A restart with pins then changes the level (step -> job): the
 retired task's counts, kept in the pinned ledger, are still in the sum.
@@ -104,7 +104,7 @@ def test_task_step_and_job_levels_give_the_same_exact_sums(slurm_tasks, spawn, p
         assert egress(s["step"], jd.rel) == {f"{jd.rel}/{st}": sum(sz) + UDP * len(sz) for st, sz in STEPS.items()}
         assert egress(s["job"], jd.rel) == {jd.rel: total}
         assert {lv: job_sum(x, job) for lv, x in s.items()} == {"task": total, "step": total, "job": total}
-        # series counts (README): a cgroup's series set, times tasks, steps or 1
+        # series counts (docs/reports.md, "Series per job"): a cgroup's series set, times tasks, steps or 1
         per = series_below(s["task"], tasks[("step_0", 0)].rel)
         assert per > 0
         assert [series_below(s[lv], jd.rel) for lv in ("task", "step", "job")] == [

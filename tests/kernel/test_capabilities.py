@@ -1,5 +1,5 @@
-"""Least privilege: serve with exactly the capabilities README "Least privilege"
-documents works; without any one of them it stops with a one-line error naming
+"""Least privilege: serve with exactly the capabilities docs/install.md ("Least
+privilege") documents works; without any one of them it stops with a one-line error naming
 it, and the kernel really refuses the load without it (the check is not a
 guess); --capabilities.keep=none leaves no thread any capability.
 
@@ -22,8 +22,8 @@ from .helpers import HOOK, READY_S, RESTART_VM_RUNS, ROOT, host_only, raise_meml
 pytestmark = host_only("the documented capability set",
                        unless=RESTART_VM_RUNS)
 
-# The documented sets (README "Least privilege"), per collector and pin mode; written
-# out here, not read from ceemsnet/serving/caps.py, so the test checks the code against the README.
+# The documented sets (docs/install.md, "Least privilege"), per collector and pin mode; written
+# out here, not read from ceemsnet/serving/caps.py, so the test checks the code against the docs.
 SKB_CGROUP_GLOB = "/ceemsnet-caps-*"
 CASES = {
     "net": (["--collectors=net"], {"sys_admin"}),

@@ -20,7 +20,7 @@ import pytest
 from .helpers import HOOK, RESTART_VM_RUNS, ROOT, TRAFFIC, Exporter, host_only, traffic_argv
 
 # pinning fexit links and kprobe perf links: the upgrade (a family swap) runs where the restarts do but
-# on 5.10, where it lost one step's UDP bytes once in five runs (README "The VM suite")
+# on 5.10, where it lost one step's UDP bytes once in five runs (docs/testing.md, "The VM suite")
 UPGRADE_VM_RUNS = tuple(r for r in RESTART_VM_RUNS if r[0] != "5.10")
 from .peer import Peer, reply_size
 

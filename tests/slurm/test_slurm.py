@@ -47,7 +47,7 @@ LEVELS = ("task", "step", "job")
 DONE = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
         "PREEMPTED")
 # per cgroup that moved TCP and UDP both ways over one family: 2 protocols x 2 directions x
-# bytes, calls, errors (README, "Series per job")
+# bytes, calls, errors (docs/reports.md, "Series per job")
 NET_SERIES_PER_FAMILY = 12
 # what each finished scenario leaves for the report test: job id -> expectations
 FINISHED: dict[str, dict] = {}
@@ -307,7 +307,7 @@ def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs,
     """sbatch: step 0 serves, step 1 sends to it over TCP and UDP (::1) and both write and read
     files; per task, step and job, at every aggregate level, the exporters show exactly the
     workloads' own tallies; the job's sums never go down while its steps end; the three
-    levels give identical job sums and the series counts the README gives."""
+    levels give identical job sums and the series counts docs/reports.md gives."""
     plan = dict(dir=ramfs)
     server = workload("server", results, "server", reply=40_000, datagrams=3, udp_reply=700, file=12_345, **plan)
     client = workload("client", results, "client", server="server", send=100_000, udp=[1000, 2000, 3000],

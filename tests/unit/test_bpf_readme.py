@@ -1,4 +1,5 @@
-"""bpf/README.md and README.md's Kernels tables name the objects the catalogue has, as it has them."""
+"""bpf/README.md and the kernel tables of docs/kernels.md (and README.md's glance at them) name the
+objects the catalogue has, as it has them."""
 
 import os
 import re
@@ -9,6 +10,7 @@ from packaging.version import Version
 from ceemsnet.planning.catalogue import CATALOGUE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KERNELS_DOC = os.path.join(ROOT, "docs", "kernels.md")
 BY_NAME = {o.file[:-len(".bpf.o")]: o for o in CATALOGUE}
 # an object name in backticks, with brace alternatives: `net-kretprobe-4.18-{x86,arm64}`
 NAME = re.compile(r"`((?:net|vfs|skb)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)*)`")
@@ -62,6 +64,11 @@ def objects_table():
     pytest.fail("bpf/README.md has no objects table (| object | family | ... |)")
 
 
+def era(o):
+    """An object's kernels as bpf/README.md's objects table writes them: `>= 5.19, < 7.1`."""
+    return f">= {o.since}" + (f", < {o.until}" if o.until else "")
+
+
 def test_objects_table_matches_catalogue():
     header, rows = objects_table()
     col = {h: i for i, h in enumerate(header)}
@@ -72,7 +79,7 @@ def test_objects_table_matches_catalogue():
         o = BY_NAME.get(name)
         assert o, f"bpf/README.md lists {name}, which is not in the catalogue"
         assert r[col["family"]] == o.family, name
-        assert r[col["kernels"]] == o.era, name
+        assert r[col["kernels"]] == era(o), name
         assert tuple(a.strip() for a in r[col["arch"]].split(",")) == o.arches, name
         assert r[col["defines"]].replace("`", "").split() == list(o.defines), name
     missing = sorted(set(BY_NAME) - set(seen))
@@ -80,7 +87,7 @@ def test_objects_table_matches_catalogue():
 
 
 def row_range(first_cell):
-    """Kernel range of a README Kernels row: (low, high) with high None for open."""
+    """Kernel range of a kernel table's row: (low, high) with high None for open."""
     m = re.match(r"([0-9.]+)\s*-\s*([0-9.]+)", first_cell)
     if m:
         return Version(m.group(1)), Version(m.group(2))
@@ -90,18 +97,24 @@ def row_range(first_cell):
     return None
 
 
-def test_readme_kernel_tables_agree():
+def kernel_tables(path):
+    """The tables of a file whose rows are kernels and whose columns include x86_64."""
+    return [(h, rows) for h, rows in tables(path) if h[0] == "kernel" and "x86_64" in h]
+
+
+def check_kernel_tables(path):
+    """Every `family `object`` a kernel table names is a catalogue object of that family, for
+    that column's arch and that row's kernels; the number of names checked."""
     checked = 0
-    for header, rows in tables(os.path.join(ROOT, "README.md")):
-        if header[0] != "kernel" or "x86_64" not in header:
-            continue
+    doc = os.path.relpath(path, ROOT)
+    for header, rows in kernel_tables(path):
         for r in rows:
             rng = row_range(r[0])
             for i, cell in enumerate(r[1:], start=1):
                 for m in re.finditer(r"(\w+) `([^`]+)`", cell):
                     word, name = m.groups()
                     o = BY_NAME.get(name)
-                    assert o, f"README.md names {name}, which is not in the catalogue"
+                    assert o, f"{doc} names {name}, which is not in the catalogue"
                     assert word == o.family, (name, word)
                     assert header[i] in o.arches, (name, header[i])
                     if rng:
@@ -109,4 +122,14 @@ def test_readme_kernel_tables_agree():
                         assert o.until is None or o.until > low, (r[0], name)
                         assert high is None or o.since <= high, (r[0], name)
                     checked += 1
-    assert checked >= 10, "README.md's Kernels tables were not found"
+    return checked
+
+
+def test_kernel_tables_agree():
+    assert check_kernel_tables(KERNELS_DOC) >= 10, "docs/kernels.md's kernel tables were not found"
+
+
+def test_readme_kernel_glance_agrees():
+    # the README's table at a glance names families; an object it names is checked the same way
+    assert kernel_tables(os.path.join(ROOT, "README.md")), "README.md has no kernels table at a glance"
+    check_kernel_tables(os.path.join(ROOT, "README.md"))

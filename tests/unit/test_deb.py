@@ -1,4 +1,4 @@
-"""make deb: the package holds what README "Install on a node" promises, lintian
+"""make deb: the package holds what docs/install.md ("The package and the unit") promises, lintian
 finds no error, and the unit passes `systemd-analyze verify`. About 15 s
 (lintian is most of it). The install test is tests/kernel/test_deb_install.py.
 """
@@ -42,6 +42,23 @@ def test_contents(deb):
     # not enabled: nothing in a .wants directory
     assert not [f for f in files if ".wants/" in f]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+
+
+def test_documentation_is_shipped(deb):
+    # README.md and every docs/*.md, gzipped, under /usr/share/doc/ceemsnet/ as in the checkout
+    files = _contents(deb)
+    doc = "/usr/share/doc/ceemsnet/"
+    docs = sorted(f for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
+    assert docs
+    for f in ["README.md"] + [f"docs/{d}" for d in docs]:
+        assert f"{doc}{f}.gz" in files, f
+    # the unit's Documentation= names files the package holds
+    with open(os.path.join(ROOT, "packaging", "systemd", "ceemsnet.service")) as f:
+        urls = [u for ln in f.read().splitlines() if ln.startswith("Documentation=")
+                for u in ln.split("=", 1)[1].split()]
+    assert urls
+    for u in urls:
+        assert u.startswith("file://") and u[len("file://"):] in files, u
 
 
 def test_info(deb):

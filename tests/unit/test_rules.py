@@ -3,7 +3,7 @@
 promtool checks the rules and runs the rule unit tests (rules_test.yml), which
 must cover every recording rule and alert; every dashboard expression parses
 (promtool, with Grafana's variables substituted); every ceemsnet metric named
-is one the README's Metrics table documents; the dashboard has the variables
+is one docs/metrics.md's table documents; the dashboard has the variables
 and the structure Grafana imports. tests/kernel/test_dashboard.py evaluates
 the same expressions against real Prometheus scraping a real exporter.
 """
@@ -57,11 +57,11 @@ def dashboard_exprs():
 
 
 def documented_metrics():
-    """Metric names in the README's Metrics table (its first column)."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+    """Metric names in docs/metrics.md's table (its first column)."""
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:
         text = f.read()
-    table = text[text.index("## Metrics"):]
-    table = table[:table.index("\n\n", table.index("| metric"))]
+    table = text[text.index("\n| metric |"):]
+    table = table[:table.index("\n\n")]
     return {m for line in table.splitlines() if line.startswith("| `")
             for m in re.findall(r"`(ceemsnet_[a-z0-9_]+)`", line.split("|")[1])}
 
