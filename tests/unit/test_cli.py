@@ -1,11 +1,14 @@
 """Command-line behaviour that needs no kernel: flags, errors, probe --kernel."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from ceemsnet.cli import build_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,3 +82,28 @@ def test_help_explains():
     assert rc == 0 and "--web.listen-address" in out and "fexit -> kretprobe -> tracepoint" in out
     rc, out, _ = run("probe", "--help")
     assert rc == 0 and "--kernel" in out
+
+
+def test_shared_flags_mean_the_same_everywhere():
+    """--hook, --cgroup.hierarchy, --kretprobe.maxactive and --log.level are declared once
+    (ceemsnet/commands/shared.py): every subcommand taking one parses it alike."""
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert list(subs) == ["serve", "report", "detach", "compare", "probe"]  # the order --help lists them
+
+    def flag(command, name):
+        a = next(a for a in subs[command]._actions if name in a.option_strings)
+        return a.dest, a.type, a.choices
+
+    for name, commands in (("--hook", ("serve", "probe")), ("--cgroup.hierarchy", ("serve", "probe")),
+                           ("--kretprobe.maxactive", ("serve", "probe")), ("--bpf.pin-path", ("serve", "detach")),
+                           ("--log.level", tuple(subs))):
+        seen = {flag(c, name) for c in commands}
+        assert len(seen) == 1, (name, seen)
+    for command in ("serve", "probe"):
+        rc, out, err = run(command, "--kretprobe.maxactive", "4097")
+        assert rc == 2 and "must be 0 to 4096" in err and "Traceback" not in err
+
+
+def test_no_command_prints_help():
+    rc, out, err = run()
+    assert rc == 2 and "COMMAND" in out and "serve" in out and "Traceback" not in err

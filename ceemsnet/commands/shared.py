@@ -1,0 +1,82 @@
+"""What more than one subcommand uses: the parser class, the flags two or
+more subcommands take (one function per flag, so its name, destination,
+default and check are written once), and the running kernel.
+
+A flag one subcommand alone takes is written in that subcommand's module;
+argparse types the collectors use too live in ceemsnet/common/flags.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from packaging.version import Version
+
+from ceemsnet.common.flags import whole_number
+from ceemsnet.pinned.pins import DEFAULT_PIN_PATH
+from ceemsnet.planning.choice import check_supported
+from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
+from ceemsnet.runtime.kprobes import MAXACTIVE_MAX
+
+HOOKS = ("auto", "fexit", "kretprobe", "tracepoint")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like argparse, but with our prefix
+        self.print_usage(sys.stderr)
+        print(f"ceemsnet: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def maxactive(text: str) -> int:
+    """argparse `type=` of --kretprobe.maxactive: 0 (the kernel's default) to the kernel's limit."""
+    v = whole_number(text)
+    if not 0 <= v <= MAXACTIVE_MAX:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAXACTIVE_MAX} (the kernel's limit): {text!r}")
+    return v
+
+
+def add_hook(p, help: str) -> None:
+    p.add_argument("--hook", default="auto", choices=HOOKS, help=help)
+
+
+def add_hierarchy(p, help: str) -> None:
+    p.add_argument("--cgroup.hierarchy", dest="hierarchy", default="auto", metavar="auto|v2|v1:CONTROLLER",
+                   help=help)
+
+
+def add_maxactive(p, help: str) -> None:
+    p.add_argument("--kretprobe.maxactive", dest="maxactive", type=maxactive, default=1024, metavar="N", help=help)
+
+
+def add_pin_path(p, metavar: str, help: str) -> None:
+    p.add_argument("--bpf.pin-path", dest="pin_path", default=DEFAULT_PIN_PATH, metavar=metavar, help=help)
+
+
+def add_storage_path(p, default: str | None, help: str) -> None:
+    p.add_argument("--storage.path", dest="storage_path", default=default, metavar="FILE", help=help)
+
+
+def add_sacct(p, help: str) -> None:
+    p.add_argument("--slurm.sacct", dest="sacct", default="sacct", metavar="PROGRAM|none", help=help)
+
+
+def add_json(p) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_log_level(p, default: str = "warning", shown: bool = False) -> None:
+    """--log.level; `shown`: listed in --help (the commands that log much), else accepted but not listed."""
+    p.add_argument("--log.level", dest="log_level", default=default, choices=LOG_LEVELS,
+                   help=f"log verbosity (default {default})" if shown else argparse.SUPPRESS)
+
+
+def running_kernel() -> tuple[str, Version, str]:
+    """(uname -r, its version, the machine's arch) of the running kernel; an error if it is too old."""
+    release = platform.release()
+    kver = parse_kernel_version(running_release())
+    check_supported(kver)
+    return release, kver, normalize_arch(platform.machine())
