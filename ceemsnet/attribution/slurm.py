@@ -1,22 +1,61 @@
-"""SLURM's names for cgroup paths, and SLURM's own facts about jobs (sacct).
+"""SLURM's cgroup path grammar (the one place it is written), and SLURM's own
+facts about jobs (sacct, squeue).
 
-Layouts (paths relative to the hierarchy root):
-  cgroup v1 (task/cgroup, proctrack/cgroup):
-    /slurm[_<node>]/uid_<u>/job_<j>/step_<s>/task_<t>
-  cgroup v2 (cgroup/v2 plugin, src/plugins/cgroup/v2/cgroup_v2.c):
-    <slice>/[<node>_]slurmstepd.scope/<job dir>/step_<s>/{slurm,user/task_<t>}
-where <job dir> is job_<numeric id> before 26.05 (and with CgroupJobIdPaths=yes
-after), and the job's SLUID from 26.05 on: 's' then 13 Crockford base32
-characters (print_sluid() in src/common/sluid.c), e.g. sEKNKTV3WPV500.
-<s> is SLURM's step name as log_build_step_id_str() prints it without the
-job: 0, 1, ..., batch, extern, interactive, with +<component> for a
-heterogeneous step (step_0+1) on numeric paths.
+The grammar (paths relative to the hierarchy root; read in SchedMD/slurm at
+284c3b95f0, 2026-08, and the release tags named):
 
-The cgroup directory carries the raw job id: an array task's own job id
-(SLURM shows 123_2) and a heterogeneous component's own id (SLURM shows
-100+1). SlurmNames maps raw ids to SLURM's display ids through squeue
-(running jobs, from slurmctld) and sacct (the rest), batched and cached;
-without them the raw id is the label.
+  cgroup v1 (src/plugins/cgroup/v1/xcgroup.c: xcgroup_create_slurm_cg(),
+  xcgroup_create_hierarchy(); cgroup_v1.c _handle_task_cgroup() adds task_<t>):
+    [<prefix>]/slurm[_<node>]/uid_<u>/job_<j>/step_<s>/task_<t>
+  the same in every v1 controller hierarchy (freezer, cpuset, memory, ...).
+  `/slurm` is CgroupPrepend's default, `/slurm_<node>` (%n) its default with
+  several slurmd per host (MULTIPLE_SLURMD; src/interfaces/cgroup.c). SLURM
+  makes it at the root of the hierarchy it sees; <prefix> is where that root
+  sits in the host's view (a node in a container, a cgroup namespace).
+
+  cgroup v2 (src/plugins/cgroup/v2/cgroup_v2.c: the tree drawn at its top,
+  _set_int_cg_ns(), cgroup_p_step_create(), cgroup_p_task_addto()):
+    <prefix>/<CgroupSlice>/[<node>_]slurmstepd.scope/<job dir>/step_<s>/user/task_<t>
+                                                      .../step_<s>/user/task_special
+                                                      .../step_<s>/slurm  (the slurmstepd)
+  <prefix> is the parent of pid 1's cgroup as slurmd sees it
+  (_get_init_cg_path(): empty on a host, /docker.slice/docker-<id>.scope in
+  a container), <CgroupSlice> system.slice by default, <node>_ with several
+  slurmd per host. The scope also holds `system` (stepds waiting for their
+  job directory) and, when slurmd makes the scope itself (IgnoreSystemd=yes),
+  `slurmd`: no job, not parsed.
+
+  <job dir> (v2 only; v1 always has job_<j>): job_<numeric id> before 26.05,
+  and from 26.05.2 with CgroupJobIdPaths=yes (cgroup.conf(5)); by default from
+  26.05 the job's SLUID: 's' and 13 Crockford base-32 digits, no I L O U
+  (print_sluid() in src/common/sluid.c), e.g. sEKNKTV3WPV500. The numeric id
+  cannot be derived from a SLUID.
+
+  step_<s>: log_build_step_id_str(STEP_ID_FLAG_NO_PREFIX | STEP_ID_FLAG_NO_JOB)
+  in src/common/log.c: the step number (0, 1, ...), batch, extern or
+  interactive (SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT, SLURM_INTERACTIVE_STEP
+  in slurm/slurm.h). SLURM_PENDING_STEP (TBD) is never a running step, so it
+  has no cgroup; any other name below a job directory is no step (the path
+  counts as the job's own).
+
+Arrays and heterogeneous jobs (both layouts):
+  - an array task is a job of its own: its cgroup carries its own job id
+    (job_125), which SLURM shows as <array job>_<index> (123_2);
+  - a heterogeneous job's components are jobs of their own, each with its own
+    unique job id ("Each component of a heterogeneous job will have its own
+    unique job_id", doc/html/heterogeneous_jobs.shtml): job_101, shown as
+    <leader>+<offset> (100+1). Their steps are plain (step_0): srun sets
+    step_het_comp only for a heterogeneous step in a non-heterogeneous
+    allocation (src/srun/srun_job.c, local_het_step);
+  - such a heterogeneous step (20.11+, `srun ... : ...` in one allocation)
+    is step_<n>+<component> (step_0+1) below the job's one directory, on
+    releases before 26.05. From 26.05 (commit 8c85bc290b, in 26.05.0) the
+    +<component> is printed only for a step without a SLUID, and every job
+    has one, so the directory is step_<n>: the components run on distinct
+    nodes, so no node holds two.
+  The labels 123_2 and 100+1 do not come from the path: SlurmNames maps raw
+  ids to them through squeue (running jobs, from slurmctld) and sacct (the
+  rest), batched and cached; without them the raw id is the label.
 
 No SLURM protocol here: only `squeue -o` and `sacct -P` output is parsed
 (slurm 22.05+).
@@ -35,13 +74,17 @@ from dataclasses import dataclass
 
 log = logging.getLogger("ceemsnet.attribution.slurm")
 
-SLUID = re.compile(r"^s[0-9A-HJKMNP-TV-Z]{13}$")
+# ---- the cgroup path grammar ------------------------------------------------
 
-_V1 = re.compile(r"^(/slurm(?:_[^/]+)?/uid_(\d+)/job_(\d+))(?:/(step_([^/]+)))?(?:/|$)")
-_V2 = re.compile(r"^(.*?/(?:[^/]+_)?slurmstepd\.scope/(job_(\d+)|s[0-9A-HJKMNP-TV-Z]{13}))"
-                 r"(?:/(step_([^/]+)))?(?:/|$)")
+_SLUID = r"s[0-9A-HJKMNP-TV-Z]{13}"
+SLUID = re.compile(rf"^{_SLUID}$")
+_PREFIX = r"(?:/[^/]+)*?"  # whole components, as few as will do
+_JOB_V1 = rf"{_PREFIX}/slurm(?:_[^/]+)?/uid_(?P<uid>\d+)/job_(?P<v1job>\d+)"
+_JOB_V2 = rf"{_PREFIX}/(?:[^/]+_)?slurmstepd\.scope/(?:job_(?P<v2job>\d+)|(?P<sluid>{_SLUID}))"
+_STEP = r"\d+(?:\+\d+)?|batch|extern|interactive"
+_PATH = re.compile(rf"^(?P<job_path>{_JOB_V1}|{_JOB_V2})(?P<step_dir>/step_(?P<step>{_STEP}))?(?=/|$)")
 
-LEVELS = ("task", "step", "job")
+LEVELS = ("task", "step", "job")  # --cgroup.aggregate with --unit=slurm, finest first
 
 
 @dataclass(frozen=True)
@@ -52,23 +95,15 @@ class SlurmPath:
     step: str            # SLURM's step name (0, batch, extern, interactive, 0+1), "" if none
     uid: str | None      # cgroup v1 paths carry the uid
 
-    def step_id(self, job_label: str | None = None) -> str:
-        """The step as sacct shows it: 123.0, 123.batch, 123_2.extern; "" outside a step."""
-        return f"{job_label or self.job}.{self.step}" if self.step else ""
-
 
 def parse(path: str) -> SlurmPath | None:
     """SLURM's view of a cgroup path (v1 or v2 layout), None outside a job."""
-    m = _V1.match(path)
-    if m:
-        return SlurmPath(m.group(1), m.group(3), m.group(1) + "/" + m.group(4) if m.group(4) else "",
-                         m.group(5) or "", m.group(2))
-    m = _V2.match(path)
-    if m:
-        job = m.group(3) or m.group(2)
-        return SlurmPath(m.group(1), job, m.group(1) + "/" + m.group(4) if m.group(4) else "",
-                         m.group(5) or "", None)
-    return None
+    m = _PATH.match(path)
+    if m is None:
+        return None
+    job_path = m["job_path"]
+    return SlurmPath(job_path, m["v1job"] or m["v2job"] or m["sluid"],
+                     job_path + m["step_dir"] if m["step_dir"] else "", m["step"] or "", m["uid"])
 
 
 def fold(path: str, level: str) -> str:

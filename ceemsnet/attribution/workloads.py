@@ -1,9 +1,13 @@
-"""Cgroup path -> workload unit: SLURM job, systemd unit, Kubernetes pod.
+"""Which workload a cgroup belongs to: a SLURM job, a systemd unit, a Kubernetes pod.
 
-Pure parsers over the cgroup path (relative to the hierarchy root), so
-every layout is unit-tested on real examples. With a resolver active,
-every per-cgroup series also carries the unit's label, and per-unit sums
-are exported (ceemsnet_job_* for SLURM, ceemsnet_unit_*, ceemsnet_pod_*).
+`--unit` names the kind of workload (slurm, systemd, k8s: "unit" there is
+the workload, not a unit of measure). Pure parsers over the cgroup path
+(relative to the hierarchy root), so every layout is unit-tested on real
+examples; SLURM's paths are read by the one grammar in
+ceemsnet/attribution/slurm.py. With a kind chosen, every per-cgroup series
+also carries its workload's label, and per-workload sums are exported
+(ceemsnet_job_* for SLURM, ceemsnet_unit_*, ceemsnet_pod_*); the levels of
+--cgroup.aggregate fold deeper cgroups into their workload's.
 """
 
 from __future__ import annotations
@@ -12,15 +16,12 @@ import os
 import re
 
 from ceemsnet import CeemsnetError
+from ceemsnet.attribution import slurm
+from ceemsnet.common.metrics import Family
 
 KINDS = ("none", "slurm", "systemd", "k8s")
 LABEL = {"slurm": "job", "systemd": "unit", "k8s": "pod"}
 
-# SLURM cgroup v1 (task/cgroup, proctrack/cgroup): /slurm[_<node>]/uid_<u>/job_<j>/step_<s>/task_<t>
-_SLURM_V1 = re.compile(r"^/slurm(?:_[^/]+)?/uid_\d+/job_(\d+)(?:/|$)")
-# SLURM cgroup v2 (cgroup/v2 plugin): <slice>/[<node>_]slurmstepd.scope/job_<j>/step_<s>/user/task_<t>
-_SLURM_V2 = re.compile(r"/(?:[^/]+_)?slurmstepd\.scope/([^/]+)(?:/|$)")
-_JOB_DIR = re.compile(r"^job_(\d+)$")
 # systemd: the deepest .service/.scope/.socket/.mount/.swap unit, else the deepest .slice
 _SYSTEMD_UNIT = re.compile(r"^[^/]+\.(service|scope|socket|mount|swap)$")
 # Kubernetes: systemd driver kubepods-<qos>-pod<uid with _>.slice; cgroupfs driver pod<uid>
@@ -28,28 +29,16 @@ _K8S_POD = re.compile(r"(?:^|/)(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-fA-F_-]{8,})(
 
 
 def slurm_job(path: str) -> str | None:
-    """The SLURM job of a cgroup path, or None.
+    """The raw SLURM job id of a cgroup path (numeric, or 26.05's SLUID as it is:
+    the numeric id cannot be derived from it), or None outside a job."""
+    p = slurm.parse(path)
+    return p.job if p is not None else None
 
-    v2: job_<id> -> "<id>" (every release before 26.05, and 26.05.2+ with
-    CgroupJobIdPaths=yes in cgroup.conf). 26.05's default names the job
-    directory by the job's SLUID (e.g. sEKNKTV3WPV500): that is used as the
-    job label as it is, since the numeric id cannot be derived from it.
-    """
-    m = _SLURM_V1.match(path)
-    if m:
-        return m.group(1)
-    m = _SLURM_V2.search(path)
-    if m:
-        # only job directories: job_<id>, or a SLUID. The scope also holds SLURM's own cgroups
-        # (`system`: slurmstepd; `slurmd`: slurmd itself when it makes the scope, IgnoreSystemd=yes),
-        # which are no job, and no sacct would know them
-        from ceemsnet.attribution.slurm import SLUID
-        d = m.group(1)
-        j = _JOB_DIR.match(d)
-        if j:
-            return j.group(1)
-        return d if SLUID.match(d) else None
-    return None
+
+def _slurm_job_step(path: str) -> tuple[str, str] | None:
+    """(raw job id, step name) of a SLURM cgroup path, or None."""
+    p = slurm.parse(path)
+    return (p.job, p.step) if p is not None else None
 
 
 def systemd_unit(path: str) -> str | None:
@@ -73,7 +62,7 @@ PARSERS = {"slurm": slurm_job, "systemd": systemd_unit, "k8s": k8s_pod}
 # ---- --cgroup.aggregate: deeper cgroups counted in their ancestor's series ----
 
 # per --unit: the levels, finest first; the default is marked in DEFAULT_LEVEL
-LEVELS = {"none": ("cgroup",), "slurm": ("task", "step", "job"), "systemd": ("cgroup", "unit"),
+LEVELS = {"none": ("cgroup",), "slurm": slurm.LEVELS, "systemd": ("cgroup", "unit"),
           "k8s": ("container", "pod")}
 DEFAULT_LEVEL = {"none": "cgroup", "slurm": "step", "systemd": "cgroup", "k8s": "container"}
 
@@ -104,10 +93,8 @@ def folder(kind: str, level: str):
     if level == LEVELS[kind][0]:
         return None
     if kind == "slurm":
-        from ceemsnet.attribution.slurm import fold as slurm_fold
-
         def fold(p):
-            return slurm_fold(p, level)
+            return slurm.fold(p, level)
     elif kind == "systemd":
         # the deepest unit; below a .slice with no unit the path stays (a slice's children are units)
         def fold(p):
@@ -155,19 +142,10 @@ def resolve_kind(spec: str, root: str) -> str:
     return spec
 
 
-def _slurm_job_step(path: str) -> tuple[str, str] | None:
-    """(raw job id, step name) of a SLURM cgroup path, or None."""
-    from ceemsnet.attribution.slurm import parse
-    sp = parse(path)
-    if sp is None:
-        u = slurm_job(path)  # a job directory name of another shape
-        return (u, "") if u is not None else None
-    return sp.job, sp.step
-
-
 def add_units(families: list, kind: str, cache: dict | None = None, names=None) -> list:
-    """Give every per-cgroup counter the unit label, and add per-unit sums (pure
-    but for `names`, ceemsnet.attribution.slurm.SlurmNames, which may ask sacct about new jobs).
+    """Give every per-cgroup counter its workload's label (`--unit` kind), and add
+    per-workload sums (pure but for `names`, ceemsnet.attribution.slurm.SlurmNames,
+    which may ask sacct about new jobs).
 
     ceemsnet_net_egress_bytes{cgroup,proto,family} gains `job` (SLURM) and is
     joined by ceemsnet_job_net_egress_bytes{job,proto,family}, the sum over
@@ -175,15 +153,14 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
     `step`, the step as sacct names it (123.0, 123.batch, 123_2.extern; empty
     for the job's own cgroup). The job label is the cgroup's job id, or what
     SLURM shows for it (123_2, 100+1) where `names` knows it. Cgroups outside
-    any unit get empty labels and no sum.
+    any workload get empty labels and no sum.
     """
-    from ceemsnet.common.metrics import Family
     if kind == "none":
         return families
     label = LABEL[kind]
     cache = {} if cache is None else cache
-    slurm = kind == "slurm"
-    parse = _slurm_job_step if slurm else PARSERS[kind]
+    is_slurm = kind == "slurm"
+    parse = _slurm_job_step if is_slurm else PARSERS[kind]
 
     def unit(path):
         u = cache.get(path, False)
@@ -199,12 +176,12 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
             fams.append((f, None))
             continue
         us = [unit(values[0]) for values, _ in f.rows]
-        if slurm and names is not None:
+        if is_slurm and names is not None:
             to_learn.update(u[0] for u in us if u is not None)
         fams.append((f, us))
     if to_learn:
         names.learn(to_learn)
-    show = names.display if (slurm and names is not None) else (lambda j: j)
+    show = names.display if (is_slurm and names is not None) else (lambda j: j)
     out = []
     sums = []
     for f, us in fams:
@@ -213,7 +190,7 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
             continue
         rows, acc = [], {}
         for (values, v), u in zip(f.rows, us):
-            if slurm:
+            if is_slurm:
                 job = show(u[0]) if u is not None else None
                 extra = (job or "", f"{job}.{u[1]}" if u is not None and u[1] else "")
             else:
@@ -223,7 +200,7 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
             if job is not None:
                 key = (job,) + tuple(values[1:])
                 acc[key] = acc.get(key, 0) + v
-        out.append(Family(f.name, f.help, f.kind, f.labels + ((label, "step") if slurm else (label,)), rows))
+        out.append(Family(f.name, f.help, f.kind, f.labels + ((label, "step") if is_slurm else (label,)), rows))
         sums.append(Family(f"ceemsnet_{label}_" + f.name[len("ceemsnet_"):],
                            f"Sum per {label} of {f.name}_total", "counter", (label,) + f.labels[1:],
                            sorted(acc.items())))

@@ -12,16 +12,20 @@ import subprocess
 import sys
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from ceemsnet import CeemsnetError
 from ceemsnet.collectors.counters import CounterMap
 from ceemsnet.collectors.net import net_families
 from ceemsnet.attribution.lifecycle import Lifecycle
-from ceemsnet.common.metrics import Family, TextRenderer, merge_families
-from ceemsnet.attribution.slurm import BATCH, FIELDS, SLUID, FactsCache, SacctError, SlurmNames, fold, job_facts, parse, parse_sacct, run_sacct
+from ceemsnet.common.metrics import Family, merge_families
+from ceemsnet.attribution.slurm import (BATCH, FIELDS, LEVELS, SLUID, FactsCache, SacctError, SlurmNames, fold,
+                                        job_facts, parse, parse_sacct, run_sacct)
 from ceemsnet.serving.store import Store, totals_from_families
 from ceemsnet.planning.structs import decode_net, pack_net_key
-from ceemsnet.attribution.workloads import add_units, folder, resolve_level
+from ceemsnet.attribution.workloads import add_units, folder, resolve_level, slurm_job
 
+from .helpers import render_text
 from .test_counters import NCPUS, Clock, FakeMap, OldSource, RawSource, Resolver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,10 +72,110 @@ def test_sluid_shape_is_slurms_print_sluid():
         assert not SLUID.match(bad), bad
 
 
+class Names:
+    """SlurmNames as add_units uses it, with fixed answers: raw job id -> the id SLURM shows."""
+
+    def __init__(self, shown: dict[str, str]):
+        self.shown, self.learnt = shown, set()
+
+    def learn(self, raws) -> None:
+        self.learnt |= set(raws)
+
+    def display(self, raw: str) -> str:
+        return self.shown.get(raw, raw)
+
+
+def _slurm_labels(paths, names=None) -> list[tuple[str, str]]:
+    """The (job, step) labels add_units gives each path's series."""
+    f = Family("ceemsnet_net_egress_bytes", "h", "counter", ("cgroup", "proto", "family"),
+               [((p, "tcp", "ipv4"), 1) for p in paths])
+    out = {x.name: x for x in add_units([f], "slurm", None, names)}
+    return [values[3:] for values, _ in out["ceemsnet_net_egress_bytes"].rows]
+
+
 def test_step_ids_as_sacct_shows_them():
-    assert parse(f"{V2}/job_42/step_batch/user").step_id() == "42.batch"
-    assert parse(f"{V2}/job_125/step_0/user/task_1").step_id("123_2") == "123_2.0"
-    assert parse(f"{V2}/job_42").step_id() == ""
+    names = Names({"125": "123_2"})
+    assert _slurm_labels([f"{V2}/job_42/step_batch/user", f"{V2}/job_125/step_0/user/task_1", f"{V2}/job_42"],
+                         names) == [("42", "42.batch"), ("123_2", "123_2.0"), ("42", "")]
+    assert names.learnt == {"42", "125"}
+
+
+# ---- the one grammar: every layout SLURM makes, at each level of the fold ----
+# (ceemsnet/attribution/slurm.py's docstring says where in SLURM's sources each form is made)
+
+V1 = "/slurm/uid_1000"
+SV2 = f"{V2}/sEKNKTV3WPV500"
+D2 = "/docker.slice/docker-0a1b.scope/system.slice/slurmstepd.scope"
+# the job's directory, the step's directory in it ("": none), what lies below, the raw job id
+JOBS = [
+    # cgroup v1: /slurm[_<node>]/uid_<u>/job_<j>/step_<s>/task_<t>
+    (f"{V1}/job_42", "step_0", "task_3", "42"),
+    (f"{V1}/job_42", "step_17", "", "42"),
+    (f"{V1}/job_42", "step_batch", "task_0", "42"),
+    (f"{V1}/job_42", "step_extern", "task_0", "42"),
+    (f"{V1}/job_42", "step_interactive", "task_0", "42"),
+    (f"{V1}/job_42", "", "", "42"),
+    ("/slurm_node01/uid_0/job_7", "step_1", "task_0", "7"),       # several slurmd per host: /slurm_%n
+    ("/lxc/node3/slurm/uid_5/job_8", "step_0", "task_1", "8"),     # a node in a container
+    (f"{V1}/job_61034", "step_0+1", "task_0", "61034"),           # a heterogeneous step, before 26.05
+    # cgroup v2: <prefix>/<slice>/[<node>_]slurmstepd.scope/job_<j>/step_<s>/{user/task_<t>,slurm}
+    (f"{V2}/job_4242", "step_0", "user/task_0", "4242"),
+    (f"{V2}/job_4242", "step_0", "user/task_special", "4242"),
+    (f"{V2}/job_4242", "step_0", "slurm", "4242"),                # the step's slurmstepd
+    (f"{V2}/job_4242", "step_batch", "user/task_0", "4242"),
+    (f"{V2}/job_4242", "step_extern", "user/task_0", "4242"),
+    (f"{V2}/job_4242", "step_interactive", "user", "4242"),
+    (f"{V2}/job_4242", "", "", "4242"),
+    ("/system.slice/node01_slurmstepd.scope/job_9", "step_1", "user/task_0", "9"),
+    (f"{D2}/job_3", "step_0", "user/task_0", "3"),                 # slurmd in a container
+    ("/slurm.slice/slurmstepd.scope/job_3", "step_2", "", "3"),    # CgroupSlice=slurm.slice
+    # a heterogeneous step in one allocation (before 26.05): one job directory, step_<n>+<component>
+    (f"{V2}/job_61034", "step_0+1", "user/task_0", "61034"),
+    # a heterogeneous job's component (shown 100+1) and an array task (shown 123_2): jobs of their own
+    (f"{V2}/job_101", "step_0", "user/task_0", "101"),
+    (f"{V2}/job_125", "step_batch", "user/task_0", "125"),
+    # 26.05's SLUID job directories (a heterogeneous step there is plain step_<n>)
+    (SV2, "step_0", "user/task_0", "sEKNKTV3WPV500"),
+    (SV2, "step_batch", "slurm", "sEKNKTV3WPV500"),
+    (SV2, "step_extern", "user/task_0", "sEKNKTV3WPV500"),
+    (SV2, "step_interactive", "", "sEKNKTV3WPV500"),
+    (SV2, "", "", "sEKNKTV3WPV500"),
+    # below a job, a name SLURM never gives a step (TBD is a pending step: no cgroup): the job's own
+    (f"{V2}/job_42", "", "step_TBD/user", "42"),
+    (f"{V2}/job_42", "", "step_0x", "42"),
+    (f"{V1}/job_42", "", "tmp", "42"),
+]
+NOT_JOBS = [
+    f"{V2}/system", f"{V2}/system/x",                      # stepds waiting for their job directory
+    "/system.slice/virtme_slurmstepd.scope/slurmd",        # slurmd itself (IgnoreSystemd=yes)
+    "/system.slice/slurmd.service",
+    f"{V2}/job_abc", f"{V2}/job_abc/step_0", "/slurm/uid_1/job_abc", f"{V2}/job_42x/step_0",
+    f"{V2}/step_0/user/task_0", f"{V2}/step_batch", f"{V1}/step_0/task_0",  # a step without a job
+    f"{V2}/whatever/step_0", f"{V2}/sEKNKTV3WPV5OO/step_0", f"{V2}/sEKNKTV3WPV50",
+    V1, "/slurm/uid_x/job_1", "/slurm/job_1/step_0", "/user.slice/job_42", "/system.slice/sshd.service", "/", "",
+]
+
+
+def _grammar_cases():
+    """(path, raw job id, step name, the path at step level, the path at job level)"""
+    for job_dir, step_dir, below, job in JOBS:
+        at_step = f"{job_dir}/{step_dir}" if step_dir else job_dir
+        yield "/".join(x for x in (at_step, below) if x), job, step_dir[len("step_"):], at_step, job_dir
+    for path in NOT_JOBS:
+        yield path, None, None, path, path
+
+
+@pytest.mark.parametrize("path, job, step, at_step, at_job", list(_grammar_cases()))
+def test_one_grammar_at_every_level(path, job, step, at_step, at_job):
+    p = parse(path)
+    assert ((p.job, p.step) if p else None) == ((job, step) if job else None)
+    assert slurm_job(path) == job
+    want = {"task": path, "step": at_step, "job": at_job}
+    for level in LEVELS:
+        assert fold(path, level) == want[level], level
+        f = folder("slurm", level)  # the exporter's cached fold, None at the finest level
+        assert (f(path) if f else path) == want[level], level
+    assert _slurm_labels([path]) == [(job or "", f"{job}.{step}" if step else "")]
 
 
 @pytest.mark.parametrize("level, want", [
@@ -86,7 +190,6 @@ def test_fold_levels(level, want):
 
 
 def test_levels_per_unit_and_their_errors():
-    from ceemsnet import CeemsnetError
     assert resolve_level("auto", "slurm") == "step" and resolve_level("auto", "systemd") == "cgroup"
     assert folder("slurm", "task") is None and folder("none", "cgroup") is None
     with pytest.raises(CeemsnetError, match="choose auto, task, step, job"):
@@ -322,7 +425,6 @@ TASKS = [f"{V2}/job_7/step_0/user/task_{t}" for t in range(4)] + [f"{V2}/job_7/s
 
 
 def _series(text: str) -> dict:
-    from prometheus_client.parser import text_string_to_metric_families
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
@@ -363,7 +465,7 @@ def test_fold_is_the_exact_sum_and_never_goes_down(seed):
             alive[rng.choice(live)] = False
         text = {}
         for k, (_, cm) in views.items():
-            text[k] = TextRenderer().render(merge_families(cm.collect()))
+            text[k] = render_text(merge_families(cm.collect()))
         for level in ("task", "step", "job"):
             assert text[(level, "OldSource")] == text[(level, "RawSource")], (rnd, level)
         task = _series(text[("task", "RawSource")])
@@ -419,7 +521,6 @@ def _store(tmp_path):
         ((f"{V2}/job_101/step_0", "tcp", "ipv4"), 3),
         ((f"{V2}/job_999/step_0", "tcp", "ipv4"), 1),
     ])
-    from ceemsnet.attribution.workloads import slurm_job
     s = Store(db, slurm_job)
     s.write(totals_from_families([f]))
     s.close()

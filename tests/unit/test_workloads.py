@@ -1,9 +1,12 @@
-"""Unit parsers on real layouts, odd names included."""
+"""Workload parsers (SLURM job, systemd unit, Kubernetes pod) on real layouts, odd names included."""
 
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.attribution.workloads import k8s_pod, resolve_kind, slurm_job, systemd_unit
+from ceemsnet.attribution.workloads import add_units, k8s_pod, resolve_kind, slurm_job, systemd_unit
+from ceemsnet.common.metrics import Family
+
+from .helpers import render_text
 
 
 @pytest.mark.parametrize("path,job", [
@@ -69,8 +72,6 @@ def test_unit_kinds(tmp_path):
 
 
 def test_add_units_labels_and_sums():
-    from ceemsnet.common.metrics import Family, TextRenderer
-    from ceemsnet.attribution.workloads import add_units
     f = Family("ceemsnet_net_egress_bytes", "h", "counter", ("cgroup", "proto", "family"), [
         (("/system.slice/slurmstepd.scope/job_42/step_0", "tcp", "ipv4"), 100),
         (("/system.slice/slurmstepd.scope/job_42/step_1", "tcp", "ipv4"), 20),
@@ -85,5 +86,5 @@ def test_add_units_labels_and_sums():
     assert out["ceemsnet_net_egress_bytes"].rows[3] == (("/system.slice/sshd.service", "tcp", "ipv4", "", ""), 9)
     assert out["ceemsnet_job_net_egress_bytes"].rows == [(("42", "tcp", "ipv4"), 120), (("42", "udp", "ipv4"), 3)]
     assert out["ceemsnet_build_info"] is g
-    assert "ceemsnet_job_net_egress_bytes_total{job=\"42\"" in TextRenderer().render(list(out.values()))
+    assert "ceemsnet_job_net_egress_bytes_total{job=\"42\"" in render_text(list(out.values()))
     assert add_units([f], "none") == [f]
