@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs bench bench-vm clean
+.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs cli-docs bench bench-vm clean
 
 ifeq ($(V),1)
 Q :=
@@ -104,6 +104,11 @@ test-unit: setup
 test-kernel: setup
 	$(Q)$(PYTEST) tests/kernel -ra
 
+# docs/cli.md: the command reference, generated from the argument parser
+# (tests/unit/test_cli_docs.py fails when the two differ).
+cli-docs: setup
+	$(Q)$(PY) tests/unit/test_cli_docs.py
+
 # --- benchmarks ------------------------------------------------------------
 # `make bench`: every host benchmark with --rows, one table at the end
 # (bench/table.py; rows protocol in bench/rows.py): each figure beside its
@@ -133,7 +138,7 @@ bench-vm: setup
 # --- Debian package --------------------------------------------------------
 # dist/ceemsnet_<version>_<arch>.deb (packaging/deb/build.py, dpkg-deb): the
 # package, the committed objects, the unit (not enabled), Debian's python3-*
-# packages as dependencies. README "Install on a node".
+# packages as dependencies. docs/install.md.
 .PHONY: deb
 deb:
 	$(Q)$(PYTHON) packaging/deb/build.py dist
