@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from ceemsnet import CeemsnetError
+from ceemsnet.collectors import slots
+from ceemsnet.collectors.base import Context, KernelHooks, add_map_entries_flag, open_kernel_subsystem
+from ceemsnet.collectors.counters import HashSource
+from ceemsnet.common.flags import nonnegative_int
 from ceemsnet.common.metrics import Family
 from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
-from ceemsnet.collectors.base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
-from ceemsnet.collectors.counters import HashSource
+from ceemsnet.runtime import libbpf
 
 LABELS = ("cgroup", "proto", "family")
 _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
@@ -50,7 +54,6 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
-    from ceemsnet.common.flags import nonnegative_int
     add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
     group.add_argument("--net.slots", dest="net_slots", type=nonnegative_int, default=None, metavar="N",
                        help="cgroups counted without hashing by the -slots objects (a power of two; "
@@ -59,15 +62,12 @@ def add_flags(group) -> None:
 
 
 def check(args) -> None:
-    from ceemsnet import CeemsnetError
     n = args.net_slots
     if n and n & (n - 1):
         raise CeemsnetError(f"--net.slots={n}: must be a power of two")
 
 
-def open(ctx) -> KernelHooks:
-    from ceemsnet.runtime import libbpf
-    from ceemsnet.collectors import slots
+def open(ctx: Context) -> KernelHooks:
     n = ctx.args.net_slots
     if n is None:
         n = slots.default_slots(libbpf.num_possible_cpus())

@@ -20,7 +20,6 @@ of its own below.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fnmatch
 import logging
@@ -28,16 +27,20 @@ import os
 import threading
 
 from ceemsnet import CeemsnetError
-from ceemsnet.attribution.cgroups import scan_cgroup_ids
-from ceemsnet.planning.choice import HookChoice
-from ceemsnet.pinned.continuity import Pinned, Upgrade, Wanted, decide, generation_of
-from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, load
-from ceemsnet.pinned.pins import identity
-from ceemsnet.common.metrics import Family
-from ceemsnet.planning.catalogue import SKB_OBJECTS
-from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
-from ceemsnet.collectors.base import add_map_entries_flag
+from ceemsnet.attribution.cgroups import CgroupResolver, scan_cgroup_ids
+from ceemsnet.attribution.lifecycle import Lifecycle
+from ceemsnet.collectors.base import Context, add_map_entries_flag
 from ceemsnet.collectors.counters import CounterMap, HashSource
+from ceemsnet.common.metrics import Family
+from ceemsnet.common.timeparse import duration_arg
+from ceemsnet.pinned.continuity import Pinned, Upgrade, Wanted
+from ceemsnet.pinned.pins import PinDir, boot_id
+from ceemsnet.pinned.sequence import open_subsystem
+from ceemsnet.planning.catalogue import SKB_OBJECTS
+from ceemsnet.planning.choice import HookChoice
+from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
+from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, load
+from ceemsnet.runtime.links import Link
 
 log = logging.getLogger("ceemsnet.skb")
 NAME = "skb"
@@ -47,7 +50,6 @@ PROGRAMS = ("cgroup_skb_egress", "cgroup_skb_ingress")
 
 
 def add_flags(group) -> None:
-    from ceemsnet.common.timeparse import duration_arg
     group.add_argument("--skb.mode", dest="skb_mode", default="root", choices=MODES,
                        help="skb collector: root (default) attaches once to the cgroup2 root (or --skb.root) "
                             "and counts per skb cgroup in a hash map; per-cgroup attaches to every cgroup "
@@ -63,7 +65,11 @@ def add_flags(group) -> None:
 
 
 def check(args) -> None:
-    if args.skb_mode == "per-cgroup" and not args.skb_cgroups:
+    check_mode(args.skb_mode, args.skb_cgroups)
+
+
+def check_mode(mode: str, pattern: str | None) -> None:
+    if mode == "per-cgroup" and not pattern:
         raise CeemsnetError("--skb.mode=per-cgroup needs --skb.cgroups=GLOB (e.g. '/slurm/*/job_*')")
 
 
@@ -73,82 +79,102 @@ def _cid_of(link_name: str) -> int:
 
 
 class SkbBackend:
-    """The loaded skb object and its links: one pair at the root, or one pair per matching cgroup."""
+    """The loaded skb object and its links: one pair at the root, or one pair per matching cgroup.
+
+    start(pins) opens it through the pinning sequence (ceemsnet/pinned/sequence.py), whose
+    steps it provides: wanted(), adopt() and load(), which in root mode takes the old links
+    at our root over with bpf_link_update (swap in place: no event missed)."""
+
+    subsystem = NAME
+    carry = None  # the counters maps are all carried over by continuity.carry_over
 
     def __init__(self, cgroup_root: str, mode: str = "root", subtree: str = "/", pattern: str | None = None,
-                 map_entries: int = 65536, pins=None):
-        check(argparse.Namespace(skb_mode=mode, skb_cgroups=pattern))
+                 map_entries: int = 65536):
+        check_mode(mode, pattern)
         self.root = cgroup_root
         self.mode = mode
         self.subtree = "/" + subtree.strip("/") if subtree.strip("/") else "/"
         self.pattern = pattern
+        self.map_entries = map_entries
         self.spec = SKB_OBJECTS[mode]
+        self.settings: dict[str, int] = {}  # the skb objects have no load-time settings
+        self.counters = "skb_stats" if mode == "root" else "skb_cgroup_storage"
         self.lock = threading.RLock()
-        self.attached: dict[str, tuple[int, list]] = {}     # path -> (cgroup id, links)
-        self.final: dict[tuple[int, int, int], tuple] = {}  # per-cgroup: last counts of detached cgroups
-        self._forgotten: set[int] = set()                   # retired by the lifecycle before detached
-        self.coll = None
+        self.attached: dict[str, tuple[int, list[Link]]] = {}  # path -> (cgroup id, links)
+        self.final: dict[tuple[int, int, int], tuple] = {}     # per-cgroup: last counts of detached cgroups
+        self._forgotten: set[int] = set()                      # retired by the lifecycle before detached
+        self.coll: Collection | None = None
         self.generation = 0
-        spec = ObjectSpec(self.spec, map_entries={"skb_stats": map_entries})
-        pinned = [Pinned.read(p) for p in pins.pinned(NAME)] if pins else []
-        ident = identity(self.spec.path, {})
-        how = decide(pinned, self._wanted(pinned, ident, map_entries))
+
+    def start(self, pins: PinDir | None) -> "SkbBackend":
+        """Load and attach, or adopt what a previous run pinned; pin (pins None: no pins)."""
+        self.generation = open_subsystem(pins, self).generation
+        return self
+
+    @property
+    def collection(self) -> Collection:
+        return self.coll
+
+    def _spec(self, reuse: dict | None = None) -> ObjectSpec:
+        return ObjectSpec(self.spec, None, {"skb_stats": self.map_entries}, reuse=reuse or {})
+
+    def wanted(self, pinned: Pinned) -> Wanted:
+        """This run would load the pinned object as it is: same object, settings and map size,
+        and (root mode) attached at the same cgroup."""
+        links = pinned.links
+        if self.mode == "root":
+            links = frozenset(f"{prog}__{self._root_cid()}" for prog in PROGRAMS)
+        return Wanted.of(pinned, self.spec, self.settings, links, {"skb_stats": self.map_entries})
+
+    def adopt(self, pinned: Pinned) -> "SkbBackend":
+        ids = scan_cgroup_ids(self.root)
+        self.coll = Collection.adopt(self._spec(), pinned.path, targets=lambda name: ids.get(_cid_of(name), "unknown"))
         try:
-            if how == "adopt":
-                self._adopt(spec, pinned[0])
-                return
-            up = Upgrade([Collection.adopt(ObjectSpec(None), p.path, label=f"{p.stem}.bpf.o") for p in pinned])
-            try:
-                self.coll = load(ObjectSpec(spec.obj, None, spec.map_entries, reuse=dict(up.old[-1].maps) if up.old
-                                            else {}))
-                self._bind_maps()
-                took = self._swap_in_place(up.old)
-                up.before_attach(self)  # the old programs go, their counts come into these maps
-            except LoadRefused as e:
-                up.abandon()
-                raise CeemsnetError(f"{e}" + (" (needs root)" if os.geteuid() else "")) from None
-            except BaseException:
-                up.abandon()
-                raise
-            olds = ", ".join(c.file for c in up.old)
-            up.finish(self.coll)
+            self._bind_maps()
+            for ln in self.coll.links:
+                cid = _cid_of(ln.name)
+                self.attached.setdefault(ids.get(cid, f"unknown:{cid}"), (cid, []))[1].append(ln)
+            self.sync()  # per-cgroup mode: cgroups that came or went meanwhile
+        except BaseException:
+            self.close()  # the pins stay: their programs go on counting
+            raise
+        return self
+
+    def load(self, up: Upgrade) -> "SkbBackend":
+        """Load the object on the pinned maps where they fit; take the old programs' place
+        (in place where it can) and their counts; attach."""
+        if self.mode == "root" and self._root_cid() is None:
+            raise CeemsnetError(f"--skb.root {self.subtree} is not a cgroup under {self.root}")
+        try:
+            self.coll = load(self._spec(up.reuse))
+        except LoadRefused as e:
+            raise CeemsnetError(f"{e}" + (" (needs root)" if os.geteuid() else "")) from None
+        try:
+            self._bind_maps()
+            took = self._swap_in_place(up)
+            up.take_over(self.coll)  # the old programs go, their counts come into these maps
             if took:
-                log.info("skb: replaced the pinned %s by %s (swap in place: bpf_link_update, no event missed)",
-                         olds, self.spec.file)
-            elif up.how:
-                log.info("skb: replaced the pinned %s by %s (%s)", olds, self.spec.file, up.how)
-            self.generation = generation_of(pinned, self.map.id)
-            if pins:
-                self.coll.pin(pins.object_dir(NAME, self.spec.file.removesuffix(".bpf.o"), ident, self.generation))
-            if mode == "root" and took:
                 self.attached[self.subtree] = (_cid_of(took[0].name), took)
-            elif mode == "root":
-                path = os.path.join(self.root, self.subtree.lstrip("/"))
-                if not os.path.isdir(path):
-                    raise CeemsnetError(f"--skb.root {self.subtree} is not a cgroup under {self.root}")
-                self._attach(self.subtree, path)
+            elif self.mode == "root":
+                self._attach(self.subtree, os.path.join(self.root, self.subtree.lstrip("/")))
             else:
                 self.sync()
         except BaseException:
-            self.close(unpin=True)
+            self.close()
             raise
+        return self
 
-    def _swap_in_place(self, old_colls) -> list:
+    def _swap_in_place(self, up: Upgrade) -> list[Link]:
         """Root mode: cgroup links can change their program atomically. Take the old links at
         our root over with the new programs, when the new object kept the old counter maps
         (else the old counts must be copied before anything counts into the new maps)."""
-        if self.mode != "root" or not old_colls or not {"skb_stats", "skb_drops"} <= self.coll.reused:
+        if self.mode != "root" or not up.old or not {"skb_stats", "skb_drops"} <= self.coll.reused:
             return []
         cid = self._root_cid()
-        old = old_colls[-1]
-        mine = {ln.program: ln for ln in old.links if _cid_of(ln.name) == cid}
+        mine = {ln.program: ln for ln in up.old[-1].links if _cid_of(ln.name) == cid}
         if set(mine) != set(PROGRAMS):
             return []
-        for prog, ln in mine.items():
-            ln.update_program(self.coll.program_fd(prog), prog)
-            ln.unpin()
-            old.links.remove(ln)
-            self.coll.links.append(ln)
+        up.relink(self.coll, list(mine.values()))
         return list(mine.values())
 
     def _root_cid(self) -> int | None:
@@ -156,44 +182,9 @@ class SkbBackend:
         path = os.path.join(self.root, self.subtree.lstrip("/"))
         return os.stat(path).st_ino if os.path.isdir(path) else None
 
-    # what Upgrade.before_attach reads of a freshly loaded object
-    @property
-    def maps(self):
-        return self.coll.maps
-
-    @property
-    def collection(self):
-        return self.coll
-
     def _bind_maps(self) -> None:
-        self.map = self.coll.maps["skb_stats" if self.mode == "root" else "skb_cgroup_storage"]
+        self.map = self.coll.maps[self.counters]
         self.drops = self.coll.maps.get("skb_drops")
-
-    def _wanted(self, pinned, ident: str, map_entries: int):
-        """This run would load the pinned object as it is: same object, settings and map size,
-        and (root mode) attached at the same cgroup."""
-        if len(pinned) != 1:
-            return None
-        p = pinned[0]
-        links = p.links
-        if self.mode == "root":
-            links = frozenset(f"{prog}__{self._root_cid()}" for prog in PROGRAMS)
-        fits = self.mode != "root" or p.capacity("skb_stats") in (None, map_entries)
-        return Wanted(self.spec.file.removesuffix(".bpf.o"), ident, links, fits)
-
-    def _adopt(self, spec: ObjectSpec, pinned) -> None:
-        ids = scan_cgroup_ids(self.root)
-        self.coll = Collection.adopt(spec, pinned.path, targets=lambda name: ids.get(_cid_of(name), "unknown"))
-        self._bind_maps()
-        self.generation = pinned.generation
-        by_cgroup: dict[int, list] = {}
-        for ln in self.coll.links:
-            by_cgroup.setdefault(_cid_of(ln.name), []).append(ln)
-        for cid, links in by_cgroup.items():
-            self.attached[ids.get(cid, f"unknown:{cid}")] = (cid, links)
-        log.info("skb: adopted the pinned %s (%d cgroup(s)): its programs never stopped counting",
-                 self.spec.file, len(by_cgroup))
-        self.sync()  # per-cgroup mode: cgroups that came or went meanwhile
 
     def _attach(self, rel: str, path: str) -> None:
         links = []
@@ -261,13 +252,11 @@ class SkbBackend:
                 self._forgotten.add(key[0])
             return False
 
-    def close(self, unpin: bool = False) -> None:
-        """Close the object; with pins its programs keep counting (unpin=True: a failed start)."""
+    def close(self) -> None:
+        """Close the object; with pins its programs keep counting."""
         with self.lock:
             self.attached.clear()
             if self.coll is not None:
-                if unpin:
-                    self.coll.unpin()
                 self.coll.close()
 
     def hooks(self) -> list[HookChoice]:
@@ -300,8 +289,8 @@ def skb_families(stats: dict, paths: dict[int, str]) -> list[Family]:
 class SkbSubsystem:
     name = NAME
 
-    def __init__(self, backend: SkbBackend, resolver, lifecycle=None, sync_interval: float = 1.0):
-        from ceemsnet.pinned.pins import boot_id
+    def __init__(self, backend: SkbBackend, resolver: CgroupResolver, lifecycle: Lifecycle | None = None,
+                 sync_interval: float = 1.0):
         self.backend = backend
         self.generation = f"{boot_id()}:{backend.generation}"  # the store uses it
         b = backend
@@ -340,10 +329,10 @@ class SkbSubsystem:
         self.backend.close()
 
 
-def open(ctx) -> SkbSubsystem:
+def open(ctx: Context) -> SkbSubsystem:
     a = ctx.args
     root, resolver = ctx.cgroup2("--collectors=skb: cgroup_skb programs attach to cgroup2 cgroups")
-    backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries, ctx.pins)
+    backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries).start(ctx.pins)
     log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
     try:
         ledger = ctx.ledger(backend.coll, NAME, backend.map, a.skb_map_entries, decode_skb, pack_skb_key) \

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ceemsnet.planning.fstypes import fstype, parse_fstypes
+from ceemsnet.collectors.base import Context, KernelHooks, add_map_entries_flag, open_kernel_subsystem
 from ceemsnet.common.metrics import Family
+from ceemsnet.planning.fstypes import fstype, parse_fstypes
 from ceemsnet.planning.structs import VFS_OPS, decode_vfs, pack_vfs_key
-from ceemsnet.collectors.base import KernelHooks, add_map_entries_flag, open_kernel_subsystem
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
@@ -67,7 +67,7 @@ def check(args) -> None:
     parse_fstypes(args.vfs_fstypes)
 
 
-def open(ctx) -> KernelHooks:
+def open(ctx: Context) -> KernelHooks:
     counted = parse_fstypes(ctx.args.vfs_fstypes)
     return open_kernel_subsystem(ctx, NAME, ctx.args.vfs_map_entries, decode_vfs, pack_vfs_key,
                                  lambda stats, paths: vfs_families(stats, paths, counted))

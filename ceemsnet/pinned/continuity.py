@@ -16,9 +16,11 @@ directory (ceemsnet/pinned/pins.py) and, per subsystem, does one of:
            programs, copy the old counts into the new maps, attach.
 For swap and migrate the programs are replaced between two attaches: the
 events of those milliseconds are not counted (fexit, kprobe and tracepoint
-links cannot swap their program in place). The counters' generation, which
+links cannot swap their program in place; cgroup links can, and skb's root
+links do: "swap in place"). The counters' generation, which
 the accounting store uses to know that counts continue, is kept by adopt,
-swap and migrate, and new only for fresh.
+swap and migrate, and new only for fresh. The sequence that does this for
+every subsystem is ceemsnet/pinned/sequence.py.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from packaging.version import Version
 
+from ceemsnet.pinned.pins import identity, parse_object_dir
 from ceemsnet.runtime.bpffs import entries, open_pinned
-from ceemsnet.pinned.pins import parse_object_dir
+from ceemsnet.runtime.collection import Collection, ObjectFile
+from ceemsnet.runtime.links import Link
+from ceemsnet.runtime.maps import BpfMap, map_info
 
 log = logging.getLogger("ceemsnet.pinned.continuity")
 
@@ -55,7 +61,6 @@ class Pinned:
         """max_entries of a pinned map, None if this object has no such map."""
         if map_name not in self.maps:
             return None
-        from ceemsnet.runtime.maps import map_info
         fd = open_pinned(entries(self.path, "map")[map_name])
         try:
             return map_info(fd).max_entries
@@ -70,6 +75,14 @@ class Wanted:
     ident: str
     links: frozenset[str]
     sizes_fit: bool       # the pinned maps have the capacities asked for now
+
+    @classmethod
+    def of(cls, pinned: Pinned, obj: ObjectFile, settings: dict[str, int], links,
+           map_entries: dict[str, int]) -> "Wanted":
+        """This run would load `obj` with these settings, attach `links` (their pin names)
+        and size its maps as map_entries says (a map `pinned` lacks fits any size)."""
+        fits = all(pinned.capacity(name) in (None, n) for name, n in map_entries.items())
+        return cls(obj.file.removesuffix(".bpf.o"), identity(obj.path, settings), frozenset(links), fits)
 
 
 def decide(pinned: list[Pinned], wanted: Wanted | None) -> str:
@@ -100,6 +113,11 @@ def add_values(a: bytes, b: bytes) -> bytes:
     return struct.pack(fmt, *((x + y) & 0xFFFFFFFFFFFFFFFF for x, y in zip(struct.unpack(fmt, a), struct.unpack(fmt, b))))
 
 
+# carry(old maps, new maps, names of the new maps that are the old ones) -> keys added:
+# a layout's own carry-over in an upgrade (the net slot fold, ceemsnet/collectors/slots.py)
+Carry = Callable[[dict, dict, set], int]
+
+
 def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, list[str]]:
     """Add the counts of old maps into the new object's maps that did not take them over.
     Called with no program attached to the new maps, so read-add-write is exact.
@@ -126,38 +144,68 @@ def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, l
 class Upgrade:
     """Replacing pinned collections by a newly loaded object.
 
-    before_attach() runs once per hook family tried: the first call detaches
-    the old programs (their maps then stop changing), and every call adds
-    the old counts into that candidate's maps, so a family that then fails
-    to attach loses nothing. finish() drops the old pins once one succeeded.
+    The new object is loaded on `reuse` (the old maps it takes over where
+    they fit). take_over() (select_and_load's before_attach) runs once per
+    hook family tried: the first call detaches the old programs (their maps
+    then stop changing), and every call adds the old counts into that
+    candidate's maps, so a family that then fails to attach loses nothing.
+    Links that can change their program (cgroup links) may instead be
+    relinked to the new programs first: no event is missed. finish() drops
+    the old pins once the new object works; abandon() keeps them.
     """
 
-    def __init__(self, old_colls: list, carry=None):
+    HOW = {"swap": "the counts stayed in the same maps", "migrate": "the counts were copied over",
+           "swap in place": "bpf_link_update, no event missed"}
+
+    def __init__(self, old_colls: list[Collection], carry: Carry | None = None):
         self.old = old_colls
-        self.carry = carry  # carry(old maps, new maps, reused) -> keys added: a layout's own maps (net slots)
-        self.how = ""
+        self.carry = carry  # a layout's own maps (net slots): see Carry
+        self.how = ""       # once taken over: swap, migrate or swap in place (HOW)
         self._detached = False
+        self._relinked = False
+
+    @property
+    def reuse(self) -> dict[str, BpfMap] | None:
+        """The newest old collection's maps, for the new object to take over where they fit."""
+        return dict(self.old[-1].maps) if self.old else None
+
+    def relink(self, new_coll: Collection, links: list[Link]) -> None:
+        """Swap in place: these old links run new_coll's programs of the same names from now
+        on (bpf_link_update: no moment without a program, none with two) and are new_coll's.
+        Before take_over(), which detaches the old links left."""
+        for ln in links:
+            owner = next(c for c in self.old if any(x is ln for x in c.links))
+            ln.update_program(new_coll.program_fd(ln.program), ln.program)
+            ln.unpin()
+            owner.links = [x for x in owner.links if x is not ln]
+            new_coll.links.append(ln)
+            self._relinked = True
 
     def before_attach(self, loaded) -> None:
+        """select_and_load's hook (ceemsnet/planning/select.py): `loaded` holds the new collection."""
+        self.take_over(loaded.collection)
+
+    def take_over(self, coll: Collection) -> None:
+        """The old programs go; their counts come into coll's maps that did not take them over."""
         if not self.old:
             return
         if not self._detached:
-            for coll in self.old:
-                coll.detach(list(coll.links))
+            for old in self.old:
+                old.detach(list(old.links))
             self._detached = True
         copied, lost = 0, []
-        for coll in self.old:
-            c, lo = carry_over(coll.maps, loaded.maps, loaded.collection.reused)
+        for old in self.old:
+            c, lo = carry_over(old.maps, coll.maps, coll.reused)
             if self.carry is not None:
-                c += self.carry(coll.maps, loaded.maps, loaded.collection.reused)
+                c += self.carry(old.maps, coll.maps, coll.reused)
             copied += c
             lost += lo
         if lost:
             log.warning("counts of %s could not be carried over: their layout changed",
                         ", ".join(sorted(set(lost))))
-        self.how = "migrate" if copied or lost else "swap"
+        self.how = "migrate" if copied or lost else "swap in place" if self._relinked else "swap"
 
-    def finish(self, new_coll) -> None:
+    def finish(self, new_coll: Collection) -> None:
         """Drop the old pins; the lifecycle's ledger maps (retired totals, paths) move to
         the new collection, which pins them with its own."""
         for coll in self.old:
@@ -167,7 +215,7 @@ class Upgrade:
             coll.close()
 
     def abandon(self) -> None:
-        """No family worked: keep the old maps pinned (with their counts) for the next start."""
+        """The new object did not work: keep the old maps pinned (with their counts) for the next start."""
         for coll in self.old:
             coll.close()
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ceemsnet.runtime.collection import Collection
+from ceemsnet.runtime.maps import BpfMap
+
 PATH_BYTES = 1024
 PATH_ID_BIT = 1 << 63
 _ID = struct.Struct("=Q")
@@ -30,8 +33,7 @@ def path_id(path: str) -> int:
 
 
 class Ledger:
-    def __init__(self, coll, name: str, key_size: int, words: int, capacity: int, decode, pack):
-        from ceemsnet.runtime.maps import BpfMap
+    def __init__(self, coll: Collection, name: str, key_size: int, words: int, capacity: int, decode, pack):
         self._decode, self._pack = decode, pack
         self._value = struct.Struct(f"={words}Q")
         for attr, mname, ksz, vsz in (("paths", f"{name}_paths", 8, PATH_BYTES),

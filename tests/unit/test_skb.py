@@ -4,7 +4,7 @@ import pytest
 
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution.cgroups import find_cgroup2_root
-from ceemsnet.collectors.skb import skb_families
+from ceemsnet.collectors.skb import SkbBackend, skb_families
 from ceemsnet.commands.compare import MAX_HEADER, compare_rows, reason
 from ceemsnet.planning.structs import decode_skb, decode_skb_storage
 
@@ -79,3 +79,14 @@ def test_no_cgroup2_is_a_clear_error(tmp_path):
     mi.write_text("30 22 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
     with pytest.raises(CeemsnetError, match="no cgroup2"):
         find_cgroup2_root(str(mi))
+
+
+def test_skb_backend_hands_the_pinning_sequence_its_own_steps():
+    """Made without loading anything; what it hands ceemsnet/pinned/sequence.py is skb's."""
+    root = SkbBackend("/sys/fs/cgroup", "root", subtree="/a/", map_entries=1024)
+    per = SkbBackend("/sys/fs/cgroup", "per-cgroup", pattern="/slurm/*")
+    assert (root.subsystem, root.counters, root.settings, root.carry) == ("skb", "skb_stats", {}, None)
+    assert (per.subsystem, per.counters) == ("skb", "skb_cgroup_storage")  # its pins go under <pin path>/skb
+    assert root.subtree == "/a" and root.coll is None and not root.attached
+    with pytest.raises(CeemsnetError, match="needs --skb.cgroups"):
+        SkbBackend("/sys/fs/cgroup", "per-cgroup")
