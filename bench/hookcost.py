@@ -23,9 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ceemsnet import CeemsnetError  # noqa: E402
 from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
 from ceemsnet.planning.choice import plan_family  # noqa: E402
-from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.runtime.collection import LoadRefused  # noqa: E402
+from bpfstats import program_stats  # noqa: E402  (bench/, the scripts' folder)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -97,7 +98,7 @@ def run_child(cg_path, code, *args):
 def run_stats(coll, programs):
     t = c = 0
     for name in programs:
-        dt, dc = coll.program_stats(name)
+        dt, dc = program_stats(coll, name)
         t, c = t + dt, c + dc
     return t, c
 

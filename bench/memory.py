@@ -30,8 +30,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
-from ceemsnet.runtime.maps import BpfMap  # noqa: E402
 from ceemsnet.runtime import libbpf  # noqa: E402
+from ceemsnet.runtime.maps import BpfMap  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 from scrape import fill  # noqa: E402
 

@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ceemsnet import CeemsnetError  # noqa: E402
 from ceemsnet.collectors import slots  # noqa: E402
-from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from ceemsnet.planning.catalogue import slots_twin  # noqa: E402
 from ceemsnet.planning.structs import decode_net  # noqa: E402
+from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from hookcost import RUNS_PER_EVENT, STATS, bench_run, build_empty, measure, preflight, run_child, run_main  # noqa: E402
 
 TARGET_NS = 30.0

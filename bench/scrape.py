@@ -28,15 +28,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 from ceemsnet.attribution.cgroups import CgroupResolver, find_cgroup2_root  # noqa: E402
+from ceemsnet.attribution.lifecycle import Lifecycle  # noqa: E402
 from ceemsnet.collectors.base import KernelHooks  # noqa: E402
 from ceemsnet.collectors.counters import CounterMap, HashSource  # noqa: E402
 from ceemsnet.collectors.net import net_families  # noqa: E402
-from ceemsnet.serving.exporter import CeemsnetCollector, build_registry, make_app  # noqa: E402
-from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.planning.select import select_and_load  # noqa: E402
-from ceemsnet.attribution.lifecycle import Lifecycle  # noqa: E402
 from ceemsnet.planning.structs import decode_net, pack_net_key  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
+from ceemsnet.serving.exporter import CeemsnetCollector, build_registry, make_app  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 
 

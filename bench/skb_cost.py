@@ -104,10 +104,10 @@ def main():
     rows = []
     try:
         measure("none", None, cg_path, a, port, rows)
-        b = SkbBackend(root, "root")
+        b = SkbBackend(root, "root").start(None)
         measure("root (hash, attached at /)", b, cg_path, a, port, rows)
         b.close()
-        b = SkbBackend(root, "per-cgroup", pattern="/" + name)
+        b = SkbBackend(root, "per-cgroup", pattern="/" + name).start(None)
         measure("per-cgroup (storage)", b, cg_path, a, port, rows)
         b.close()
         measure("none again", None, cg_path, a, port, rows)

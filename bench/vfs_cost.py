@@ -35,11 +35,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ceemsnet import CeemsnetError  # noqa: E402
-from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release  # noqa: E402
-from ceemsnet.runtime.collection import ObjectSpec, load
 from ceemsnet.planning.select import select_and_load  # noqa: E402
 from ceemsnet.planning.structs import decode_vfs  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
+from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from hookcost import RUNS_PER_EVENT, bench_run, build_empty, measure, preflight, run_child, run_main  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 

@@ -27,13 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from packaging.version import Version  # noqa: E402
 
-from ceemsnet.runtime import libbpf  # noqa: E402
-from ceemsnet.planning.choice import plan_family  # noqa: E402
-from ceemsnet.runtime.btf import KernelBTF
-from ceemsnet.planning.kernel import parse_kernel_version, running_release  # noqa: E402
-from ceemsnet.runtime.collection import ObjectSpec, load
-from ceemsnet.planning.select import load_object  # noqa: E402
 from ceemsnet.planning.catalogue import BpfObject  # noqa: E402
+from ceemsnet.planning.choice import plan_family  # noqa: E402
+from ceemsnet.planning.kernel import parse_kernel_version, running_release  # noqa: E402
+from ceemsnet.planning.select import load_object  # noqa: E402
+from ceemsnet.runtime import libbpf  # noqa: E402
+from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
+from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
+from bpfstats import RunTimeStats, program_stats  # noqa: E402  (bench/, this script's folder)
 from vfs_cost import write_loop  # noqa: E402  (bench/, this script's folder)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,7 +67,7 @@ def program_names(coll):
 
 
 def prog_stats(coll, names):
-    return {name: coll.program_stats(name) for name in names}
+    return {name: program_stats(coll, name) for name in names}
 
 
 def getpid_loop(n):
@@ -128,7 +129,7 @@ def main():
         floor = raw_object(build_floor(tmp), "tracepoint")
         old = raw_object(OLD_OBJ, "tracepoint")
         colls += [floor, old]
-        stats = libbpf.RunTimeStats().__enter__()
+        stats = RunTimeStats().__enter__()
         fl_tp = measure_object(floor, ["empty_sys_exit_write"], path, a.writes, a.getpids)
         fl_raw = measure_object(floor, ["empty_sys_exit"], path, a.writes, a.getpids)
         was = measure_object(old, program_names(old), path, a.writes, a.getpids)

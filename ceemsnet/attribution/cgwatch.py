@@ -28,7 +28,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("ceemsnet.attribution.cgroups")
+log = logging.getLogger("ceemsnet.attribution.cgwatch")
 
 # <sys/inotify.h>
 IN_CREATE = 0x00000100

@@ -37,7 +37,7 @@ from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.runtime.collection import Collection, ObjectSpec
 from ceemsnet.runtime.maps import BpfMap
 
-log = logging.getLogger("ceemsnet.collectors")
+log = logging.getLogger("ceemsnet.collectors.base")
 
 
 def add_map_entries_flag(group, name: str, keys: str) -> None:

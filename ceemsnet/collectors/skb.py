@@ -42,7 +42,7 @@ from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, decode_skb, decode_sk
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, load
 from ceemsnet.runtime.links import Link
 
-log = logging.getLogger("ceemsnet.skb")
+log = logging.getLogger("ceemsnet.collectors.skb")
 NAME = "skb"
 HELP = "cgroup_skb: IP-layer bytes, packets and segments per socket cgroup, to compare (ceemsnet_skb_*)"
 MODES = ("root", "per-cgroup")

@@ -97,7 +97,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                      "are missed (ceemsnet_kretprobe_missed_total counts them); size it above the most "
                      "threads a node has blocked in recv() at once; 1-4096, 0 = kernel default "
                      "(max(10, 2 x CPUs)); default 1024")
-    s.add_argument("--capabilities.keep", dest="keep_caps", default=None, choices=("none", "all"),
+    s.add_argument("--capabilities.keep", dest="keep_caps", default=None, choices=caps.KEEP,
                    help="once the programs are attached, the pins made and the socket bound: none (default) "
                         "drops every capability in every thread and sets no_new_privs, so a compromised HTTP "
                         "handler holds none; all keeps them. --skb.mode=per-cgroup attaches to new cgroups "

@@ -2,10 +2,10 @@
 
 Collectors return Family objects: cheap to build for hundreds of thousands
 of series. `to_prometheus()` turns one into prometheus_client's metric
-family (registry API, OpenMetrics); `render_text()` writes the Prometheus
+family (registry API, OpenMetrics); `TextRenderer` writes the Prometheus
 text format 0.0.4 directly, caching each label value's escaped form, which
-is what keeps a scrape of 10,000 cgroups fast (see bench/scrape.py and the
-README). tests/unit/test_metrics.py checks both renderings agree.
+is what keeps a scrape of 10,000 cgroups fast (see bench/scrape.py and
+docs/performance.md). tests/unit/test_metrics.py checks both renderings agree.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Family:
         self.rows.append((values, value))
 
     def to_prometheus(self):
-        # prometheus_client only when asked for (OpenMetrics): serving text does without it
+        # not at the top: only OpenMetrics asks for it (text does without), and it costs 30-40 ms, 3 MiB at start
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         m = cls(self.name, self.help, labels=list(self.labels))
@@ -138,12 +138,6 @@ class TextRenderer:
                 e = _escape_label(v)
             self._cache[v] = e
         return e
-
-    def render(self, families: list[Family]) -> str:
-        return self.render_bytes(families).decode()
-
-    def render_bytes(self, families: list[Family]) -> bytes:
-        return b"".join(self.render_parts(families))
 
     def render_parts(self, families: list[Family]) -> list[bytes]:
         """The exposition as a list of UTF-8 parts (a WSGI body): families with

@@ -82,11 +82,6 @@ class Hook:
     def inlined_programs(self) -> tuple[str, ...]:
         return tuple(p for f in self.inlined_at for p in (f"kprobe_{f}", f"kretprobe_{f}"))
 
-    @property
-    def all_programs(self) -> tuple[str, ...]:
-        """Every program of the object that serves this hook, whichever way it is planned."""
-        return self.programs + self.inlined_programs
-
 
 @dataclass(frozen=True)
 class BpfObject:
@@ -114,10 +109,6 @@ class BpfObject:
             if not f or any(c in f for c in " \t:$#%"):
                 raise ValueError(f"{self.file}: {f!r} cannot go into a make spec")
         return ":".join(fields)
-
-    @property
-    def era(self) -> str:
-        return f">= {self.since}" + (f", < {self.until}" if self.until else "")
 
 
 # ---- net ----------------------------------------------------------------
@@ -367,7 +358,7 @@ CATALOGUE: tuple[BpfObject, ...] = (
     # tp_btf on sock_send_length/sock_recv_length, added in 6.3
     _net("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
     # The slot layout (NET_SLOTS, bpf/net/net_slots.h): twins of the hash objects above,
-    # tried first by the loader, which keeps the hash object where the kernel refuses the
+    # tried first by select_and_load, which keeps the hash object where the kernel refuses the
     # twin (its compare and swap is a 5.12 BPF atomic). kretprobe and the oldest era keep
     # the hash layout.
     _net_slots("fexit", 2, ("x86_64",), "5.19", "7.1", _net_fexit(2), "-x86"),
@@ -407,18 +398,16 @@ CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
 
 # subsystems whose objects hook kernel functions (planned by ceemsnet/planning/choice.py)
 SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
-MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
-        "skb": ("skb_stats", "skb_drops")}
 
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:
-    """The objects that stand for a family's signature eras (slot twins are tried by the loader)."""
+    """The objects that stand for a family's signature eras (slot twins are tried by select_and_load)."""
     return [o for o in CATALOGUE if o.subsystem == subsystem and o.family == family and arch in o.arches
             and o.layout == "hash"]
 
 
 def slots_twin(obj: BpfObject) -> BpfObject | None:
-    """The slot-layout build of a hash-layout object, if there is one: the loader tries it
+    """The slot-layout build of a hash-layout object, if there is one: select_and_load tries it
     first and keeps the hash object where the kernel refuses it (no cgroup local storage)."""
     return next((o for o in CATALOGUE if o.layout == "slots" and o.source == obj.source and o.family == obj.family
                  and o.defines[:len(obj.defines)] == obj.defines and o.arches == obj.arches), None)

@@ -3,8 +3,8 @@
 Given a kernel version, an arch, a hook family and (optionally) the kernel's
 BTF prototypes, plan_family() picks one object of that family and says, for
 every function, whether it will be hooked and why. Nothing here touches the
-kernel: the loader tries the families in order and keeps the first one the
-kernel accepts (a load probe), see ceemsnet/planning/select.py.
+kernel: select_and_load (ceemsnet/planning/select.py) tries the families in
+order and keeps the first one the kernel accepts (a load probe).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Protocol
 from packaging.version import Version
 
 from ceemsnet import CeemsnetError
-from ceemsnet.runtime.btf import Signature
+from ceemsnet.planning.catalogue import (FAMILIES, INLINED_AT, MIN_REASON, SUBSYSTEMS, SUPPORTED_MIN, BpfObject, Hook,
+                                         family_rule, objects_for)
 from ceemsnet.planning.kernel import compare_signature
-from ceemsnet.planning.catalogue import FAMILIES, INLINED_AT, MIN_REASON, SUPPORTED_MIN, BpfObject, Hook, family_rule, objects_for
+from ceemsnet.runtime.btf import Signature
 
 
 class Signatures(Protocol):
@@ -155,7 +156,6 @@ def _version_era(objs: list[BpfObject], kver: Version) -> BpfObject:
 def plan_family(subsystem: str, family: str, kver: Version, arch: str,
                 sigs: Signatures | None) -> FamilyPlan:
     """Plan one hook family for one subsystem on one kernel."""
-    from ceemsnet.planning.catalogue import SUBSYSTEMS
     rule = family_rule(subsystem, family)
     plan = FamilyPlan(subsystem, family, None)
 

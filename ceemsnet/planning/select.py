@@ -48,10 +48,6 @@ class LoadedObject:
     def file(self) -> str:
         return self.collection.file
 
-    def programs(self) -> list[str]:
-        """Names of the programs attached now."""
-        return [ln.program for ln in self.links]
-
     def kretprobe_missed(self) -> dict[str, int]:
         """{function: returns missed} of return probes attached with a maxactive."""
         return missed(self.links)
@@ -136,7 +132,7 @@ SLOT_MASK, SLOT_OWNER = "net_slot_mask", "net_slot_owner"  # bpf/net/net_slots.h
 
 
 def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, settings, reuse, before_attach):
-    """The slot-layout twin of the planned object (objects.slots_twin), loaded and
+    """The slot-layout twin of the planned object (catalogue.slots_twin), loaded and
     attached, or None where there is none or the kernel refuses it: the load is the
     feature probe (its compare and swap needs BPF atomics), and the hash object of the
     same era then serves."""

@@ -47,13 +47,13 @@ class VfsKey(ctypes.Structure):
     ]
 
 
-VfsValue = NetValue  # same three counters; tests/unit/test_structs.py checks the C struct too
-
 _VFS_KEY = struct.Struct("=QIB3x")
 assert _VFS_KEY.size == ctypes.sizeof(VfsKey)
 
 _NET_KEY = struct.Struct("=QBBB5x")
 assert _NET_KEY.size == ctypes.sizeof(NetKey)
+# u64 words of a net_value, and of a vfs_value: the same three counters (tests/unit/test_structs.py
+# checks both C structs against NetValue)
 _NET_VALUE_WORDS = ctypes.sizeof(NetValue) // 8
 
 

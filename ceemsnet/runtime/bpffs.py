@@ -5,7 +5,6 @@ subsystem keeps, and what their names mean, is ceemsnet/pinned/pins.py's."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -13,28 +12,27 @@ import re
 
 from ceemsnet import CeemsnetError
 from ceemsnet.runtime import libbpf
+
 log = logging.getLogger("ceemsnet.runtime.bpffs")
 
-BPF_FS_MAGIC = 0xCAFE4A11
-ENTRY = re.compile(r"^(map|link)__[A-Za-z0-9_-]+$")
-
-
-def libc():
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+BPF_FS_MAGIC = 0xCAFE4A11  # include/uapi/linux/magic.h
+ENTRY = re.compile(r"^(map|link)__[A-Za-z0-9_-]+$")  # one pin in an object directory
 
 
 def statfs_magic(path: str) -> int:
+    """The magic number of the file system `path` is on (statfs(2) f_type)."""
     class statfs(ctypes.Structure):
         _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
     buf = statfs()
-    if libc().statfs(path.encode(), ctypes.byref(buf)) != 0:
+    if libbpf.libc().statfs(path.encode(), ctypes.byref(buf)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return buf.f_type & 0xFFFFFFFF
 
 
 def mount_bpffs(where: str) -> None:
-    if libc().mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
+    """Mount a bpf file system on `where` (an existing directory)."""
+    if libbpf.libc().mount(b"bpf", where.encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
         raise CeemsnetError(f"cannot mount bpffs on {where}: {os.strerror(err)}")
     log.info("mounted bpffs on %s", where)

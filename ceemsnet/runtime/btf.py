@@ -1,5 +1,5 @@
 """A kernel's (or an opened object's) BTF through libbpf's btf__* API:
-function and tracepoint prototypes, struct members, enums, datasec layouts."""
+function and tracepoint prototypes, enums, data section layouts."""
 
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ class Signature:
         return f"{self.ret} {name}({args})"
 
 
-# BTF kinds (include/uapi/linux/btf.h)
-BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION = 1, 2, 3, 4, 5
+# BTF kinds read here (include/uapi/linux/btf.h)
+BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_UNION = 2, 4, 5
 BTF_KIND_ENUM, BTF_KIND_FWD, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 7, 8, 9, 10
 BTF_KIND_RESTRICT, BTF_KIND_FUNC, BTF_KIND_FUNC_PROTO = 11, 12, 13
-BTF_KIND_FLOAT, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 16, 18, 19
+BTF_KIND_DATASEC, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 15, 18, 19
 _QUALIFIERS = {BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG}
 
 
 class KernelBTF:
-    """Function and tracepoint prototypes from a kernel's BTF (via libbpf)."""
+    """Function and tracepoint prototypes, enums and data sections from a kernel's or an
+    object's BTF (via libbpf)."""
 
     def __init__(self, path: str | None = None, borrowed=None):
         self._lb = libbpf.lib()
@@ -130,17 +131,6 @@ class KernelBTF:
             self._cache[key] = sig
         return self._cache[key]
 
-    def struct_layout(self, name: str) -> tuple[int, list[tuple[str, int]]] | None:
-        """(size, [(member, byte offset)]) of `struct name`, or None."""
-        tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_STRUCT)
-        if tid <= 0:
-            return None
-        t, vlen, members = self._records(tid, libbpf.btf_member)
-        kflag = t.info >> 31  # with kflag the offset's low 24 bits are the bit offset
-        return t.size_or_type, [(self._name(members[i].name_off),
-                                 (members[i].offset & 0xFFFFFF if kflag else members[i].offset) // 8)
-                                for i in range(vlen)]
-
     def enum_values(self, name: str) -> dict[str, int] | None:
         """{enumerator: value} of `enum name` (32-bit), or None if BTF has no such enum."""
         tid = self._lb.btf__find_by_name_kind(self._btf, name.encode(), BTF_KIND_ENUM)
@@ -151,7 +141,7 @@ class KernelBTF:
 
     def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         """{variable: (offset, size)} of a data section (".rodata") in an object's BTF."""
-        tid = self._lb.btf__find_by_name_kind(self._btf, section.encode(), 15)  # BTF_KIND_DATASEC
+        tid = self._lb.btf__find_by_name_kind(self._btf, section.encode(), BTF_KIND_DATASEC)
         if tid <= 0:
             return {}
         _, vlen, infos = self._records(tid, libbpf.btf_var_secinfo)

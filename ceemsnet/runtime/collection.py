@@ -36,7 +36,7 @@ class ObjectFile(Protocol):
 
 PRIVILEGE_HINT = ("loading BPF programs needs capabilities: CAP_SYS_ADMIN for net and vfs (libbpf 1.1), "
                   "CAP_BPF with CAP_NET_ADMIN (skb root mode) or CAP_PERFMON (per-cgroup mode); "
-                  "README: Least privilege")
+                  "docs/install.md: Least privilege")
 
 
 @dataclass
@@ -117,16 +117,6 @@ class Collection:
 
     def program_fd(self, name: str) -> int:
         return libbpf.lib().bpf_program__fd(self._program(name))
-
-    def program_stats(self, name: str) -> tuple[int, int]:
-        """(run_time_ns, run_cnt) of a loaded program, from its fdinfo: what the kernel counted
-        while kernel.bpf_stats_enabled was on (benchmarks and tests; 5.1+)."""
-        info = {}
-        with open(f"/proc/self/fdinfo/{self.program_fd(name)}") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                info[k.strip()] = v.strip()
-        return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
 
     def attach(self, name: str, target: str = "") -> Link:
         """Attach a program where its SEC() says (fexit/, kprobe/, tp_btf/, tp/ ...); OSError if refused."""

@@ -73,7 +73,8 @@ class KretprobeEvent(Link):
 def libbcc():
     """bcc's libbcc with prototypes (python3-bpfcc), or None with the reason logged."""
     try:
-        from bcc.libbcc import lib  # Debian python3-bpfcc; the venv sees it via system site-packages
+        # not at the top: optional (python3-bpfcc, via system site-packages), and libbcc costs 50-130 ms, 60 MiB
+        from bcc.libbcc import lib
         return lib
     except Exception as e:  # noqa: BLE001 - any import failure means "not available"
         log.warning("bcc is not importable (%s): kretprobes fall back to libbpf's default maxactive", e)

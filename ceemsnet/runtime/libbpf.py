@@ -18,7 +18,6 @@ log = logging.getLogger("ceemsnet.runtime.libbpf")
 
 c_void_p = ctypes.c_void_p
 c_int = ctypes.c_int
-c_uint = ctypes.c_uint
 c_char_p = ctypes.c_char_p
 c_size_t = ctypes.c_size_t
 c_uint32 = ctypes.c_uint32
@@ -39,10 +38,6 @@ class btf_type(ctypes.Structure):
 
 class btf_param(ctypes.Structure):  # after a FUNC_PROTO
     _fields_ = [("name_off", c_uint32), ("type", c_uint32)]
-
-
-class btf_member(ctypes.Structure):  # after a STRUCT or UNION
-    _fields_ = [("name_off", c_uint32), ("type", c_uint32), ("offset", c_uint32)]
 
 
 class btf_enum(ctypes.Structure):  # after an ENUM
@@ -90,9 +85,6 @@ _PROTOS = {
     "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
     "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
     "bpf_program__section_name": (c_char_p, [c_void_p]),
-    # legacy (non-link) cgroup attach: tests use it to stand in for another tool's program
-    "bpf_prog_attach": (c_int, [c_int, c_int, c_int, c_uint]),
-    "bpf_prog_detach2": (c_int, [c_int, c_int, c_int]),
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_link__open": (c_void_p, [c_char_p]),
     "bpf_link__fd": (c_int, [c_void_p]),
@@ -102,7 +94,6 @@ _PROTOS = {
     "bpf_map__map_flags": (c_uint32, [c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
-    "bpf_enable_stats": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32,
                                ctypes.POINTER(bpf_map_create_opts)]),
     "bpf_obj_get": (c_int, [c_char_p]),
@@ -123,7 +114,6 @@ _PROTOS = {
     "btf__load_vmlinux_btf": (c_void_p, []),
     "btf__parse": (c_void_p, [c_char_p, c_void_p]),
     "btf__free": (None, [c_void_p]),
-    "btf__type_cnt": (c_uint32, [c_void_p]),
     "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
     "btf__type_by_id": (ctypes.POINTER(btf_type), [c_void_p, c_uint32]),
     "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32]),
@@ -131,17 +121,14 @@ _PROTOS = {
 
 # enum bpf_map_type values used here (include/uapi/linux/bpf.h)
 BPF_MAP_TYPE_HASH = 1
-BPF_F_NO_PREALLOC = 1
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
 BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
-# enum bpf_attach_type, and attach flags
-BPF_CGROUP_INET_INGRESS = 0
-BPF_CGROUP_INET_EGRESS = 1
-BPF_F_ALLOW_MULTI = 2
 PERCPU_MAP_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH,
                     BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE}
+# map flags
+BPF_F_NO_PREALLOC = 1
 
 _lib = None
 _lib_lock = threading.Lock()
@@ -240,17 +227,4 @@ def check_rc(rc: int, what: str) -> int:
         err = -rc if rc != -1 else (ctypes.get_errno() or errno_mod.EINVAL)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return rc
-
-
-class RunTimeStats:
-    """Programs' run time and count kept by the kernel while this is open (BPF_ENABLE_STATS,
-    5.8): unlike kernel.bpf_stats_enabled, another process writing that sysctl cannot turn
-    them off under us, and nothing is left to restore."""
-
-    def __enter__(self):
-        self.fd = check_rc(lib().bpf_enable_stats(0), "bpf_enable_stats(BPF_STATS_RUN_TIME)")
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
 

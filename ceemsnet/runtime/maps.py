@@ -11,7 +11,7 @@ import os
 
 from ceemsnet.runtime import libbpf
 
-log = logging.getLogger("ceemsnet.maps")
+log = logging.getLogger("ceemsnet.runtime.maps")
 
 
 def map_info(fd: int):

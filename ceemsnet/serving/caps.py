@@ -3,7 +3,7 @@ and dropping them all once the programs are attached (--capabilities.keep).
 
 What each subsystem needs was measured on kernel 6.18 with Debian 12's
 libbpf 1.1 by removing one capability at a time (tests/kernel/test_capabilities.py
-repeats it; README "Least privilege"). CAP_SYS_ADMIN stands in for CAP_BPF,
+repeats it; docs/install.md "Least privilege"). CAP_SYS_ADMIN stands in for CAP_BPF,
 CAP_PERFMON and, for BPF, CAP_NET_ADMIN (the kernel's bpf_capable(),
 perfmon_capable() and bpf_net_capable() accept it), and for all of them on
 kernels before 5.8, which have no CAP_BPF.
@@ -35,7 +35,6 @@ everything else goes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -44,6 +43,7 @@ import threading
 import time
 
 from ceemsnet import CeemsnetError
+from ceemsnet.runtime import libbpf
 
 log = logging.getLogger("ceemsnet.serving.caps")
 
@@ -110,7 +110,7 @@ def check(what: str, collectors, skb_mode: str = "root") -> None:
         others = sorted({NAMES[c] for c, _, _ in gone[1:]} - {NAMES[cap]})
         raise CeemsnetError(f"{what}: missing capability {NAMES[cap]} ({sub}: {why})"
                             + (f", and {', '.join(others)}" if others else "")
-                            + "; run as root or grant it (README: Least privilege)")
+                            + "; run as root or grant it (docs/install.md: Least privilege)")
 
 
 def resolve_keep(keep: str | None, collectors, skb_mode: str) -> str:
@@ -165,10 +165,6 @@ def _machine() -> str:
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
 
 
-def _libc():
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def _install(libc) -> None:
     global _installed
     if _installed is not None:
@@ -219,7 +215,6 @@ def reads_need_cap() -> bool:
     """Does this kernel refuse a map read to a thread without capabilities? Measured: a
     thread of ours drops its own (capset changes only the calling thread) and reads a map
     made before; the other threads keep theirs."""
-    from ceemsnet.runtime import libbpf
     lib = libbpf.lib()
     fd = lib.bpf_map_create(2, b"ceemsnet_caps", 4, 4, 1, None)  # BPF_MAP_TYPE_ARRAY
     if fd < 0:
@@ -227,7 +222,7 @@ def reads_need_cap() -> bool:
     result: list[int] = []
 
     def probe():
-        libc = _libc()
+        libc = libbpf.libc()
         nr = _SYS_CAPSET.get(_machine())
         hdr = ctypes.create_string_buffer(_LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4), 8)
         data = ctypes.create_string_buffer(_cap_data(0), 24)
@@ -269,7 +264,7 @@ def drop_all(timeout: float = 5.0) -> None:
         _kept = 1 << cap
         log.info("this kernel refuses bpf() map reads without %s while kernel.unprivileged_bpf_disabled is set "
                  "(kernels before 6.5): keeping it, dropping every other capability", NAMES[cap])
-    libc = _libc()
+    libc = libbpf.libc()
     _install(libc)
     pid = os.getpid()
     done: set[int] = set()

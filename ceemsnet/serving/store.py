@@ -23,14 +23,17 @@ next write is exact again: the store only lagged the counters.
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 
 from ceemsnet import CeemsnetError
+from ceemsnet.attribution.slurm import parse as slurm_parse
+
+log = logging.getLogger("ceemsnet.serving.store")
 
 DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
 SCHEMA_VERSION = 2
@@ -50,13 +53,10 @@ COLUMNS = {
 # subsystem -> the columns its counters feed (by prefix)
 GROUPS = {g: tuple(c for c in COLUMNS if c.startswith(g + "_")) for g in ("net", "vfs", "skb")}
 assert sorted(c for cs in GROUPS.values() for c in cs) == sorted(COLUMNS)
-_SLURM_UID = re.compile(r"^/slurm(?:_[^/]+)?/uid_(\d+)/")
-
-
 def user_of(path: str) -> str | None:
     """The uid a SLURM v1 cgroup path carries (/slurm/uid_<u>/...); v2 paths carry none."""
-    m = _SLURM_UID.match(path)
-    return m.group(1) if m else None
+    p = slurm_parse(path)
+    return p.uid if p is not None else None
 
 
 _SCHEMA = [  # version 1
@@ -281,8 +281,6 @@ class StoreWriter:
         self.store.write(totals_from_families(self.gather()))
 
     def _run(self) -> None:
-        import logging
-        log = logging.getLogger("ceemsnet.serving.store")
         while not self._stop.wait(self.interval):
             try:
                 self.flush()

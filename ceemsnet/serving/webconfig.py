@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import bcrypt
 import yaml
 
 from ceemsnet import CeemsnetError
@@ -516,7 +517,6 @@ class BasicAuth:
         key = hashlib.sha256(b"\0".join((user.encode(), h, password.encode()))).digest()
         ok = self._cache.get(key)
         if ok is None:
-            import bcrypt
             with self._lock:
                 try:
                     ok = bcrypt.checkpw(password.encode(), h)

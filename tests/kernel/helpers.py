@@ -20,7 +20,7 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock", "RESTART_VM_RUNS"]
+           "raise_memlock", "RESTART_VM_RUNS", "attached_programs"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -174,3 +174,8 @@ def raise_memlock():
 
 def traffic_argv(plan):
     return [sys.executable, TRAFFIC, json.dumps(plan)]
+
+
+def attached_programs(loaded) -> list[str]:
+    """Names of the programs a LoadedObject (ceemsnet/planning/select.py) has attached now."""
+    return [ln.program for ln in loaded.links]

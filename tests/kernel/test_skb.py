@@ -6,6 +6,7 @@ bytes must lie between the payload and the payload plus a header bound per
 skb, while the socket-level bytes beside them stay exact.
 """
 
+import ctypes
 import json
 import os
 import subprocess
@@ -127,6 +128,10 @@ def test_socket_created_before_the_move(exporters, make_cgroup, spawn, peer):
     assert rows[(new.rel, "egress")]["socket_bytes"] == n
 
 
+# the legacy (non-link) cgroup attach another tool makes: enum bpf_attach_type, attach flags
+BPF_CGROUP_INET_EGRESS, BPF_F_ALLOW_MULTI = 1, 2
+
+
 def _other_program(cg):
     """Someone else's cgroup_skb program (think systemd IP accounting), attached
     with bpf_prog_attach(BPF_F_ALLOW_MULTI); returns (read egress bytes, detach)."""
@@ -134,21 +139,23 @@ def _other_program(cg):
     from ceemsnet.planning.catalogue import SKB_OBJECTS
     from ceemsnet.planning.structs import decode_skb
     lb = libbpf.lib()
+    lb.bpf_prog_attach.restype = lb.bpf_prog_detach2.restype = ctypes.c_int
+    lb.bpf_prog_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint]
+    lb.bpf_prog_detach2.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     obj = lb.bpf_object__open_file(SKB_OBJECTS["root"].path.encode(), None)
     assert obj and lb.bpf_object__load(obj) == 0
     prog = lb.bpf_object__find_program_by_name(obj, b"cgroup_skb_egress")
     mp = lb.bpf_object__find_map_by_name(obj, b"skb_stats")
     m = BpfMap.from_libbpf("other", mp)
     fd = os.open(cg.path, os.O_RDONLY | os.O_DIRECTORY)
-    assert lb.bpf_prog_attach(lb.bpf_program__fd(prog), fd, libbpf.BPF_CGROUP_INET_EGRESS,
-                              libbpf.BPF_F_ALLOW_MULTI) == 0
+    assert lb.bpf_prog_attach(lb.bpf_program__fd(prog), fd, BPF_CGROUP_INET_EGRESS, BPF_F_ALLOW_MULTI) == 0
 
     def egress_bytes():
         k, v, n = m.read_all()
         return sum(vals[0] for (cid, _, d), vals in decode_skb(k, v, n, m.ncpus).items() if cid == cg.id and d == 0)
 
     def detach():
-        lb.bpf_prog_detach2(lb.bpf_program__fd(prog), fd, libbpf.BPF_CGROUP_INET_EGRESS)
+        lb.bpf_prog_detach2(lb.bpf_program__fd(prog), fd, BPF_CGROUP_INET_EGRESS)
         os.close(fd)
         lb.bpf_object__close(obj)
 

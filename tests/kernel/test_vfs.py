@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from .helpers import HOOK, VM, Exporter, require_program
+from .helpers import HOOK, VM, Exporter, attached_programs, require_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
@@ -104,7 +104,7 @@ def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_
 def _unhooked_rwv(samples) -> set[str]:
     """vfs_readv/vfs_writev where the exporter hooks neither them nor the system calls standing
     for them (ceemsnet_hook_info has no series): allowed only where the kernel has no such
-    function in its BTF, which `probe` reports ("not in this kernel's BTF"; README, "Filesystem
+    function in its BTF, which `probe` reports ("not in this kernel's BTF"; docs/kernels.md, "Filesystem
     IO"); a prototype mismatch fails here. Debian 11's arm64 5.10 inlined both, and the era-1
     arm64 kretprobe object counts them at the system calls instead, so this is empty there too."""
     hooked = {dict(k[1])["function"] for k in samples if k[0] == "ceemsnet_hook_info"}
@@ -154,8 +154,8 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
     import platform
     import time
 
+    from bench.bpfstats import RunTimeStats, program_stats
     from ceemsnet import CeemsnetError
-    from ceemsnet.runtime import libbpf
     from ceemsnet.runtime.btf import KernelBTF
     from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
     from ceemsnet.planning.select import select_and_load
@@ -165,10 +165,10 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
     except CeemsnetError as e:
         pytest.skip(f"the vfs tracepoint family does not load on {os.uname().release} ({e}); "
                     "the host run (6.18) covers it")
-    coll, names = sel.loaded.collection, sel.loaded.programs()
+    coll, names = sel.loaded.collection, attached_programs(sel.loaded)
 
     def runs():
-        return sum(coll.program_stats(n)[1] for n in names)
+        return sum(program_stats(coll, n)[1] for n in names)
 
     def window(kind):
         child = spawn([sys.executable, "-c", _LOOP, kind, str(LOOP_CALLS), os.path.join(tmpfs_dir, "loop")],
@@ -179,7 +179,7 @@ def test_tracepoint_family_runs_only_for_counted_syscalls(make_cgroup, spawn, tm
         return runs() - r0, time.monotonic() - t0
 
     try:
-        with libbpf.RunTimeStats():
+        with RunTimeStats():
             # the control: a write loop runs the programs once per call, and the kernel counts the runs
             wrote, _ = window("write")
             moved, took = window("getpid")

@@ -20,8 +20,10 @@ from ceemsnet.collectors.skb import skb_families
 from ceemsnet.collectors.vfs import vfs_families
 from ceemsnet.planning.fstypes import parse_fstypes
 from ceemsnet.attribution.lifecycle import Lifecycle
-from ceemsnet.common.metrics import TextRenderer, merge_families
+from ceemsnet.common.metrics import merge_families
 from ceemsnet.planning.structs import decode_net, decode_skb, decode_vfs, pack_net_key, pack_skb_key, pack_vfs_key
+
+from .helpers import render_text
 
 NCPUS = 2
 
@@ -166,7 +168,7 @@ def test_incremental_text_equals_the_full_renderer(kind, seed):
         if rng.random() < 0.05:
             clock.t += 10  # past the retention: retired paths expire
         want = old_render(merge_families(old.collect()))
-        got = TextRenderer().render(merge_families(new.collect()))
+        got = render_text(merge_families(new.collect()))
         assert got == want, f"round {rnd}"
         assert maps[0].order == maps[1].order  # both deleted the same keys
 
@@ -182,7 +184,7 @@ def test_rows_of_a_prerendered_family_are_the_renderers_rows():
     # rows changed after the fact (merge_families): the text is rendered from them again
     f = fams[0]
     f.rows = f.rows + [(("/c", "tcp", "ipv4"), 1)]
-    assert f.data is None and '/c"' in TextRenderer().render([f])
+    assert f.data is None and '/c"' in render_text([f])
 
 
 def test_caches_stay_bounded_across_cgroup_churn():
@@ -211,7 +213,7 @@ def test_caches_stay_bounded_across_cgroup_churn():
     assert max(s[0] for s in sizes[5:]) <= 3 * 200 + 1 and sizes[-1] == sizes[-2]
     assert all(s[1] == s[0] == s[2] == s[7] for s in sizes)
     assert sizes[-1][5] <= 1 + 200 and sizes[-1][6] <= 1 + 200  # only live records are kept decoded
-    assert '{cgroup="/survivor",proto="udp",family="ipv4"} 4321\n' in TextRenderer().render(cm.collect())
+    assert '{cgroup="/survivor",proto="udp",family="ipv4"} 4321\n' in render_text(cm.collect())
 
 
 def test_records_decode_only_what_changed():

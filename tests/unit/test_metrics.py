@@ -4,7 +4,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ceemsnet.common.metrics import Family, TextRenderer
+from ceemsnet.common.metrics import Family
+
+from .helpers import render_text
 
 
 def parsed(text):
@@ -35,12 +37,12 @@ def test_direct_text_matches_prometheus_client():
     fams = families()
     reg = CollectorRegistry()
     reg.register(_Reg(fams))
-    ours = TextRenderer().render(fams)
+    ours = render_text(fams)
     theirs = generate_latest(reg).decode()
     assert parsed(ours) == parsed(theirs)
     assert "ceemsnet_net_egress_bytes_total" in ours and "# TYPE ceemsnet_net_egress_bytes_total counter" in ours
 
 
 def test_big_counters_keep_integer_precision():
-    text = TextRenderer().render(families())
+    text = render_text(families())
     assert f" {2**63 + 7}\n" in text  # no float rounding of a 64-bit counter

@@ -7,8 +7,10 @@ from ceemsnet.planning.choice import plan_family, plan_object
 from ceemsnet.collectors.vfs import vfs_families
 from ceemsnet.planning.fstypes import ALL_NAMES, PSEUDO, fstype, parse_fstypes
 from ceemsnet.planning.kernel import parse_kernel_version
-from ceemsnet.common.metrics import Family, TextRenderer, merge_families
+from ceemsnet.common.metrics import Family, merge_families
 from ceemsnet.planning.catalogue import CATALOGUE, SYS_TP, VFS_FUNCTIONS, _vfs_sigs
+
+from .helpers import render_text
 
 CASES = [  # kernel, arch -> (family, object)
     ("4.18.0-553.el8_10.x86_64", "x86_64", "kretprobe", "vfs-kretprobe-4.18-x86.bpf.o"),
@@ -172,7 +174,7 @@ def test_shared_families_are_merged_once():
     b = Family("ceemsnet_map_update_failures", "h", "counter", ("map",), [(("vfs_stats",), 2)])
     merged = merge_families([a, b])
     assert len(merged) == 1 and len(merged[0].rows) == 2
-    assert TextRenderer().render(merged).count("# TYPE ceemsnet_map_update_failures_total") == 1
+    assert render_text(merged).count("# TYPE ceemsnet_map_update_failures_total") == 1
     with pytest.raises(ValueError):
         merge_families([a, Family("ceemsnet_map_update_failures", "h", "gauge", ("map",), [])])
 
