@@ -12,8 +12,10 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ceemsnet import CeemsnetError
+from ceemsnet.attribution import cgwatch
 
 log = logging.getLogger("ceemsnet.attribution.cgroups")
 
@@ -129,7 +131,6 @@ class CgroupResolver:
         """Learn every new cgroup's path the moment it is made (an inotify thread), so that
         one made and removed between two scrapes still gets its path. True if watching."""
         if self.watcher is None:
-            from ceemsnet.attribution import cgwatch
             self.watcher = cgwatch.start(self.root, self._note_born)
         return self.watcher is not None
 
@@ -186,7 +187,6 @@ class CgroupResolver:
 
 # ---- which hierarchy attributes the work: --cgroup.hierarchy ---------------
 
-from dataclasses import dataclass  # noqa: E402
 
 SLURM_V1_CONTROLLERS = ("freezer", "cpuset", "memory", "cpu", "cpuacct", "devices", "pids")
 

@@ -89,6 +89,11 @@ def expected(steps, tally):
     return want, calls
 
 
+def short(values):
+    """net_values as {egress_bytes_total/udp: n}, for failure messages."""
+    return {f"{k[0].removeprefix('ceemsnet_net_')}/{dict(k[1])['proto']}": v for k, v in values.items()}
+
+
 def assert_exact(samples, cgroup, steps, tally):
     want, calls = expected(steps, tally)
     for (proto, d), n in want.items():
@@ -163,6 +168,7 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
                                        else ["--net.map-entries=70000", "--net.slots=2048"])
     e = Exporter(extra=extra)
     try:
+        upgraded = e.samples()  # steps 1 and 2, carried over: tells a loss in the upgrade from one after it
         tally = work.step()
         final = e.samples()
     finally:
@@ -172,15 +178,17 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     # no kretprobe twin, so its slot counts are folded into the hash map (migrate)
     hows = ("swap", "migrate") if other else ("migrate",)
     assert any(f"({how}:" in err for how in hows), err
-    history = [net_values(first, cg.rel), net_values(final, cg.rel)]
+    history = [net_values(first, cg.rel), net_values(upgraded, cg.rel), net_values(final, cg.rel)]
     check_never_down(history)
     try:
         assert_exact(final, cg.rel, work.steps, tally)
     except AssertionError as x:
         lost = {k: v for k, v in final.items()
                 if k[0] in ("ceemsnet_kretprobe_missed_total", "ceemsnet_map_update_failures_total") and v}
-        raise AssertionError(f"{x}; kretprobe misses and failed map updates {lost}; the second exporter's "
-                             f"log:\n{err}") from None
+        seen = "; ".join(f"after {when} {short(net_values(v, cg.rel))}"
+                         for when, v in (("step 1", first), ("the upgrade", upgraded), ("step 3", final)))
+        raise AssertionError(f"{x}; the steps' tally {tally}; {seen}; kretprobe misses and failed map updates "
+                             f"{lost}; the second exporter's log:\n{err}") from None
 
 
 @host_only("cgroup_skb links do not depend on the hook family")

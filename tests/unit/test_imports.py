@@ -216,3 +216,25 @@ def test_report_flows_one_way():
     g = import_graph(include_deferred=True)
     assert "ceemsnet.report.prometheus" not in _reaches(g, "ceemsnet.report.local")
     assert "ceemsnet.report.local" not in _reaches(g, "ceemsnet.report.prometheus")
+
+
+def deferred_imports_without_reason() -> list[str]:
+    """Imports inside functions whose line, or the line above, carries no comment saying why."""
+    out = []
+    for name, path in sorted(_modules().items()):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for node, deferred in _imports(ast.parse("\n".join(lines), path)):
+            if not deferred:
+                continue
+            here, above = lines[node.lineno - 1], lines[node.lineno - 2] if node.lineno > 1 else ""
+            if "#" not in here and not above.strip().startswith("#"):
+                out.append(f"{os.path.relpath(path, os.path.dirname(PKG))}:{node.lineno}: {here.strip()}")
+    return out
+
+
+def test_imports_sit_at_the_top_unless_a_comment_says_why():
+    """A module's first lines say what it depends on; an import inside a function
+    (start-up cost, an optional dependency) carries a one-line reason."""
+    bad = deferred_imports_without_reason()
+    assert not bad, "imports inside functions with no comment saying why:\n  " + "\n  ".join(bad)
