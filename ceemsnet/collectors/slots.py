@@ -18,12 +18,12 @@ from __future__ import annotations
 import ctypes
 import struct
 
-from ceemsnet.runtime import libbpf
 from ceemsnet.collectors.counters import HashSource
+from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER, NET_SLOT_VALS
+from ceemsnet.runtime import libbpf
 
-OWNER, VALS = "net_slot_owner", "net_slot_vals"
+OWNER, VALS, MASK = NET_SLOT_OWNER, NET_SLOT_VALS, NET_SLOT_MASK
 SLOT_MAPS = (OWNER, VALS)
-MASK = "net_slot_mask"  # the objects' load-time setting: slots - 1
 KEYS = 8          # [proto][family][direction], index (proto << 2) | (family << 1) | dir
 WORDS = 3         # bytes, calls, errors
 SLOT_BYTES = KEYS * WORDS * 8

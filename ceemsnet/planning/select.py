@@ -21,6 +21,7 @@ from packaging.version import Version
 from ceemsnet import CeemsnetError
 from ceemsnet.planning.catalogue import slots_twin
 from ceemsnet.planning.choice import FamilyPlan, family_order, plan_family, plan_object
+from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, explain_errno, load
 from ceemsnet.runtime.kprobes import libbcc, missed, tracefs
 from ceemsnet.runtime.links import Link
@@ -128,7 +129,6 @@ class Selection:
         return self.loaded.plan if self.loaded else None
 
 
-SLOT_MASK, SLOT_OWNER = "net_slot_mask", "net_slot_owner"  # bpf/net/net_slots.h
 
 
 def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, settings, reuse, before_attach):
@@ -142,12 +142,12 @@ def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, setting
     tplan = plan_object(twin, kver, sigs)
     if tplan.refused or tplan.programs() != plan.programs():
         return None
-    slots = dict(map_entries or {}).get(SLOT_OWNER, 1024)
+    slots = dict(map_entries or {}).get(NET_SLOT_OWNER, 1024)
     if slots == 0:
         plan.notes.append("counter layout: hash (--net.slots=0)")
         return None
     try:
-        loaded = load_object(tplan, map_entries, settings={**(settings or {}), SLOT_MASK: slots - 1},
+        loaded = load_object(tplan, map_entries, settings={**(settings or {}), NET_SLOT_MASK: slots - 1},
                              reuse=reuse, before_attach=before_attach)
     except LoadRefused as e:
         plan.notes.append(f"counter layout: hash ({twin.file} refused: {e})")

@@ -11,6 +11,9 @@ import ctypes
 import struct
 from operator import add
 
+# the net slot layout's maps and load-time setting (bpf/net/net_slots.h): slots - 1 is the mask
+NET_SLOT_OWNER, NET_SLOT_VALS, NET_SLOT_MASK = "net_slot_owner", "net_slot_vals", "net_slot_mask"
+
 NET_PROTO = {0: "tcp", 1: "udp"}
 NET_FAMILY = {0: "ipv4", 1: "ipv6"}
 NET_DIR = {0: "egress", 1: "ingress"}
