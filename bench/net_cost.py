@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ceemsnet import CeemsnetError  # noqa: E402
 from ceemsnet.collectors import slots  # noqa: E402
 from ceemsnet.planning.catalogue import slots_twin  # noqa: E402
-from ceemsnet.planning.structs import decode_net  # noqa: E402
+from ceemsnet.planning.structs import NET_SLOT_MASK, decode_net  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from hookcost import RUNS_PER_EVENT, STATS, bench_run, build_empty, measure, preflight, run_child, run_main  # noqa: E402
 
@@ -117,7 +117,7 @@ def main():
             try:
                 n = slots.default_slots(os.cpu_count() or 1)
                 colls["slots"] = load(ObjectSpec(twin, programs, {slots.OWNER: n, slots.VALS: n},
-                                                 dict(settings, **{slots.MASK: n - 1})))
+                                                 dict(settings, **{NET_SLOT_MASK: n - 1})))
             except Exception as e:  # a kernel that refuses the twin: say so, measure the rest
                 print(f"# {twin.file} not loaded: {e}", file=sys.stderr)
         for spec in a.extra:

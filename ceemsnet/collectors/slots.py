@@ -19,10 +19,10 @@ import ctypes
 import struct
 
 from ceemsnet.collectors.counters import HashSource
-from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER, NET_SLOT_VALS
+from ceemsnet.planning.structs import NET_SLOT_OWNER, NET_SLOT_VALS
 from ceemsnet.runtime import libbpf
 
-OWNER, VALS, MASK = NET_SLOT_OWNER, NET_SLOT_VALS, NET_SLOT_MASK
+OWNER, VALS = NET_SLOT_OWNER, NET_SLOT_VALS
 SLOT_MAPS = (OWNER, VALS)
 KEYS = 8          # [proto][family][direction], index (proto << 2) | (family << 1) | dir
 WORDS = 3         # bytes, calls, errors
