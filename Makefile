@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel test-vm objs check-objs cli-docs bench bench-vm clean
+.PHONY: setup serve test test-unit test-kernel test-vm repeat objs check-objs cli-docs bench bench-vm clean
 
 ifeq ($(V),1)
 Q :=
@@ -97,6 +97,17 @@ test: setup
 # VM_HOOKS=fexit narrow it.
 test-vm: setup
 	$(Q)$(PY) tests/vm/matrix.py run
+
+# One-off failures: boot one run's kernel once and run TEST (pytest node ids) N times
+# in one pass, a line per run, a failed run's output whole, a count at the end:
+#   make repeat KERNEL=7 HOOK=fexit N=30 TEST=tests/kernel/test_continuity.py::test_upgrade_carries_the_counts_over
+# KERNEL is a run of tests/vm/matrix.py (list) or host (the default); HOOK its pass
+# (default the run's first); STOP=1 stops at the first failure.
+KERNEL ?= host
+N      ?= 30
+repeat: setup
+	$(Q)$(if $(TEST),true,echo "make repeat: say which tests, e.g. TEST=tests/kernel/test_net.py::test_exact_bytes_calls_errors_per_cgroup" >&2; false)
+	$(Q)$(PY) tests/vm/matrix.py repeat $(KERNEL) $(TEST) -n $(N) $(if $(HOOK),--hook=$(HOOK)) $(if $(STOP),--stop)
 
 test-unit: setup
 	$(Q)$(PYTEST) tests/unit -ra

@@ -199,16 +199,70 @@ def cmd_guest(args) -> int:
     for p in args.passes:
         hook, _, layout = p.partition(":")
         suite = run.suite_for(p)
-        env = dict(os.environ, CEEMSNET_TEST_HOOK=hook, CEEMSNET_TEST_PASS=p, PYTHONDONTWRITEBYTECODE="1")
-        if run.kernel != "host":  # the Makefile runs the host's extra passes this way too
-            env["CEEMSNET_VM"] = run.boot or run.kernel
-        if layout == "hash":
-            env["CEEMSNET_TEST_NET_SLOTS"] = "0"
+        env = pass_env(run, p)  # the Makefile runs the host's extra passes this way too
         print(f"== {run.kernel} --hook={hook}{' --net.slots=0' if layout == 'hash' else ''}: {suite} suite",
               flush=True)
         rc |= subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-ra", *SUITES[suite]],
                               cwd=ROOT, env=env) != 0
     return int(rc)
+
+
+def pass_env(run: Run, p: str) -> dict:
+    """The environment a pass's tests run in (CEEMSNET_TEST_HOOK, _PASS, _VM, _NET_SLOTS)."""
+    hook, _, layout = p.partition(":")
+    env = dict(os.environ, CEEMSNET_TEST_HOOK=hook, CEEMSNET_TEST_PASS=p, PYTHONDONTWRITEBYTECODE="1")
+    if run.kernel != "host":
+        env["CEEMSNET_VM"] = run.boot or run.kernel
+    if layout == "hash":
+        env["CEEMSNET_TEST_NET_SLOTS"] = "0"
+    return env
+
+
+def cmd_guest_repeat(args) -> int:
+    """Inside the VM (or on the host): the tests N times in one pass, each in a fresh pytest,
+    a line per run; a failed run's output printed whole; a summary line at the end."""
+    run = BY_KERNEL[args.kernel]
+    env = pass_env(run, args.pass_)
+    failed, streak, best = [], 0, 0
+    for i in range(1, args.n + 1):
+        start = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", *args.tests],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        took = time.monotonic() - start
+        if r.returncode == 0:
+            streak += 1
+            best = max(best, streak)
+            print(f"repeat {i}/{args.n}: passed ({took:.0f} s)", flush=True)
+            continue
+        streak = 0
+        failed.append(i)
+        print(f"repeat {i}/{args.n}: FAILED (exit {r.returncode}, {took:.0f} s); its output:", flush=True)
+        sys.stdout.buffer.write(r.stdout)
+        sys.stdout.flush()
+        if args.stop:
+            break
+    done = failed[-1] if args.stop and failed else args.n
+    print(f"REPEAT {run.kernel} --hook={args.pass_} {' '.join(args.tests)}: {done - len(failed)} of {done} passed, "
+          f"{len(failed)} failed{' (runs ' + ', '.join(map(str, failed)) + ')' if failed else ''}; "
+          f"longest run of passes {best}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_repeat(args) -> int:
+    """Boot the run's kernel once (or stay on the host) and run the tests N times in it."""
+    if args.kernel not in BY_KERNEL:
+        raise SystemExit(f"matrix: unknown run {args.kernel!r}: choose from {' '.join(BY_KERNEL)}")
+    run = BY_KERNEL[args.kernel]
+    p = args.pass_ or run.passes[0]
+    if p not in run.passes and args.kernel != "host":
+        raise SystemExit(f"matrix: the {run.kernel} run has no pass {p!r}: choose from {' '.join(run.passes)}")
+    inner = ["tests/vm/matrix.py", "guest-repeat", run.kernel, p, str(args.n), *(["--stop"] if args.stop else []),
+             *args.tests]
+    if run.kernel == "host":
+        return subprocess.call([sys.executable, *inner], cwd=ROOT)
+    env = dict(os.environ, CEEMSNET_VM_CPUS=os.environ.get("CEEMSNET_VM_CPUS", "2"))
+    return subprocess.call([os.path.join(HERE, "run.sh"), run.boot or run.kernel, *run.wrapper,
+                            ".venv/bin/python", *inner], cwd=ROOT, env=env)
 
 
 def suites_of(r: Run, hooks: tuple[str, ...]) -> str:
@@ -334,7 +388,7 @@ def positive(text: str) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        raise SystemExit(f"matrix: VM_JOBS / --jobs wants a whole number of VMs, 1 or more, not {text!r}")
+        raise SystemExit(f"matrix: VM_JOBS / --jobs / -n want a whole number, 1 or more, not {text!r}")
     return n
 
 
@@ -359,6 +413,22 @@ def main(argv=None) -> int:
     guest.add_argument("kernel", choices=sorted(BY_KERNEL))
     guest.add_argument("passes", nargs="+")
     guest.set_defaults(func=cmd_guest)
+    rep = sub.add_parser("repeat", help="boot one run's kernel once and run some tests N times in one pass "
+                                        "(to reproduce a one-off failure)")
+    rep.add_argument("kernel", help="a run of the matrix (see list), or host")
+    rep.add_argument("tests", nargs="+", help="pytest node ids, e.g. tests/kernel/test_net.py::test_x")
+    rep.add_argument("-n", type=positive, default=30, help="how many times (default 30)")
+    rep.add_argument("--hook", dest="pass_", default="", metavar="PASS",
+                     help="the pass, e.g. fexit, kretprobe, fexit:hash (default: the run's first)")
+    rep.add_argument("--stop", action="store_true", help="stop at the first failure")
+    rep.set_defaults(func=cmd_repeat)
+    grep = sub.add_parser("guest-repeat", help="(inside a VM) run tests N times")
+    grep.add_argument("kernel", choices=sorted(BY_KERNEL))
+    grep.add_argument("pass_")
+    grep.add_argument("n", type=positive)
+    grep.add_argument("--stop", action="store_true")
+    grep.add_argument("tests", nargs="+")
+    grep.set_defaults(func=cmd_guest_repeat)
     sub.add_parser("list", help="print the matrix: runs, suites, the objects each run loads").set_defaults(func=cmd_list)
     args = p.parse_args(argv)
     return args.func(args)
