@@ -18,6 +18,7 @@ from ceemsnet.pinned import continuity
 from ceemsnet.planning.catalogue import SUBSYSTEMS, slots_twin
 from ceemsnet.planning.choice import check_supported, family_order, plan_family
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version
+from ceemsnet.planning.preemption import detect as detect_preemption
 from ceemsnet.planning.select import select_and_load
 from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.serving import caps
@@ -49,13 +50,15 @@ def probe_report(args) -> dict:
         release, kver, arch = running_kernel()
         btf = KernelBTF()
         hier = host_hierarchy(args.hierarchy, btf)
+        preemption = detect_preemption()
         report = {"kernel": release, "version": str(kver), "arch": arch, "btf_checked": True,
                   "cgroup_hierarchy": {"version": hier.version, "controller": hier.controller,
                                        "root": hier.root, "reason": hier.reason},
+                  "preemption": {"mode": preemption.mode, "source": preemption.source},
                   "subsystems": {}, "hooks": []}
         for sub in SUBSYSTEMS:
             sel = select_and_load(sub, kver, arch, btf, forced=args.hook, keep=False,
-                                  settings={"cgrp_v1_subsys": hier.subsys_index})
+                                  settings={"cgrp_v1_subsys": hier.subsys_index}, preemption=preemption)
             plan = sel.plan
             rows = plan.hooks if plan else (sel.plans[-1].hooks if sel.plans else [])
             report["subsystems"][sub] = {
@@ -73,7 +76,8 @@ def probe_report(args) -> dict:
     arch = normalize_arch(args.arch or platform.machine())
     report = {"kernel": args.kernel, "version": str(kver), "arch": arch, "btf_checked": False,
               "note": "answered from version and arch rules only: BTF not checked and nothing loaded; "
-                      "the node itself may refuse a family and fall back to the next",
+                      "the node itself may refuse a family and fall back to the next, and a node whose "
+                      "kernel preempts in kernel code (full, lazy or RT preemption) tries fexit last",
               "subsystems": {}, "hooks": []}
     for sub in SUBSYSTEMS:
         chosen, refused = None, {}
@@ -117,6 +121,9 @@ def format_probe(report: dict) -> str:
         h = report["cgroup_hierarchy"]
         what = "cgroup v2" if h["version"] == "v2" else f"cgroup v1 {h['controller']} hierarchy"
         lines.append(f"attribution: {what} at {h['root']} ({h['reason']})")
+    if report.get("preemption"):
+        pre = report["preemption"]
+        lines.append(f"preemption: {pre['mode']} ({pre['source']})")
     for sub, info in report["subsystems"].items():
         lines.append(f"{sub}: {info['family']} family" + (f", object {info['object']}" if info["object"] else ""))
         if info.get("layout"):

@@ -18,6 +18,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.planning.catalogue import (FAMILIES, INLINED_AT, MIN_REASON, SUBSYSTEMS, SUPPORTED_MIN, BpfObject, Hook,
                                          family_rule, objects_for)
 from ceemsnet.planning.kernel import compare_signature
+from ceemsnet.planning.preemption import Preemption
 from ceemsnet.runtime.btf import Signature
 
 
@@ -74,15 +75,29 @@ def check_supported(kver: Version) -> None:
         raise CeemsnetError(f"kernel {kver} is not supported: {MIN_REASON}")
 
 
-def family_order(arch: str, forced: str | None = None, subsystem: str = "net") -> list[str]:
-    """Families to try, best first: fexit -> kretprobe -> tracepoint."""
+def family_order(arch: str, forced: str | None = None, subsystem: str = "net",
+                 preemption: Preemption | None = None) -> list[str]:
+    """Families to try, best first: fexit -> kretprobe -> tracepoint; on a kernel that
+    preempts inside kernel code fexit goes last, as it loses events there
+    (ceemsnet/planning/preemption.py)."""
     if forced and forced != "auto":
         if forced not in FAMILIES:
             raise CeemsnetError(f"unknown hook family {forced!r}: choose auto, {', '.join(FAMILIES)}")
         return [forced]
+    order = list(FAMILIES)
+    if preemption is not None and preemption.in_kernel:
+        order = [f for f in order if f != "fexit"] + ["fexit"]
     if arch == "any":  # every family, so a report can say why one does not apply
-        return list(FAMILIES)
-    return [f for f in FAMILIES if arch in family_rule(subsystem, f).arches]
+        return order
+    return [f for f in order if arch in family_rule(subsystem, f).arches]
+
+
+def fexit_demoted(preemption: Preemption) -> str:
+    """The note probe and the log give when fexit goes last."""
+    return (f"fexit tried last: this kernel runs with {preemption.describe()}, and a BPF trampoline "
+            "drops an event when another task on the same CPU reaches the hook while a preempted task "
+            "is inside its program (the program's recursion_misses); return probes and tracepoints "
+            "run with preemption off and lose none")
 
 
 def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str]:

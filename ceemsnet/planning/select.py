@@ -20,7 +20,9 @@ from packaging.version import Version
 
 from ceemsnet import CeemsnetError
 from ceemsnet.planning.catalogue import slots_twin
-from ceemsnet.planning.choice import FamilyPlan, family_order, plan_family, plan_object
+from ceemsnet.planning.choice import FamilyPlan, family_order, fexit_demoted, plan_family, plan_object
+from ceemsnet.planning.preemption import Preemption
+from ceemsnet.planning.preemption import detect as detect_preemption
 from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, explain_errno, load
 from ceemsnet.runtime.kprobes import libbcc, missed, tracefs
@@ -159,15 +161,21 @@ def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, setting
 def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str | None = None,
                     map_entries: dict[str, int] | None = None, keep: bool = True,
                     maxactive: int | None = None, settings: dict[str, int] | None = None,
-                    reuse: dict[str, BpfMap] | None = None, before_attach=None) -> Selection:
+                    reuse: dict[str, BpfMap] | None = None, before_attach=None,
+                    preemption: Preemption | None = None) -> Selection:
     """Plan each family best first and keep the first the kernel accepts.
 
     forced: a family name; then only that one is tried and its refusal is
     an error (a forced hook never falls back silently). keep=False loads and
-    attaches to find out, then detaches (ceemsnet probe).
+    attaches to find out, then detaches (ceemsnet probe). preemption: the
+    running kernel's (read here when not given); fexit goes last where it
+    preempts in kernel code.
     """
     sel = Selection(None, [])
-    for family in family_order("any", forced):  # plan_family explains families that do not apply
+    if preemption is None:
+        preemption = detect_preemption()
+    order = family_order("any", forced, preemption=preemption)  # plan_family explains families that do not apply
+    for family in order:
         plan = plan_family(subsystem, family, kver, arch, sigs)
         sel.plans.append(plan)
         if plan.refused:
@@ -185,6 +193,14 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             continue
         if not keep:
             loaded.close()
+        if preemption.in_kernel and family == "fexit":
+            why = "--hook=fexit" if forced and forced != "auto" else "fexit (the only family this kernel accepts)"
+            plan.notes.append(f"{why} on a kernel with {preemption.describe()}: events are lost when a task "
+                              "is preempted inside a program and another reaches the same hook on that CPU "
+                              "(the programs' recursion_misses)")
+            log.warning("%s: %s", subsystem, plan.notes[-1])
+        elif preemption.in_kernel and "fexit" in order:
+            plan.notes.append(fexit_demoted(preemption))
         sel.loaded = loaded
         break
     if sel.loaded is None and forced and forced != "auto":

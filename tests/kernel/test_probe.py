@@ -75,3 +75,22 @@ def test_forced_family_the_kernel_refuses_is_an_error(auto_report):
                        timeout=60)
     assert rc == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"ceemsnet: error: --hook={fam} cannot be used")
+
+
+def test_fexit_goes_last_where_the_kernel_preempts(auto_report):
+    """A BPF trampoline drops events when a task is preempted inside our program and another
+    reaches the hook on that CPU (ceemsnet/planning/preemption.py); return probes and
+    tracepoints do not. So auto tries fexit last on a kernel that preempts in kernel code,
+    and says why."""
+    pre = auto_report["preemption"]
+    assert pre["mode"] in ("none", "voluntary", "full", "lazy", "rt", "unknown"), pre
+    if pre["mode"] not in ("full", "lazy", "rt"):
+        pytest.skip(f"this kernel does not preempt in kernel code ({pre['mode']}: {pre['source']})")
+    for sub, info in auto_report["subsystems"].items():
+        refused = info["refused"]
+        if info["family"] == "fexit":
+            # only where every other family was refused
+            assert {"kretprobe", "tracepoint"} <= set(refused), (sub, info)
+        elif info["family"] != "none":
+            assert "fexit" not in refused, (sub, info)  # never tried: another came first
+            assert any(n.startswith("fexit tried last") for n in info["notes"]), (sub, info)
