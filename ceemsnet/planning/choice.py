@@ -77,16 +77,18 @@ def check_supported(kver: Version) -> None:
 
 def family_order(arch: str, forced: str | None = None, subsystem: str = "net",
                  preemption: Preemption | None = None) -> list[str]:
-    """Families to try, best first: fexit -> kretprobe -> tracepoint; on a kernel that
-    preempts inside kernel code fexit goes last, as it loses events there
-    (ceemsnet/planning/preemption.py)."""
+    """Families to try, best first: fexit -> kretprobe -> tracepoint. On a kernel that
+    preempts inside kernel code fexit loses events (ceemsnet/planning/preemption.py):
+    there it is tracepoint -> kretprobe -> fexit, the tracepoint family first as it is
+    exact there too, costs least and its links are pinned (return probes with a maxactive
+    are not)."""
     if forced and forced != "auto":
         if forced not in FAMILIES:
             raise CeemsnetError(f"unknown hook family {forced!r}: choose auto, {', '.join(FAMILIES)}")
         return [forced]
     order = list(FAMILIES)
     if preemption is not None and preemption.in_kernel:
-        order = [f for f in order if f != "fexit"] + ["fexit"]
+        order = ["tracepoint", "kretprobe", "fexit"]
     if arch == "any":  # every family, so a report can say why one does not apply
         return order
     return [f for f in order if arch in family_rule(subsystem, f).arches]
@@ -96,7 +98,7 @@ def fexit_demoted(preemption: Preemption) -> str:
     """The note probe and the log give when fexit goes last."""
     return (f"fexit tried last: this kernel runs with {preemption.describe()}, and a BPF trampoline "
             "drops an event when another task on the same CPU reaches the hook while a preempted task "
-            "is inside its program (the program's recursion_misses); return probes and tracepoints "
+            "is inside its program (the program's recursion_misses); tracepoints and return probes "
             "run with preemption off and lose none")
 
 

@@ -79,9 +79,9 @@ def test_forced_family_the_kernel_refuses_is_an_error(auto_report):
 
 def test_fexit_goes_last_where_the_kernel_preempts(auto_report):
     """A BPF trampoline drops events when a task is preempted inside our program and another
-    reaches the hook on that CPU (ceemsnet/planning/preemption.py); return probes and
-    tracepoints do not. So auto tries fexit last on a kernel that preempts in kernel code,
-    and says why."""
+    reaches the hook on that CPU (ceemsnet/planning/preemption.py); tracepoints and return
+    probes do not. So auto tries fexit last on a kernel that preempts in kernel code (after
+    tracepoint, then kretprobe), and says why."""
     pre = auto_report["preemption"]
     assert pre["mode"] in ("none", "voluntary", "full", "lazy", "rt", "unknown"), pre
     if pre["mode"] not in ("full", "lazy", "rt"):

@@ -104,7 +104,7 @@ def test_fexit_goes_last_only_where_the_kernel_preempts():
     lazy, voluntary = pm.Preemption("lazy", "t"), pm.Preemption("voluntary", "t")
     assert family_order("any", preemption=voluntary) == ["fexit", "kretprobe", "tracepoint"]
     assert family_order("any", preemption=None) == ["fexit", "kretprobe", "tracepoint"]
-    assert family_order("any", preemption=lazy) == ["kretprobe", "tracepoint", "fexit"]
+    assert family_order("any", preemption=lazy) == ["tracepoint", "kretprobe", "fexit"]
     assert family_order("x86_64", preemption=lazy)[-1] == "fexit"
     # a forced family is what the admin asked for, preemption or not
     assert family_order("any", "fexit", preemption=lazy) == ["fexit"]

@@ -159,7 +159,11 @@ export PATH="$repo/.venv/bin:$PATH"
 rcfile=$(mktemp)
 trap 'rm -f "$rcfile"' EXIT
 set +e
-{ { "$vng" --run "$kimg" --disable-kvm --memory "${CEEMSNET_VM_MEMORY:-2G}" --cpus "${CEEMSNET_VM_CPUS:-2}" ${CEEMSNET_VM_VERBOSE:+--verbose} \
+# CEEMSNET_VM_APPEND: more kernel command line (tests/vm/matrix.py boots 6.18 and 7 a second time
+# with preempt=voluntary for their fexit passes)
+set --
+for a in ${CEEMSNET_VM_APPEND:-}; do set -- "$@" --append "$a"; done
+{ { "$vng" --run "$kimg" --disable-kvm --memory "${CEEMSNET_VM_MEMORY:-2G}" --cpus "${CEEMSNET_VM_CPUS:-2}" ${CEEMSNET_VM_VERBOSE:+--verbose} "$@" \
       --overlay-rwdir="$repo" --exec "$cmd" </dev/null; echo $? >"$rcfile"; } 2>&1 1>&3 | cat >&2; } 3>&1 | cat
 rc=$(cat "$rcfile")
 [ -n "$rc" ] || rc=255
