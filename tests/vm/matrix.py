@@ -243,6 +243,7 @@ def cmd_guest_repeat(args) -> int:
     a line per run; a failed run's output printed whole; a summary line at the end."""
     run = BY_KERNEL[args.kernel]
     env = pass_env(run, args.pass_)
+    env["CEEMSNET_TEST_EVERYWHERE"] = "1"  # host_only tests run too: a repeat runs what it is told to
     failed, streak, best = [], 0, 0
     for i in range(1, args.n + 1):
         start = time.monotonic()
@@ -274,8 +275,10 @@ def cmd_repeat(args) -> int:
         raise SystemExit(f"matrix: unknown run {args.kernel!r}: choose from {' '.join(BY_KERNEL)}")
     run = BY_KERNEL[args.kernel]
     p = args.pass_ or run.passes[0]
-    if p not in run.passes and args.kernel != "host":
-        raise SystemExit(f"matrix: the {run.kernel} run has no pass {p!r}: choose from {' '.join(run.passes)}")
+    family, _, layout = p.partition(":")
+    if family not in ("fexit", "kretprobe", "tracepoint") or layout not in ("", "hash", "vfs"):
+        raise SystemExit(f"matrix: --hook wants a family (fexit, kretprobe, tracepoint), optionally with "
+                         f":hash or :vfs, not {p!r} (the {run.kernel} run's passes: {' '.join(run.passes)})")
     inner = ["tests/vm/matrix.py", "guest-repeat", run.kernel, p, str(args.n), *(["--stop"] if args.stop else []),
              *args.tests]
     if run.kernel == "host":
