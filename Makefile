@@ -106,7 +106,7 @@ test-vm: setup
 KERNEL ?= host
 N      ?= 30
 repeat: setup
-	$(Q)$(if $(TEST),true,echo "make repeat: say which tests, e.g. TEST=tests/kernel/test_net.py::test_exact_bytes_calls_errors_per_cgroup" >&2; false)
+	$(Q)$(if $(TEST),true,echo "make repeat: say which tests, for example TEST=tests/kernel/test_net.py::test_exact_bytes_calls_errors_per_cgroup" >&2; false)
 	$(Q)$(PY) tests/vm/matrix.py repeat $(KERNEL) $(TEST) -n $(N) $(if $(HOOK),--hook=$(HOOK)) $(if $(STOP),--stop)
 
 test-unit: setup

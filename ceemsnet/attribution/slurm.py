@@ -68,7 +68,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -76,13 +78,15 @@ log = logging.getLogger("ceemsnet.attribution.slurm")
 
 # ---- the cgroup path grammar ------------------------------------------------
 
+# [0-9], not \d (any script's digits), and \Z, not $ (which also matches before a final newline): a
+# cgroup may be named "job_٣" or "job_2\n" below a delegated one, and neither is SLURM's
 _SLUID = r"s[0-9A-HJKMNP-TV-Z]{13}"
-SLUID = re.compile(rf"^{_SLUID}$")
+SLUID = re.compile(rf"^{_SLUID}\Z")
 _PREFIX = r"(?:/[^/]+)*?"  # whole components, as few as will do
-_JOB_V1 = rf"{_PREFIX}/slurm(?:_[^/]+)?/uid_(?P<uid>\d+)/job_(?P<v1job>\d+)"
-_JOB_V2 = rf"{_PREFIX}/(?:[^/]+_)?slurmstepd\.scope/(?:job_(?P<v2job>\d+)|(?P<sluid>{_SLUID}))"
-_STEP = r"\d+(?:\+\d+)?|batch|extern|interactive"
-_PATH = re.compile(rf"^(?P<job_path>{_JOB_V1}|{_JOB_V2})(?P<step_dir>/step_(?P<step>{_STEP}))?(?=/|$)")
+_JOB_V1 = rf"{_PREFIX}/slurm(?:_[^/]+)?/uid_(?P<uid>[0-9]+)/job_(?P<v1job>[0-9]+)"
+_JOB_V2 = rf"{_PREFIX}/(?:[^/]+_)?slurmstepd\.scope/(?:job_(?P<v2job>[0-9]+)|(?P<sluid>{_SLUID}))"
+_STEP = r"[0-9]+(?:\+[0-9]+)?|batch|extern|interactive"
+_PATH = re.compile(rf"^(?P<job_path>{_JOB_V1}|{_JOB_V2})(?P<step_dir>/step_(?P<step>{_STEP}))?(?=/|\Z)")
 
 LEVELS = ("task", "step", "job")  # --cgroup.aggregate with --unit=slurm, finest first
 
@@ -141,10 +145,16 @@ def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRa
     Only allocation lines count (a JobID without a '.'); for array and
     heterogeneous jobs JobIDRaw is the cgroup's id and JobID what SLURM
     shows (123_2, 100+1). Lines with the wrong number of fields are skipped.
-    A job listed twice (requeued) keeps its last record."""
+    A job listed twice (requeued) keeps its last record. A job name may hold
+    anything its user typed: '|' (sacct -P does not quote it; the other
+    fields cannot hold one) and the characters splitlines() would split at."""
     out: dict[str, dict] = {}
-    for line in text.splitlines():
+    name = fields.index("JobName") if "JobName" in fields else None
+    for line in text.split("\n"):
         cols = line.split("|")
+        if len(cols) > len(fields) and name is not None:
+            extra = len(cols) - len(fields)
+            cols[name:name + extra + 1] = ["|".join(cols[name:name + extra + 1])]
         if len(cols) != len(fields):
             continue
         row = dict(zip(fields, cols))
@@ -157,7 +167,8 @@ def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRa
             facts[k] = None if v in _UNKNOWN else v
         if facts["state"]:
             facts["state"] = facts["state"].split()[0]  # "CANCELLED by 1000" -> CANCELLED
-        out[row[key].strip()] = facts
+        if row[key].strip():  # an empty SLUID: a job no cgroup is named after
+            out[row[key].strip()] = facts
     return out
 
 
@@ -169,8 +180,57 @@ class SacctError(Exception):
     """sacct is missing or failed: the one-line reason."""
 
 
-def run_sacct(ids: list[str], timeout: float = 30.0, sacct: str = "sacct") -> dict[str, dict]:
-    """Facts of these raw job ids (numeric or SLUIDs), BATCH ids per sacct call."""
+class Runner:
+    """subprocess.run for sacct and squeue that stop() can end from another thread.
+
+    Each program runs in a session of its own and, on its timeout or at stop(), its
+    whole process group is killed: a wrapper script's own children (a `sleep` in a
+    shell script) hold its output pipes, and subprocess.run's timeout kills only the
+    direct child, then waits for those pipes to close."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.stopped = False
+
+    def __call__(self, argv, *, timeout: float, env=None, capture_output=True, text=True):
+        with self._lock:
+            if self.stopped:
+                raise OSError(0, "the exporter is stopping")
+            p = self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=text, env=env,
+                                              start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(p)
+            p.communicate()
+            raise
+        finally:
+            with self._lock:
+                self._proc = None
+        if self.stopped:
+            raise OSError(0, "the exporter is stopping")
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+    @staticmethod
+    def _kill(p: subprocess.Popen) -> None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # its own session: the group id is its pid
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """End the program running now, if any, and refuse to start another."""
+        with self._lock:
+            self.stopped = True
+            if self._proc is not None:
+                self._kill(self._proc)
+
+
+def run_sacct(ids: list[str], timeout: float = 30.0, sacct: str = "sacct", run=subprocess.run) -> dict[str, dict]:
+    """Facts of these raw job ids (numeric or SLUIDs), BATCH ids per sacct call
+    (run: subprocess.run, or a Runner that stop() can end)."""
     exe = shutil.which(sacct)
     if exe is None:
         raise SacctError("sacct is not installed (not on PATH)")
@@ -181,19 +241,19 @@ def run_sacct(ids: list[str], timeout: float = 30.0, sacct: str = "sacct") -> di
     numeric = [i for i in ids if i.isascii() and i.isdigit()]
     for group, fields, key in ((numeric, FIELDS, "JobIDRaw"), (sluids, FIELDS + ("SLUID",), "SLUID")):
         for i in range(0, len(group), BATCH):
-            out.update(_sacct_call(exe, group[i:i + BATCH], fields, key, timeout))
+            out.update(_sacct_call(exe, group[i:i + BATCH], fields, key, timeout, run))
     return out
 
 
-def _sacct_call(exe: str, part: list[str], fields, key: str, timeout: float) -> dict[str, dict]:
+def _sacct_call(exe: str, part: list[str], fields, key: str, timeout: float, run=subprocess.run) -> dict[str, dict]:
     # no -X: for a heterogeneous job, -X shows the leader alone; allocation lines are filtered in parsing.
     # --starttime: sacct's default window is today only (since midnight) when -j is not given; with -j
     # it is all time, but say so, for older releases
     argv = [exe, "-P", "--noheader", "--format=" + ",".join(fields), "--starttime=1970-01-01",
             "-j", ",".join(part)]
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
+        r = run(argv, capture_output=True, text=True, timeout=timeout,
+                env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
     except subprocess.TimeoutExpired:
         raise SacctError(f"sacct did not answer within {timeout:g} s") from None
     except OSError as e:
@@ -260,7 +320,7 @@ def job_facts(ids, cache: FactsCache | None = None, sacct: str = "sacct",
     return got, note
 
 
-def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue") -> dict[str, str]:
+def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue", run=subprocess.run) -> dict[str, str]:
     """{raw job id: the id SLURM shows (123_2, 100+1)} for the numeric ids slurmctld has in
     memory: running jobs at once (sacct learns of a job only once slurmdbd has its record,
     and may be slow to answer), ended ones for MinJobAge. `squeue -h -a -t all -o %A|%i -j ids`."""
@@ -273,7 +333,7 @@ def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue") -> 
         part = numeric[i:i + BATCH]
         argv = [exe, "-h", "-a", "-t", "all", "-o", "%A|%i", "-j", ",".join(part)]
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            r = run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise SacctError(f"squeue did not answer within {timeout:g} s") from None
         except OSError as e:
@@ -295,15 +355,17 @@ def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue") -> 
 class SlurmNames:
     """Raw job id -> the id SLURM shows (123_2 for an array task, 100+1 for a
     heterogeneous component), for the exporter's `job` label. New ids are asked
-    in one call per scrape that sees them: squeue first (slurmctld knows a
+    in one call per learn() (the exporter calls it from BackgroundNames' thread, never
+    from a scrape): squeue first (slurmctld knows a
     running job at once), then sacct for those squeue does not know (ended
     jobs, e.g. retired cgroups after a restart), at most every `retry` seconds
     for ids neither knew; answers are kept. Without either (missing, failing:
     logged once each, then left alone for `retry` seconds) the raw id is the label."""
 
     def __init__(self, sacct: str = "sacct", retry: float = 30.0, timeout: float = 5.0, clock=time.monotonic,
-                 squeue: str = "squeue"):
+                 squeue: str = "squeue", run=subprocess.run):
         self.sacct, self.squeue, self.retry, self.timeout, self._clock = sacct, squeue, retry, timeout, clock
+        self._run = run  # subprocess.run, or a Runner (BackgroundNames: ended at stop)
         self.names: dict[str, str] = {}
         self._asked: dict[str, float] = {}
         self._off_until = {"squeue": 0.0, "sacct": 0.0}
@@ -318,6 +380,8 @@ class SlurmNames:
         try:
             return fn(ids)
         except SacctError as e:
+            if getattr(self._run, "stopped", False):
+                return {}  # ended by the exporter's stop, not a failure of SLURM's
             if what not in self._warned:
                 log.warning("%s: job labels of array tasks and heterogeneous components may be the cgroups' raw "
                             "job ids (not shown as SLURM shows them) while it fails", e)
@@ -334,10 +398,78 @@ class SlurmNames:
         for r in new:
             self._asked[r] = now
         if self.squeue != "none":
-            self.names.update(self._ask("squeue", lambda ids: run_squeue(ids, self.timeout, self.squeue), new, now))
+            self.names.update(self._ask("squeue", lambda ids: run_squeue(ids, self.timeout, self.squeue, self._run),
+                                        new, now))
         rest = [r for r in new if r not in self.names] if self.sacct != "none" else []
-        facts = self._ask("sacct", lambda ids: run_sacct(ids, self.timeout, self.sacct), rest, now)
+        facts = self._ask("sacct", lambda ids: run_sacct(ids, self.timeout, self.sacct, self._run), rest, now)
         for raw, f in facts.items():
             self.names[raw] = f["job"]
         if len(self._asked) > 100_000:
             self._asked.clear()
+
+
+class BackgroundNames:
+    """SlurmNames asked from a thread of its own, so that a scrape never waits on SLURM.
+
+    learn() (each scrape) only hands the raw ids not named yet to the thread and
+    returns; display() answers from what is known now: a job with no answer yet keeps
+    its raw id as label, and takes SLURM's name at the first scrape after the answer.
+    Bounded: one lookup in flight (the one thread, each program call with SlurmNames'
+    timeout), SlurmNames' back-off on failure and retry for unknown ids, at most
+    MAX_PENDING ids waiting (the rest are handed in again by a later scrape). stop()
+    ends the program running now and the thread."""
+
+    MAX_PENDING = 10 * BATCH
+
+    def __init__(self, sacct: str = "sacct", squeue: str = "squeue", retry: float = 30.0, timeout: float = 5.0,
+                 clock=time.monotonic):
+        self.runner = Runner()
+        self.lookup = SlurmNames(sacct, retry, timeout, clock, squeue, run=self.runner)
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0  # lookups done (tests wait on it)
+
+    def display(self, raw: str) -> str:
+        return self.lookup.names.get(raw, raw)
+
+    def learn(self, raws) -> None:
+        known = self.lookup.names
+        new = [r for r in raws if r not in known]
+        if not new or self._stopping.is_set():
+            return
+        with self._lock:
+            room = self.MAX_PENDING - len(self._pending)
+            if room > 0:
+                self._pending.update(new[:room])
+            if self._thread is None:
+                # started by the first scrape: after serve has dropped its capabilities, which a
+                # new thread inherits (ceemsnet/serving/caps.py)
+                self._thread = threading.Thread(target=self._run, name="slurm-names", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                ids, self._pending = self._pending, set()
+            try:
+                self.lookup.learn(ids)
+            except Exception as e:  # noqa: BLE001 - the thread must outlive any one lookup
+                log.warning("looking up SLURM job names failed: %s", e)
+            self.rounds += 1
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the lookup in flight (its program is killed) and the thread."""
+        self._stopping.set()
+        self.runner.stop()
+        self._wake.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)

@@ -117,6 +117,57 @@ def folder(kind: str, level: str):
     return cached
 
 
+def fold_name(kind: str, spec: str, fold=None) -> str:
+    """The fold's name, kept by the store and exported in ceemsnet_counters_info: `cgroup` where
+    every cgroup is its own series (no fold), else `<unit>:<level>` (slurm:step)."""
+    if fold is None:
+        return "cgroup"
+    return f"{kind}:{resolve_level(spec, kind)}"
+
+
+def fold_of(name: str):
+    """The fold a fold_name() names (None: every cgroup its own series, also for a name this
+    ceemsnet does not know)."""
+    kind, _, level = (name or "").partition(":")
+    if kind not in LEVELS or level not in LEVELS[kind]:
+        return None
+    return folder(kind, level)
+
+
+def refold_baselines(old: dict[str, float], new: dict[str, float], old_fold: str,
+                     new_fold: str) -> dict[str, float]:
+    """A change of fold (--unit, --cgroup.aggregate; by fold_name()) over counters that
+    continue: how much of each new series' first value the old series already counted (pure).
+
+    old: {path: last value} of the series before the change, new: {path: first value} of
+    those after, for one counter. An old series P and a new series S hold counts of the
+    same cgroups when S is P folded the new way (the new level is as coarse or coarser, or
+    P is outside any unit), or P is S folded the old way (the new level is finer). Each old
+    series' value goes to those new series, the first kind first, then in path order, never
+    more than a new series holds. What no new series holds (a retired cgroup that expired
+    meanwhile) goes nowhere, so a count is neither doubled nor dropped. Returns {new path:
+    baseline}: the new series count from there."""
+    fold_new = fold_of(new_fold) or (lambda p: p)
+    fold_old = fold_of(old_fold) or (lambda p: p)
+    below: dict[str, list[str]] = {}
+    for p in sorted(new):
+        f = fold_old(p)
+        if f != p:
+            below.setdefault(f, []).append(p)
+    base = {p: 0.0 for p in new}
+    for p in sorted(old):
+        left = old[p]
+        for c in [fold_new(p)] + below.get(p, []):
+            if left <= 0:
+                break
+            room = new.get(c, 0) - base.get(c, 0)
+            if c in new and room > 0:
+                take = min(room, left)
+                base[c] += take
+                left -= take
+    return {p: b for p, b in base.items() if b}
+
+
 def detect(root: str) -> str:
     """--unit=auto: slurm if a SLURM tree is mounted here, else none."""
     try:
@@ -144,15 +195,17 @@ def resolve_kind(spec: str, root: str) -> str:
 
 def add_units(families: list, kind: str, cache: dict | None = None, names=None) -> list:
     """Give every per-cgroup counter its workload's label (`--unit` kind), and add
-    per-workload sums (pure but for `names`, ceemsnet.attribution.slurm.SlurmNames,
-    which may ask sacct about new jobs).
+    per-workload sums (pure but for `names`: ceemsnet.attribution.slurm.BackgroundNames in
+    the exporter, whose learn() hands new jobs to its thread and returns at once; a
+    SlurmNames asks squeue and sacct in the call).
 
     ceemsnet_net_egress_bytes{cgroup,proto,family} gains `job` (SLURM) and is
     joined by ceemsnet_job_net_egress_bytes{job,proto,family}, the sum over
     the job's cgroups (its steps, live and retired). SLURM series also gain
     `step`, the step as sacct names it (123.0, 123.batch, 123_2.extern; empty
     for the job's own cgroup). The job label is the cgroup's job id, or what
-    SLURM shows for it (123_2, 100+1) where `names` knows it. Cgroups outside
+    SLURM shows for it (123_2, 100+1) where `names` knows it (from the first
+    gather after its answer: until then the raw id). Cgroups outside
     any workload get empty labels and no sum.
     """
     if kind == "none":

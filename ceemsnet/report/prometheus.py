@@ -22,6 +22,17 @@ sample differences instead:
   summed step by step, a step across a restart or reset counting the new
   value from zero. The start-time check catches a restart whose new run
   already counted more than the old one had, which `resets()` alone misses.
+- Pinned counters continue across an exporter restart: the exporter's
+  `ceemsnet_counters_info{subsystem,generation,aggregate}` says so (the same
+  generation), and a step across such a restart counts only the growth. A
+  new generation (counters from zero) counts the new value from zero; an
+  exporter without that metric (older ceemsnet) is taken as restarting at zero.
+- A change of fold (--unit, --cgroup.aggregate) over continuing counters
+  renames the series (a task's counts move to its step's series): each new
+  series then counts from the part of its first value the old series held
+  (workloads.refold_baselines), so nothing is counted twice.
+- A series whose `job`/`step` labels change (SLURM's name for an array task
+  arrives after its first scrapes) is one counter with the one before.
 - Long ranges are asked for in chunks (--prometheus.chunk), which add up
   exactly, so no query loads more samples than the server allows and a
   restart sends only its own chunk of that exporter down the exact path.
@@ -41,11 +52,16 @@ import urllib.request
 
 from ceemsnet import CeemsnetError
 from ceemsnet.serving.store import COLUMNS, user_of
-from ceemsnet.attribution.workloads import slurm_job
+from ceemsnet.attribution.workloads import refold_baselines, slurm_job
 from ceemsnet.report.rows import iso, make_row
 
 METRICS = {col: name + "_total" for col, name in COLUMNS.items()}
 START_TIME = "ceemsnet_process_start_time_seconds"
+COUNTERS_INFO = "ceemsnet_counters_info"
+# labels the exporter derives from a series' cgroup: SLURM's names (which arrive later than the
+# first scrapes) and the unit's label, under either scrape config (honor_labels or exported_*)
+DERIVED = ("job", "step", "exported_job", "exported_step", "unit", "pod")
+_NOT_KEY = {"__name__", "instance", "cgroup", *DERIVED}
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -141,30 +157,109 @@ def job_matcher(job: str) -> str:
     return f'cgroup=~".*/(?:job_)?{esc}(?:/.*)?"'
 
 
-def exact_increase(samples, since: float, starts=None) -> float | None:
+def exact_increase(samples, since: float, starts=None, states=None, baselines=None) -> float | None:
     """Growth of one counter series inside (since, until] from its raw samples.
 
     samples: [(t, v)] in time order, starting up to the lookback before
-    `since`; starts: the exporter's [(t, start_time)] samples, or None.
-    A step that goes down, or crosses a change of start time, is a counter
-    reset: the new value counted from zero. None if no sample is in range.
+    `since`; starts: the exporter's [(t, start_time)] samples, or None;
+    states: its [(t, (generation, fold))] samples for this counter's
+    subsystem (ceemsnet_counters_info), or None; baselines: {t: value} where
+    a fold change made this series count from a baseline (fold_baselines).
+    With states, a step to another generation is a counter reset (the new
+    value counted from zero), a step in one generation counts the growth
+    (across an exporter restart too: pinned counters continue), unless it
+    goes down (a reset). Without them, a step that goes down or crosses a
+    change of start time is a reset. None if no sample is in range.
     """
-    starts = starts or []
+    starts, states, baselines = starts or [], states or [], baselines or {}
     i, run = 0, None  # starts[:i] are at or before the current sample; run: the latest start time among them
-    prev_v = prev_run = None
+    j, st = 0, None   # the same for states
+    prev_v = prev_run = prev_st = None
     total, seen = 0.0, False
     for t, v in samples:
         while i < len(starts) and starts[i][0] <= t:
             run = starts[i][1]
             i += 1
+        while j < len(states) and states[j][0] <= t:
+            st = states[j][1]
+            j += 1
         if t > since:
             seen = True
-            if prev_v is None or v < prev_v or run != prev_run:
+            if prev_v is None:
+                total += v - baselines.get(t, 0.0)
+            elif st is not None and prev_st is not None:
+                if st[0] != prev_st[0] or v < prev_v:
+                    total += v
+                elif st[1] != prev_st[1]:
+                    total += v - baselines.get(t, 0.0)
+                else:
+                    total += v - prev_v
+            elif v < prev_v or run != prev_run:
                 total += v
             else:
                 total += v - prev_v
-        prev_v, prev_run = v, run
+        prev_v, prev_run, prev_st = v, run, st
     return total if seen else None
+
+
+def merge_series(results) -> dict[tuple, list]:
+    """Raw range results -> {(instance, cgroup, other labels): [(t, v)] in time order}: series that
+    differ only in labels derived from the cgroup (DERIVED: SLURM's job and step names, which
+    may arrive after a job's first scrapes) are one counter."""
+    out: dict[tuple, dict] = {}
+    for r in results:
+        m = r["metric"]
+        key = (m.get("instance", ""), m.get("cgroup", ""),
+               tuple(sorted((k, v) for k, v in m.items() if k not in _NOT_KEY)))
+        acc = out.setdefault(key, {})
+        for t, v in r["values"]:
+            t, v = float(t), float(v)
+            acc[t] = max(v, acc.get(t, v))
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def fold_baselines(merged: dict[tuple, list], states: dict[tuple, list], subsystem: str) -> dict[tuple, dict]:
+    """{series key: {t: baseline}} for the series that a change of fold (same generation, another
+    `aggregate`) started or renamed at t: what of their first value the old fold's series held
+    at the scrape before (workloads.refold_baselines), per instance and other labels."""
+    by_inst: dict[str, list] = {}
+    for key in merged:
+        by_inst.setdefault(key[0], []).append(key)
+    values: dict[tuple, dict] = {}
+    out: dict[tuple, dict] = {}
+    for (inst, sub), timeline in states.items():
+        if sub != subsystem or inst not in by_inst:
+            continue
+        for (ta, (ga, fa)), (tc, (gc, fc)) in zip(timeline, timeline[1:]):
+            if ga != gc or fa == fc:
+                continue
+            old: dict[tuple, dict] = {}
+            new: dict[tuple, dict] = {}
+            for key in by_inst[inst]:
+                vals = values.get(key)
+                if vals is None:
+                    vals = values[key] = dict(merged[key])
+                if ta in vals:
+                    old.setdefault(key[2], {})[key[1]] = vals[ta]
+                if tc in vals:
+                    new.setdefault(key[2], {})[key[1]] = vals[tc]
+            for rest, first in new.items():
+                for cg, b in refold_baselines(old.get(rest, {}), first, fa, fc).items():
+                    out.setdefault((inst, cg, rest), {})[tc] = b
+    return out
+
+
+def _states(results) -> dict[tuple, list]:
+    """ceemsnet_counters_info range results -> {(instance, subsystem): [(t, (generation, fold))]}."""
+    out: dict[tuple, list] = {}
+    for r in results:
+        m = r["metric"]
+        st = (m.get("generation", ""), m.get("aggregate", ""))
+        out.setdefault((m.get("instance", ""), m.get("subsystem", "")), []).extend(
+            (float(t), st) for t, _ in r["values"])
+    for v in out.values():
+        v.sort(key=lambda x: x[0])
+    return out
 
 
 def _key_of(by: str):
@@ -180,12 +275,16 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
     tick("restarts")
     raw_inst = {r["metric"].get("instance", "")
                 for r in api.query(f"changes({_sel(START_TIME, _matchers(common))}[{window}]) > 0", until)[1]}
+    derived = ", ".join(DERIVED)
     for m in METRICS.values():
         tick(f"resets of {m}")
+        # and series renamed by a label derived from their cgroup (SLURM's job name arriving)
         raw_inst |= {r["metric"].get("instance", "") for r in api.query(
-            f"count by (instance) (resets({_sel(m, cg)}[{window}]) > 0)", until)[1]}
+            f"count by (instance) (resets({_sel(m, cg)}[{window}]) > 0) or count by (instance) "
+            f"(count without ({derived}) (last_over_time({_sel(m, cg)}[{window}])) > 1)", until)[1]}
     inst_in = inst_out = None
     starts: dict[str, list] = {}
+    states: dict[tuple, list] = {}
     tick("start times")
     if raw_inst:
         inst_re = _label_regex(raw_inst)
@@ -193,6 +292,9 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
         _, res = api.query(_sel(START_TIME, _matchers(common, [inst_in])) + f"[{window}]", until)
         for r in res:
             starts[r["metric"].get("instance", "")] = [(float(t), float(v)) for t, v in r["values"]]
+    tick("counter generations")
+    if raw_inst:
+        states = _states(api.query(_sel(COUNTERS_INFO, _matchers(common, [inst_in])) + f"[{window}]", until)[1])
 
     # 2. per cgroup and column: the fast path for regular series, the exact path for the rest
     def add(cgroup, col, v):
@@ -208,11 +310,13 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
             add(r["metric"].get("cgroup", ""), col, max(0.0, float(r["value"][1])))
         if raw_inst:
             s = _sel(m, _matchers([cg], [inst_in]))
-            for r in api.query(f"{s}[{window}]", until)[1]:
-                inc = exact_increase([(float(t), float(v)) for t, v in r["values"]], since,
-                                     starts.get(r["metric"].get("instance", "")))
+            merged = merge_series(api.query(f"{s}[{window}]", until)[1])
+            sub = col.split("_", 1)[0]
+            base = fold_baselines(merged, states, sub)
+            for key, samples in merged.items():
+                inc = exact_increase(samples, since, starts.get(key[0]), states.get((key[0], sub)), base.get(key))
                 if inc is not None:
-                    add(r["metric"].get("cgroup", ""), col, inc)
+                    add(key[1], col, inc)
 
     # 3. first and last seen, to within 1/250 of the chunk
     names = "|".join(METRICS.values())
@@ -244,7 +348,7 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
     bounds = [since]
     while bounds[-1] < until:
         bounds.append(min(until, round(bounds[-1] + chunk, 3)))
-    steps = (len(bounds) - 1) * (4 + 2 * len(METRICS))
+    steps = (len(bounds) - 1) * (5 + 2 * len(METRICS))
     done = 0
 
     def tick(what):

@@ -21,9 +21,10 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ceemsnet import CeemsnetError, __version__
-from ceemsnet.attribution.slurm import SlurmNames
-from ceemsnet.attribution.workloads import add_units
+from ceemsnet.attribution.slurm import BackgroundNames
+from ceemsnet.attribution.workloads import add_units, fold_name
 from ceemsnet.common.metrics import Family, TextRenderer, merge_families
+from ceemsnet.pinned.pins import boot_id
 from ceemsnet.runtime import libbpf
 from ceemsnet.serving import caps
 from ceemsnet.serving.store import Store, StoreWriter
@@ -76,9 +77,13 @@ class CeemsnetCollector:
     collect() is prometheus_client's custom-collector hook over the same data.
     """
 
-    def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none", names=None):
+    def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none", names=None,
+                 counters: list[tuple[str, str, str]] | None = None):
         self.unit_kind = unit_kind
-        self.names = names  # ceemsnet.attribution.slurm.SlurmNames (--unit=slurm), or None
+        # ceemsnet.attribution.slurm.BackgroundNames (--unit=slurm): learn() never waits on SLURM; or None
+        self.names = names
+        # ceemsnet_counters_info: (subsystem, generation of its counters, the --cgroup.aggregate fold)
+        self.counters = list(counters or [])
         self._unit_cache: dict[str, str | None] = {}
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
@@ -107,6 +112,8 @@ class CeemsnetCollector:
         for hc in self.hooks:
             h.add((hc.subsystem, hc.function, hc.hook, hc.object), 1)
         out = [b, h]
+        if self.counters:
+            out.append(counters_info(self.counters))
         dur = Family("ceemsnet_scrape_collector_duration_seconds",
                      "Time a collector took to read its maps this scrape", "gauge", ("collector",))
         ok = Family("ceemsnet_scrape_collector_success",
@@ -364,6 +371,26 @@ def start_server(listen: str, registry, collector: CeemsnetCollector | None = No
     return httpd, t
 
 
+def counters_info(counters) -> Family:
+    """ceemsnet_counters_info{subsystem,generation,aggregate} 1: what `report --prometheus` needs to tell
+    counters that continued across an exporter restart (pins adopted: same generation) from counters
+    that started again at zero, and a change of the fold that names the series (--unit,
+    --cgroup.aggregate) from new cgroups (docs/reports.md)."""
+    f = Family("ceemsnet_counters_info", "1 per subsystem: the generation of its counters (the same while "
+               "pinned counters continue across restarts) and the --cgroup.aggregate fold naming its series",
+               "gauge", ("subsystem", "generation", "aggregate"))
+    for sub, gen, agg in counters:
+        f.add((sub, gen, agg), 1)
+    return f
+
+
+def run_generation(s, pinned: bool) -> str:
+    """The generation exported for a subsystem's counters: theirs when pinned (kept by an adoption),
+    else one of this process's own (its counters end with it)."""
+    gen = getattr(s, "generation", "") if pinned else ""
+    return str(gen) if gen else f"run:{boot_id()}:{os.getpid()}:{time.time():.6f}"
+
+
 def build_labels(kernel_release: str) -> dict[str, str]:
     try:
         lbv = libbpf.version()
@@ -383,14 +410,17 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     sacct = getattr(ctx.args, "sacct", "none")
     squeue = getattr(ctx.args, "squeue", "none")
     if ctx.unit_kind == "slurm" and (sacct, squeue) != ("none", "none"):
-        names = SlurmNames(sacct, squeue=squeue)
+        names = BackgroundNames(sacct, squeue)  # its thread starts with the first scrape
+    agg = fold_name(ctx.unit_kind, getattr(ctx.args, "aggregate", "auto"), ctx.fold)
+    counters = [(s.name, run_generation(s, ctx.pins is not None), agg) for s in subsystems]
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
-                                  build_labels(ctx.release), ctx.unit_kind, names)
+                                  build_labels(ctx.release), ctx.unit_kind, names, counters)
     writer = None
     if storage_path != "none":
         # counters that continue (adopted pins) keep their generation: the store then adds nothing twice
         gens = {s.name: (s.generation or None) if ctx.pins else None for s in subsystems}
-        writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens), collector.gather, storage_interval)
+        writer = StoreWriter(Store(storage_path, ctx.unit_of, generations=gens, aggregate=agg), collector.gather,
+                             storage_interval)
         log.info("accounting store %s, written every %gs", storage_path, storage_interval)
     web = web or WebOptions()
     httpd, _ = start_server(listen, lambda: build_registry(collector), collector, web)
@@ -404,6 +434,8 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
         pass
     log.info("stopping: writing the store; %s", "the pinned programs go on counting (ceemsnet detach stops them)"
              if ctx.pins else "detaching the BPF programs")
+    if names is not None:
+        names.stop()  # a sacct or squeue in flight is killed: it must not hold up the stop
     httpd.shutdown()
     httpd.server_close()
     if writer is not None:

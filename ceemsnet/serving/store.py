@@ -19,6 +19,18 @@ so a series gone meanwhile is folded like any expired one). A group with
 another generation, or none stored, starts from zero: base = total. Either
 way a restart neither resets nor doubles a total, and after a crash the
 next write is exact again: the store only lagged the counters.
+
+Rows are keyed by the series' cgroup path, which the fold (--unit,
+--cgroup.aggregate) chooses: a task cgroup's counts are its own row at
+`task`, its step's at `step`. So the fold that named a group's run values is
+kept beside them (meta `aggregate.<group>`). A restart that continues the
+counters under another fold does not continue the old rows: they keep their
+totals, and at the first write that has the group's counters each new row
+starts from the part of its counters the old rows already hold
+(workloads.refold_baselines: an old and a new row share counts where one
+is the other folded), in the same transaction that records the new fold
+and voids the old run values. Until that write nothing changes, so a crash
+before it only repeats it.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from contextlib import contextmanager
 
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution.slurm import parse as slurm_parse
+from ceemsnet.attribution.workloads import refold_baselines
 
 log = logging.getLogger("ceemsnet.serving.store")
 
@@ -165,7 +178,8 @@ class Store:
     started from zero.
     """
 
-    def __init__(self, path: str, unit_of=None, clock=time.time, generations: dict[str, str | None] | None = None):
+    def __init__(self, path: str, unit_of=None, clock=time.time, generations: dict[str, str | None] | None = None,
+                 aggregate: str | None = None):
         if generations is None:
             generations = dict.fromkeys(GROUPS)
         generations = {g: gen or None for g, gen in generations.items()}  # "": no generation, fresh
@@ -182,14 +196,26 @@ class Store:
         self.last: dict[str, dict[str, int]] = {}
         self.groups: dict[str, str | None] = {}  # the groups this run writes -> generation
         self._gone: set[str] = set()  # paths whose run row is still to be rewritten
+        # the fold naming the series (workloads.fold_name); None: not kept (each run takes the stored one)
+        self.aggregate = aggregate
+        # continuing groups whose run values another fold named: {group: (that fold, {path: {column: run value}})}
+        self._refold: dict[str, tuple[str, dict[str, dict[str, int]]]] = {}
         try:
             with _transaction(self.db):
                 for row in self.db.execute("SELECT path, " + ", ".join(COLUMNS) + " FROM cgroups"):
                     self.base[row[0]] = {c: v for c, v in zip(COLUMNS, row[1:]) if v is not None}
                 stored = dict(self.db.execute("SELECT subsystem, generation FROM generations"))
+                folds = dict(self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'aggregate.%'"))
                 for group, gen in generations.items():
+                    was = folds.get(f"aggregate.{group}")
                     if gen is not None and stored.get(group) == gen:
-                        self._continue(group)
+                        if aggregate is not None and was is not None and was != aggregate:
+                            self._refold_from(group, was)
+                            log.info("store: %s counters continue with another fold (%s, was %s): the new "
+                                     "rows count from what the old rows hold", group, aggregate, was)
+                        else:
+                            self._continue(group)
+                            self._keep_fold(group)
                     else:
                         self._start(group, gen)
         except BaseException:
@@ -215,12 +241,51 @@ class Store:
             self.db.execute("DELETE FROM generations WHERE subsystem = ?", (group,))
         else:
             self.db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?)", (group, gen))
+        self._keep_fold(group)
+
+    def _keep_fold(self, group: str) -> None:
+        """Record the fold naming this group's run values from now on (in the caller's transaction)."""
+        if self.aggregate is not None:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"aggregate.{group}", self.aggregate))
+
+    def _refold_from(self, group: str, was: str) -> None:
+        """The counters continue, but another fold named the run values: the old rows keep their
+        totals (base = total), and the first write that has this group's counters rebases the new
+        rows (_apply_refold). The run values stay stored until then."""
+        cols = GROUPS[group]
+        old: dict[str, dict[str, int]] = {}
+        for path, *vals in self.db.execute(f"SELECT path, {', '.join(cols)} FROM run"):
+            got = {c: v for c, v in zip(cols, vals) if v is not None}
+            if got:
+                old[path] = got
+        self._refold[group] = (was, old)
+
+    def _apply_refold(self, current: dict[str, dict[str, int]], undo: list) -> list[str]:
+        """Rebase the new rows of each refolded group whose counters this write has (under the
+        store's lock; `undo` gets each change, for a failed transaction); returns those groups,
+        whose old run values the write's transaction voids."""
+        done = []
+        for group, (was, old) in self._refold.items():
+            cols = GROUPS[group]
+            if not any(c in cur for cur in current.values() for c in cols):
+                continue  # not read yet (a collector's first read failed): rebase at a later write
+            for c in cols:
+                first = {p: cur[c] for p, cur in current.items() if c in cur}
+                for p, b in refold_baselines({p: v[c] for p, v in old.items() if c in v}, first, was,
+                                             self.aggregate).items():
+                    base = self.base.setdefault(p, {})
+                    base[c] = base.get(c, 0) - int(b)
+                    undo.append((p, c, int(b)))
+            done.append(group)
+        return done
 
     def write(self, current: dict[str, dict[str, int]]) -> None:
         """One transaction: every cgroup's base + this run's counters, and the counters as run values."""
         now = self._clock()
         with self._lock:
             current = {p: cur for p, cur in current.items() if p.startswith("/")}  # not unknown:<id>
+            undo: list = []
+            refolded = self._apply_refold(current, undo) if self._refold else []
             for path, prev in list(self.last.items()):
                 cur = current.get(path, {})
                 for c, v in prev.items():
@@ -244,25 +309,40 @@ class Store:
             running = [c for g in [*self.groups, *sorted(new)] for c in GROUPS[g]]
             run_paths = [*current, *(self._gone - current.keys())]
             runs = [(p, *[self.last.get(p, {}).get(c) for c in running]) for p in run_paths]
-            cols = ", ".join(COLUMNS)
-            marks = ", ".join("?" * (5 + len(COLUMNS)))
-            update = ", ".join(f"{c}=COALESCE(excluded.{c}, {c})" for c in COLUMNS)
-            with _transaction(self.db):
-                for group in sorted(new):  # columns of a subsystem not declared: taken as fresh
-                    self._start(group, None)
-                self.db.executemany(
-                    f"INSERT INTO cgroups (path, job, user, first_seen, last_seen, {cols}) VALUES ({marks}) "
-                    f"ON CONFLICT(path) DO UPDATE SET last_seen=excluded.last_seen, "
-                    f"job=COALESCE(excluded.job, job), {update}", rows)
-                if running:
-                    self.db.executemany(
-                        f"INSERT INTO run (path, {', '.join(running)}) VALUES ({', '.join('?' * (1 + len(running)))}) "
-                        f"ON CONFLICT(path) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in running), runs)
-                self.db.executemany(
-                    "DELETE FROM run WHERE path = ? AND " + " AND ".join(f"{c} IS NULL" for c in COLUMNS),
-                    [(p,) for p in self._gone])
+            try:
+                self._commit(rows, runs, running, new, refolded)
+            except BaseException:
+                for p, c, b in undo:  # the next write rebases again
+                    self.base[p][c] += b
+                raise
             self._gone.clear()
             self.groups.update(dict.fromkeys(new))
+            for group in refolded:
+                del self._refold[group]
+
+    def _commit(self, rows, runs, running: list[str], new: set[str], refolded: list[str]) -> None:
+        """write()'s one transaction."""
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join("?" * (5 + len(COLUMNS)))
+        update = ", ".join(f"{c}=COALESCE(excluded.{c}, {c})" for c in COLUMNS)
+        with _transaction(self.db):
+            for group in sorted(new):  # columns of a subsystem not declared: taken as fresh
+                self._start(group, None)
+            for group in refolded:  # the old fold's run values are in the old rows' totals: void
+                self.db.execute("UPDATE run SET " + ", ".join(f"{c} = NULL" for c in GROUPS[group]))
+                self.db.execute("DELETE FROM run WHERE " + " AND ".join(f"{c} IS NULL" for c in COLUMNS))
+                self._keep_fold(group)
+            self.db.executemany(
+                f"INSERT INTO cgroups (path, job, user, first_seen, last_seen, {cols}) VALUES ({marks}) "
+                f"ON CONFLICT(path) DO UPDATE SET last_seen=excluded.last_seen, "
+                f"job=COALESCE(excluded.job, job), {update}", rows)
+            if running:
+                self.db.executemany(
+                    f"INSERT INTO run (path, {', '.join(running)}) VALUES ({', '.join('?' * (1 + len(running)))}) "
+                    f"ON CONFLICT(path) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in running), runs)
+            self.db.executemany(
+                "DELETE FROM run WHERE path = ? AND " + " AND ".join(f"{c} IS NULL" for c in COLUMNS),
+                [(p,) for p in self._gone])
 
     def close(self) -> None:
         self.db.close()

@@ -9,16 +9,24 @@ the per-job sums must be equal at every level and equal to the bytes moved,
 the series counts must be those docs/reports.md gives, and a task cgroup
 removed between scrapes must leave its step's and job's counters where
 they were. A restart with pins then changes the level (step -> job): the
-retired task's counts, kept in the pinned ledger, are still in the sum.
+retired task's counts, kept in the pinned ledger, are still in the sum. And
+restarts through task -> job -> step with bytes moved at each level and while
+no exporter runs: the store's and Prometheus' reports of the job are exactly
+the bytes moved (the new level's series carry the old counts: counted once).
 """
 
+import datetime as dt
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 
 import pytest
 
-from .helpers import Cgroup, Exporter, host_only, traffic_argv
+from ..promserver import PROMETHEUS, PrometheusServer, free_port
+from .helpers import ROOT, Cgroup, Exporter, host_only, traffic_argv
 from .peer import reply_size
 from . import test_continuity
 
@@ -160,3 +168,69 @@ def test_a_level_change_across_a_restart_keeps_retired_tasks(slurm_tasks, spawn,
     assert rc == 0, err
     assert egress(s, jd.rel) == {jd.rel: 35_000 + 3 * UDP}
     assert job_sum(s, job) == 35_000 + 3 * UDP
+
+
+def report(*args):
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", "--format=json", "--slurm.sacct=none", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_level_changes_count_each_byte_once_in_the_store_and_prometheus(slurm_tasks, spawn, peer, pin_path,
+                                                                         tmp_path):
+    """Pinned counters continue across restarts that change the level task -> job -> step: the store's
+    report and the Prometheus report of the job give exactly the bytes moved (each restart's new
+    series carry the counts the old ones had: counted once), and so do their per-cgroup rows summed."""
+    job, jd, tasks = slurm_tasks
+    db = str(tmp_path / "accounting.db")
+    port = free_port()
+    args = tuple(exporter_args(pin_path)) + BASE + (f"--storage.path={db}", "--storage.interval=1")
+    prom = PrometheusServer(tmp_path, [f"127.0.0.1:{port}"]) if PROMETHEUS else None
+    sent = f'sum(ceemsnet_net_egress_bytes_total{{cgroup=~".*/job_{job}(/.*)?"}})'
+    start = time.time()
+    total = 0
+    e = None
+    try:
+        for level, moves in (("task", [(("step_0", 0), 10_000), (("step_1", 0), 30_000)]),
+                             ("job", [(("step_0", 1), 20_000)]),
+                             ("step", [(("step_batch", 0), 4_000), (("step_0", 0), 1_000)])):
+            e = Exporter(extra=args + (f"--cgroup.aggregate={level}",), port=port)
+            if not os.listdir(pin_path):
+                pytest.skip("this kernel cannot pin the links")
+            for (step, t), tcp in moves:
+                move(spawn, peer, tasks[(step, t)], tcp)
+                total += tcp + UDP
+            assert job_sum(e.samples(), job) == total, level   # the new level's series hold every count so far
+            if prom:
+                prom.wait_for(sent, total)                      # scraped before the stop
+            rc, err = e.stop()
+            assert rc == 0, err
+            move(spawn, peer, tasks[("step_1", 0)], 2_000)     # while no exporter runs: the pinned programs count
+            total += 2_000 + UDP
+        e = Exporter(extra=args + ("--cgroup.aggregate=step",), port=port)  # the last gap's bytes seen
+        if prom:
+            prom.wait_for(sent, total)
+        rc, err = e.stop()
+        assert rc == 0, err
+        until = time.time()
+
+        (row,) = report(f"--storage.path={db}", f"--job={job}")
+        assert row["net_egress_bytes"] == total
+        rows = report(f"--storage.path={db}", "--by=cgroup", f"--job={job}")
+        assert sum(r["net_egress_bytes"] for r in rows) == total
+        assert min(r["net_egress_bytes"] for r in rows) >= 0
+        if prom:
+            iso = [dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+                   for t in (start - 5, until)]
+            prom_args = (f"--prometheus={prom.url}", f"--job={job}", f"--since={iso[0]}", f"--until={iso[1]}")
+            (row,) = report(*prom_args)
+            assert row["net_egress_bytes"] == total
+            rows = report(*prom_args, "--by=cgroup")
+            assert sum(r["net_egress_bytes"] for r in rows) == total
+            assert min(r["net_egress_bytes"] for r in rows) >= 0
+    finally:
+        if e is not None:
+            e.stop()
+        if prom:
+            prom.stop()

@@ -62,3 +62,18 @@ def test_listen_address(addr, want):
 def test_listen_address_rejects(bad):
     with pytest.raises(CeemsnetError):
         parse_listen_address(bad)
+
+
+def test_counters_info_names_each_subsystems_generation_and_fold():
+    from ceemsnet.serving.exporter import run_generation
+
+    class Sub:
+        name, generation = "net", "boot:42"
+    c = CeemsnetCollector([], [], {"version": "t"}, counters=[("net", run_generation(Sub(), True), "slurm:step"),
+                                                               ("vfs", run_generation(Sub(), False), "slurm:step")])
+    (info,) = [f for f in c.gather() if f.name == "ceemsnet_counters_info"]
+    (net, vfs) = sorted(info.rows)
+    assert net == (("net", "boot:42", "slurm:step"), 1)
+    # without pins the counters end with the process: a generation of the run's own, never another run's
+    assert vfs[0][1].startswith("run:") and vfs[0][1] != run_generation(Sub(), False)
+    assert not [f for f in CeemsnetCollector([], [], {"version": "t"}).gather() if f.name == "ceemsnet_counters_info"]

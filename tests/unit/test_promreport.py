@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ceemsnet.report.prometheus import _label_regex, exact_increase, job_matcher
+from ceemsnet.report.prometheus import _label_regex, exact_increase, fold_baselines, job_matcher, merge_series
 
 from ..promserver import PrometheusServer, free_port, needs_prometheus
 from .test_cli import assert_one_line_error, run
@@ -31,6 +31,43 @@ def test_exact_increase_resets():
     s = [(0, 500), (1, 600), (2, 700), (3, 900)]      # new run counted more than the old: start time says so
     assert exact_increase(s, since=0.5, starts=starts) == 100 + 700 + 200
     assert exact_increase(s, since=0.5) == 400         # without it, undercounted (why the start time matters)
+
+
+def test_exact_increase_continues_pinned_counters_across_a_restart():
+    starts = [(0, 1.0), (1, 1.0), (2, 7.0), (3, 7.0)]
+    s = [(0, 500), (1, 600), (2, 700), (3, 900)]
+    same = [(0, ("g1", "cgroup")), (3, ("g1", "cgroup"))]
+    assert exact_increase(s, since=0.5, starts=starts, states=same) == 100 + 100 + 200  # pins adopted
+    fresh = [(0, ("g1", "cgroup")), (2, ("g2", "cgroup"))]
+    assert exact_increase(s, since=0.5, starts=starts, states=fresh) == 100 + 700 + 200  # new counters
+    down = [(0, 500), (1, 600), (2, 40), (3, 90)]
+    assert exact_increase(down, since=0.5, starts=starts, states=same) == 100 + 40 + 50
+
+
+def test_a_fold_change_counts_each_byte_once():
+    """task -> step over continuing counters: the step series starts from its tasks' last values."""
+    j = "/system.slice/slurmstepd.scope/job_9"
+    t0, t1, st = f"{j}/step_0/user/task_0", f"{j}/step_0/user/task_1", f"{j}/step_0"
+
+    def series(cg, values, **labels):
+        return {"metric": {"instance": "n1", "cgroup": cg, "proto": "udp", **labels},
+                "values": [[t, str(v)] for t, v in values]}
+    results = [series(t0, [(1, 10), (2, 15)], job="9"), series(t1, [(1, 20), (2, 20)], job="9"),
+               series(st, [(3, 38), (4, 40)], job="9"),     # 3 bytes more while no exporter ran
+               series(st, [(5, 41)], job="9_1")]            # SLURM's name arrived: the same counter
+    merged = merge_series(results)
+    assert merged[("n1", st, (("proto", "udp"),))] == [(3.0, 38.0), (4.0, 40.0), (5.0, 41.0)]
+    states = {("n1", "net"): [(1, ("g", "cgroup")), (2, ("g", "cgroup")), (3, ("g", "slurm:step")),
+                              (4, ("g", "slurm:step")), (5, ("g", "slurm:step"))]}
+    base = fold_baselines(merged, states, "net")
+    assert base == {("n1", st, (("proto", "udp"),)): {3.0: 35.0}}
+    total = sum(exact_increase(v, 0, None, states[("n1", "net")], base.get(k)) for k, v in merged.items())
+    assert total == 41
+    # from after the tasks' first values: only what was counted since
+    assert sum(exact_increase(v, 1, None, states[("n1", "net")], base.get(k)) for k, v in merged.items()) == 11
+    # another generation: new counters, no baseline, all counted
+    states[("n1", "net")][2:] = [(3, ("h", "slurm:step")), (4, ("h", "slurm:step")), (5, ("h", "slurm:step"))]
+    assert fold_baselines(merged, states, "net") == {}
 
 
 def _promql_string(s):

@@ -266,3 +266,79 @@ def test_newer_schema_is_refused(tmp_path):
     for opener in (lambda: open_db(db, create=False), lambda: Store(db)):
         with pytest.raises(CeemsnetError, match="newer than this ceemsnet"):
             opener()
+
+
+# ---- a change of fold (--unit, --cgroup.aggregate) over counters that continue ----------------------
+
+JOB = "/system.slice/slurmstepd.scope/job_9"
+
+
+def net(**paths):
+    """{path: {net_egress_bytes: v}} with paths given as step_0__task_1=... (__ for /)."""
+    return {f"{JOB}/" + k.replace("__", "/"): {"net_egress_bytes": v} for k, v in paths.items()}
+
+
+def job_bytes(db):
+    (row,) = query(db, "job", 0, 1e12)
+    return row["net_egress_bytes"]
+
+
+def test_a_finer_to_coarser_fold_change_counts_nothing_twice(tmp_path):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="cgroup")
+    s.write(net(step_0__user__task_0=10, step_0__user__task_1=20, step_1__user__task_0=5))
+    s.close()
+    # the same pinned counters (generation g1), now folded per step; task_0 counted 3 more meanwhile
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:step")
+    s.close()                                        # a crash before the first write: nothing changed
+    assert job_bytes(db) == 35
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:step")
+    s.write(net(step_0=33, step_1=5))
+    assert job_bytes(db) == 38
+    s.write(net(step_0=40, step_1=5))
+    s.close()
+    assert job_bytes(db) == 45
+    rows = {r["cgroup"][len(JOB):]: r["net_egress_bytes"] for r in query(db, "cgroup", 0, 1e12)}
+    # the old rows keep what they counted; the new ones count from what the old ones hold
+    assert rows == {"/step_0/user/task_0": 10, "/step_0/user/task_1": 20, "/step_1/user/task_0": 5,
+                    "/step_0": 10, "/step_1": 0}
+    # and a restart at the same fold continues as always
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:step")
+    s.write(net(step_0=41, step_1=6))
+    s.close()
+    assert job_bytes(db) == 47
+
+
+def test_a_coarser_to_finer_fold_change_counts_nothing_twice(tmp_path):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:job")
+    s.write({JOB: {"net_egress_bytes": 100}})
+    s.close()
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:step")
+    s.write({})                                      # no net counters read yet: the rebase waits for them
+    s.write(net(step_0=70, step_1=40))               # 10 more since the last write
+    s.write(net(step_0=75, step_1=40))
+    s.close()
+    assert job_bytes(db) == 115
+    rows = {r["cgroup"]: r["net_egress_bytes"] for r in query(db, "cgroup", 0, 1e12)}
+    assert rows[JOB] == 100 and sum(rows.values()) == 115
+
+
+def test_a_fold_change_with_new_counters_adds_them_all(tmp_path):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:task")
+    s.write(net(step_0__user__task_0=10))
+    s.close()
+    s = Store(db, slurm_job, Clock(), generations={"net": "g2"}, aggregate="slurm:step")  # counters from zero
+    s.write(net(step_0=4))
+    s.close()
+    assert job_bytes(db) == 14
+    # a store written before folds were kept: the first run that keeps one continues as before
+    db2 = str(tmp_path / "b.db")
+    s = Store(db2, slurm_job, Clock(), generations={"net": "g1"})
+    s.write(net(step_0=10))
+    s.close()
+    s = Store(db2, slurm_job, Clock(), generations={"net": "g1"}, aggregate="slurm:step")
+    s.write(net(step_0=12))
+    s.close()
+    assert job_bytes(db2) == 12

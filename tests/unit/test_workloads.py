@@ -88,3 +88,21 @@ def test_add_units_labels_and_sums():
     assert out["ceemsnet_build_info"] is g
     assert "ceemsnet_job_net_egress_bytes_total{job=\"42\"" in render_text(list(out.values()))
     assert add_units([f], "none") == [f]
+
+
+def test_refold_baselines_give_each_old_count_to_one_new_series():
+    from ceemsnet.attribution.workloads import refold_baselines
+    j = "/system.slice/slurmstepd.scope/job_9"
+    t0, t1, u0 = f"{j}/step_0/user/task_0", f"{j}/step_0/user/task_1", f"{j}/step_1/user/task_0"
+    # finer -> coarser: the tasks' last values are their step's baseline; the root cgroup's own
+    # series, above every path, shares no counts with a job's
+    assert refold_baselines({t0: 10, t1: 20, u0: 5, "/": 7}, {f"{j}/step_0": 35, f"{j}/step_1": 6, "/": 9},
+                            "cgroup", "slurm:step") == {f"{j}/step_0": 30, f"{j}/step_1": 5, "/": 7}
+    # coarser -> finer: the job's last value spread over its steps, never above what each holds
+    new = {f"{j}/step_0": 70, f"{j}/step_1": 50, "/": 1000}
+    b = refold_baselines({j: 100}, new, "slurm:job", "slurm:step")
+    assert sum(b.values()) == 100 and "/" not in b and all(b[p] <= new[p] for p in b)
+    # what no new series holds (expired meanwhile) goes nowhere
+    assert refold_baselines({f"{j}/step_0": 10, f"{j}/step_0/slurm": 5}, {f"{j}/step_0": 12},
+                            "slurm:task", "slurm:step") == {f"{j}/step_0": 12}
+    assert refold_baselines({"/x": 10}, {"/y": 12}, "cgroup", "slurm:job") == {}
