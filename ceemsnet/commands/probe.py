@@ -77,7 +77,8 @@ def probe_report(args) -> dict:
     report = {"kernel": args.kernel, "version": str(kver), "arch": arch, "btf_checked": False,
               "note": "answered from version and arch rules only: BTF not checked and nothing loaded; "
                       "the node itself may refuse a family and fall back to the next, and a node whose "
-                      "kernel preempts in kernel code (full, lazy or RT preemption) tries fexit last",
+                      "kernel preempts in kernel code (full, lazy or RT preemption) tries fexit (and from "
+                      "7.0 tracepoint) last",
               "subsystems": {}, "hooks": []}
     for sub in SUBSYSTEMS:
         chosen, refused = None, {}

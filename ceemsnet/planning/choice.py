@@ -76,29 +76,27 @@ def check_supported(kver: Version) -> None:
 
 
 def family_order(arch: str, forced: str | None = None, subsystem: str = "net",
-                 preemption: Preemption | None = None) -> list[str]:
-    """Families to try, best first: fexit -> kretprobe -> tracepoint. On a kernel that
-    preempts inside kernel code fexit loses events (ceemsnet/planning/preemption.py):
-    there it is tracepoint -> kretprobe -> fexit, the tracepoint family first as it is
-    exact there too, costs least and its links are pinned (return probes with a maxactive
-    are not)."""
+                 lossy: tuple[str, ...] = ()) -> list[str]:
+    """Families to try, best first: fexit -> kretprobe -> tracepoint, except that the
+    families whose programs can be preempted on this kernel (`lossy`, from
+    ceemsnet/planning/preemption.py: they lose events there) go last, in the same order."""
     if forced and forced != "auto":
         if forced not in FAMILIES:
             raise CeemsnetError(f"unknown hook family {forced!r}: choose auto, {', '.join(FAMILIES)}")
         return [forced]
-    order = list(FAMILIES)
-    if preemption is not None and preemption.in_kernel:
-        order = ["tracepoint", "kretprobe", "fexit"]
+    order = [f for f in FAMILIES if f not in lossy] + [f for f in FAMILIES if f in lossy]
     if arch == "any":  # every family, so a report can say why one does not apply
         return order
     return [f for f in order if arch in family_rule(subsystem, f).arches]
 
 
-def fexit_demoted(preemption: Preemption) -> str:
-    """The note probe and the log give when fexit goes last."""
-    return (f"fexit tried last: this kernel runs with {preemption.describe()}, and a BPF trampoline "
-            "drops an event when another task on the same CPU reaches the hook while a preempted task "
-            "is inside its program (the program's recursion_misses); tracepoints and return probes "
+def lossy_note(lossy: tuple[str, ...], preemption: Preemption) -> str:
+    """The note probe and the log give when families go last for preemption."""
+    fams = " and ".join(lossy)
+    return (f"{fams} tried last: this kernel runs with {preemption.describe()}, and a program of "
+            f"{'these families' if len(lossy) > 1 else 'this family'} can be preempted; the kernel then "
+            "skips it for every other task that reaches the hook on that CPU meanwhile (a per-CPU "
+            "recursion guard, counted in the program's recursion_misses): events lost. Return probes "
             "run with preemption off and lose none")
 
 

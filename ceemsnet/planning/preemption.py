@@ -13,11 +13,16 @@ datagrams each from one CPU: 825 sends were not counted (1.4%). Under
 voluntary or no preemption a task never leaves our program half-way (it has
 no scheduling point) and fexit is exact.
 
-Return probes run their program with preemption disabled, and the
-tracepoint family's raw tracepoints too (`__bpf_trace_run` under the
-tracepoint's preempt-disabled section): their guards only see true nesting
-(an interrupt), which our hooks never meet. So on a kernel that preempts,
-select_and_load tries fexit last.
+Raw tracepoints had the same guard but ran with preemption disabled (the
+tracepoint's preempt-disabled section) until 7.0, whose tracepoints run
+under SRCU-fast with preemption on ("tracing: Guard __DECLARE_TRACE() use
+of __DO_TRACE_CALL() with SRCU-fast", "bpf: Have __bpf_trace_run() use
+rcu_read_lock_dont_migrate()"): from 7.0 the tracepoint family loses events
+the same way (measured on 7.3). Return probes run their programs with
+preemption disabled on every kernel (kprobe handlers): their guards only see
+true nesting (an interrupt), which our hooks never meet. So on a kernel that
+preempts, select_and_load tries the families that lose events last
+(lossy_families).
 
 The mode, best source first:
   /sys/kernel/debug/sched/preempt  the current mode of a PREEMPT_DYNAMIC
@@ -39,6 +44,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from packaging.version import Version
+
 MODES = ("none", "voluntary", "full", "lazy", "rt")
 PREEMPTS = ("full", "lazy", "rt")
 
@@ -59,6 +66,16 @@ class Preemption:
 
 
 UNKNOWN = Preemption("unknown", "not read: not the running kernel")
+
+# tracepoints run their BPF programs with preemption on from this version (see above)
+TRACEPOINTS_PREEMPTIBLE = Version("7.0")
+
+
+def lossy_families(kver: Version, preemption: Preemption | None) -> tuple[str, ...]:
+    """The hook families whose programs can be preempted, and so lose events, on this kernel."""
+    if preemption is None or not preemption.in_kernel:
+        return ()
+    return ("fexit", "tracepoint") if kver >= TRACEPOINTS_PREEMPTIBLE else ("fexit",)
 
 
 def parse_sched_preempt(text: str) -> str | None:

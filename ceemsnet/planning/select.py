@@ -20,8 +20,8 @@ from packaging.version import Version
 
 from ceemsnet import CeemsnetError
 from ceemsnet.planning.catalogue import slots_twin
-from ceemsnet.planning.choice import FamilyPlan, family_order, fexit_demoted, plan_family, plan_object
-from ceemsnet.planning.preemption import Preemption
+from ceemsnet.planning.choice import FamilyPlan, family_order, lossy_note, plan_family, plan_object
+from ceemsnet.planning.preemption import Preemption, lossy_families
 from ceemsnet.planning.preemption import detect as detect_preemption
 from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, explain_errno, load
@@ -174,7 +174,8 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
     sel = Selection(None, [])
     if preemption is None:
         preemption = detect_preemption()
-    order = family_order("any", forced, preemption=preemption)  # plan_family explains families that do not apply
+    lossy = lossy_families(kver, preemption)
+    order = family_order("any", forced, lossy=lossy)  # plan_family explains families that do not apply
     for family in order:
         plan = plan_family(subsystem, family, kver, arch, sigs)
         sel.plans.append(plan)
@@ -193,14 +194,16 @@ def select_and_load(subsystem: str, kver: Version, arch: str, sigs, forced: str 
             continue
         if not keep:
             loaded.close()
-        if preemption.in_kernel and family == "fexit":
-            why = "--hook=fexit" if forced and forced != "auto" else "fexit (the only family this kernel accepts)"
-            plan.notes.append(f"{why} on a kernel with {preemption.describe()}: events are lost when a task "
-                              "is preempted inside a program and another reaches the same hook on that CPU "
-                              "(the programs' recursion_misses)")
-            log.warning("%s: %s", subsystem, plan.notes[-1])
-        elif preemption.in_kernel and "fexit" in order:
-            plan.notes.append(fexit_demoted(preemption))
+        notes = loaded.plan.notes  # the slots twin's plan where that was loaded
+        if family in lossy:
+            why = f"--hook={family}" if forced and forced != "auto" else \
+                f"{family} (no family that keeps preemption off was accepted)"
+            notes.append(f"{why} on a kernel with {preemption.describe()}: events are lost when a task "
+                         "is preempted inside a program and another reaches the same hook on that CPU "
+                         "(the programs' recursion_misses)")
+            log.warning("%s: %s", subsystem, notes[-1])
+        elif lossy:
+            notes.append(lossy_note(lossy, preemption))
         sel.loaded = loaded
         break
     if sel.loaded is None and forced and forced != "auto":

@@ -100,11 +100,16 @@ def test_detect_takes_the_best_source(tmp_path):
     assert got.mode == "voluntary" and not got.in_kernel
 
 
-def test_fexit_goes_last_only_where_the_kernel_preempts():
+def test_lossy_families_go_last_only_where_the_kernel_preempts():
+    from packaging.version import Version
     lazy, voluntary = pm.Preemption("lazy", "t"), pm.Preemption("voluntary", "t")
-    assert family_order("any", preemption=voluntary) == ["fexit", "kretprobe", "tracepoint"]
-    assert family_order("any", preemption=None) == ["fexit", "kretprobe", "tracepoint"]
-    assert family_order("any", preemption=lazy) == ["tracepoint", "kretprobe", "fexit"]
-    assert family_order("x86_64", preemption=lazy)[-1] == "fexit"
+    assert pm.lossy_families(Version("7.3"), voluntary) == ()
+    assert pm.lossy_families(Version("7.3"), None) == ()
+    assert pm.lossy_families(Version("6.18"), lazy) == ("fexit",)
+    assert pm.lossy_families(Version("7.0"), lazy) == ("fexit", "tracepoint")
+    assert family_order("any") == ["fexit", "kretprobe", "tracepoint"]
+    assert family_order("any", lossy=("fexit",)) == ["kretprobe", "tracepoint", "fexit"]
+    assert family_order("any", lossy=("fexit", "tracepoint")) == ["kretprobe", "fexit", "tracepoint"]
+    assert family_order("x86_64", lossy=("fexit",))[-1] == "fexit"
     # a forced family is what the admin asked for, preemption or not
-    assert family_order("any", "fexit", preemption=lazy) == ["fexit"]
+    assert family_order("any", "fexit", lossy=("fexit",)) == ["fexit"]

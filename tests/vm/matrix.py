@@ -53,8 +53,9 @@ KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_contin
 # subsystem index on 7.3, SIGTERM handling), and continuity across restarts
 EDGES = EXACT + ("tests/kernel/test_capabilities.py::test_the_documented_set_works", "tests/kernel/test_cgroup_v1.py",
                  "tests/kernel/test_continuity.py")
-# fexit where the kernel preempts in kernel code and cannot boot otherwise (7.3 on x86): the objects
-# load, verify against BTF and attach, and the exporter serves them; counts are not exact there
+# families that lose events where the kernel preempts in kernel code and cannot boot otherwise (7.3
+# on x86: fexit, tracepoint): the objects load, verify against BTF and attach, and the exporter serves
+# them; counts are not exact there
 LOADS = ("tests/kernel/test_matrix.py", "tests/kernel/test_btf_eras.py")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
 ARM = EXACT[:-1]
@@ -141,12 +142,12 @@ RUNS = (
         why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
             "interactive, scancel and slurmd-restart jobs counted exactly, --cgroup.aggregate levels, the "
             "report with sacct's facts"),
-    # 6.18 and 7 are built with lazy preemption, where fexit loses events (a task preempted inside
-    # a trampoline's program holds its per-CPU recursion guard; ceemsnet/planning/preemption.py) and
-    # auto chooses the tracepoint family. 6.18 can boot with preempt=voluntary, where fexit is exact
-    # and chosen first: its fexit pass boots it so. 7.3 on x86 offers only full and lazy: its fexit
-    # objects are checked to load, verify against BTF and attach (the "loads" suite), not counted
-    # exactly, and auto never chooses them there.
+    # 6.18 and 7 are built with lazy preemption, where a task preempted inside a fexit program (and
+    # from 7.0 a raw tracepoint's) holds its per-CPU recursion guard and other tasks' events at that
+    # hook are lost (ceemsnet/planning/preemption.py); auto chooses kretprobe there. 6.18 can boot
+    # with preempt=voluntary, where fexit is exact and chosen first: its fexit pass boots it so. 7.3
+    # on x86 offers only full and lazy: its fexit and tracepoint objects are checked to load, verify
+    # against BTF and attach (the "loads" suite), not counted exactly.
     Run("6.18", "linux-image-6.18.15+deb13-amd64 6.18.15-1~bpo13+1 (trixie-backports), lazy preemption", "exact",
         {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.15-x86.bpf.o")},
         minutes=5,
@@ -157,17 +158,17 @@ RUNS = (
         boot="6.18", append="preempt=voluntary", minutes=5,
         why="the 6.15 vfs fexit era, on a kernel that does not preempt inside our programs"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports), lazy preemption", "exact",
-        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o"),
-         "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o"),
+        {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o"),
+         "tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o"),
          "fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o")},
         # the newest era: continuity and the capability set with auto's family
-        pass_suites={"tracepoint": "edges", "fexit": "loads", "fexit:hash": "loads"},
+        pass_suites={"kretprobe": "edges", "tracepoint": "loads", "fexit": "loads", "fexit:hash": "loads"},
         minutes=11,
         why="the newest eras (4-argument recvmsg, 7.1; vfs_create without its directory and the "
-            "delegated_inode arguments, 6.19) under lazy preemption: the tracepoint family (auto's "
-            "choice) with continuity, the capability set and cgroup v1 (/proc/cgroups lists fewer "
-            "controllers than the kernel has); kretprobe counted exactly; the 7.1 fexit objects load"),
+            "delegated_inode arguments, 6.19) under lazy preemption: kretprobe (auto's choice) with "
+            "continuity, the capability set and cgroup v1 (/proc/cgroups lists fewer controllers than the "
+            "kernel has); the 7.1 fexit and the tracepoint objects load, verify and attach"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
         minutes=2,
