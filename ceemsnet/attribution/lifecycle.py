@@ -9,7 +9,8 @@ A retired path's series is dropped once no live cgroup has had that path
 for `retention` seconds. With a ledger (ceemsnet/pinned/ledger.py: BPF maps
 pinned beside the counters) the retired totals and the paths of the ids
 in the map outlive the exporter: a restart that adopts the pins carries on
-from them.
+from them, and a crash in the middle of a retire neither loses nor doubles
+a count (the ledger's intents; its first scrape settles them).
 """
 
 from __future__ import annotations
@@ -121,10 +122,21 @@ class Lifecycle:
             # ids no cgroup has now (removed while no exporter ran) keep the path recorded for them
             paths = {cid: (led.path_of(cid) or p) if not p.startswith("/") else p for cid, p in paths.items()}
             led.record(paths)
-        gone_ids = self.gone_ids = self._gone(keys_of.keys(), paths)
         live = stats
+        if led is not None and not led.settled:
+            # the first scrape since the ledger's load: keys whose counts a crashed retire had
+            # folded already (pending) are deleted, not added again
+            pending = led.pending
+            if pending:
+                live = {k: v for k, v in stats.items() if k not in pending}
+                keys_of = {cid: ks for cid, ks in ((c, [k for k in ks if k not in pending])
+                                                   for c, ks in keys_of.items()) if ks}
+            self.deleted += led.settle(stats.keys(), keys_of.keys(), delete)
+        gone_ids = self.gone_ids = self._gone(keys_of.keys(), paths)
         if gone_ids:
-            live = dict(stats)
+            if live is stats:
+                live = dict(stats)
+            folded = []  # (key, rk, rk's total with the key's counts in it), for the ledger
             for cid in gone_ids:
                 path = paths[cid]
                 for key in keys_of[cid]:
@@ -133,12 +145,12 @@ class Lifecycle:
                     acc = self.retired.setdefault(rk, [0] * len(vals))
                     for i, v in enumerate(vals):
                         acc[i] += v
-                    if led is not None:
-                        led.retire(rk, acc)  # before the delete: see ceemsnet/pinned/ledger.py
-                    if delete(key):
-                        self.deleted += 1
+                    folded.append((key, rk, tuple(acc)))
                 self._last_live.setdefault(self._series(path), now)
-            if led is not None:
+            if led is None:
+                self.deleted += sum(1 for key, _, _ in folded if delete(key))
+            else:
+                self.deleted += led.retire(folded, delete)  # crash-safe: see ceemsnet/pinned/ledger.py
                 for cid in gone_ids:
                     led.forget(cid)
         live_paths = {paths[cid] for cid in keys_of if cid not in gone_ids}

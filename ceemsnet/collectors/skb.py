@@ -7,7 +7,9 @@ Two modes (--skb.mode):
   per-cgroup  the programs attached to every cgroup whose path matches
               --skb.cgroups (a glob such as /slurm/*/job_*), counting into
               per-CPU cgroup storage; cgroups are followed as they appear
-              and disappear (a cgroup's last counts are kept after it goes).
+              and disappear (a cgroup's last counts are kept after it goes,
+              in skb_final, a map of ours pinned with the object: see
+              docs/continuity.md for when the kernel frees them first).
 Programs are attached with BPF links, which are multi-attach (the kernel
 treats them as BPF_F_ALLOW_MULTI): other programs on the same cgroups, such
 as systemd's IP accounting, keep running, and only our links are removed.
@@ -20,10 +22,12 @@ of its own below.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fnmatch
 import logging
 import os
+import struct
 import threading
 
 from ceemsnet import CeemsnetError
@@ -33,20 +37,27 @@ from ceemsnet.collectors.base import Context, add_map_entries_flag
 from ceemsnet.collectors.counters import CounterMap, HashSource
 from ceemsnet.common.metrics import Family
 from ceemsnet.common.timeparse import duration_arg
-from ceemsnet.pinned.continuity import Pinned, Upgrade, Wanted
+from ceemsnet.pinned.continuity import Pinned, Upgrade, Wanted, add_values
+from ceemsnet.pinned.ledger import Ledger
 from ceemsnet.pinned.pins import PinDir, boot_id
 from ceemsnet.pinned.sequence import open_subsystem
 from ceemsnet.planning.catalogue import SKB_OBJECTS
 from ceemsnet.planning.choice import HookChoice
-from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, decode_skb, decode_skb_storage, pack_skb_key
+from ceemsnet.planning.structs import (NET_DIR, NET_FAMILY, SkbKey, SkbValue, decode_skb, decode_skb_storage,
+                                       pack_skb_key)
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, load
 from ceemsnet.runtime.links import Link
+from ceemsnet.runtime.maps import BpfMap
 
 log = logging.getLogger("ceemsnet.collectors.skb")
 NAME = "skb"
 HELP = "cgroup_skb: IP-layer bytes, packets and segments per socket cgroup, to compare (ceemsnet_skb_*)"
 MODES = ("root", "per-cgroup")
 PROGRAMS = ("cgroup_skb_egress", "cgroup_skb_ingress")
+# per-cgroup mode: the last counts of detached cgroups (their storage dies with the links), keyed
+# and valued as root mode's skb_stats but not per CPU; made here and pinned with the object
+FINAL = "skb_final"
+_FINAL_VALUE = struct.Struct("=3Q")
 
 
 def add_flags(group) -> None:
@@ -61,7 +72,7 @@ def add_flags(group) -> None:
                             "'/system.slice/slurmstepd.scope/job_*' (descendants count into the match)")
     group.add_argument("--skb.sync-interval", dest="skb_sync", type=duration_arg, default=1.0, metavar="DURATION",
                        help="per-cgroup mode: how often to look for new and removed cgroups (default 1s)")
-    add_map_entries_flag(group, NAME, "root mode; 4 per cgroup")
+    add_map_entries_flag(group, NAME, "root mode, 4 per cgroup; per-cgroup mode: its kept final counts and ledger")
 
 
 def check(args) -> None:
@@ -101,8 +112,8 @@ class SkbBackend:
         self.counters = "skb_stats" if mode == "root" else "skb_cgroup_storage"
         self.lock = threading.RLock()
         self.attached: dict[str, tuple[int, list[Link]]] = {}  # path -> (cgroup id, links)
-        self.final: dict[tuple[int, int, int], tuple] = {}     # per-cgroup: last counts of detached cgroups
-        self._forgotten: set[int] = set()                      # retired by the lifecycle before detached
+        self.final: BpfMap | None = None                       # per-cgroup: FINAL
+        self.ledger: Ledger | None = None                      # per-cgroup with pins: paths of detached ids
         self.coll: Collection | None = None
         self.generation = 0
 
@@ -153,6 +164,7 @@ class SkbBackend:
             self._bind_maps()
             took = self._swap_in_place(up)
             up.take_over(self.coll)  # the old programs go, their counts come into these maps
+            self._carry_final(up)
             if took:
                 self.attached[self.subtree] = (_cid_of(took[0].name), took)
             elif self.mode == "root":
@@ -185,6 +197,26 @@ class SkbBackend:
     def _bind_maps(self) -> None:
         self.map = self.coll.maps[self.counters]
         self.drops = self.coll.maps.get("skb_drops")
+        if self.mode == "per-cgroup":
+            self.final = self.coll.maps.get(FINAL)
+            if self.final is None:  # fresh, an upgrade, or pins of a ceemsnet before FINAL
+                self.final = BpfMap.create(FINAL, ctypes.sizeof(SkbKey), ctypes.sizeof(SkbValue), self.map_entries)
+                self.coll.add_map(self.final)
+
+    def _carry_final(self, up: Upgrade) -> None:
+        """An upgrade: the old objects' detached cgroups' last counts, into this one's FINAL
+        (the old maps stay pinned until the new object works)."""
+        for old in up.old:
+            m = old.maps.get(FINAL)
+            if m is None or self.final is None or m is self.final:
+                continue
+            keys, values, n = m.read_all()
+            ksz, vsz = m.key_size, m.value_size
+            nkeys, nvalues, nn = self.final.read_all()
+            have = {nkeys[i * ksz:(i + 1) * ksz]: nvalues[i * vsz:(i + 1) * vsz] for i in range(nn)}
+            for i in range(n):
+                k, v = keys[i * ksz:(i + 1) * ksz], values[i * vsz:(i + 1) * vsz]
+                self.final.update(k, add_values(v, have[k]) if k in have else v)
 
     def _attach(self, rel: str, path: str) -> None:
         links = []
@@ -206,13 +238,19 @@ class SkbBackend:
             want = {p: i for i, p in ids.items() if fnmatch.fnmatchcase(p, self.pattern)}
             gone = [p for p, (cid, _) in self.attached.items() if want.get(p) != cid]
             if gone:
-                # keep the final counts: the storage dies with the links
+                # keep the final counts in FINAL (pinned), before the links go: the storage dies
+                # with them. Absolute writes: a crash before the detach only means they are
+                # written again. A removed cgroup's storage the kernel freed already (no socket
+                # of it left open) is not there to read: docs/continuity.md
                 live = self._read_storage()
                 for p in gone:
-                    cid, links = self.attached.pop(p)
-                    if cid not in self._forgotten:
-                        self.final.update((k, v) for k, v in live.items() if k[0] == cid)
-                    self._forgotten.discard(cid)
+                    cid, links = self.attached[p]
+                    if self.ledger is not None:
+                        self.ledger.record({cid: p})  # its path, for a restart that finds its counts
+                    for k, v in live.items():
+                        if k[0] == cid:
+                            self.final.update(pack_skb_key(*k), _FINAL_VALUE.pack(*v))
+                    del self.attached[p]
                     self.coll.detach(links)
             for p, cid in want.items():
                 if p not in self.attached:
@@ -233,7 +271,8 @@ class SkbBackend:
         """({(cgroup id, family, dir): (bytes, packets, segments)}, storages): the attached
         cgroups' storage (0 before their first packet) and detached ones' last counts."""
         with self.lock:
-            out = dict(self.final)
+            keys, values, n = self.final.read_all()
+            out = decode_skb(keys, values, n, 1)
             for cid, _ in self.attached.values():
                 for fam in (0, 1):
                     for d in (0, 1):
@@ -243,14 +282,17 @@ class SkbBackend:
             return out, len({k[0] for k in live})
 
     def delete(self, key: tuple) -> bool:
-        """The lifecycle retired this cgroup's counts: drop them here, and do not keep
-        its storage's counts when sync() detaches it later (they are retired already)."""
+        """The lifecycle retired this cgroup's counts (it found the cgroup gone): drop them
+        from FINAL, and detach the cgroup if sync() has not yet (its storage goes with the
+        links, so no count of it is kept twice, across a restart too)."""
         with self.lock:
-            if self.final.pop(key, None) is not None:
-                return True
-            if any(cid == key[0] for cid, _ in self.attached.values()):
-                self._forgotten.add(key[0])
-            return False
+            done = self.final.delete(pack_skb_key(*key))
+            for p, (cid, links) in list(self.attached.items()):
+                if cid == key[0]:
+                    del self.attached[p]
+                    self.coll.detach(links)
+                    done = True
+            return done
 
     def close(self) -> None:
         """Close the object; with pins its programs keep counting."""
@@ -335,8 +377,11 @@ def open(ctx: Context) -> SkbSubsystem:
     backend = SkbBackend(root, a.skb_mode, a.skb_root, a.skb_cgroups, a.skb_map_entries).start(ctx.pins)
     log.info("skb: %s mode, %d cgroup(s) attached", backend.mode, len(backend.attached))
     try:
-        ledger = ctx.ledger(backend.coll, NAME, backend.map, a.skb_map_entries, decode_skb, pack_skb_key) \
-            if backend.mode == "root" else None  # per-cgroup mode's removed cgroups stay in memory only
+        # per-cgroup mode: the retired totals are keyed as FINAL is (root mode's skb_stats, not per CPU)
+        ledger = ctx.ledger(backend.coll, NAME, backend.map if backend.mode == "root" else backend.final,
+                            a.skb_map_entries, decode_skb, pack_skb_key)
+        with backend.lock:
+            backend.ledger = ledger
         return SkbSubsystem(backend, resolver, ctx.lifecycle(root, ledger), a.skb_sync)
     except BaseException:
         backend.close()

@@ -103,7 +103,7 @@ def generation_of(pinned: list[Pinned], fresh: int) -> int:
 
 
 COUNTER_SUFFIXES = ("_stats", "_drops")
-LEDGER_SUFFIXES = ("_retired", "_paths")  # ceemsnet/pinned/ledger.py
+LEDGER_SUFFIXES = ("_retired", "_paths", "_retiring")  # ceemsnet/pinned/ledger.py
 
 
 def add_values(a: bytes, b: bytes) -> bytes:

@@ -1,23 +1,42 @@
 """The lifecycle's state, kept in BPF maps beside the counters (and pinned with them).
 
-Two hash maps per subsystem, made from user space:
-  <name>_paths    u64 id -> cgroup path (NUL-padded): the path of every cgroup
-                  id in the counters map, and of every retired path's id
-  <name>_retired  the counters map's key with a path id in place of the
-                  cgroup id -> the summed counters of that path's removed cgroups
+Three hash maps per subsystem, made from user space:
+  <name>_paths     u64 id -> cgroup path (NUL-padded): the path of every cgroup
+                   id in the counters map, and of every retired path's id
+  <name>_retired   the counters map's key with a path id in place of the
+                   cgroup id -> the summed counters of that path's removed cgroups
+  <name>_retiring  the counters map's key -> (path id, the retired total of that
+                   path once this key's counts are in it): the intents of a
+                   retire in progress, empty between scrapes
 So a new exporter that adopts the pinned maps finds the retired totals, and
 names the ids of cgroups removed while no exporter ran, instead of
 starting from nothing. A path id is a hash of the path with the top bit
 set: real cgroup ids (inode numbers) never have it.
 
-Retiring a cgroup writes its counts here before deleting its keys from the
-counters map: a crash between the two (two syscalls) would count them
-twice after the restart; losing them is the other way round, and worse.
+Retiring removed cgroups' keys is a sequence of system calls (retire()):
+  1. name each new path id (paths), then write each key's intent (retiring)
+  2. write each path's new retired total (retired)
+  3. delete the keys from the counters map
+  4. delete the intents, then (forget()) the removed ids' paths
+A crash (SIGKILL) at any point of it neither loses nor doubles a count: the
+next load() replays the intents it finds. Each makes its path's retired total
+at least the intent's (totals only grow, so the word-wise maximum is the
+last intent written), and its key is `pending`: its counts are in a retired
+total. The lifecycle's first scrape (settle()) deletes the pending keys still
+in the counters map without adding them again, then the intents (a cgroup
+id is not reused within a boot, and pins do not outlive one: a pending key
+is never a new cgroup's). A key without an intent is in no retired total:
+it is retired as usual. Every
+step is an absolute write or a delete, so a crash during the replay only
+means it is replayed again. An older ceemsnet's ledger (no <name>_retiring)
+is adopted as it is: the map is added, empty.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import struct
 
 from ceemsnet.runtime.collection import Collection
@@ -26,37 +45,76 @@ from ceemsnet.runtime.maps import BpfMap
 PATH_BYTES = 1024
 PATH_ID_BIT = 1 << 63
 _ID = struct.Struct("=Q")
+# tests only (tests/kernel/test_crash_ledger.py): SIGKILL this process right after the Nth
+# system call of its retires, to show that a crash at any step loses and doubles nothing
+CRASH_ENV = "CEEMSNET_TEST_CRASH_AFTER_RETIRE_STEP"
 
 
 def path_id(path: str) -> int:
     return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "little") | PATH_ID_BIT
 
 
+def _crash_after() -> int:
+    v = os.environ.get(CRASH_ENV, "")
+    return int(v) if v.isdigit() else 0
+
+
 class Ledger:
     def __init__(self, coll: Collection, name: str, key_size: int, words: int, capacity: int, decode, pack):
         self._decode, self._pack = decode, pack
+        self._words = words
         self._value = struct.Struct(f"={words}Q")
+        self._intent = struct.Struct(f"=Q{words}Q")  # path id, retired total
         for attr, mname, ksz, vsz in (("paths", f"{name}_paths", 8, PATH_BYTES),
-                                      ("retired_map", f"{name}_retired", key_size, words * 8)):
+                                      ("retired_map", f"{name}_retired", key_size, words * 8),
+                                      ("retiring", f"{name}_retiring", key_size, self._intent.size)):
             m = coll.maps.get(mname)
             if m is None:
                 m = BpfMap.create(mname, ksz, vsz, capacity)
                 coll.add_map(m)
             setattr(self, attr, m)
         self._path_of: dict[int, str] = {}  # as in the paths map: cgroup ids and path ids
+        self.pending: set[tuple] = set()    # counters keys whose counts a retired total holds (load)
+        self.settled = False                # settle() ran since load()
+        self.steps = 0                      # system calls of retires so far (the crash tests count them)
+        self.crash_after = _crash_after()
+
+    def _step(self) -> None:
+        self.steps += 1
+        if self.steps == self.crash_after:
+            self._crash()
+
+    def _crash(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def load(self) -> dict[tuple, list[int]]:
-        """Retired totals as the lifecycle keeps them: {(path, *rest of key): counters}."""
+        """Retired totals as the lifecycle keeps them: {(path, *rest of key): counters},
+        with the intents of a retire a crash interrupted replayed (see the module doc)."""
         keys, values, n = self.paths.read_all()
         for i in range(n):
             cid = _ID.unpack_from(keys, i * 8)[0]
             self._path_of[cid] = values[i * PATH_BYTES:(i + 1) * PATH_BYTES].split(b"\0", 1)[0].decode()
         keys, values, n = self.retired_map.read_all()
+        totals = {k: list(v) for k, v in self._decode(keys, values, n, 1).items()}
+        keys, values, n = self.retiring.read_all()
+        if n:
+            pending = list(self._decode(keys, bytes(n * self._words * 8), n, 1))
+            self.pending = set(pending)
+            replayed = {}
+            for i, key in enumerate(pending):
+                pid, *total = self._intent.unpack_from(values, i * self._intent.size)
+                rk = (pid,) + key[1:]
+                have = replayed.get(rk, totals.get(rk))
+                replayed[rk] = total if have is None else [max(a, b) for a, b in zip(have, total)]
+            for rk, total in replayed.items():
+                if totals.get(rk) != total:
+                    self.retired_map.update(self._pack(*rk), self._value.pack(*total))
+                    totals[rk] = total
         out = {}
-        for key, vals in self._decode(keys, values, n, 1).items():
+        for key, vals in totals.items():
             path = self._path_of.get(key[0])
             if path is not None:
-                out[(path,) + key[1:]] = list(vals)
+                out[(path,) + key[1:]] = vals
         return out
 
     def path_of(self, cid: int) -> str | None:
@@ -72,20 +130,73 @@ class Ledger:
             if cid >= 0 and cid not in self._path_of and path.startswith("/"):
                 self._name(cid, path)
 
-    def retire(self, rk: tuple, values) -> None:
-        """rk = (path, *rest of key): its retired total is now `values`."""
-        pid = path_id(rk[0])
-        if pid not in self._path_of:
-            self._name(pid, rk[0])
-        self.retired_map.update(self._pack(pid, *rk[1:]), self._value.pack(*values))
+    def retire(self, folded: list[tuple[tuple, tuple, tuple]], delete) -> int:
+        """Fold keys into retired totals and delete them, crash-safe (the module doc's steps).
+        folded: (counters key, rk = (path, *rest of key), rk's retired total with this key's
+        counts in it), in the order they were added; delete(key) -> bool deletes a key from
+        the counters map. Returns how many keys delete() removed. In runs the intents map
+        holds (each run a whole sequence: its intents are gone before the next run's)."""
+        n = self.retiring.max_entries
+        return sum(self._retire(folded[i:i + n], delete) for i in range(0, len(folded), n))
+
+    def _retire(self, folded: list[tuple[tuple, tuple, tuple]], delete) -> int:
+        step, pack = self._step, self._pack
+        pids: dict[str, int] = {}
+        final: dict[tuple, tuple] = {}
+        packed = []
+        for key, rk, total in folded:
+            pid = pids.get(rk[0])
+            if pid is None:
+                pid = pids[rk[0]] = path_id(rk[0])
+                if pid not in self._path_of:
+                    self._name(pid, rk[0])
+                    step()
+            kb = pack(*key)
+            self.retiring.update(kb, self._intent.pack(pid, *total))
+            step()
+            packed.append(kb)
+            final[rk] = total
+        for rk, total in final.items():
+            self.retired_map.update(pack(pids[rk[0]], *rk[1:]), self._value.pack(*total))
+            step()
+        deleted = 0
+        for key, _, _ in folded:
+            deleted += bool(delete(key))
+            step()
+        for kb in packed:
+            self.retiring.delete(kb)
+            step()
+        return deleted
+
+    def settle(self, present, ids, delete) -> int:
+        """The first scrape after load(): delete the pending keys still in the counters map
+        (`present`: its keys now) without adding them again, clear the intents, and forget
+        the paths of cgroup ids with no keys left (`ids`: the ids with keys besides the
+        pending ones; a crash before forget() leaves them). Returns the keys deleted."""
+        deleted = 0
+        for key in self.pending:
+            if key in present:
+                deleted += bool(delete(key))
+                self._step()
+        for key in self.pending:
+            self.retiring.delete(self._pack(*key))
+            self._step()
+        self.pending = set()
+        # list() copies in one step: skb's sync thread may record() meanwhile
+        for cid in [c for c in list(self._path_of) if not c & PATH_ID_BIT and c not in ids]:
+            self.forget(cid)
+        self.settled = True
+        return deleted
 
     def forget(self, cid: int) -> None:
         """A cgroup id whose keys are gone from the counters map."""
         if self._path_of.pop(cid, None) is not None:
             self.paths.delete(_ID.pack(cid))
+            self._step()
 
     def drop(self, path: str, rks) -> None:
-        """A retired path whose series expired."""
+        """A retired path whose series expired: its totals go before its name (a crash
+        between them leaves named totals, which expire again after the restart)."""
         pid = path_id(path)
         for rk in rks:
             self.retired_map.delete(self._pack(pid, *rk[1:]))

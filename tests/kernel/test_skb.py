@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -184,3 +185,97 @@ def test_other_programs_keep_counting(make_cgroup, spawn, peer):
         assert 1000 <= egress() - second <= 1000 + MAX_HEADER  # and after ours detached
     finally:
         detach()
+
+
+# A child that opens a UDP socket, sends each size and takes its echo, says "sent", and keeps
+# the socket open until its stdin says so: the socket holds its cgroup's BPF state (and so the
+# per-cgroup storage) after the cgroup is removed, as a daemon's socket would.
+_HOLDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+for n in map(int, sys.argv[3:]):
+    s.sendto(b"x" * n, (sys.argv[1], int(sys.argv[2])))
+    s.recvfrom(65536)
+print("sent", flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+
+def final_ids(pin_path):
+    """Cgroup ids in the pinned skb_final map (what the per-cgroup exporter kept of detached cgroups)."""
+    from ceemsnet.planning.structs import decode_skb
+    from ceemsnet.runtime.bpffs import entries, open_pinned
+    from ceemsnet.runtime.maps import BpfMap
+    ids = set()
+    base = os.path.join(pin_path, "skb")
+    for d in os.listdir(base) if os.path.isdir(base) else ():
+        path = entries(os.path.join(base, d), "map").get("skb_final")
+        if path:
+            m = BpfMap.from_fd("skb_final", open_pinned(path))
+            try:
+                k, v, n = m.read_all()
+                ids |= {key[0] for key in decode_skb(k, v, n, 1)}
+            finally:
+                m.close()
+    return ids
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_per_cgroup_final_counts_of_a_removed_cgroup_survive_restarts(how, make_cgroup, spawn, peer):
+    """per-cgroup mode, with pins: a removed cgroup's last counts, kept when the exporter
+    detaches it (skb_final), and then its retired total (the ledger), each survive a
+    restart of the exporter (SIGTERM or SIGKILL), exactly."""
+    pin_path = f"/sys/fs/bpf/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    prefix = f"ceemsnet-skbfinal-{uuid.uuid4().hex[:6]}"
+    args = (f"--bpf.pin-path={pin_path}", "--skb.mode=per-cgroup", f"--skb.cgroups=/{prefix}-*",
+            "--skb.sync-interval=0.2s", "--cgroup.retention=600", "--log.level=info")
+    sizes = [1000, 3000]
+    want = sum(n + 28 for n in sizes)  # one IPv4 packet per datagram each way: 20 B IP + 8 B UDP header
+    cg, away = make_cgroup(prefix), make_cgroup("ceemsnet-away")
+
+    def restart(e):
+        if how == "sigterm":
+            rc, err = e.stop()
+            assert rc == 0, err
+        else:
+            e.kill()
+        return Exporter(extra=args, collectors="skb")
+
+    def exact(e):
+        s = e.samples()
+        for d in ("egress", "ingress"):
+            assert skb(s, cg, d, "bytes") == want, (how, d, s)
+            assert skb(s, cg, d, "packets") == len(sizes), (how, d)
+        return s
+    e = Exporter(extra=args, collectors="skb")
+    child = None
+    try:
+        wait_attached(e, cg)
+        child = spawn([sys.executable, "-c", _HOLDER, peer.udp4[0], str(peer.udp4[1]), *map(str, sizes)], cg)
+        child.proc.stdin.flush()
+        assert child.proc.stdout.readline().strip() == "sent"
+        away.add(child.proc.pid)  # the holder leaves; its socket stays in cg
+        cg.remove()
+        deadline = time.time() + 30
+        while cg.id not in final_ids(pin_path):  # the exporter's sync detached cg and kept its counts
+            assert time.time() < deadline, "the exporter did not keep the removed cgroup's counts"
+            time.sleep(0.1)
+        e = restart(e)           # no scrape since: the counts are in skb_final only
+        child.proc.stdin.write("close\n")
+        child.proc.stdin.flush()
+        assert child.proc.wait(timeout=30) == 0  # the socket goes: the kernel frees cg's storage
+        exact(e)                 # this scrape retires them (the ledger)
+        assert cg.id not in final_ids(pin_path)
+        e = restart(e)
+        exact(e)                 # from the pinned retired totals
+    finally:
+        if child is not None:
+            child.stop()
+        rc, err = e.stop()
+        p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "detach", f"--bpf.pin-path={pin_path}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    assert rc == 0, err
+    assert "adopted the pinned skb-" in err, err

@@ -69,9 +69,15 @@ class MemLedger:
 
     def __init__(self):
         self.retired, self.paths = {}, {}
+        self.pending, self.settled = set(), False
 
     def load(self):
+        self.settled = False
         return {rk: list(v) for rk, v in self.retired.items()}
+
+    def settle(self, present, ids, delete):
+        self.settled = True
+        return 0
 
     def path_of(self, cid):
         return self.paths.get(cid)
@@ -79,8 +85,10 @@ class MemLedger:
     def record(self, paths):
         self.paths.update({c: p for c, p in paths.items() if p.startswith("/")})
 
-    def retire(self, rk, values):
-        self.retired[rk] = tuple(values)
+    def retire(self, folded, delete):
+        for _, rk, total in folded:
+            self.retired[rk] = total
+        return sum(1 for key, _, _ in folded if delete(key))
 
     def forget(self, cid):
         self.paths.pop(cid, None)
