@@ -20,11 +20,15 @@ from ceemsnet.attribution import cgwatch
 log = logging.getLogger("ceemsnet.attribution.cgroups")
 
 
+_OCTAL = frozenset("01234567")
+
+
 def _unescape_mount(s: str) -> str:
-    # /proc/*/mountinfo escapes space, tab, newline and backslash as \ooo
+    # /proc/*/mountinfo escapes space, tab, newline and backslash as \ooo (three octal digits: not
+    # isdigit(), which "\999" and superscripts pass and int(..., 8) refuses)
     out, i = [], 0
     while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+        if s[i] == "\\" and i + 3 < len(s) and _OCTAL.issuperset(s[i + 1:i + 4]):
             out.append(chr(int(s[i + 1:i + 4], 8)))
             i += 4
         else:
@@ -33,22 +37,28 @@ def _unescape_mount(s: str) -> str:
     return "".join(out)
 
 
+def _fields(text: str) -> list[str]:
+    # the kernel separates with one space and escapes the rest: a mount point may hold any other
+    # character str.split() takes for a space (\x0b, \x1c-\x1f, \x85, \u2028, ...)
+    return [f for f in text.split(" ") if f]
+
+
 def parse_cgroup2_mounts(mountinfo: str) -> list[str]:
     """Mount points of cgroup2 file systems in a /proc/self/mountinfo text."""
     mounts = []
-    for line in mountinfo.splitlines():
+    for line in mountinfo.split("\n"):  # not splitlines(): it also splits at \x0b, \x1c, \x85, ...
         left, sep, right = line.partition(" - ")
         if not sep:
             continue
-        fields = left.split()
-        if len(fields) >= 5 and right.split()[:1] == ["cgroup2"]:
+        fields = _fields(left)
+        if len(fields) >= 5 and _fields(right)[:1] == ["cgroup2"]:
             mounts.append(_unescape_mount(fields[4]))
     return mounts
 
 
 def find_cgroup2_root(mountinfo_path: str = "/proc/self/mountinfo") -> str:
-    try:
-        with open(mountinfo_path) as f:
+    try:  # a mount point's bytes as they are (not UTF-8 everywhere): os functions take them back
+        with open(mountinfo_path, errors="surrogateescape") as f:
             mounts = parse_cgroup2_mounts(f.read())
     except OSError as e:
         raise CeemsnetError(f"cannot read {mountinfo_path}: {e.strerror}") from None
@@ -217,9 +227,9 @@ def parse_proc_cgroups(text: str) -> list[str]:
 def parse_v1_mounts(mountinfo: str) -> dict[str, str]:
     """{controller: mount point} of cgroup v1 hierarchies (named ones such as name=systemd left out)."""
     out: dict[str, str] = {}
-    for line in mountinfo.splitlines():
+    for line in mountinfo.split("\n"):
         left, sep, right = line.partition(" - ")
-        fields, rest = left.split(), right.split()
+        fields, rest = _fields(left), _fields(right)
         if not sep or len(fields) < 5 or len(rest) < 3 or rest[0] != "cgroup":
             continue
         for opt in rest[2].split(","):
@@ -282,7 +292,7 @@ def choose_hierarchy(spec: str, mountinfo: str, proc_cgroups: str, isdir=os.path
 
 def host_hierarchy(spec: str, btf=None) -> Hierarchy:
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open("/proc/self/mountinfo", errors="surrogateescape") as f:
             mi = f.read()
         with open("/proc/cgroups") as f:
             pc = f.read()

@@ -73,4 +73,7 @@ def parse_time(text: str | None, now: float, default: float) -> float:
     except ValueError:
         raise CeemsnetError(f"cannot read time {text!r}: use an ISO date (2026-11-22, 2026-11-22T08:00) "
                             "or an age (30m, 24h, 7d)") from None
-    return t.timestamp()
+    try:
+        return t.timestamp()
+    except (ValueError, OverflowError, OSError):  # local time of 0001-01-01 or 9999-12-31: "year 0 is out of range"
+        raise CeemsnetError(f"time {text!r} is out of range in this time zone") from None

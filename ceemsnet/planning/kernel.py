@@ -14,7 +14,8 @@ from packaging.version import Version
 from ceemsnet import CeemsnetError
 from ceemsnet.runtime.btf import Signature
 
-_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?=$|[-+._~a-zA-Z])")
+# ASCII digits: \d takes any script's digits
+_VERSION_RE = re.compile(r"^\s*v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?(?=\Z|[-+._~a-zA-Z])")
 
 ARCH_ALIASES = {
     "x86_64": "x86_64", "amd64": "x86_64", "x86": "x86_64",
@@ -40,6 +41,8 @@ def parse_kernel_version(text: str) -> Version:
     if not m:
         raise CeemsnetError(
             f"cannot parse kernel version {text!r}: expected MAJOR.MINOR[.PATCH][-suffix], e.g. 6.1.0-28-amd64")
+    if any(len(g) > 9 for g in m.groups("")):  # int() refuses more than 4300 digits (ValueError)
+        raise CeemsnetError(f"implausible kernel version {text!r}")
     major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
     if major < 2 or major > 99 or minor > 999:
         raise CeemsnetError(f"implausible kernel version {text!r}")

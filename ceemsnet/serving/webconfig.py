@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import ssl
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ HEADERS = {"Strict-Transport-Security": None, "X-Content-Type-Options": ("nosnif
 _BCRYPT = re.compile(r"\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}")
 # the toolkit's hash of "fakepassword": unknown users cost one bcrypt too, so timing does not tell them apart
 FAKE_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
+_HEADER_BAD = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 _GO_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
@@ -88,7 +90,12 @@ class _StrictLoader(yaml.SafeLoader):
         seen = set()
         for k, _ in node.value:
             key = self.construct_object(k, deep=True)
-            if key in seen:
+            try:
+                twice = key in seen
+            except TypeError:  # `? [a]`: a list or mapping as a key (PyYAML refuses it too, but later)
+                raise WebConfigError(f"line {k.start_mark.line + 1}: a key must be a scalar, "
+                                     f"not a {type(key).__name__}") from None
+            if twice:
                 raise WebConfigError(f"line {k.start_mark.line + 1}: key {key!r} given twice")
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -156,6 +163,15 @@ class WebConfig:
         return False
 
 
+def _show(v) -> str:
+    """A name or path as it is when printable, else quoted: an error stays one line."""
+    return v if isinstance(v, str) and v.isprintable() else repr(v)
+
+
+def _one_line(v) -> str:
+    return " ".join(str(v).split())
+
+
 def _mapping(v, where: str, keys) -> dict:
     if v is None:
         return {}
@@ -195,6 +211,8 @@ def parse_go_duration(v, where: str) -> float:
     """Seconds from a Go duration ("1s", "500ms", "1m30s", "0") or an integer of nanoseconds, as yaml.v2 reads
     time.Duration."""
     if isinstance(v, int) and not isinstance(v, bool):
+        if not -2**63 <= v < 2**63:  # time.Duration: an int64 of nanoseconds
+            raise WebConfigError(f"{where}: out of range: a whole number is nanoseconds, at most 2^63-1")
         return v * 1e-9
     if isinstance(v, str) and v == "0":
         return 0.0
@@ -222,6 +240,12 @@ def _tls_context(t: dict, base: str) -> tuple[ssl.SSLContext | None, frozenset[s
     cert, key, client_ca = (_string(s[k], f"{w}.{k}") for k in ("cert", "key", "client_ca"))
     cert_file, key_file, ca_file = (_string(s[k], f"{w}.{k}") for k in ("cert_file", "key_file", "client_ca_file"))
     auth = _string(s["client_auth_type"], f"{w}.client_auth_type")
+    for k, v in (("cert_file", cert_file), ("key_file", key_file), ("client_ca_file", ca_file)):
+        if "\0" in v:  # os.stat and open would raise ValueError
+            raise WebConfigError(f"{w}.{k}: a path cannot hold a NUL character")
+    for k, v in (("cert", cert), ("key", key), ("client_ca", client_ca)):
+        if not v.isascii():  # PEM is ASCII (RFC 7468); ssl's cadata takes nothing else
+            raise WebConfigError(f"{w}.{k}: not PEM (ASCII text between -----BEGIN and -----END lines)")
     # relative paths are relative to the config file's folder, as in the toolkit (SetDirectory)
     cert_file, key_file, ca_file = (os.path.join(base, p) if p else "" for p in (cert_file, key_file, ca_file))
     if not (cert or key or client_ca or cert_file or key_file or ca_file or auth):
@@ -306,11 +330,16 @@ def _tls_context(t: dict, base: str) -> tuple[ssl.SSLContext | None, frozenset[s
     sig = signature(files)  # before reading: a change meanwhile is seen at the next connection
     for k, f in zip(("cert_file", "key_file", "client_ca_file"), (cert_file, key_file, ca_file)):
         if s[k]:
-            try:
-                with open(f, "rb"):
-                    pass
+            try:  # not blocking: a FIFO with no writer would hang open() (and ssl's own open) for ever
+                fd = os.open(f, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                finally:
+                    os.close(fd)
             except OSError as e:
-                raise WebConfigError(f"{w}.{k}: cannot read {f}: {e.strerror}") from None
+                raise WebConfigError(f"{w}.{k}: cannot read {_show(f)}: {e.strerror}") from None
+            if not regular:
+                raise WebConfigError(f"{w}.{k}: cannot read {_show(f)}: not a regular file")
     fds = []
     try:
         if cert:
@@ -323,8 +352,8 @@ def _tls_context(t: dict, base: str) -> tuple[ssl.SSLContext | None, frozenset[s
             ctx.load_cert_chain(cert_file, key_file, password=_no_password)
         except (ssl.SSLError, OSError, ValueError) as e:
             what = " and ".join(x for x in (
-                f"cert_file {s['cert_file']}" if s["cert_file"] else "cert",
-                f"key_file {s['key_file']}" if s["key_file"] else "key"))
+                f"cert_file {_show(s['cert_file'])}" if s["cert_file"] else "cert",
+                f"key_file {_show(s['key_file'])}" if s["key_file"] else "key"))
             raise WebConfigError(f"{w}: cannot load {what}: {_reason(e)}") from None
         if has_ca:
             try:
@@ -333,7 +362,7 @@ def _tls_context(t: dict, base: str) -> tuple[ssl.SSLContext | None, frozenset[s
                 else:
                     ctx.load_verify_locations(cafile=ca_file)
             except (ssl.SSLError, OSError, ValueError) as e:
-                what = f"client_ca_file {s['client_ca_file']}" if ca_file else "client_ca"
+                what = f"client_ca_file {_show(s['client_ca_file'])}" if ca_file else "client_ca"
                 raise WebConfigError(f"{w}: cannot load {what}: {_reason(e)}") from None
             ctx.verify_mode = mode
     finally:
@@ -366,10 +395,10 @@ def _users(v) -> dict[str, bytes]:
         raise WebConfigError("basic_auth_users: expected a mapping of user: bcrypt hash")
     out = {}
     for user, h in v.items():
-        h = _string(h, f"basic_auth_users.{user}")
+        h = _string(h, f"basic_auth_users.{_show(user)}")
         m = _BCRYPT.fullmatch(h)
         if not m or not 4 <= int(m.group(1)) <= 31:
-            raise WebConfigError(f"basic_auth_users.{user}: not a bcrypt hash (make one with "
+            raise WebConfigError(f"basic_auth_users.{_show(user)}: not a bcrypt hash (make one with "
                                  "`htpasswd -nBC 10 \"\" | tr -d ':\\n'`)")
         out[str(user)] = h.encode()
     return out
@@ -388,6 +417,9 @@ def _headers(v) -> dict[str, str]:
         if HEADERS[k] and val not in HEADERS[k]:
             raise WebConfigError(f"http_server_config.headers: invalid value for {k}: expected one of "
                                  f"{', '.join(HEADERS[k])}, but got {val!r}")
+        if _HEADER_BAD.search(val):  # wsgiref sends headers in Latin-1; a newline would split the answer
+            raise WebConfigError(f"http_server_config.headers: invalid value for {k}: control characters and "
+                                 f"characters beyond Latin-1 cannot be sent in an HTTP header, got {val!r}")
         if val:  # "Unset if blank"
             out[k] = val
     return out
@@ -400,13 +432,13 @@ def load(path: str, warn: bool = True) -> WebConfig:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise WebConfigError(f"--web.config.file {path}: {e.strerror}") from None
+        raise WebConfigError(f"--web.config.file {_show(path)}: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise WebConfigError(f"--web.config.file {path}: not UTF-8 text") from None
+        raise WebConfigError(f"--web.config.file {_show(path)}: not UTF-8 text") from None
     try:
         return _build(path, text, sig, warn)
     except WebConfigError as e:
-        raise WebConfigError(f"--web.config.file {path}: {e}") from None
+        raise WebConfigError(f"--web.config.file {_show(path)}: {e}") from None
 
 
 def _build(path: str, text: str, sig, warn: bool) -> WebConfig:
@@ -415,7 +447,13 @@ def _build(path: str, text: str, sig, warn: bool) -> WebConfig:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
-        raise WebConfigError(f"not valid YAML: {where}{getattr(e, 'problem', None) or e}") from None
+        raise WebConfigError(f"not valid YAML: {where}{_one_line(getattr(e, 'problem', None) or e)}") from None
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as e:
+        # PyYAML's constructors for tagged and implicit scalars raise these on values they cannot build:
+        # 2001-13-45 (ValueError), `!!float` empty (IndexError), `!!bool x` (KeyError), `!!timestamp x`
+        raise WebConfigError(f"not valid YAML: {type(e).__name__}: {_one_line(e)}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise WebConfigError("not valid YAML: collections nested too deeply") from None
     top = _mapping(doc, "the file", TOP_KEYS)
     ctx, sans, files, file_sig = _tls_context(_mapping(top.get("tls_server_config"), "tls_server_config", TLS_KEYS),
                                     os.path.dirname(os.path.abspath(path)))
@@ -430,6 +468,8 @@ def _build(path: str, text: str, sig, warn: bool) -> WebConfig:
         burst = rate.get("burst", 0)
         if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
             raise WebConfigError(f"rate_limit.burst: expected a whole number, got {burst!r}")
+        if burst >= 2**63:  # Go's int; and float(burst) overflows far below PyYAML's largest int
+            raise WebConfigError("rate_limit.burst: out of range: at most 2^63-1")
         if interval > 0:
             limiter = RateLimiter(interval, burst)
     return WebConfig(path=path, ssl_context=ctx, users=_users(top.get("basic_auth_users")),
