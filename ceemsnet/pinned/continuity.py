@@ -150,8 +150,9 @@ class Upgrade:
     then stop changing), and every call adds the old counts into that
     candidate's maps, so a family that then fails to attach loses nothing.
     Links that can change their program (cgroup links) may instead be
-    relinked to the new programs first: no event is missed. finish() drops
-    the old pins once the new object works; abandon() keeps them.
+    relinked to the new programs first: no event is missed. drop_old() drops
+    the old pins once the new object works (take_ledgers, then drop_old once
+    the new one is pinned); abandon() keeps them.
     """
 
     HOW = {"swap": "the counts stayed in the same maps", "migrate": "the counts were copied over",
@@ -205,12 +206,16 @@ class Upgrade:
                         ", ".join(sorted(set(lost))))
         self.how = "migrate" if copied or lost else "swap in place" if self._relinked else "swap"
 
-    def finish(self, new_coll: Collection) -> None:
-        """Drop the old pins; the lifecycle's ledger maps (retired totals, paths) move to
-        the new collection, which pins them with its own."""
+    def take_ledgers(self, new_coll: Collection) -> None:
+        """The lifecycle's ledger maps (retired totals, paths) move to the new collection,
+        which pins them with its own (before drop_old unpins them from the old)."""
         for coll in self.old:
             for name in [n for n in coll.maps if n.endswith(LEDGER_SUFFIXES) and n not in new_coll.maps]:
                 new_coll.maps[name] = coll.maps.pop(name)
+
+    def drop_old(self) -> None:
+        """Unpin and close the old collections: the new one works (and is pinned where it can be)."""
+        for coll in self.old:
             coll.unpin()
             coll.close()
 

@@ -35,7 +35,9 @@ log = logging.getLogger("ceemsnet.pinned.pins")
 
 DEFAULT_PIN_PATH = "/sys/fs/bpf/ceemsnet"
 SUBSYSTEM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-OBJECT_DIR = re.compile(r"^(?P<stem>[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*)__(?P<ident>[0-9a-f]{16})__g(?P<gen>[0-9]+)$")
+OBJECT_DIR = re.compile(r"^(?P<stem>[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*)__(?P<ident>[0-9a-f]{16})__g(?P<gen>[0-9]+)"
+                        r"(?P<partial>__partial)?$")
+PARTIAL = "__partial"  # an object directory being pinned (pinned/sequence.py): see settle_partial
 
 
 def boot_id() -> str:
@@ -104,16 +106,43 @@ class PinDir:
                                         "make: refusing it (nothing was changed)")
 
     def pinned(self, subsystem: str) -> list[str]:
-        """Object directories pinned for a subsystem (normally at most one)."""
+        """Object directories pinned for a subsystem (normally at most one), once an
+        interrupted pinning is settled (settle_partial)."""
         d = os.path.join(self.path, subsystem)
         if not os.path.isdir(d):
             return []
+        settle_partial(d)
         return sorted(os.path.join(d, e) for e in os.listdir(d))
 
     def object_dir(self, subsystem: str, stem: str, ident: str, generation: int) -> str:
         d = os.path.join(self.path, subsystem)
         os.makedirs(d, mode=0o700, exist_ok=True)
         return os.path.join(d, f"{stem.replace('.', '_')}__{ident}__g{generation}")
+
+
+def settle_partial(subsystem_dir: str) -> None:
+    """Finish or undo what a crash left of pinning a new object (pinned/sequence.py pins it
+    as <name>__partial: maps first, then links; then unpins the old object directories, then
+    renames it to <name>). Its maps hold the old counts (carried over before pinning), so
+    it either replaces the old directories or goes, never both:
+      - a link pinned in it: every map was pinned before it, and its programs have been
+        counting since: it replaces the others (they are unpinned), renamed to <name>;
+      - no link: its programs died with the crashed exporter; its maps hold only copies
+        of the old counts: it is unpinned, the old directories stay."""
+    names = sorted(os.listdir(subsystem_dir))
+    for e in [n for n in names if n.endswith(PARTIAL)]:
+        part = os.path.join(subsystem_dir, e)
+        if any(x.startswith("link__") for x in os.listdir(part)):
+            for other in names:
+                if other != e and not other.endswith(PARTIAL):
+                    remove_object_dir(os.path.join(subsystem_dir, other))
+            os.rename(part, part.removesuffix(PARTIAL))
+            log.warning("%s: finished an upgrade a crash had interrupted: %s replaces the pins before it",
+                        os.path.basename(subsystem_dir), e.removesuffix(PARTIAL))
+        else:
+            remove_object_dir(part)
+            log.warning("%s: removed %s, left half pinned by a crash; the pins before it stay",
+                        os.path.basename(subsystem_dir), e)
 
 
 def parse_object_dir(path: str) -> tuple[str, str, int]:

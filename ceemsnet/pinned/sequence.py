@@ -19,12 +19,14 @@ knows nothing of net, vfs or skb.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from ceemsnet import CeemsnetError
 from ceemsnet.pinned.continuity import Carry, Pinned, Upgrade, Wanted, decide, generation_of
-from ceemsnet.pinned.pins import PinDir, identity
+from ceemsnet.pinned.pins import PARTIAL, PinDir, identity
 from ceemsnet.runtime.collection import Collection, ObjectSpec
 from ceemsnet.runtime.links import PinUnsupported
 
@@ -93,12 +95,14 @@ def _open(pins: PinDir | None, steps: Steps[T], pinned: list[Pinned]) -> Opened[
         raise
     coll = obj.collection
     olds = ", ".join(c.file for c in up.old)
-    up.finish(coll)
-    if up.how:
-        log.info("%s: replaced the pinned %s by %s (%s: %s)", name, olds, coll.file, up.how, Upgrade.HOW[up.how])
+    up.take_ledgers(coll)
     gen = generation_of(pinned, coll.maps[steps.counters].id)
     if pins:
-        pin(pins, name, coll, identity(coll.spec.obj.path, steps.settings), gen)
+        pin(pins, name, coll, identity(coll.spec.obj.path, steps.settings), gen, up)
+    else:
+        up.drop_old()
+    if up.how:
+        log.info("%s: replaced the pinned %s by %s (%s: %s)", name, olds, coll.file, up.how, Upgrade.HOW[up.how])
     return Opened(obj, up.how or "fresh", gen)
 
 
@@ -115,11 +119,32 @@ def adopt_old(pinned: list[Pinned]) -> list[Collection]:
     return old
 
 
-def pin(pins: PinDir, name: str, coll: Collection, ident: str, generation: int) -> None:
+def pin(pins: PinDir, name: str, coll: Collection, ident: str, generation: int, up: Upgrade) -> None:
+    """Pin the new object and retire the old pins, so that a crash at any point leaves
+    exactly one of them counting (pins.settle_partial finishes or undoes it at the next start):
+      1. pin in <dir>__partial: maps first, then links (a pinned link means every map is);
+      2. unpin the old object directories (their counts are in the new maps already);
+      3. rename <dir>__partial to <dir>: the subsystem's pins are the new object's alone."""
     d = pins.object_dir(name, coll.file.removesuffix(".bpf.o"), ident, generation)
     try:
-        coll.pin(d)
-        log.info("%s: maps and links pinned in %s: counting goes on when the exporter stops", name, d)
+        coll.pin(d + PARTIAL)
     except PinUnsupported as e:
+        up.drop_old()
         log.warning("%s: %s: no continuity for the %s family here; the programs stop with the exporter",
                     name, e, coll.spec.obj.family)
+        return
+    _crash_point("pinned-partial")
+    up.drop_old()
+    _crash_point("dropped-old")
+    os.rename(d + PARTIAL, d)
+    coll.pin_dir = d
+    for ln in coll.links:
+        if ln.pin_path:
+            ln.pin_path = os.path.join(d, os.path.basename(ln.pin_path))
+    log.info("%s: maps and links pinned in %s: counting goes on when the exporter stops", name, d)
+
+
+def _crash_point(step: str) -> None:
+    """Tests only (tests/kernel/test_crash_upgrade.py): SIGKILL ourselves here, as a crash would."""
+    if os.environ.get("CEEMSNET_TEST_CRASH_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -79,17 +79,17 @@ class LibbpfLink(Link):
             raise OSError(-rc, f"bpf_link_update({self.program} -> {program}): {os.strerror(-rc)}")
         self.program = program
 
-    def unpin(self) -> None:
-        # through libbpf, which remembers the pin and refuses a second one while it does
-        if self.pin_path and self._ptr and libbpf.lib().bpf_link__unpin(self._ptr) == 0:
-            self.pin_path = None
-        super().unpin()
-
+    # Pinned with bpf_obj_pin on the link's fd, not bpf_link__pin: libbpf would remember the
+    # path and refuse a second pin while it does, and the pin's directory can be renamed
+    # (ceemsnet/pinned/sequence.py commits an upgrade's pins so); pin_path here is the record.
     def pin(self, path: str) -> None:
-        rc = libbpf.lib().bpf_link__pin(self._ptr, path.encode())
+        lb = libbpf.lib()
+        fd = lb.bpf_link__fd(self._ptr) if self._ptr else -errno.EBADF
+        rc = lb.bpf_obj_pin(fd, path.encode()) if fd >= 0 else fd
         if rc < 0:
+            err = -rc if rc < -1 else (ctypes.get_errno() or errno.EINVAL)
             # not a BPF link (a perf event or tracefs probe on an older kernel): nothing to pin
-            raise PinUnsupported(-rc, f"pinning the {self.program} link: {os.strerror(-rc)}")
+            raise PinUnsupported(err, f"pinning the {self.program} link: {os.strerror(err)}")
         self.pin_path = path
 
     @property

@@ -38,6 +38,7 @@ class FakeLink:
     def __init__(self, program, name=""):
         self.program, self.name = program, name or program
         self.pinned, self.closed, self.prog_fd = True, False, None
+        self.pin_path = None
 
     def update_program(self, fd, program):
         self.prog_fd, self.program = fd, program
