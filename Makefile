@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel test-vm repeat fuzz objs check-objs cli-docs bench bench-vm clean
+.PHONY: setup serve test test-unit test-kernel test-vm repeat fuzz accuracy objs check-objs cli-docs bench bench-vm clean
 
 ifeq ($(V),1)
 Q :=
@@ -114,6 +114,12 @@ repeat: setup
 # .build/hypothesis and tried first next time. About 12 min on 2 vCPUs.
 fuzz: setup
 	$(Q)HYPOTHESIS_PROFILE=long $(PYTEST) tests/unit/test_fuzz_*.py -ra
+
+# docs/accuracy.md: every ground-truth comparison the kernel tests made (tests/accuracy_table.py):
+# the host's sessions in .build/accuracy, the VM runs' in .build/vm-logs/*.log; LOGS="a.log ..."
+# adds saved outputs (with VM_JOBS=1 the VMs' records are only in the output).
+accuracy: setup
+	$(Q)$(PY) tests/accuracy_table.py $(LOGS)
 
 test-unit: setup
 	$(Q)$(PYTEST) tests/unit -ra

@@ -239,7 +239,9 @@ def continuity(family: str, kver: Version, maxactive: int = 0) -> tuple[bool, st
                            "pinned: counting stops with the exporter (--kretprobe.maxactive=0 gives pinnable "
                            f"libbpf kprobe links on {PERF_LINK}+, with the kernel's default maxactive)")
         if kver < PERF_LINK:
-            return False, f"kprobe BPF links arrived in {PERF_LINK}: counting stops with the exporter"
+            return False, (f"kprobe BPF links arrived in {PERF_LINK}: counting stops with the exporter, and "
+                           "--kretprobe.maxactive=0 only leaves the kernel's default maxactive (as few as the "
+                           "number of CPUs on a kernel without CONFIG_PREEMPTION): leave it at its default")
         return True, "kprobe perf-event BPF links are pinned: counting goes on across restarts"
     if kver < LINK_PINNING:
         return False, f"pinnable BPF links arrived in {LINK_PINNING}: counting stops with the exporter"

@@ -15,6 +15,7 @@ import pytest
 
 from ceemsnet.attribution.cgroups import find_cgroup2_root
 
+from . import accuracy
 from .helpers import Cgroup, Child, Exporter
 
 
@@ -24,6 +25,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "tests/kernel" in str(item.fspath):
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The ground-truth comparisons the tests recorded (tests/kernel/accuracy.py), one line each:
+    the way a VM's records reach the host (make accuracy)."""
+    accuracy.terminal_summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")

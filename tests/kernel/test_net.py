@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from .accuracy import record
 from .helpers import VM, Exporter, require_program, traffic_argv
 from .peer import Peer, reply_size
 
@@ -67,6 +68,13 @@ def test_exact_bytes_calls_errors_per_cgroup(exporter, make_cgroup, spawn, peer)
         ("udp", "ipv6", "ingress"): (sum(SIZES_UDP6) + sum(SIZES_MAPPED), 0),
     }
     samples = exporter.samples()
+    for (proto, fam, d), (nbytes, errors) in want.items():  # for docs/accuracy.md, before the asserts
+        truth = dict(bytes="the plan", calls="the child's tally of its calls", errors="the plan (EAGAIN, EPIPE)")
+        expect = dict(bytes=nbytes, calls=tally.get(f"{proto}/{fam}/{d}", [None] * 3)[1], errors=errors)
+        for k in ("bytes", "calls", "errors"):
+            record("TCP and UDP over loopback, IPv4 and IPv6, one cgroup", truth[k],
+                   f"ceemsnet_net_{d}_{k}_total{{proto={proto},family={fam}}}", expect[k],
+                   metric(samples, f"ceemsnet_net_{d}_{k}_total", busy.rel, proto, fam), k, samples=samples)
     for (proto, fam, d), (nbytes, errors) in want.items():
         child_bytes, child_calls, child_errors = tally[f"{proto}/{fam}/{d}"]
         assert (child_bytes, child_errors) == (nbytes, errors)  # the workload did what was planned
@@ -133,6 +141,11 @@ def test_senders_sharing_one_cpu_are_all_counted(exporter, make_cgroup, spawn):
     samples = exporter.samples()
     got = {rel: (metric(samples, "ceemsnet_net_egress_bytes_total", rel, "udp", "ipv4"),
                  metric(samples, "ceemsnet_net_egress_calls_total", rel, "udp", "ipv4")) for rel in sent}
+    for i, rel in enumerate(sent, 1):
+        for j, k in enumerate(("bytes", "calls")):
+            record(f"3 UDP senders on one CPU, {n:,} datagrams of {size} B each", "each sender's sendto() returns",
+                   f"ceemsnet_net_egress_{k}_total{{proto=udp,family=ipv4}}, sender {i}", sent[rel][j],
+                   got[rel][j], k, samples=samples)
     assert got == {rel: (float(b), float(c)) for rel, (b, c) in sent.items()}, \
         f"counted {got}, sent {sent}; programs: {recursion_misses()}"
 
@@ -151,6 +164,10 @@ def test_sendfile_to_tcp_socket_is_counted(exporter, make_cgroup, spawn, peer):
     run_plan(spawn, cg, [{"op": "tcp", "family": 4, "addr": peer.tcp4, "send": size, "sendfile": True,
                           "expect": reply_size(size)}])
     samples = exporter.samples()
+    for d, want in (("egress", size), ("ingress", reply_size(size))):
+        record("sendfile() of a 3 MiB file to a TCP socket", "the file's size; the peer's reply",
+               f"ceemsnet_net_{d}_bytes_total{{proto=tcp,family=ipv4}}", want,
+               metric(samples, f"ceemsnet_net_{d}_bytes_total", cg.rel, "tcp", "ipv4"), samples=samples)
     # calls are not compared: on 6.5+ one sendfile() becomes several sendmsg calls inside the kernel
     assert metric(samples, "ceemsnet_net_egress_bytes_total", cg.rel, "tcp", "ipv4") == size
     assert metric(samples, "ceemsnet_net_ingress_bytes_total", cg.rel, "tcp", "ipv4") == reply_size(size)

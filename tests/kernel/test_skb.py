@@ -19,6 +19,7 @@ import pytest
 from ceemsnet.runtime import libbpf
 from ceemsnet.commands.compare import MAX_HEADER
 
+from .accuracy import record
 from .helpers import ROOT, Exporter, traffic_argv
 from .peer import Peer, reply_size
 
@@ -92,6 +93,9 @@ def test_bulk_tcp_ip_bytes_within_header_bound(exporters, make_cgroup, spawn, pe
     retrans = tcp_retrans_segs() - r0
     for mode, e in exporters.items():
         s = e.samples()
+        record(f"4 MiB over TCP, with the cgroup_skb backend ({mode} mode) beside", "the plan",
+               "ceemsnet_net_egress_bytes_total{proto=tcp,family=ipv4}", size,
+               val(s, "ceemsnet_net_egress_bytes_total", cgroup=cg.rel, proto="tcp", family="ipv4"), samples=s)
         # socket level: exact, whatever the skb backend does beside it
         assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=cg.rel, proto="tcp", family="ipv4") == size
         for d, payload in (("egress", size), ("ingress", reply_size(size))):
@@ -115,6 +119,10 @@ def test_socket_created_before_the_move(exporters, make_cgroup, spawn, peer):
     retrans = tcp_retrans_segs() - r0
     assert int(out.split()[-1]) == reply_size(n)
     s = exporters["root"].samples()
+    for which, c, want in (("the task's new cgroup", new, n), ("the cgroup it left", old, 0)):
+        record("TCP from a socket made before its task moved cgroups", "the plan",
+               f"ceemsnet_net_egress_bytes_total{{proto=tcp,family=ipv4}}, {which}", want,
+               val(s, "ceemsnet_net_egress_bytes_total", cgroup=c.rel, proto="tcp", family="ipv4"), samples=s)
     # socket level follows the task; the skb level stays with the socket's cgroup
     assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=new.rel, proto="tcp", family="ipv4") == n
     assert val(s, "ceemsnet_net_egress_bytes_total", cgroup=old.rel, proto="tcp", family="ipv4") == 0
@@ -243,8 +251,14 @@ def test_per_cgroup_final_counts_of_a_removed_cgroup_survive_restarts(how, make_
             e.kill()
         return Exporter(extra=args, collectors="skb")
 
-    def exact(e):
+    def exact(e, when):
         s = e.samples()
+        for d in ("egress", "ingress"):  # for docs/accuracy.md, before the asserts
+            for field, v in (("bytes", want), ("packets", len(sizes))):
+                record(f"cgroup_skb (per-cgroup mode): a removed cgroup's UDP across a {how} and a restart",
+                       "the plan's datagrams, each + 28 B of IPv4 and UDP headers",
+                       f"ceemsnet_skb_{d}_{field}_total{{family=ipv4}}, {when}", v, skb(s, cg, d, field), field,
+                       samples=s, subsystem="skb")
         for d in ("egress", "ingress"):
             assert skb(s, cg, d, "bytes") == want, (how, d, s)
             assert skb(s, cg, d, "packets") == len(sizes), (how, d)
@@ -266,10 +280,10 @@ def test_per_cgroup_final_counts_of_a_removed_cgroup_survive_restarts(how, make_
         child.proc.stdin.write("close\n")
         child.proc.stdin.flush()
         assert child.proc.wait(timeout=30) == 0  # the socket goes: the kernel frees cg's storage
-        exact(e)                 # this scrape retires them (the ledger)
+        exact(e, "kept in skb_final")  # this scrape retires them (the ledger)
         assert cg.id not in final_ids(pin_path)
         e = restart(e)
-        exact(e)                 # from the pinned retired totals
+        exact(e, "retired")      # from the pinned retired totals
     finally:
         if child is not None:
             child.stop()

@@ -13,6 +13,7 @@ import tempfile
 
 import pytest
 
+from .accuracy import record
 from .helpers import HOOK, VM, Exporter, attached_programs, require_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -80,6 +81,13 @@ def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_
     gone = _unhooked_rwv(after)
     want = {op: (RW_BYTES - RWV_BYTES, RW_CALLS - 1, 0) if f"vfs_{op}v" in gone else (RW_BYTES, RW_CALLS, 0)
             for op in ("read", "write")}
+    for fs in ("tmpfs", "ext4"):  # for docs/accuracy.md, before the asserts
+        for op in ("read", "write"):
+            for i, k in enumerate(("bytes", "calls", "errors")):
+                record("fileio.py: writes and reads of 2,100 B in 3 calls each, per file system",
+                       "fileio.py's known operations", f"ceemsnet_vfs_{op}_{k}_total{{fstype={fs}}}", want[op][i],
+                       delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs), k,
+                       samples=after, subsystem="vfs")
     for fs in ("tmpfs", "ext4"):
         for op in ("read", "write"):
             got = tuple(delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs)
@@ -97,8 +105,19 @@ def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_
     # fileio.OPENS opens and fileio.CREATES creates per file system: open(O_CREAT)
     # and creat() count a create only when they made the file, mknod() always
     n = 2
-    assert ops == {"open": (n * fileio.OPENS, 0), "create": (n * fileio.CREATES, 0), "unlink": (n, n),
-                   "mkdir": (2 * n, 0), "rmdir": (2 * n, 0)}
+    want_ops = {"open": (n * fileio.OPENS, 0), "create": (n * fileio.CREATES, 0), "unlink": (n, n),
+                "mkdir": (2 * n, 0), "rmdir": (2 * n, 0)}
+    record_ops("fileio.py: opens, creates, mkdir, rmdir, unlink (one refused), on tmpfs and ext4",
+               "fileio.py's known operations", want_ops, ops, after)
+    assert ops == want_ops
+
+
+def record_ops(workload, truth, want, got, samples):
+    """For docs/accuracy.md: each op's count and errors, {op: (ops, errors)} expected and counted."""
+    for op, (n, errors) in want.items():
+        for i, (name, unit) in enumerate((("ops", "ops"), ("op_errors", "errors"))):
+            record(workload, truth, f"ceemsnet_vfs_{name}_total{{op={op}}}", (n, errors)[i], got[op][i], unit,
+                   samples=samples, subsystem="vfs")
 
 
 def _unhooked_rwv(samples) -> set[str]:
@@ -244,7 +263,10 @@ def test_failed_lookups_are_not_operation_errors(exporter, make_cgroup, spawn, t
     # do_rmdir() once it reached the file system, and the inlined may_delete() refusal (ENOTDIR here)
     # is not seen: the documented limit of those kernels (bpf/README.md, on the split vfs_rmdir())
     rmdir_errors = 0 if HOOK in ("fexit", "kretprobe") and _vfs_rmdir_split() else 1
-    assert ops == {"open": (0, 0), "create": (0, 0), "unlink": (0, 1), "mkdir": (0, 0), "rmdir": (0, rmdir_errors)}
+    want_ops = {"open": (0, 0), "create": (0, 0), "unlink": (0, 1), "mkdir": (0, 0), "rmdir": (0, rmdir_errors)}
+    record_ops("9 failing calls on tmpfs: 7 fail before the operation (ENOENT, EEXIST, ENOTDIR), 2 in it",
+               "the calls' errno", want_ops, ops, after)
+    assert ops == want_ops
 
 
 def _vfs_rmdir_split() -> bool:

@@ -32,9 +32,11 @@ pytestmark = pytest.mark.skipif(
     not (os.environ.get("CEEMSNET_SLURM_DIR") and os.environ.get("SLURM_CONF") and shutil.which("sbatch")),
     reason="needs the SLURM suite's cluster: tests/vm/run.sh 6.12 tests/slurm/run.sh .venv/bin/python -m pytest tests/slurm")
 
+from ..kernel.accuracy import record  # noqa: E402
 from ..kernel.helpers import Exporter  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TALLIES = "the workloads' own tallies (their calls' return values)"
 ROOT = os.path.dirname(os.path.dirname(HERE))
 RUN_SH = os.path.join(HERE, "run.sh")
 WORKLOAD = os.path.join(HERE, "workload.py")
@@ -214,6 +216,23 @@ def add(*dicts) -> dict:
     return out
 
 
+def series(key: str) -> str:
+    """The series a tally key ("tcp/egress", "read") is compared with."""
+    if "/" in key:
+        proto, d = key.split("/")
+        return f"ceemsnet_net_{d}_bytes_total{{proto={proto},family=ipv6}}"
+    return f"ceemsnet_vfs_{key}_bytes_total{{fstype=ramfs}}"
+
+
+def record_sums(what, level, want, got, samples):
+    """For docs/accuracy.md, before a test compares {cgroup: {key: bytes}}: each key summed over the
+    job's cgroups at one --cgroup.aggregate level, expected (tallies) and counted."""
+    w, g = add(*want.values()), add(*got.values())
+    for k in sorted(set(w) | set(g)):
+        record(what, TALLIES, f"{series(k)}, job sum, --cgroup.aggregate={level}", w.get(k, 0), g.get(k, 0),
+               samples=samples, subsystem="net" if "/" in k else "vfs")
+
+
 def workload(role, results, name, **opts) -> str:
     return f"{sys.executable} {WORKLOAD} {role} {results} {name} '{json.dumps(opts)}'"
 
@@ -339,6 +358,9 @@ def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs,
                     "step": {k: vfs_of(t) for k, t in steps.items()},
                     "job": {jd: add(vfs_of(ts), vfs_of(tc))}}
         for lv in LEVELS:
+            for want, got in ((want_net[lv], net_by_cgroup(s[lv], jd)), (want_vfs[lv], vfs_by_cgroup(s[lv], jd))):
+                record_sums("sbatch, 2 steps: TCP and UDP (::1) between them, files on ramfs", lv, want, got, s[lv])
+        for lv in LEVELS:
             assert net_by_cgroup(s[lv], jd) == want_net[lv], lv
             assert vfs_by_cgroup(s[lv], jd) == want_vfs[lv], lv
         # series: 12 ipv6 ones per cgroup of the level (2 tasks, 2 steps, 1 job)
@@ -396,6 +418,8 @@ def test_array_job_of_three_tasks_labelled_as_slurm_shows_them(exporters, ramfs,
         jd = f"{SCOPE}/job_{rawid}"
         for lv, e in exporters.items():
             s = e.samples()
+            for want, got in ((net_of(t), net_by_cgroup(s, jd)), (vfs_of(t), vfs_by_cgroup(s, jd))):
+                record_sums(f"job array of 3, task {i}: TCP to itself, files on ramfs", lv, {jd: want}, got, s)
             assert add(*net_by_cgroup(s, jd).values()) == net_of(t), (lv, lb)
             assert add(*vfs_by_cgroup(s, jd).values()) == vfs_of(t), (lv, lb)
             # the task's batch step, labelled as sacct names it
@@ -423,6 +447,8 @@ def test_interactive_step(exporters, ramfs, results):
     for lv, e in exporters.items():
         s = e.samples()
         got = net_by_cgroup(s, jd)
+        for want, counted in ((net_of(t), got), (vfs_of(t), vfs_by_cgroup(s, jd))):
+            record_sums("salloc, the interactive step: TCP to itself, files on ramfs", lv, {jd: want}, counted, s)
         assert add(*got.values()) == net_of(t), lv
         assert add(*vfs_by_cgroup(s, jd).values()) == vfs_of(t), lv
         if lv != "job":
@@ -450,7 +476,10 @@ def _check_stream(exporters, results, job, cancelled):
     wait_labels(exporters, [job])
     jd = f"{SCOPE}/job_{job}"
     for lv, e in exporters.items():
-        got = net_by_cgroup(e.samples(), jd)
+        s = e.samples()
+        got = net_by_cgroup(s, jd)
+        record_sums("2 steps, one streaming TCP to the other, " + ("scancel of the sender" if cancelled
+                    else "slurmd restarted meanwhile"), lv, {jd: {"tcp/egress": sent, "tcp/ingress": sent}}, got, s)
         if lv == "job":
             assert got == {jd: {"tcp/egress": sent, "tcp/ingress": sent}}, lv
         else:
@@ -518,6 +547,9 @@ def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir)
         assert (r["user"], r["account"], r["partition"], r["state"]) == ("root", "ceemsnet", "debug", want["state"]), r
         assert r["nodes"] and r["start"] and r["end"] and r["elapsed"], r
         if want["vfs"]:
+            for op in ("read", "write"):
+                record("ceemsnet report --by=job, from the store", TALLIES, f"vfs_{op}_bytes (ramfs), job {job}",
+                       want["vfs"][op], r[f"vfs_{op}_bytes"])
             assert (r["vfs_read_bytes"], r["vfs_write_bytes"]) == (want["vfs"]["read"], want["vfs"]["write"]), r
         assert r["net_egress_bytes"] >= want["net"].get("tcp/egress", 0) + want["net"].get("udp/egress", 0), r
         if "sums" in want:
@@ -533,6 +565,11 @@ def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir)
         for cg, t in FINISHED[job]["cgroups"].items():
             assert cg in rows, (cg, sorted(rows))
             r = rows[cg]
+            for k, want in (("net_egress_bytes", t["tcp/egress"] + t["udp/egress"]),
+                            ("net_ingress_bytes", t["tcp/ingress"] + t["udp/ingress"]),
+                            ("vfs_read_bytes", t["read"]), ("vfs_write_bytes", t["write"])):
+                record("ceemsnet report --by=cgroup of the 2-step job", TALLIES,
+                       f"{k}, task cgroup {cg.rsplit('/', 3)[-3]}", want, r[k])
             assert r["net_egress_bytes"] == t["tcp/egress"] + t["udp/egress"], r
             assert r["net_ingress_bytes"] == t["tcp/ingress"] + t["udp/ingress"], r
             assert (r["vfs_read_bytes"], r["vfs_write_bytes"]) == (t["read"], t["write"]), r
