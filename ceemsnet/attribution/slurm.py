@@ -172,6 +172,13 @@ def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRa
     return out
 
 
+def _valid_facts(v) -> bool:
+    """A cache entry as parse_sacct makes them: the job as SLURM shows it, each fact a string or null
+    (anything else, e.g. a list as the state, would fail in is_final or in the report)."""
+    return (isinstance(v, dict) and isinstance(v.get("job"), str) and bool(v["job"])
+            and all(v.get(k) is None or isinstance(v.get(k), str) for k in FACTS))
+
+
 def is_final(facts: dict) -> bool:
     return (facts.get("state") or "") in FINAL_STATES and facts.get("end") is not None
 
@@ -193,12 +200,12 @@ class Runner:
         self._proc: subprocess.Popen | None = None
         self.stopped = False
 
-    def __call__(self, argv, *, timeout: float, env=None, capture_output=True, text=True):
+    def __call__(self, argv, *, timeout: float, env=None, capture_output=True, text=True, errors=None):
         with self._lock:
             if self.stopped:
                 raise OSError(0, "the exporter is stopping")
             p = self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=text, env=env,
+                                              stderr=subprocess.PIPE, text=text, errors=errors, env=env,
                                               start_new_session=True)
         try:
             out, err = p.communicate(timeout=timeout)
@@ -252,7 +259,8 @@ def _sacct_call(exe: str, part: list[str], fields, key: str, timeout: float, run
     argv = [exe, "-P", "--noheader", "--format=" + ",".join(fields), "--starttime=1970-01-01",
             "-j", ",".join(part)]
     try:
-        r = run(argv, capture_output=True, text=True, timeout=timeout,
+        # errors="replace": a job name typed in Latin-1 (b'caf\xe9') is no UnicodeDecodeError
+        r = run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
                 env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
     except subprocess.TimeoutExpired:
         raise SacctError(f"sacct did not answer within {timeout:g} s") from None
@@ -275,10 +283,20 @@ class FactsCache:
             try:
                 with open(path) as f:
                     doc = json.load(f)
-                if isinstance(doc, dict) and isinstance(doc.get("jobs"), dict):
-                    self.jobs = {k: v for k, v in doc["jobs"].items() if isinstance(v, dict)}
-            except (OSError, ValueError):
-                pass
+            except FileNotFoundError:
+                return
+            # ValueError: not JSON, not UTF-8; RecursionError: nested too deep for json.load
+            except (OSError, ValueError, RecursionError) as e:
+                log.warning("ignoring the sacct cache %s: %s", path, " ".join(str(e).split())[:200])
+                return
+            jobs = doc.get("jobs") if isinstance(doc, dict) else None
+            if not isinstance(jobs, dict):
+                log.warning("ignoring the sacct cache %s: not {\"jobs\": {...}}", path)
+                return
+            self.jobs = {k: v for k, v in jobs.items() if _valid_facts(v)}
+            if len(self.jobs) < len(jobs):  # the next save() leaves them out
+                log.warning("ignoring %d of the %d entries of the sacct cache %s: not as ceemsnet writes them",
+                            len(jobs) - len(self.jobs), len(jobs), path)
 
     def save(self) -> None:
         if not self.path:
@@ -333,7 +351,7 @@ def run_squeue(ids: list[str], timeout: float = 5.0, squeue: str = "squeue", run
         part = numeric[i:i + BATCH]
         argv = [exe, "-h", "-a", "-t", "all", "-o", "%A|%i", "-j", ",".join(part)]
         try:
-            r = run(argv, capture_output=True, text=True, timeout=timeout)
+            r = run(argv, capture_output=True, text=True, errors="replace", timeout=timeout)  # as sacct's
         except subprocess.TimeoutExpired:
             raise SacctError(f"squeue did not answer within {timeout:g} s") from None
         except OSError as e:

@@ -23,9 +23,11 @@ KINDS = ("none", "slurm", "systemd", "k8s")
 LABEL = {"slurm": "job", "systemd": "unit", "k8s": "pod"}
 
 # systemd: the deepest .service/.scope/.socket/.mount/.swap unit, else the deepest .slice
-_SYSTEMD_UNIT = re.compile(r"^[^/]+\.(service|scope|socket|mount|swap)$")
+# (\Z, not $: `$` also matches before a final newline, and below a delegated cgroup any name,
+# "a.service\n" too, is possible)
+_SYSTEMD_UNIT = re.compile(r"^[^/]+\.(service|scope|socket|mount|swap)\Z")
 # Kubernetes: systemd driver kubepods-<qos>-pod<uid with _>.slice; cgroupfs driver pod<uid>
-_K8S_POD = re.compile(r"(?:^|/)(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-fA-F_-]{8,})(?:\.slice)?(?:/|$)")
+_K8S_POD = re.compile(r"(?:^|/)(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-fA-F_-]{8,})(?:\.slice)?(?:/|\Z)")
 
 
 def slurm_job(path: str) -> str | None:

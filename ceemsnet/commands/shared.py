@@ -24,11 +24,24 @@ HOOKS = ("auto", "fexit", "kretprobe", "tracepoint")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def one_line(text: str) -> str:
+    """text with its control characters (newline, CR, ...) escaped as repr() writes them: an error
+    quoting what the user gave stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, like argparse, but with our prefix
         self.print_usage(sys.stderr)
-        print(f"ceemsnet: error: {message}", file=sys.stderr)
+        print(f"ceemsnet: error: {one_line(message)}", file=sys.stderr)
         sys.exit(2)
+
+    def _get_values(self, action, arg_strings):
+        # Python 3.11's argparse drops a '--' from an option's values and stores what is left, so
+        # `--log.level=--` gave the value [] past choices and type: '--' is no option's value
+        if action.option_strings and "--" in arg_strings:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, not '--'")
+        return super()._get_values(action, arg_strings)
 
 
 def maxactive(text: str) -> int:

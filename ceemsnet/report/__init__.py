@@ -34,7 +34,7 @@ def run(args) -> int:
     if shown:
         rows = [r for r in rows if r.get("job") == job]
         if not rows:
-            raise CeemsnetError(f"no job {job}" + (f" ({note})" if note else ""))
+            raise CeemsnetError(f"no job {job!r}" + (f" ({note})" if note else ""))
     if base != by:
         grouped = regroup(rows, by)
         left = sum(1 for r in rows if r.get(by) is None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from ceemsnet import CeemsnetError
-from ceemsnet.serving.store import COLUMNS, open_db
+from ceemsnet.serving.store import COLUMNS, open_db, store_error
 from ceemsnet.report.rows import make_row
 
 # --by -> the store's column holding that key
@@ -27,7 +29,10 @@ def query(path: str, by: str, since: float, until: float, job: str | None = None
         rows = db.execute(sql + f" GROUP BY {key} ORDER BY {key}", args).fetchall()
         if job is not None and not rows:
             known = db.execute("SELECT COUNT(*) FROM cgroups WHERE job = ?", (job,)).fetchone()[0]
-            raise CeemsnetError(f"no job {job} in {path}" + (" in that time range" if known else ""))
+            raise CeemsnetError(f"no job {job!r} in {path}" + (" in that time range" if known else ""))
+    # past open_db's check: a table or column dropped, text not UTF-8, a SUM that overflows
+    except (sqlite3.Error, UnicodeDecodeError) as e:
+        raise store_error(path, e) from None
     finally:
         db.close()
     return [make_row(by, r[0], dict(zip(COLUMNS, r[1:])), r[-2], r[-1]) for r in rows]

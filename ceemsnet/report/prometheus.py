@@ -375,7 +375,7 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
         g["first"] = min(g["first"], since if f is None else f)
         g["last"] = max(g["last"], until if last is None else last)
     if job is not None and not groups:
-        raise CeemsnetError(f"no job {job} in Prometheus at {api.base} between "
+        raise CeemsnetError(f"no job {job!r} in Prometheus at {api.base} between "
                             f"{iso(since)} and {iso(until)}")
 
     return [make_row(by, k, {c: round(v) for c, v in g["cols"].items()}, g["first"], g["last"])

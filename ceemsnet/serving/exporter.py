@@ -61,7 +61,9 @@ class _Body(list):
 def parse_listen_address(addr: str) -> tuple[str, int]:
     """'HOST:PORT', ':PORT' (all addresses) or '[V6]:PORT' -> (host, port)."""
     host, sep, port = (addr or "").rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: str.isdigit() also passes '²' (int() refuses it) and '٩٩' (int() reads 99);
+    # at most 5, so int() never meets Python's 4,300-digit limit
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
         raise CeemsnetError(f"invalid --web.listen-address {addr!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -97,10 +97,11 @@ def _transaction(db: sqlite3.Connection):
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.commit()
     except BaseException:
+        # also a failed COMMIT (disk full): a transaction left open would fail every later BEGIN
         db.rollback()
         raise
-    db.commit()
 
 
 def open_db(path: str, create: bool) -> sqlite3.Connection:
@@ -115,9 +116,11 @@ def open_db(path: str, create: bool) -> sqlite3.Connection:
         raise CeemsnetError(f"no accounting database at {path}")
     if create:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    db = None
     try:
         db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        if create:  # the exporter's store; a read must not rewrite the file's header (nor leave -wal, -shm)
+            db.execute("PRAGMA journal_mode=WAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and create and not db.execute("SELECT name FROM sqlite_master").fetchall():
             with _transaction(db):
@@ -138,13 +141,30 @@ def open_db(path: str, create: bool) -> sqlite3.Connection:
                 if version < SCHEMA_VERSION:
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError as e:
-        raise CeemsnetError(f"{path} is not a ceemsnet accounting database ({e})") from None
+    except (sqlite3.Error, UnicodeDecodeError) as e:
+        if db is not None:
+            db.close()
+        raise store_error(path, e) from None
     if not app or app[0] != APP:
+        db.close()
         raise CeemsnetError(f"{path} is not a ceemsnet accounting database")
     if version > SCHEMA_VERSION:
+        db.close()
         raise CeemsnetError(f"{path} has schema {version}, newer than this ceemsnet ({SCHEMA_VERSION})")
     return db
+
+
+def store_error(path: str, e: Exception) -> CeemsnetError:
+    """The one-line error for a SQLite error on the store at path: locked, a dropped table or
+    column, text that is not UTF-8 (OperationalError, or the UnicodeDecodeError the sqlite3
+    module raises for some values), a SUM that overflows (OperationalError), or a file that is no
+    SQLite database or has malformed pages (DatabaseError)."""
+    detail = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, UnicodeDecodeError):  # a name in the schema, or SQLite's message quoting one
+        return CeemsnetError(f"cannot read the accounting database {path}: text in it is not UTF-8 (damaged?)")
+    if isinstance(e, sqlite3.OperationalError):
+        return CeemsnetError(f"cannot read the accounting database {path}: {detail}")
+    return CeemsnetError(f"{path} is not a ceemsnet accounting database ({detail})")
 
 
 def totals_from_families(families) -> dict[str, dict[str, int]]:
@@ -218,6 +238,9 @@ class Store:
                             self._keep_fold(group)
                     else:
                         self._start(group, gen)
+        except (sqlite3.Error, UnicodeDecodeError) as e:  # a table or column dropped, text not UTF-8: one line
+            self.db.close()
+            raise store_error(path, e) from None
         except BaseException:
             self.db.close()
             raise
@@ -370,5 +393,9 @@ class StoreWriter:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        self.flush()
-        self.store.close()
+        try:
+            self.flush()
+        except Exception as e:  # one line, and the store still closed (the pins, if kept, still hold the counts)
+            raise CeemsnetError(f"writing {self.store.path} at stop failed: {' '.join(str(e).split())}") from None
+        finally:
+            self.store.close()

@@ -64,10 +64,23 @@ def test_probe_other_kernel_table_explains_absent_sendpage():
     (("serve", "--vfs.fstypes", "ext4,zzzfs"), "unknown file system type"),
     (("serve", "--collectors", ""), "empty"),
     (("serve", "--web.listen-address", "nope"), "invalid --web.listen-address"),
+    (("serve", "--web.listen-address=:\u00b2"), "invalid --web.listen-address"),  # was int()'s ValueError
+    (("probe", "--log.level=--"), "expected a value, not '--'"),  # was [] as the value: AttributeError
 ])
 def test_bad_input_is_one_line(args, needle):
     rc, out, err = run(*args)
     assert_one_line_error(rc, err, needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("compare", "a\nb"), "unrecognized arguments: a\\nb"),
+    (("report", "--no-such=a\r\nb"), "unrecognized arguments: --no-such=a\\r\\nb"),
+])
+def test_an_error_quoting_a_newline_stays_one_line(args, needle):
+    """A value holding a newline is written escaped: the error is the one and the last line."""
+    rc, out, err = run(*args)
+    assert_one_line_error(rc, err, needle)
+    assert err.splitlines()[-1].startswith("ceemsnet: error:"), err
 
 
 def test_bad_flag_is_usage_error():

@@ -58,7 +58,9 @@ def test_listen_address(addr, want):
     assert parse_listen_address(addr) == want
 
 
-@pytest.mark.parametrize("bad", ["", "9977", "host:", "host:0", "host:70000", "::1:9977", "h:p"])
+# ':²' passed str.isdigit() and int() raised ValueError; ':٩٩' (Arabic-Indic digits) was port 99
+@pytest.mark.parametrize("bad", ["", "9977", "host:", "host:0", "host:70000", "::1:9977", "h:p", ":\u00b2",
+                                 ":\u0669\u0669", ":" + "1" * 5000])
 def test_listen_address_rejects(bad):
     with pytest.raises(CeemsnetError):
         parse_listen_address(bad)

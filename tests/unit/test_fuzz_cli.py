@@ -149,20 +149,10 @@ def stand_ins():
         yield
 
 
-# found here, in argparse as ceemsnet/cli.py and ceemsnet/commands use it (not this test's to fix): an
-# option given as `--flag=--` gets the value [] (Python 3.11's argparse drops the '--' and still
-# stores), past `choices` and `type`; main() then calls args.log_level.upper() on a list. And
-# Parser.error prints argparse's message as it is: "unrecognized arguments: a\nb" is two lines
-DASHES = ("cli.py/commands: `--log.level=--` (any `--opt=--`) parses to the value [] (argparse drops '--'); "
-          "main() raises AttributeError: 'list' object has no attribute 'upper'; and commands/shared.py "
-          "Parser.error prints an argument holding a newline raw: the error takes two lines")
-
-
-@pytest.mark.xfail(strict=True, reason=DASHES)
 @examples(300)
 @given(argv=argvs())
-@example(argv=["probe", "--log.level=--"])
-@example(argv=["compare", "a\nb"])
+@example(argv=["probe", "--log.level=--"])  # argparse's [] as the value: AttributeError in main()
+@example(argv=["compare", "a\nb"])  # the error printed the newline: two lines
 @example(argv=["probe", "--kernel"])
 @example(argv=["serve", "--web.listen-address"])
 @example(argv=[])
@@ -195,19 +185,12 @@ def serve_until_kernel():
         yield
 
 
-# found here, in ceemsnet/serving/exporter.py parse_listen_address (not this test's to fix): it checks
-# the port with str.isdigit(), which superscripts pass, then int() refuses them: ValueError
-LISTEN = ("exporter.py parse_listen_address: ':\u00b2' passes port.isdigit(), then int() raises ValueError "
-          "(a traceback from `serve --web.listen-address=:\u00b2`); ':\u0669\u0669' (Arabic-Indic digits) is port 99")
-
-
-@pytest.mark.xfail(strict=True, reason=LISTEN)
 @examples(150)
 @given(data=st.data())
 @example(data=None)
 def test_fuzz_serve_flags(data):
     if data is None:  # the explicit example: the one found
-        argv = ["serve", "--web.listen-address=:\u00b2"]
+        argv = ["serve", "--web.listen-address=:\u00b2"]  # passed str.isdigit(), int() raised ValueError
     else:
         argv = _argv_for("serve", data)
     try:
@@ -233,14 +216,6 @@ def store_path(tmp_path_factory):
 REPORT_FLAGS = ("--since", "--until", "--by", "--job", "--format", "--log.level")
 
 
-# found here (long profile), in ceemsnet/report/local.py query and ceemsnet/report/__init__.py run (not
-# this test's to fix): "no job {job} in {path}" prints --job as given, so a newline or CR in it splits
-# the error line
-REPORT_JOB = ("report/local.py query, report/__init__.py run: `report --job=$'a\\nb'` prints "
-              "'ceemsnet: error: no job a' and 'b in <store>' on two lines (the job not quoted)")
-
-
-@pytest.mark.xfail(strict=True, reason=REPORT_JOB)
 @examples(150)
 @given(data=st.data())
 @example(data=None)
@@ -251,13 +226,12 @@ def test_fuzz_report_flags(store_path, data):
     if data is None:
         argv = ["report", "--since", "0001-01-01"]  # datetime.timestamp(): ValueError, year 0 is out of range
     elif data == "job":
-        argv = ["report", "--job", "a\nb"]
+        argv = ["report", "--job", "a\nb"]  # "no job a" and "b in <store>": the error on two lines
     else:
         # this node's store and no network: no --prometheus* nor --storage.path drawn
         leave_out = {a.dest for a in _options(report_parser)
                      if any(o.startswith(("--prometheus", "--storage.path")) for o in a.option_strings)}
         argv = _argv_for("report", data, data.draw(st.lists(st.sampled_from(acts), max_size=4)), leave_out)
-        argv = [a for a in argv if not a.endswith("=--")]  # argparse's [] value: DASHES, the parsing property's
     argv += ["--storage.path", store_path, "--slurm.sacct", "none", "--slurm.sacct-cache", "none"]
     with within(20, "report"):
         code, out, err = _call_main(argv)

@@ -57,15 +57,6 @@ SQL = [
 ]
 
 
-# found here, in ceemsnet/serving/store.py open_db and ceemsnet/report/local.py query (not this test's
-# to fix): open_db checks the meta table only, and query's SELECT then raises sqlite3 errors that
-# nothing turns into a CeemsnetError, so `ceemsnet report` ends in a traceback
-STORE_READ = ("store.py open_db / report/local.py query: a store file with meta app=ceemsnet-accounting but a "
-              "dropped table or column, non-UTF-8 text, or SUMs that overflow raises sqlite3.OperationalError "
-              "(also sqlite3.DatabaseError 'database disk image is malformed' from corrupted pages) past open_db")
-
-
-@pytest.mark.xfail(strict=True, reason=STORE_READ)
 @examples(150)
 @given(base=st.sampled_from(["store", "store", "store", "foreign", "empty", "folder"]),
        sql=st.lists(st.sampled_from(SQL), max_size=3),
@@ -80,6 +71,8 @@ STORE_READ = ("store.py open_db / report/local.py query: a store file with meta 
          job=None)  # sqlite3.OperationalError: Could not decode to UTF-8 column 'job'
 @example(base="store", sql=["UPDATE cgroups SET net_egress_bytes = 9223372036854775807"], edits=[], truncate=None,
          by="cgroup", job=None)  # two rows: sqlite3.OperationalError: integer overflow (SUM)
+@example(base="store", sql=[], edits=[(3929, b"\x80")], truncate=None, by="job",
+         job=None)  # a schema name not UTF-8: UnicodeDecodeError from SQLite's message quoting it (long profile)
 def test_fuzz_store_files_read_by_report(stores, base, sql, edits, truncate, by, job):
     files, scratch = stores
     path = str(scratch / "db")
@@ -124,15 +117,8 @@ def test_fuzz_store_files_read_by_report(stores, base, sql, edits, truncate, by,
     assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
 
 
-# found here, in ceemsnet/serving/store.py open_db (not this test's to fix): with create=False
-# (report) it still runs PRAGMA journal_mode=WAL, which rewrites another program's SQLite file
-# (its header's journal mode) and leaves -wal and -shm files beside it; report should change nothing
-WAL_ON_READ = ("store.py open_db(create=False): PRAGMA journal_mode=WAL turns another program's SQLite file "
-               "into WAL mode (header bytes 18-19 1 -> 2) and leaves -wal/-shm beside it")
-
-
-@pytest.mark.xfail(strict=True, reason=WAL_ON_READ)
 def test_report_leaves_another_programs_sqlite_file_as_it_was(stores):
+    """Found by fuzzing: open_db(create=False) set WAL mode (header bytes 18-19 1 -> 2, -wal/-shm beside it)."""
     files, scratch = stores
     path = scratch / "other.db"
     path.write_bytes(files["foreign"])

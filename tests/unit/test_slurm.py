@@ -19,8 +19,8 @@ from ceemsnet.collectors.counters import CounterMap
 from ceemsnet.collectors.net import net_families
 from ceemsnet.attribution.lifecycle import Lifecycle
 from ceemsnet.common.metrics import Family, merge_families
-from ceemsnet.attribution.slurm import (BATCH, FIELDS, LEVELS, SLUID, FactsCache, SacctError, SlurmNames, fold,
-                                        job_facts, parse, parse_sacct, run_sacct)
+from ceemsnet.attribution.slurm import (BATCH, FIELDS, LEVELS, SLUID, FactsCache, Runner, SacctError, SlurmNames,
+                                        fold, is_final, job_facts, parse, parse_sacct, run_sacct, run_squeue)
 from ceemsnet.serving.store import Store, totals_from_families
 from ceemsnet.planning.structs import decode_net, pack_net_key
 from ceemsnet.attribution.workloads import add_units, folder, resolve_level, slurm_job
@@ -321,6 +321,43 @@ def test_cache_keeps_finished_jobs_and_asks_again_for_running_ones(tmp_path):
     # no sacct: the cache still answers for finished jobs, and the note says what is missing
     facts, note = job_facts(["42", "101"], FactsCache(cache_file), str(tmp_path / "nope"))
     assert list(facts) == ["42"] and "sacct is not installed" in note and "from the cache" in note
+
+
+def _printing(tmp_path, name: str, data: bytes) -> str:
+    """A program that prints these bytes, whatever it is asked."""
+    (tmp_path / f"{name}.out").write_bytes(data)
+    exe = tmp_path / name
+    exe.write_text(f"#!{sys.executable}\nimport sys\n"
+                   f"sys.stdout.buffer.write(open({str(tmp_path / f'{name}.out')!r}, 'rb').read())\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_output_that_is_not_utf8_is_read(tmp_path):
+    """A job named in Latin-1 (b'caf\\xe9'): was a UnicodeDecodeError (a report traceback); now its
+    name holds U+FFFD and every other fact is read, through subprocess.run and through Runner."""
+    exe = _printing(tmp_path, "sacct", b"42|42|alice|physics|batch|caf\xe9|COMPLETED|s|e|00:05:00|node1\n")
+    for run in (subprocess.run, Runner()):
+        facts = run_sacct(["42"], sacct=exe, run=run)
+        assert facts["42"]["job_name"] == "caf\ufffd" and facts["42"]["user"] == "alice"
+    exe = _printing(tmp_path, "squeue", b"125|123_2\n7|7_\xe9\n")
+    assert run_squeue(["125", "7"], squeue=exe) == {"125": "123_2", "7": "7_\ufffd"}
+
+
+@pytest.mark.parametrize("text,kept", [
+    ('{"jobs": {"1": {"job": "1", "state": ["x"], "end": "e"}}}', []),  # was a TypeError in is_final
+    ('{"jobs": {"1": {"job": "1", "state": "COMPLETED", "end": "e"}, "2": {"state": 3}, "3": []}}', ["1"]),
+    ("[" * 100000, []),  # was a RecursionError from json.load
+    ("{", []), ("null", []), ('{"jobs": [1]}', []), ("", []),
+])
+def test_a_cache_file_ceemsnet_did_not_write_is_ignored(tmp_path, caplog, text, kept):
+    path = tmp_path / "sacct.json"
+    path.write_text(text)
+    cache = FactsCache(str(path))
+    assert sorted(cache.jobs) == kept and all(is_final(v) for v in cache.jobs.values())
+    assert "ignoring" in caplog.text
+    facts, note = job_facts(["1"], cache, sacct=str(tmp_path / "nope"))
+    assert list(facts) == kept and (note is None or "\n" not in note)
 
 
 def test_names_map_array_and_het_ids_once(tmp_path):

@@ -7,7 +7,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.common.metrics import Family
 from ceemsnet.report.local import query
 from ceemsnet.report.rows import format_rows
-from ceemsnet.serving.store import COLUMNS, SCHEMA_VERSION, Store, open_db, totals_from_families
+from ceemsnet.serving.store import COLUMNS, SCHEMA_VERSION, Store, StoreWriter, open_db, totals_from_families
 from ceemsnet.attribution.workloads import slurm_job
 
 
@@ -52,7 +52,7 @@ def test_store_continues_across_restarts_and_expiry(tmp_path):
     (user,) = query(db, "user", 0, 1e12)
     assert user["user"] == "7"
     assert query(db, "job", 1500, 1e12)[0]["net_egress_bytes"] == 29  # only rows seen in the range
-    with pytest.raises(CeemsnetError, match="no job 6"):
+    with pytest.raises(CeemsnetError, match="no job '6'"):
         query(db, "job", 0, 1e12, job="6")
     with pytest.raises(CeemsnetError, match="empty time range"):
         query(db, "job", 10, 5)
@@ -342,3 +342,122 @@ def test_a_fold_change_with_new_counters_adds_them_all(tmp_path):
     s.write(net(step_0=12))
     s.close()
     assert job_bytes(db2) == 12
+
+
+# ---- a store file that is not as serve left it: one line naming the file, never a traceback ------
+
+def _changed(tmp_path, *sql):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock())
+    s.write({A: {"net_egress_bytes": 5}, B: {"net_egress_bytes": 7}})
+    s.close()
+    c = sqlite3.connect(db)
+    for stmt in sql:
+        c.execute(stmt)
+    c.commit()
+    c.close()
+    return db
+
+
+@pytest.mark.parametrize("sql,by,needle", [
+    # each of these was a sqlite3.OperationalError out of report's query (past open_db's check)
+    (["ALTER TABLE cgroups DROP COLUMN vfs_ops"], "cgroup", "no such column: vfs_ops"),
+    (["DROP TABLE cgroups"], "job", "no such table: cgroups"),
+    (["UPDATE cgroups SET job = CAST(x'ff' AS TEXT)"], "job", "decode to UTF-8"),
+    (["UPDATE cgroups SET net_egress_bytes = 9223372036854775807"], "job", "integer overflow"),
+])
+def test_report_on_a_damaged_store_is_one_line(tmp_path, sql, by, needle):
+    db = _changed(tmp_path, *sql)
+    with pytest.raises(CeemsnetError, match=needle) as e:
+        query(db, by, 0, 1e12)
+    assert db in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_store_with_malformed_pages_is_one_line(tmp_path):
+    db = _changed(tmp_path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(open(db, "rb").read())
+    data[4096:8192] = b"\xff" * 4096  # the second page (a table's b-tree) overwritten
+    open(db, "wb").write(bytes(data))
+    for reader in (lambda: query(db, "job", 0, 1e12), lambda: Store(db, slurm_job, Clock())):
+        with pytest.raises(CeemsnetError, match="malformed") as e:
+            reader()
+        assert db in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_store_whose_schema_is_not_utf8_is_one_line(tmp_path):
+    """A byte of an index's name overwritten (found by the long fuzz profile): SQLite's error
+    message quotes the name, and the sqlite3 module raised UnicodeDecodeError decoding it."""
+    db = _changed(tmp_path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(open(db, "rb").read())
+    data[data.index(b"sqlite_autoindex_cgroups_1") + 20] = 0x80
+    open(db, "wb").write(bytes(data))
+    for reader in (lambda: query(db, "job", 0, 1e12), lambda: Store(db, slurm_job, Clock())):
+        with pytest.raises(CeemsnetError, match="not UTF-8") as e:
+            reader()
+        assert db in str(e.value) and "\n" not in str(e.value)
+
+
+def test_serve_on_a_store_missing_a_table_is_one_line(tmp_path):
+    db = _changed(tmp_path, "DROP TABLE run")  # was a sqlite3.OperationalError out of Store()
+    with pytest.raises(CeemsnetError, match="no such table: run") as e:
+        Store(db, slurm_job, Clock())
+    assert db in str(e.value)
+
+
+def test_report_changes_nothing_in_another_programs_file(tmp_path):
+    """open_db(create=False) set WAL mode: it rewrote the file's header and left -wal and -shm."""
+    other = tmp_path / "other.db"
+    c = sqlite3.connect(other)
+    c.executescript("CREATE TABLE meta (key TEXT, value TEXT); INSERT INTO meta VALUES ('app', 'other');"
+                    "PRAGMA user_version=2;")
+    c.close()
+    before = other.read_bytes()
+    assert before[18:20] == b"\x01\x01"  # the rollback journal, not WAL
+    with pytest.raises(CeemsnetError, match="not a ceemsnet accounting database"):
+        query(str(other), "job", 0, 1e12)
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+    # the exporter's own store is in WAL mode
+    db = _changed(tmp_path)
+    assert open(db, "rb").read()[18:20] == b"\x02\x02"
+
+
+def test_a_failed_write_loses_nothing_and_the_next_one_goes_through(tmp_path):
+    """A write whose COMMIT fails (here a deferred constraint; a full disk, too): the transaction
+    is rolled back (it stayed open, and every later write failed), and the next write stores every
+    count, those of the failed write's interval included (StoreWriter logs a failed interval)."""
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock())
+    s.write({A: {"net_egress_bytes": 5}})
+    s.db.execute("PRAGMA foreign_keys=ON")
+    c = sqlite3.connect(db)
+    c.executescript("CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+                    "CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+                    "CREATE TRIGGER fail AFTER INSERT ON cgroups BEGIN INSERT INTO child VALUES (1); END;")
+    c.close()
+    w = StoreWriter(s, lambda: fams(7, 20), interval=3600)
+    with pytest.raises(sqlite3.IntegrityError):
+        w.flush()  # fails at COMMIT
+    assert query(db, "job", 0, 1e12)[0]["net_egress_bytes"] == 5
+    c = sqlite3.connect(db)
+    c.execute("DROP TRIGGER fail")
+    c.commit()
+    c.close()
+    s.write({A: {"net_egress_bytes": 9}, B: {"net_egress_bytes": 20}})  # was: "cannot start a transaction
+    assert query(db, "job", 0, 1e12)[0]["net_egress_bytes"] == 29       # within a transaction", for good
+    w.stop()
+
+
+def test_a_failed_write_at_stop_is_one_line_and_closes_the_store(tmp_path):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock())
+    s.write({A: {"net_egress_bytes": 5}})
+    c = sqlite3.connect(db)
+    c.execute("CREATE TRIGGER fail BEFORE UPDATE ON cgroups BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    c.commit()
+    c.close()
+    w = StoreWriter(s, lambda: fams(7, 20), interval=3600)
+    with pytest.raises(CeemsnetError, match=f"writing {db} at stop failed: disk on fire"):
+        w.stop()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        s.db.execute("SELECT 1")

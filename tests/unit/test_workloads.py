@@ -3,7 +3,7 @@
 import pytest
 
 from ceemsnet import CeemsnetError
-from ceemsnet.attribution.workloads import add_units, k8s_pod, resolve_kind, slurm_job, systemd_unit
+from ceemsnet.attribution.workloads import add_units, folder, k8s_pod, resolve_kind, slurm_job, systemd_unit
 from ceemsnet.common.metrics import Family
 
 from .helpers import render_text
@@ -39,6 +39,7 @@ def test_slurm(path, job):
     ("/user.slice/user-1000.slice", "user-1000.slice"),
     ("/machine.slice/my vm with spaces.service", "my vm with spaces.service"),
     ("/system.slice/ünïcode.service", "ünïcode.service"),
+    ("/system.slice/a.service\n", "system.slice"),  # a name ending in a newline is no unit (`$` took it)
     ("/", None),
 ])
 def test_systemd(path, unit):
@@ -51,9 +52,15 @@ def test_systemd(path, unit):
     ("/kubepods.slice/kubepods-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice", "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"),
     ("/kubepods/besteffort/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901/0123abcd", "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"),
     ("/system.slice/kubelet.service", None),
+    ("/kubepods/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901\n", None),  # a sibling "pod<uid>\n" is no pod
 ])
 def test_k8s(path, pod):
     assert k8s_pod(path) == pod
+
+
+def test_names_ending_in_a_newline_do_not_fold():
+    assert folder("systemd", "unit")("/system.slice/a.service\n/x") == "/system.slice/a.service\n/x"
+    assert folder("k8s", "pod")("/kubepods/pod0123abcd-0000\n/c") == "/kubepods/pod0123abcd-0000\n/c"
 
 
 def test_deep_trees():
