@@ -22,6 +22,9 @@ class Signature:
         return f"{self.ret} {name}({args})"
 
 
+# the running kernel's BTF: a file any process may read (mode 0444), no capability needed
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
 # BTF kinds read here (include/uapi/linux/btf.h)
 BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_UNION = 2, 4, 5
 BTF_KIND_ENUM, BTF_KIND_FWD, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 6, 7, 8, 9, 10
@@ -40,12 +43,12 @@ class KernelBTF:
         if borrowed is not None:  # an opened object's BTF, libbpf's to free
             ptr, what = borrowed, "an opened object"
         elif path is None:
-            if not os.path.exists("/sys/kernel/btf/vmlinux"):
+            if not os.path.exists(VMLINUX):
                 raise CeemsnetError(
                     "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): "
                     "ceemsnet needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
             ptr = self._lb.btf__load_vmlinux_btf()
-            what = "/sys/kernel/btf/vmlinux"
+            what = VMLINUX
         else:
             ptr = self._lb.btf__parse(path.encode(), None)
             what = path

@@ -21,7 +21,7 @@ from typing import Protocol
 from ceemsnet import CeemsnetError
 from ceemsnet.runtime import libbpf, tracepoints
 from ceemsnet.runtime.bpffs import entries, open_pinned, remove_object_dir
-from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.runtime.btf import VMLINUX, KernelBTF
 from ceemsnet.runtime.kprobes import KretprobeEvent
 from ceemsnet.runtime.links import LibbpfLink, Link, close_all
 from ceemsnet.runtime.maps import BpfMap, map_fits
@@ -34,9 +34,40 @@ class ObjectFile(Protocol):
     family: str   # fexit, kretprobe, tracepoint, skb: for the errno hints
 
 
-PRIVILEGE_HINT = ("loading BPF programs needs capabilities: CAP_SYS_ADMIN for net and vfs (libbpf 1.1), "
+PRIVILEGE_HINT = ("loading BPF programs needs capabilities: CAP_BPF and CAP_PERFMON for net and vfs, "
                   "CAP_BPF with CAP_NET_ADMIN (skb root mode) or CAP_PERFMON (per-cgroup mode); "
-                  "docs/install.md: Least privilege")
+                  "CAP_SYS_ADMIN before 5.8; docs/install.md: Least privilege")
+CAP_SYS_ADMIN, CAP_BPF = 21, 39
+PERF_EVENT_PARANOID = "/proc/sys/kernel/perf_event_paranoid"
+
+
+def _holds(*caps: int) -> bool:
+    """Does this thread hold one of these capabilities (effective)? True where it cannot tell."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            eff = next((int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:")), 0)
+    except OSError:
+        return True  # cannot tell: say nothing of capabilities
+    return any(eff >> c & 1 for c in caps)
+
+
+def perf_event_paranoid() -> int:
+    """kernel.perf_event_paranoid (2, the kernel's default, where it cannot be read)."""
+    try:
+        with open(PERF_EVENT_PARANOID) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 2
+
+
+def perf_restricted_hint(paranoid: int) -> str:
+    """Why perf_event_open() was refused (EACCES) to a caller with CAP_PERFMON: Debian's and Ubuntu's
+    kernels add levels above 2 (kernel.perf_event_paranoid 3 by default on Debian, 4 on Ubuntu), where
+    perf_event_open() checks capable(CAP_SYS_ADMIN), not perfmon_capable()."""
+    return (f"missing capability CAP_SYS_ADMIN (kernel.perf_event_paranoid is {paranoid}: above 2, a Debian "
+            "and Ubuntu kernel patch, perf_event_open(), which kprobes and trace events attach through, needs "
+            "CAP_SYS_ADMIN, CAP_PERFMON is not enough); set kernel.perf_event_paranoid=2 or grant CAP_SYS_ADMIN "
+            "(docs/install.md: Least privilege)")
 
 
 @dataclass
@@ -141,7 +172,17 @@ class Collection:
                 if e is not None:
                     events.append(e)
                 prog = lb.bpf_object__next_program(self._obj, prog)
-            self._event_ids = tracepoints.event_ids(events)
+            try:
+                self._event_ids = tracepoints.event_ids(events)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EACCES):
+                    raise
+                # not an attach refusal the next family might avoid: say what to change
+                raise CeemsnetError(
+                    f"{self.file}: missing capability CAP_SYS_ADMIN (no tracefs is mounted, and the trace "
+                    "event ids these programs attach to are only there: mounting one needs it); mount tracefs "
+                    "on /sys/kernel/tracing (systemd's sys-kernel-tracing.mount does) or grant CAP_SYS_ADMIN "
+                    "(docs/install.md: Least privilege)") from e
         if event not in self._event_ids:
             raise OSError(errno.ENOENT, f"this kernel has no trace event {event[0]}:{event[1]}"
                                         + (" (CONFIG_FTRACE_SYSCALLS is off)" if event[0] == "syscalls" else ""))
@@ -220,8 +261,12 @@ class LoadRefused(Exception):
 
 
 def explain_errno(err: int, family: str) -> str:
+    if err == errno.EACCES and family in ("kretprobe", "tracepoint") and not _holds(CAP_SYS_ADMIN):
+        paranoid = perf_event_paranoid()
+        if paranoid > 2:
+            return perf_restricted_hint(paranoid)
     if err == errno.EPERM:
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or not _holds(CAP_BPF, CAP_SYS_ADMIN):
             return PRIVILEGE_HINT
         if family == "fexit":
             return "the kernel refuses fexit (BPF trampoline) programs: EPERM"
@@ -240,7 +285,12 @@ def load(spec: ObjectSpec) -> Collection:
     if not os.path.exists(path):
         raise CeemsnetError(f"BPF object {path} is missing: the checkout is incomplete")
     with libbpf.capture_log() as cap:
-        handle = lb.bpf_object__open_file(path.encode(), None)
+        # CO-RE against vmlinux BTF alone: without btf_custom_path libbpf 1.1 lists every module's
+        # BTF (BPF_BTF_GET_NEXT_ID, CAP_SYS_ADMIN only) for each relocation whose type vmlinux
+        # lacks, and our objects carry other kernels' types (the old union kernfs_node_id);
+        # with it, CAP_BPF and CAP_PERFMON load them (docs/install.md: Least privilege)
+        opts = libbpf.open_opts(VMLINUX if os.path.exists(VMLINUX) else None)
+        handle = lb.bpf_object__open_file(path.encode(), ctypes.byref(opts))
         if not handle:
             raise CeemsnetError(f"cannot open {path}: {os.strerror(ctypes.get_errno())}")
         coll = Collection(spec, handle)

@@ -48,6 +48,26 @@ class btf_var_secinfo(ctypes.Structure):  # after a DATASEC
     _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
 
 
+class bpf_object_open_opts(ctypes.Structure):
+    """libbpf 1.1's struct bpf_object_open_opts (libbpf.h; 80 bytes on 64-bit, checked against the
+    C header by tests/unit/test_libbpf_opts.py). libbpf reads only the first `sz` bytes, and
+    later versions only appended fields, so this layout is right for every libbpf >= 1.0."""
+    _fields_ = [("sz", c_size_t), ("object_name", c_char_p), ("relaxed_maps", c_bool),
+                ("pin_root_path", c_char_p), ("_attach_prog_fd", c_uint32),  # removed in 1.0, kept as padding
+                ("kconfig", c_char_p), ("btf_custom_path", c_char_p), ("kernel_log_buf", c_char_p),
+                ("kernel_log_size", c_size_t), ("kernel_log_level", c_uint32)]
+
+
+def open_opts(btf_custom_path: str | None = None) -> bpf_object_open_opts:
+    """Open options; btf_custom_path: the BTF that CO-RE relocations are made against, instead
+    of vmlinux's plus, where vmlinux lacks a type, every kernel module's (listing module BTF,
+    BPF_BTF_GET_NEXT_ID and BPF_BTF_GET_FD_BY_ID, needs CAP_SYS_ADMIN)."""
+    opts = bpf_object_open_opts(sz=ctypes.sizeof(bpf_object_open_opts))
+    if btf_custom_path is not None:
+        opts.btf_custom_path = btf_custom_path.encode()
+    return opts
+
+
 class bpf_map_create_opts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("btf_fd", c_uint32), ("btf_key_type_id", c_uint32),
                 ("btf_value_type_id", c_uint32), ("btf_vmlinux_value_type_id", c_uint32),
@@ -69,7 +89,7 @@ _PROTOS = {
     "libbpf_major_version": (c_uint32, []),
     "libbpf_minor_version": (c_uint32, []),
     "libbpf_num_possible_cpus": (c_int, []),
-    "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+    "bpf_object__open_file": (c_void_p, [c_char_p, ctypes.POINTER(bpf_object_open_opts)]),
     "bpf_object__load": (c_int, [c_void_p]),
     "bpf_object__close": (None, [c_void_p]),
     "bpf_object__btf": (c_void_p, [c_void_p]),

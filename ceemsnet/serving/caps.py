@@ -1,9 +1,14 @@
 """Capabilities: which ones `serve` needs, a check naming the missing one,
 and dropping them all once the programs are attached (--capabilities.keep).
 
-What each subsystem needs was measured on kernel 6.18 with Debian 12's
-libbpf 1.1 by removing one capability at a time (tests/kernel/test_capabilities.py
-repeats it; docs/install.md "Least privilege"). CAP_SYS_ADMIN stands in for CAP_BPF,
+What each subsystem needs was measured on kernels 6.18 (tracepoint family)
+and 6.12 (fexit, kretprobe) with Debian 12's libbpf 1.1 by removing one
+capability at a time (tests/kernel/test_capabilities.py repeats it;
+docs/install.md "Least privilege"). Two needs depend on the node and show only
+once the hook family is known, so the runtime names them when they bite
+(ceemsnet/runtime/collection.py): CAP_SYS_ADMIN for perf_event_open() (kprobes,
+trace events) where Debian's and Ubuntu's kernel.perf_event_paranoid is above 2,
+and for mounting tracefs where none is mounted (vfs trace events). CAP_SYS_ADMIN stands in for CAP_BPF,
 CAP_PERFMON and, for BPF, CAP_NET_ADMIN (the kernel's bpf_capable(),
 perfmon_capable() and bpf_net_capable() accept it), and for all of them on
 kernels before 5.8, which have no CAP_BPF.
@@ -28,8 +33,7 @@ an exporter with nothing left could not read its counters. Whether this kernel
 does that is not guessed from its version: a thread drops its own
 capabilities and tries to read a map (reads_need_cap()); if it is refused,
 CAP_BPF stays (CAP_SYS_ADMIN before 5.8, which has no CAP_BPF, or where the
-process was given CAP_SYS_ADMIN without CAP_BPF, as the unit does) and
-everything else goes.
+process was given CAP_SYS_ADMIN without CAP_BPF) and everything else goes.
 """
 
 from __future__ import annotations
@@ -52,29 +56,48 @@ NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PER
          CAP_BPF: "CAP_BPF"}
 KEEP = ("none", "all")
 
-# libbpf 1.1 looks for a CO-RE relocation's type in kernel module BTF when vmlinux
-# has no candidate (our objects carry such types for other kernels, e.g. the old
-# union kernfs_node_id), and listing module BTF (BPF_BTF_GET_NEXT_ID) needs
-# CAP_SYS_ADMIN; libbpf 1.1 treats the EPERM as fatal. Opening the objects with
-# btf_custom_path=/sys/kernel/btf/vmlinux would skip module BTF, and then
-# CAP_BPF + CAP_PERFMON suffice (measured).
-_CORE = "libbpf 1.1 lists kernel module BTF for CO-RE relocations (BPF_BTF_GET_NEXT_ID)"
+# What the kernel checks (kernel/bpf/syscall.c, kernel/events/core.c, 6.x):
+#  - BPF_PROG_LOAD of tracing, kprobe and tracepoint programs, and BPF_BTF_LOAD and
+#    BPF_MAP_CREATE under kernel.unprivileged_bpf_disabled: bpf_capable() (CAP_BPF);
+#  - tracing, kprobe and tracepoint programs besides: perfmon_capable() (is_perfmon_prog_type),
+#    and so do their helpers that read kernel memory (bpf_probe_read_kernel);
+#  - perf_event_open() of a kprobe or trace event on every task of a CPU, under
+#    kernel.perf_event_paranoid >= 1: perfmon_capable() (CAP_PERFMON).
+# libbpf itself needs no more since the objects are opened with btf_custom_path (ceemsnet/
+# runtime/collection.py): without it libbpf 1.1 lists kernel module BTF for CO-RE relocations
+# whose types vmlinux lacks (BPF_BTF_GET_NEXT_ID, CAP_SYS_ADMIN only) and fails on the EPERM.
+_TRACING = ((CAP_BPF, "loading tracing programs (fexit, kprobe, tracepoint), their BTF and maps"),
+            (CAP_PERFMON, "tracing programs read kernel memory; kprobe and trace event perf_event_open()"))
 NEEDS = {
-    "net": ((CAP_SYS_ADMIN, _CORE),),
-    "vfs": ((CAP_SYS_ADMIN, _CORE),),
+    "net": _TRACING,
+    "vfs": _TRACING,
     "skb:root": ((CAP_BPF, "loading cgroup_skb programs"),
                  (CAP_NET_ADMIN, "attaching to the root cgroup")),
     "skb:per-cgroup": ((CAP_BPF, "loading cgroup_skb programs"),
                        (CAP_PERFMON, "the verifier accepts skb-cgroup.bpf.o only with it")),
 }
+# before 5.8 (commits 980737282232, CAP_PERFMON, and a17b53c4a4b5, CAP_BPF) the kernel checks
+# CAP_SYS_ADMIN where it now checks these two
+_NEW_IN_5_8 = (CAP_BPF, CAP_PERFMON)
 
 
-def needs(collectors, skb_mode: str = "root") -> list[tuple[int, str, str]]:
-    """[(capability, subsystem, why)] that serve needs for these collectors."""
-    out = []
+def kernel_has_cap_bpf() -> bool:
+    """Does this kernel know CAP_BPF (5.8+)? Read from /proc/sys/kernel/cap_last_cap."""
+    return _cap_last() >= CAP_BPF
+
+
+def needs(collectors, skb_mode: str = "root", cap_bpf: bool | None = None) -> list[tuple[int, str, str]]:
+    """[(capability, subsystem, why)] that serve needs for these collectors; on a kernel without
+    CAP_BPF (cap_bpf False: before 5.8) CAP_SYS_ADMIN in place of CAP_BPF and CAP_PERFMON."""
+    cap_bpf = kernel_has_cap_bpf() if cap_bpf is None else cap_bpf
+    out: list[tuple[int, str, str]] = []
     for name in collectors:
         key = f"skb:{skb_mode}" if name == "skb" else name
-        out += [(cap, name, why) for cap, why in NEEDS.get(key, ())]
+        for cap, why in NEEDS.get(key, ()):
+            if not cap_bpf and cap in _NEW_IN_5_8:
+                cap, why = CAP_SYS_ADMIN, f"{why}: this kernel has no {NAMES[cap]} (5.8+)"
+            if not any(c == cap and s == name for c, s, _ in out):
+                out.append((cap, name, why))
     return out
 
 
@@ -97,9 +120,10 @@ def has(cap: int, eff: int | None = None) -> bool:
     return bool(eff & (1 << cap)) or (cap in (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and bool(eff & (1 << CAP_SYS_ADMIN)))
 
 
-def missing(collectors, skb_mode: str = "root", eff: int | None = None) -> list[tuple[int, str, str]]:
+def missing(collectors, skb_mode: str = "root", eff: int | None = None,
+            cap_bpf: bool | None = None) -> list[tuple[int, str, str]]:
     eff = effective() if eff is None else eff
-    return [n for n in needs(collectors, skb_mode) if not has(n[0], eff)]
+    return [n for n in needs(collectors, skb_mode, cap_bpf) if not has(n[0], eff)]
 
 
 def check(what: str, collectors, skb_mode: str = "root") -> None:

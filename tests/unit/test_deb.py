@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from ceemsnet.serving import caps
+
 from ..programs import ROOT, require_program
 
 
@@ -110,3 +112,15 @@ def test_unit_verifies(tmp_path, deb):
         assert re.search(rf"^{re.escape(directive)}", unit, re.M), directive
     assert "detach" not in "".join(ln for ln in unit.splitlines() if ln.startswith("Exec")), \
         "stopping must not detach: the pins keep counting"
+
+
+def test_unit_grants_what_the_collectors_need_and_no_cap_sys_admin():
+    # the union of what every collector and skb mode needs on a kernel with CAP_BPF (5.8+), as
+    # ceemsnet/serving/caps.py checks it; CAP_SYS_ADMIN only where a site adds it (docs/install.md)
+    with open(os.path.join(ROOT, "packaging", "systemd", "ceemsnet.service")) as f:
+        unit = dict(re.findall(r"^([A-Za-z]+)=(.*)$", f.read(), re.M))
+    want = {caps.NAMES[c] for sub in ("net", "vfs", "skb") for mode in ("root", "per-cgroup")
+            for c, _, _ in caps.needs([sub], mode, cap_bpf=True)}
+    assert want == {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}
+    assert set(unit["CapabilityBoundingSet"].split()) == want
+    assert set(unit["AmbientCapabilities"].split()) == want
