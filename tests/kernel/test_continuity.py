@@ -16,6 +16,10 @@ import sys
 import uuid
 
 import pytest
+from packaging.version import Version
+
+from ceemsnet.planning.preemption import detect as detect_preemption
+from ceemsnet.planning.preemption import lossy_families
 
 from .accuracy import record
 from .helpers import HOOK, RESTART_VM_RUNS, ROOT, TRAFFIC, Exporter, host_only, traffic_argv
@@ -27,6 +31,11 @@ UPGRADE_VM_RUNS = RESTART_VM_RUNS
 # (Debian 11's 5.10): 1 in a 1-vCPU guest, held by the test's own UDP echo thread (docs/testing.md,
 # "One-off failures")
 PERF_LINK = (5, 15)
+
+
+def lossy_here() -> tuple[str, ...]:
+    """The hook families that lose events on this kernel (ceemsnet/planning/preemption.py)."""
+    return lossy_families(Version(".".join(os.uname().release.split(".")[:2]).split("-")[0]), detect_preemption())
 
 
 def kretprobe_maxactive_for_pins():
@@ -183,6 +192,8 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
     # which cannot reuse the pinned ones: the counts are copied over (with the net slot layout,
     # another slot count too, so the slot counts are folded into the new hash map).
     other = {"fexit": "kretprobe", "kretprobe": "fexit"}.get(family)
+    if other in lossy_here():
+        other = None  # it would lose events on this kernel (7.3's fexit): the exact count would flake
     extra = exporter_args(pin_path) + ([f"--hook={other}", *kretprobe_maxactive_for_pins()] if other
                                        else ["--net.map-entries=70000", "--net.slots=2048"])
     e = Exporter(extra=extra)
