@@ -2,7 +2,7 @@
 # Both do all set-up first (`make setup`, idempotent). `make V=1` shows commands.
 
 .DELETE_ON_ERROR:
-.PHONY: setup serve test test-unit test-kernel test-vm repeat fuzz accuracy objs check-objs cli-docs bench bench-vm clean
+.PHONY: setup serve test test-unit test-kernel test-vm repeat fuzz accuracy soak objs check-objs cli-docs bench bench-vm clean
 
 ifeq ($(V),1)
 Q :=
@@ -120,6 +120,12 @@ fuzz: setup
 # adds saved outputs (with VM_JOBS=1 the VMs' records are only in the output).
 accuracy: setup
 	$(Q)$(PY) tests/accuracy_table.py $(LOGS)
+
+# `make soak`: bench/soak.py for MINUTES minutes (default 30), not in CI; root (docs/testing.md, Soak):
+# cgroups made and removed, scrapes, restarts, upgrades and SIGKILLs under a workload of known size;
+# every total exact, RSS and map entries flat, or it exits 1
+soak: setup
+	$(Q)$(PY) bench/soak.py --minutes=$(or $(MINUTES),30) --report=.build/soak.md
 
 test-unit: setup
 	$(Q)$(PYTEST) tests/unit -ra

@@ -37,6 +37,11 @@ class HashSource:
     def delete(self, key: tuple) -> bool:
         return self.map.delete(self._pack(*key))
 
+    @property
+    def capacity(self) -> int:
+        """The most keys the map holds (its max_entries)."""
+        return self.map.max_entries
+
     # the optional raw contract (Records below): packed records, decoded only where they changed
     def read_raw(self) -> tuple[bytes, bytes, int]:
         """(keys, values, count): every record packed, key_size and value_size bytes each."""
@@ -56,8 +61,15 @@ class HashSource:
 
 
 def map_entries_family(name: str, n: int) -> Family:
-    f = Family("ceemsnet_map_entries", "Keys in a BPF counters map (capacity: the --*.map-entries flags)",
+    f = Family("ceemsnet_map_entries", "Keys in a BPF counters map (capacity: ceemsnet_map_capacity)",
                "gauge", ("map",))
+    f.add((name,), n)
+    return f
+
+
+def map_capacity_family(name: str, n: int) -> Family:
+    f = Family("ceemsnet_map_capacity", "The most keys a BPF counters map holds (the --*.map-entries flags); "
+               "beyond it new cgroups' events go to ceemsnet_map_update_failures_total", "gauge", ("map",))
     f.add((name,), n)
     return f
 
@@ -204,6 +216,9 @@ class CounterMap:
                 raise
             entries = self._records.entries
         fams.append(map_entries_family(self.source.name, entries))
+        capacity = getattr(self.source, "capacity", None)
+        if capacity:
+            fams.append(map_capacity_family(self.source.name, capacity))
         if self.drops is not None:
             fams.append(drops_family(self.drops, self.source.name, self.stash_map))
         return fams

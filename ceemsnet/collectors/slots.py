@@ -123,6 +123,11 @@ class SlotSource:
         self._in_hash: set[tuple] = set()           # keys the last read found in the hash map
         self._zero = bytes(self.vals.value_stride * self.vals.ncpus)
 
+    @property
+    def capacity(self) -> int:
+        """The hash map's max_entries: the keys beyond the slots that still fit."""
+        return self.hash.capacity
+
     def read(self) -> tuple[dict[tuple, tuple], int]:
         stats, entries = self.hash.read()
         self._in_hash = set(stats)

@@ -199,6 +199,9 @@ def test_hook_info_and_self_metrics(exporter):
                                              "udpv6_sendmsg", "udpv6_recvmsg"}
     assert all(h["subsystem"] == "net" and h["object"].endswith(".bpf.o") for h in hooks)
     assert samples[("ceemsnet_scrape_collector_success", (("collector", "net"),))] == 1
+    # the map's real max_entries, read from the kernel, beside its keys (--net.map-entries default)
+    assert samples[("ceemsnet_map_capacity", (("map", "net_stats"),))] == 65536
+    assert 0 < samples[("ceemsnet_map_entries", (("map", "net_stats"),))] <= 65536
 
 
 def prog_ids_held_by(pid):
