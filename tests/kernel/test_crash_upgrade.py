@@ -45,9 +45,9 @@ def object_dirs(path):
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-@host_only("the order of pinning does not depend on the hook family")
-@pytest.mark.parametrize("step", ["pinned-partial", "dropped-old"])
-def test_a_crash_during_an_upgrade_loses_and_doubles_nothing(step, make_cgroup, spawn, pin_path, peer):  # noqa: F811
+def first_step_pinned(make_cgroup, spawn, pin_path, peer):  # noqa: F811
+    """A child in a fresh cgroup takes one step under an exporter that pins, then stopped;
+    skips where this kernel cannot pin the family's links. Returns (cgroup, stepper)."""
     cg = make_cgroup()
     work = Stepper(spawn, cg, peer)
     e = Exporter(extra=exporter_args(pin_path))
@@ -58,6 +58,13 @@ def test_a_crash_during_an_upgrade_loses_and_doubles_nothing(step, make_cgroup, 
     assert rc == 0, err
     if "no continuity" in err:
         pytest.skip(f"this kernel cannot pin the {HOOK} family's links")
+    return cg, work
+
+
+@host_only("the order of pinning does not depend on the hook family")
+@pytest.mark.parametrize("step", ["pinned-partial", "dropped-old"])
+def test_a_crash_during_an_upgrade_loses_and_doubles_nothing(step, make_cgroup, spawn, pin_path, peer):  # noqa: F811
+    cg, work = first_step_pinned(make_cgroup, spawn, pin_path, peer)
     before = object_dirs(pin_path)
     assert len(before) == 1, before
     log = crashing_serve(exporter_args(pin_path) + BIGGER, step)
@@ -86,16 +93,7 @@ def test_a_half_pinned_new_object_is_dropped_and_the_old_pins_kept(make_cgroup, 
     """A __partial directory with no link (a crash while its maps were being pinned): its
     programs died with the exporter and its maps hold copies of the old counts; the old
     directory stays and the next upgrade carries its counts over once."""
-    cg = make_cgroup()
-    work = Stepper(spawn, cg, peer)
-    e = Exporter(extra=exporter_args(pin_path))
-    try:
-        work.step()
-    finally:
-        rc, err = e.stop()
-    assert rc == 0, err
-    if "no continuity" in err:
-        pytest.skip(f"this kernel cannot pin the {HOOK} family's links")
+    cg, work = first_step_pinned(make_cgroup, spawn, pin_path, peer)
     crashing_serve(exporter_args(pin_path) + BIGGER, "pinned-partial")
     [part] = [d for d in object_dirs(pin_path) if d.endswith("__partial")]
     pdir = os.path.join(pin_path, "net", part)
