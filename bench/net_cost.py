@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ceemsnet import CeemsnetError  # noqa: E402
 from ceemsnet.collectors import slots  # noqa: E402
 from ceemsnet.planning.catalogue import slots_twin  # noqa: E402
-from ceemsnet.planning.structs import NET_SLOT_MASK, decode_net  # noqa: E402
+from ceemsnet.planning.structs import NET_SLOT_MASK, NET_WORDS, decode_net, net_index  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from hookcost import RUNS_PER_EVENT, STATS, bench_run, build_empty, measure, preflight, run_child, run_main  # noqa: E402
 
@@ -62,15 +62,15 @@ def counted(label, coll, cid):
     stats = coll.maps["net_stats"]
     keys, values, n = stats.read_all()
     got = decode_net(keys, values, n, stats.ncpus)
+    rec = list(got.get((cid,), (0,) * NET_WORDS))
     if slots.has_slots(coll.maps):
         for s, (owner, counts) in slots._read_slots(coll.maps).items():
-            for idx, v in counts.items():
-                k = (owner,) + slots.key_of(idx)
-                got[k] = tuple(x + y for x, y in zip(got.get(k, (0, 0, 0)), v))
+            if owner == cid:
+                rec = [x + y for x, y in zip(rec, counts)]
     b = c = 0
     for d in (0, 1):
-        v = got.get((cid, 1, 0, d), (0, 0, 0))
-        b, c = b + v[0], c + v[1]
+        i = 3 * net_index(1, 0, d)  # UDP, IPv4
+        b, c = b + rec[i], c + rec[i + 1]
     return b, c
 
 

@@ -3,7 +3,7 @@
 
 Loads the net object this kernel accepts, creates real cgroups (so the
 id -> path scan and the lifecycle's liveness checks are real too), fills
-net_stats with 8 keys per cgroup from user space, and times full scrapes
+net_stats with one record (8 counters) per cgroup from user space, and times full scrapes
 through the exporter's WSGI app (map read + decode + path resolution +
 lifecycle + text exposition) at a 100-cgroup baseline and at N cgroups:
 with no counter moving between scrapes, and with 10% of the cgroups'
@@ -49,27 +49,26 @@ def rss_mib():
 
 
 def fill(m, ids, seed=0):
-    """8 keys per cgroup. Returns how many inserts met a transient ENOMEM:
+    """One record per cgroup, all 8 of its counters (proto x family x direction) non-zero:
+    24 series per cgroup. Returns how many inserts met a transient ENOMEM:
     non-preallocated per-CPU maps allocate from bpf_mem_alloc caches that
     refill asynchronously, and a burst of user-space inserts can outrun them."""
     val = ctypes.create_string_buffer(m.value_stride * m.ncpus)
-    ctypes.memmove(val, (ctypes.c_uint64 * 3)(1000 + seed, 10 + seed, 1), 24)  # CPU 0 slot; the rest stay 0
+    counters = (1000 + seed, 10 + seed, 1) * 8
+    ctypes.memmove(val, (ctypes.c_uint64 * 24)(*counters), 192)  # CPU 0's record; the rest stay 0
     retries = 0
     for cid in ids:
-        for proto in (0, 1):
-            for fam in (0, 1):
-                for d in (0, 1):
-                    for attempt in range(1000):
-                        try:
-                            m.update(pack_net_key(cid, proto, fam, d), val.raw)
-                            break
-                        except OSError as e:
-                            if e.errno != errno.ENOMEM:
-                                raise
-                            retries += 1
-                            time.sleep(0.001)
-                    else:
-                        raise OSError(errno.ENOMEM, "map insert kept failing")
+        for attempt in range(1000):
+            try:
+                m.update(pack_net_key(cid), val.raw)
+                break
+            except OSError as e:
+                if e.errno != errno.ENOMEM:
+                    raise
+                retries += 1
+                time.sleep(0.001)
+        else:
+            raise OSError(errno.ENOMEM, "map insert kept failing")
     return retries
 
 

@@ -87,7 +87,8 @@ def counted(coll, cid):
     """(bytes, calls, errors) the object counted for the cgroup's writes to tmpfs."""
     stats = coll.maps["vfs_stats"]
     keys, values, n = stats.read_all()
-    return decode_vfs(keys, values, n, stats.ncpus).get((cid, TMPFS_MAGIC, OP_WRITE), (0, 0, 0))
+    rec = decode_vfs(keys, values, n, stats.ncpus).get((cid, TMPFS_MAGIC))
+    return tuple(rec[3 * OP_WRITE:3 * OP_WRITE + 3]) if rec else (0, 0, 0)
 
 
 def per_write(a, plan, mnt):

@@ -23,18 +23,26 @@ enum net_dir {
 	NET_DIR_INGRESS = 1,
 };
 
+/*
+ * One record per cgroup: net_stats is keyed by the cgroup id alone and its
+ * value holds every counter of that cgroup, so a scrape reads (and user
+ * space decodes) one record per cgroup, not one key per counter.
+ */
 struct net_key {
 	__u64 cgroup_id; /* cgroup v2 id: the inode number of the cgroup's directory */
-	__u8 proto;      /* enum net_proto */
-	__u8 family;     /* enum net_family: the socket's family (v4-mapped on AF_INET6 is ipv6) */
-	__u8 dir;        /* enum net_dir */
-	__u8 pad[5];     /* explicit and always zero, so C and Python hash the same bytes */
 };
 
 struct net_value {
 	__u64 bytes;  /* sum of non-negative return values: payload bytes really moved */
 	__u64 calls;  /* calls that returned >= 0 */
 	__u64 errors; /* calls that returned < 0 (EAGAIN on non-blocking sockets included) */
+};
+
+/* [proto][family][direction]: index (proto << 2) | (family << 1) | dir (net_index() in net/net.h) */
+#define NET_COUNTERS 8
+
+struct net_counts {
+	struct net_value v[NET_COUNTERS];
 };
 
 enum vfs_op {
@@ -48,17 +56,21 @@ enum vfs_op {
 	VFS_OP_MAX = 7,
 };
 
+/* One record per (cgroup, file system): every operation's counters in one value. */
 struct vfs_key {
 	__u64 cgroup_id; /* as in net_key */
 	__u32 magic;     /* super block magic of the file system (0: unknown, tracepoint family) */
-	__u8 op;         /* enum vfs_op */
-	__u8 pad[3];     /* explicit and always zero */
+	__u32 pad;       /* explicit and always zero, so C and Python hash the same bytes */
 };
 
 struct vfs_value {
 	__u64 bytes;  /* read/write: sum of non-negative return values; other ops: 0 */
 	__u64 calls;  /* calls that returned success */
 	__u64 errors; /* calls that returned an error */
+};
+
+struct vfs_counts {
+	struct vfs_value v[VFS_OP_MAX]; /* index: enum vfs_op */
 };
 
 struct skb_key {

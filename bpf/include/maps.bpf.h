@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Map helpers shared by every ceemsnet object, written once:
- *   map_lookup_or_try_init()  counters keyed by cgroup: find the entry or add it
+ *   map_lookup_or_init()      counters keyed by cgroup: find the record or add it
  *   count_drop()              one event a program could not count
  *   stash_put()/stash_take()  kprobe entry -> kretprobe hand-over
  * The idea of the first follows libbpf-tools' bpf_map_lookup_or_try_init.
@@ -16,25 +16,37 @@
 #endif
 
 /*
- * The value stored under key, added first as *zero when the key is new.
- * BPF_NOEXIST: if another CPU adds the same key between our lookup and our
- * update, its entry (and its counts) wins and the second lookup finds it.
- * NULL only when no entry could be added (the map is full): the caller
- * counts a drop instead of losing the event silently.
+ * The slow path of map_lookup_or_init(): add *zero under key. BPF_NOEXIST:
+ * if another CPU adds the same key between our lookup and our update, its
+ * entry (and its counts) wins and the second lookup finds it. NULL only
+ * when no entry could be added (the map is full): the caller counts a drop
+ * instead of losing the event silently.
  */
-static __always_inline void *map_lookup_or_try_init(void *map, const void *key, const void *zero)
+static __always_inline void *map_try_init(void *map, const void *key, const void *zero)
 {
-	void *val;
 	long err;
 
-	val = bpf_map_lookup_elem(map, key);
-	if (val)
-		return val;
 	err = bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
 	if (err && err != -EEXIST)
 		return NULL;
 	return bpf_map_lookup_elem(map, key);
 }
+
+/*
+ * The value (of type `type`) stored under key, added zeroed first when the
+ * key is new. The zeroed value is built on the stack in the slow path only:
+ * a whole cgroup's record (192 bytes for net) is not cleared on every event.
+ */
+#define map_lookup_or_init(map, key, type)                              \
+	({                                                              \
+		void *__val = bpf_map_lookup_elem(map, key);            \
+		if (!__val) {                                           \
+			type __zero;                                    \
+			__builtin_memset(&__zero, 0, sizeof(__zero));   \
+			__val = map_try_init(map, key, &__zero);        \
+		}                                                       \
+		__val;                                                  \
+	})
 
 /* drops: a per-CPU array indexed by enum drop_reason. */
 static __always_inline void count_drop(void *drops, __u32 reason)

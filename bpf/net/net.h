@@ -17,17 +17,20 @@
 #define MSG_ERRQUEUE 0x2000
 
 /*
- * Per-CPU counters: the hot path never bounces a cache line between CPUs
- * (an MPI job sends from every core of a node at once). Not preallocated:
- * a preallocated per-CPU hash costs max_entries * 24 B * nr_cpus up front,
- * hundreds of MB on a 256-CPU node. The loader resizes it before load.
+ * Per-CPU counters, one record per cgroup (struct net_counts: every
+ * protocol, family and direction of that cgroup): the hot path never
+ * bounces a cache line between CPUs (an MPI job sends from every core of
+ * a node at once), and a scrape reads one record per cgroup. Not
+ * preallocated: a preallocated per-CPU hash costs max_entries * 192 B *
+ * nr_cpus up front; entries are allocated when a cgroup first counts. The
+ * loader resizes it before load.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct net_key);
-	__type(value, struct net_value);
+	__type(value, struct net_counts);
 } net_stats SEC(".maps");
 
 struct {
@@ -42,34 +45,60 @@ static __always_inline __u8 net_family_of(__u16 sk_family)
 	return sk_family == AF_INET6 ? NET_FAMILY_IPV6 : NET_FAMILY_IPV4;
 }
 
-/* The hash path: a per-CPU hash keyed by (cgroup id, proto, family, direction). */
-static __always_inline void net_account_hash(__u8 proto, __u8 family, __u8 dir, long ret)
+/* A counter's place in struct net_counts (enum net_proto, net_family, net_dir). */
+static __always_inline __u32 net_index(__u8 proto, __u8 family, __u8 dir)
 {
-	struct net_value zero = {};
-	struct net_key key;
-	struct net_value *val;
+	return ((proto << 2) | (family << 1) | dir) & (NET_COUNTERS - 1);
+}
 
-	__builtin_memset(&key, 0, sizeof(key));
-	key.cgroup_id = ceemsnet_cgroup_id();
-	key.proto = proto;
-	key.family = family;
-	key.dir = dir;
+/*
+ * Plain adds or atomics. The tracepoint objects add plainly: a
+ * read-modify-write of one counter word can only lose an update if
+ * another update of the same word runs on the same CPU in between (the
+ * words are per CPU, and BPF programs run with migration disabled). Each
+ * word here is written by one program only (egress words by
+ * tp_btf_sock_send_length, ingress words by tp_btf_sock_recv_length), and
+ * a raw tracepoint program never runs twice at once on one CPU: whatever
+ * interrupts or preempts it there, a second run is skipped and counted as
+ * missed by the per-CPU prog->active guard of __bpf_trace_run()
+ * (kernel/trace/bpf_trace.c; "bpf: Prevent bpf program recursion for raw
+ * tracepoint probes", 6.1, older than the tracepoint objects' 6.3). The
+ * fexit and kretprobe objects keep atomics: there two programs write the
+ * same words (tcp_sendmsg and tcp_sendpage, udp_sendmsg and udp_sendpage,
+ * before 6.5), and trampolines and kprobes on a preemptible kernel can be
+ * preempted mid-add in one and followed on that CPU by a task of the same
+ * cgroup in the other.
+ */
+#ifdef CEEMSNET_HOOK_TRACEPOINT
+#define NET_ADD(p, n) (*(p) += (n))
+#else
+#define NET_ADD(p, n) __sync_fetch_and_add((p), (n))
+#endif
 
-	val = map_lookup_or_try_init(&net_stats, &key, &zero);
-	if (!val) {
+static __always_inline void net_add(struct net_counts *c, __u32 idx, long ret)
+{
+	struct net_value *v = &c->v[idx & (NET_COUNTERS - 1)];
+
+	if (ret >= 0) {
+		NET_ADD(&v->bytes, ret);
+		NET_ADD(&v->calls, 1);
+	} else {
+		NET_ADD(&v->errors, 1);
+	}
+}
+
+/* The hash path: the per-CPU hash keyed by cgroup id. */
+static __always_inline void net_account_hash(__u64 id, __u32 idx, long ret)
+{
+	struct net_key key = { .cgroup_id = id };
+	struct net_counts *c;
+
+	c = map_lookup_or_init(&net_stats, &key, struct net_counts);
+	if (!c) {
 		count_drop(&net_drops, DROP_STATS_FULL);
 		return;
 	}
-	/*
-	 * Atomic although per-CPU: a preemptible kernel may switch to another
-	 * task of the same cgroup on this CPU between a load and a store.
-	 */
-	if (ret >= 0) {
-		__sync_fetch_and_add(&val->bytes, ret);
-		__sync_fetch_and_add(&val->calls, 1);
-	} else {
-		__sync_fetch_and_add(&val->errors, 1);
-	}
+	net_add(c, idx, ret);
 }
 
 #ifdef NET_SLOTS
@@ -79,11 +108,14 @@ static __always_inline void net_account_hash(__u8 proto, __u8 family, __u8 dir, 
 /* Add one call's result to the current task's cgroup. */
 static __always_inline void net_account(__u8 proto, __u8 family, __u8 dir, long ret)
 {
+	__u64 id = ceemsnet_cgroup_id();
+	__u32 idx = net_index(proto, family, dir);
+
 #ifdef NET_SLOTS
-	if (net_account_slot(proto, family, dir, ret))
+	if (net_account_slot(id, idx, ret))
 		return;
 #endif
-	net_account_hash(proto, family, dir, ret);
+	net_account_hash(id, idx, ret);
 }
 
 /*

@@ -4,7 +4,7 @@
  * no hashing in the common case, per-CPU counting kept.
  *
  *   net_slot_owner  array: the cgroup id each slot counts for (0: free)
- *   net_slot_vals   per-CPU array, one struct net_slot_counts per slot
+ *   net_slot_vals   per-CPU array, one struct net_counts per slot (as net_stats' records)
  *
  * A cgroup's slot is found by position, not by a hash table: its id times
  * a Fibonacci constant gives a slot, and the next one is the second
@@ -24,13 +24,6 @@
 #ifndef __CEEMSNET_NET_SLOTS_H
 #define __CEEMSNET_NET_SLOTS_H
 
-/* 8 counters per slot: [proto][family][direction] (enum net_proto, net_family, net_dir) */
-#define NET_SLOT_KEYS 8
-
-struct net_slot_counts {
-	struct net_value v[NET_SLOT_KEYS]; /* index (proto << 2) | (family << 1) | dir */
-};
-
 /* slots - 1, slots a power of two: the loader sizes both maps and sets it (--net.slots) */
 const volatile __u32 net_slot_mask = 1023;
 
@@ -45,32 +38,10 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, struct net_slot_counts);
+	__type(value, struct net_counts);
 } net_slot_vals SEC(".maps");
 
-/*
- * Plain adds or atomics. The tracepoint objects add plainly: a
- * read-modify-write of one counter word can only lose an update if
- * another update of the same word runs on the same CPU in between (the
- * words are per CPU, and BPF programs run with migration disabled). Each
- * word here is written by one program only (egress words by
- * tp_btf_sock_send_length, ingress words by tp_btf_sock_recv_length), and
- * a raw tracepoint program never runs twice at once on one CPU: whatever
- * interrupts or preempts it there, a second run is skipped and counted as
- * missed by the per-CPU prog->active guard of __bpf_trace_run()
- * (kernel/trace/bpf_trace.c; "bpf: Prevent bpf program recursion for raw
- * tracepoint probes", 6.1, older than the tracepoint objects' 6.3). The
- * fexit objects keep atomics: there two programs write the same words
- * (tcp_sendmsg and tcp_sendpage, udp_sendmsg and udp_sendpage, before
- * 6.5), and trampolines run with only migration disabled, so on a
- * preemptible kernel a task preempted mid-add in one could be followed on
- * that CPU by a task of the same cgroup in the other.
- */
-#ifdef CEEMSNET_HOOK_TRACEPOINT
-#define NET_SLOT_ADD(p, n) (*(p) += (n))
-#else
-#define NET_SLOT_ADD(p, n) __sync_fetch_and_add((p), (n))
-#endif
+/* Counts add plainly or atomically as on the hash path: NET_ADD in net.h. */
 
 /* The slot owned by cgroup id, or claimed for it now; -1: none free. */
 static __always_inline long net_slot_of(__u64 id)
@@ -94,11 +65,9 @@ static __always_inline long net_slot_of(__u64 id)
 }
 
 /* true if counted here; false: the caller counts on the hash path. */
-static __always_inline bool net_account_slot(__u8 proto, __u8 family, __u8 dir, long ret)
+static __always_inline bool net_account_slot(__u64 id, __u32 idx, long ret)
 {
-	struct net_slot_counts *c;
-	struct net_value *v;
-	__u64 id = ceemsnet_cgroup_id();
+	struct net_counts *c;
 	long slot;
 	__u32 k;
 
@@ -111,13 +80,7 @@ static __always_inline bool net_account_slot(__u8 proto, __u8 family, __u8 dir, 
 	c = bpf_map_lookup_elem(&net_slot_vals, &k);
 	if (!c)
 		return false;
-	v = &c->v[((proto << 2) | (family << 1) | dir) & (NET_SLOT_KEYS - 1)];
-	if (ret >= 0) {
-		NET_SLOT_ADD(&v->bytes, ret);
-		NET_SLOT_ADD(&v->calls, 1);
-	} else {
-		NET_SLOT_ADD(&v->errors, 1);
-	}
+	net_add(c, idx, ret);
 	return true;
 }
 

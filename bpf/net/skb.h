@@ -54,7 +54,6 @@ struct {
 
 static __always_inline int skb_count(struct __sk_buff *skb, __u8 dir)
 {
-	struct skb_value zero = {};
 	struct skb_key key;
 	struct skb_value *v;
 
@@ -62,7 +61,7 @@ static __always_inline int skb_count(struct __sk_buff *skb, __u8 dir)
 	key.cgroup_id = bpf_skb_cgroup_id(skb);
 	key.family = skb_family(skb);
 	key.dir = dir;
-	v = map_lookup_or_try_init(&skb_stats, &key, &zero);
+	v = map_lookup_or_init(&skb_stats, &key, struct skb_value);
 	if (v)
 		skb_add(v, skb);
 	else

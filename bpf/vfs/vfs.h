@@ -26,13 +26,16 @@
  */
 #define FMODE_CREATED 0x100000
 
-/* Per-CPU and not preallocated, like net_stats (see bpf/net/net.h). */
+/*
+ * Per-CPU and not preallocated, like net_stats (see bpf/net/net.h): one
+ * record per (cgroup, file system) holding every operation's counters.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct vfs_key);
-	__type(value, struct vfs_value);
+	__type(value, struct vfs_counts);
 } vfs_stats SEC(".maps");
 
 struct {
@@ -42,22 +45,32 @@ struct {
 	__type(value, __u64);
 } vfs_drops SEC(".maps");
 
+/*
+ * Atomic adds in every family, the tracepoint one included: several
+ * programs write the same words (read(2), pread64, readv and preadv all
+ * add to the read counters), and a program that can be preempted
+ * (trampolines and kprobes on a preemptible kernel; tracepoints from 7.0)
+ * may be followed on its CPU by a task of the same cgroup in another one
+ * mid-add.
+ */
 static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 {
-	struct vfs_value zero = {};
-	struct vfs_key key;
+	struct vfs_counts *c;
 	struct vfs_value *val;
+	struct vfs_key key;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.cgroup_id = ceemsnet_cgroup_id();
 	key.magic = magic;
-	key.op = op;
 
-	val = map_lookup_or_try_init(&vfs_stats, &key, &zero);
-	if (!val) {
+	c = map_lookup_or_init(&vfs_stats, &key, struct vfs_counts);
+	if (!c) {
 		count_drop(&vfs_drops, DROP_STATS_FULL);
 		return;
 	}
+	if (op >= VFS_OP_MAX)
+		return;
+	val = &c->v[op];
 	if (ret >= 0) {
 		if (op <= VFS_OP_WRITE)
 			__sync_fetch_and_add(&val->bytes, ret);

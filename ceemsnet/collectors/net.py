@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from operator import add
+
 from ceemsnet import CeemsnetError
 from ceemsnet.collectors import slots
 from ceemsnet.collectors.base import Context, KernelHooks, add_map_entries_flag, open_kernel_subsystem
 from ceemsnet.collectors.counters import HashSource
 from ceemsnet.common.flags import nonnegative_int
 from ceemsnet.common.metrics import Family
-from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, pack_net_key
+from ceemsnet.planning.structs import NET_DIR, NET_FAMILY, NET_PROTO, decode_net, net_index, pack_net_key
 from ceemsnet.runtime import libbpf
 
 LABELS = ("cgroup", "proto", "family")
@@ -18,33 +20,32 @@ _FIELDS = (("bytes", "payload bytes moved (the calls' return values)"),
 
 
 def net_families(stats: dict, paths: dict[int, str]) -> list[Family]:
-    """Metric families from decoded net_stats and an id -> path map (pure).
+    """Metric families from decoded net_stats records and an id -> path map (pure).
 
+    stats: {(cgroup id,): 24 counters}, (bytes, calls, errors) per net_index().
     Ids that map to the same path (a cgroup removed and created again under
     the same name) are summed, so a series never appears twice.
     """
-    # (cgroup, proto, family) -> [egress bytes, calls, errors, ingress bytes, calls, errors]
-    totals: dict[tuple[str, str, str], list[int]] = {}
-    protos, fams = NET_PROTO, NET_FAMILY
-    for (cid, proto, fam, d), vals in stats.items():
-        key = (paths[cid], protos.get(proto) or str(proto), fams.get(fam) or str(fam))
-        acc = totals.get(key)
-        if acc is None:
-            acc = totals[key] = [0, 0, 0, 0, 0, 0]
-        base = 3 * d
-        acc[base] += vals[0]
-        acc[base + 1] += vals[1]
-        acc[base + 2] += vals[2]
+    totals: dict[str, list[int]] = {}  # path -> its 24 counters
+    for key, vals in stats.items():
+        p = paths[key[0]]
+        acc = totals.get(p)
+        totals[p] = list(vals) if acc is None else list(map(add, acc, vals))
     ordered = sorted(totals.items())
+    # (proto, family) pairs in label order: tcp < udp, ipv4 < ipv6
+    pairs = [(proto, fam, (NET_PROTO[proto], NET_FAMILY[fam])) for proto in sorted(NET_PROTO)
+             for fam in sorted(NET_FAMILY)]
     out = []
     for d, direction in sorted(NET_DIR.items()):
         verb = "sent" if direction == "egress" else "received"
+        # per (proto, family): where its three counters of this direction start
+        bases = [(3 * net_index(proto, fam, d), labels) for proto, fam, labels in pairs]
         for i, (field, doc) in enumerate(_FIELDS):
-            col = 3 * d + i
             f = Family(f"ceemsnet_net_{direction}_{field}",
                        f"TCP/UDP {doc} by sockets {verb} through, per cgroup of the calling task",
                        "counter", LABELS)
-            f.rows = [(k, v[col]) for k, v in ordered if v[3 * d + 1] or v[3 * d + 2] or v[3 * d]]
+            f.rows = [((p,) + labels, v[b + i]) for p, v in ordered for b, labels in bases
+                      if v[b] or v[b + 1] or v[b + 2]]
             out.append(f)
     return out
 
@@ -54,7 +55,7 @@ HELP = "TCP/UDP payload bytes, calls and errors at the socket calls (ceemsnet_ne
 
 
 def add_flags(group) -> None:
-    add_map_entries_flag(group, NAME, "a cgroup uses up to 8")
+    add_map_entries_flag(group, NAME, "one per cgroup")
     group.add_argument("--net.slots", dest="net_slots", type=nonnegative_int, default=None, metavar="N",
                        help="cgroups counted without hashing by the -slots objects (a power of two; "
                             "others count in the hash map; 0: the hash layout only, no -slots object); "

@@ -3,30 +3,31 @@
 Objects built with NET_SLOTS count a cgroup's events in a slot of a per-CPU
 array (net_slot_vals) found by the cgroup id's position in an owner array
 (net_slot_owner), and fall back to the per-CPU hash (net_stats) when both
-of its slots belong to other cgroups. SlotSource reads both
-and answers exactly like HashSource (ceemsnet/collectors/counters.py), so
-CounterMap, the lifecycle and the renderers do not know which layout runs:
+of its slots belong to other cgroups. A slot holds the same record as a
+net_stats value (struct net_counts: every counter of one cgroup). SlotSource
+reads both and answers exactly like HashSource (ceemsnet/collectors/counters.py),
+raw contract included, so CounterMap renders it incrementally and the
+lifecycle and the renderers do not know which layout runs:
 
-  read()      -> ({(cgroup id, proto, family, dir): (bytes, calls, errors)}, keys)
-  delete(key) -> bool: the lifecycle folded this key of a removed cgroup into
-                 its retired totals; once every key of a slot is gone the slot
-                 is given back: counts zeroed, then the owner cleared.
+  read_raw()  -> (keys, values, count): net_stats' records, then one record per
+                 owned slot's cgroup (a cgroup in both, or in two slots, summed)
+  delete(key) -> bool: the lifecycle folded the record of a removed cgroup into
+                 its retired totals: its hash key is deleted and its slots given
+                 back (counts zeroed, then the owner cleared).
 """
 
 from __future__ import annotations
 
-import ctypes
 import struct
+from itertools import compress
 
 from ceemsnet.collectors.counters import HashSource
-from ceemsnet.planning.structs import NET_SLOT_OWNER, NET_SLOT_VALS
-from ceemsnet.runtime import libbpf
+from ceemsnet.pinned.continuity import add_record
+from ceemsnet.planning.structs import NET_SLOT_OWNER, NET_SLOT_VALS, NET_WORDS, sum_percpu
 
 OWNER, VALS = NET_SLOT_OWNER, NET_SLOT_VALS
 SLOT_MAPS = (OWNER, VALS)
-KEYS = 8          # [proto][family][direction], index (proto << 2) | (family << 1) | dir
-WORDS = 3         # bytes, calls, errors
-SLOT_BYTES = KEYS * WORDS * 8
+SLOT_BYTES = NET_WORDS * 8  # one struct net_counts per slot, per CPU
 BUDGET = 16 << 20  # default: the per-CPU array may take this much kernel memory
 MIN_SLOTS, MAX_SLOTS = 64, 4096
 _U32 = struct.Struct("=I")
@@ -44,35 +45,23 @@ def has_slots(maps: dict) -> bool:
     return all(m in maps for m in SLOT_MAPS)
 
 
-def key_of(idx: int) -> tuple[int, int, int]:
-    """(proto, family, dir) of a slot's counter index."""
-    return idx >> 2, (idx >> 1) & 1, idx & 1
-
-
-def decode_slots(owners: bytes, vals: bytes, n: int, ncpus: int) -> dict[int, tuple[int, dict[int, tuple]]]:
-    """{slot: (owner cgroup id, {index: (bytes, calls, errors)})} for owned slots (pure).
-    A slot owned but with nothing counted yet has an empty dict."""
-    own = memoryview(owners).cast("Q")
-    mv = memoryview(vals).cast("Q")
-    per = KEYS * WORDS
-    stride = per * ncpus
-    out = {}
-    for s in range(n):
-        cid = own[s]
-        if not cid:
-            continue
-        base = s * stride
-        counts = {}
-        for k in range(KEYS):
-            off = base + k * WORDS
-            v = tuple(sum(mv[off + w:base + stride:per]) for w in range(WORDS))
-            if v[0] or v[1] or v[2]:
-                counts[k] = v
-        out[s] = (cid, counts)
+def owned_slots(owners: bytes, n: int) -> dict[int, list[int]]:
+    """{cgroup id: its slots} from a read of net_slot_owner (pure; free slots left out)."""
+    own = memoryview(owners).cast("Q")[:n]
+    out: dict[int, list[int]] = {}
+    for s in compress(range(n), own):
+        out.setdefault(own[s], []).append(s)
     return out
 
 
-def _read_slots(maps: dict) -> dict[int, tuple[int, dict[int, tuple]]]:
+def decode_slots(owners: bytes, vals: bytes, n: int, ncpus: int) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """{slot: (owner cgroup id, its record: NET_WORDS counters summed over the CPUs)} for owned
+    slots (pure). A slot owned but with nothing counted yet has a record of zeros."""
+    sums = sum_percpu(vals, n, ncpus, NET_WORDS)
+    return {s: (cid, sums[s]) for cid, ss in owned_slots(owners, n).items() for s in ss}
+
+
+def _read_slots(maps: dict) -> dict[int, tuple[int, tuple[int, ...]]]:
     owner, vals = maps[OWNER], maps[VALS]
     _, owners, n = owner.read_all()
     _, values, nv = vals.read_all()
@@ -81,29 +70,20 @@ def _read_slots(maps: dict) -> dict[int, tuple[int, dict[int, tuple]]]:
 
 def fold_slots(old_maps: dict, new_maps: dict, reused: set[str], pack) -> int:
     """An upgrade whose new object does not take the old slot maps over (it has none,
-    or of another size): add the counts they hold into the new object's net_stats,
+    or of another size): add the records they hold into the new object's net_stats,
     which no program writes yet. Read-add-write, exact. When net_stats itself was
     taken over (the same map as the old one), the old slots are emptied as they are
     added, so another family tried after this one does not add them twice.
-    Returns keys added."""
+    Returns records added."""
     stats = new_maps.get("net_stats")
     if not has_slots(old_maps) or stats is None or set(SLOT_MAPS) <= reused:
         return 0
-    lb = libbpf.lib()
-    ncpus, vsz = stats.ncpus, stats.value_stride
-    val = ctypes.create_string_buffer(vsz * ncpus)
+    if stats.value_stride != SLOT_BYTES:
+        return 0  # not this layout's net_stats
     added = 0
-    for slot, (cid, counts) in _read_slots(old_maps).items():
-        for idx, v in counts.items():
-            key = pack(cid, *key_of(idx))
-            have = [0, 0, 0]
-            if lb.bpf_map_lookup_elem(stats.fd, key, val) == 0:
-                words = memoryview(val.raw).cast("Q")
-                have = [sum(words[w::vsz // 8]) for w in range(WORDS)]
-            # a per-CPU value: the whole sum goes to CPU 0, the other CPUs zero
-            new = bytearray(vsz * ncpus)
-            struct.pack_into(f"={WORDS}Q", new, 0, *(a + b for a, b in zip(have, v)))
-            stats.update(key, bytes(new))
+    for slot, (cid, record) in _read_slots(old_maps).items():
+        if any(record):
+            add_record(stats, pack(cid), record)
             added += 1
         if "net_stats" in reused:
             old_vals = old_maps[VALS]
@@ -112,54 +92,76 @@ def fold_slots(old_maps: dict, new_maps: dict, reused: set[str], pack) -> int:
 
 
 class SlotSource:
-    """net_stats (hash fallback) plus the slot maps, read as one source."""
+    """net_stats (hash fallback) plus the slot maps, read as one source (the raw contract
+    of HashSource: packed records, one per cgroup)."""
 
     def __init__(self, stats, maps: dict, decode, pack):
         self.hash = HashSource(stats, decode, pack)
         self.name = self.hash.name
         self.owner, self.vals = maps[OWNER], maps[VALS]
+        self._decode, self._pack = decode, pack
         self._slots_of: dict[int, list[int]] = {}   # cgroup id -> its slots, as of the last read
-        self._keys_left: dict[int, set[int]] = {}   # slot -> counter indexes the last read returned
-        self._in_hash: set[tuple] = set()           # keys the last read found in the hash map
         self._zero = bytes(self.vals.value_stride * self.vals.ncpus)
 
     @property
     def capacity(self) -> int:
-        """The hash map's max_entries: the keys beyond the slots that still fit."""
+        """The hash map's max_entries: the cgroups beyond the slots that still fit."""
         return self.hash.capacity
 
+    @property
+    def key_size(self) -> int:
+        return self.hash.key_size
+
+    @property
+    def value_size(self) -> int:
+        return self.hash.value_size
+
+    def decode(self, keys: bytes, values: bytes, n: int) -> dict[tuple, tuple]:
+        return self.hash.decode(keys, values, n)
+
+    def read_raw(self) -> tuple[bytes, bytes, int]:
+        keys, values, n = self.hash.read_raw()
+        ksz, vsz = self.key_size, self.value_size
+        keys, values = keys[:n * ksz], values[:n * vsz]
+        _, owners, no = self.owner.read_all()
+        _, svals, nv = self.vals.read_all()
+        slots_of = self._slots_of = owned_slots(owners, min(no, nv))
+        in_hash = {k[0] for k in _U64.iter_unpack(keys)} if slots_of else set()
+        if not slots_of:
+            return keys, values, n
+        if not (slots_of.keys() & in_hash) and all(len(ss) == 1 for ss in slots_of.values()):
+            # the common case: every cgroup in one place, records appended as they are
+            order = list(slots_of.items())
+            return (keys + b"".join(_U64.pack(cid) for cid, _ in order),
+                    values + b"".join(svals[ss[0] * vsz:(ss[0] + 1) * vsz] for _, ss in order),
+                    n + len(order))
+        # a cgroup counted in the hash map before it got a slot, or two slots taken at once by
+        # two CPUs: its records are summed word by word (per CPU), so it stays one record
+        recs: dict[bytes, list[bytes]] = {}
+        for i in range(n):
+            recs.setdefault(keys[i * ksz:(i + 1) * ksz], []).append(values[i * vsz:(i + 1) * vsz])
+        for cid, ss in slots_of.items():
+            recs.setdefault(_U64.pack(cid), []).extend(svals[s * vsz:(s + 1) * vsz] for s in ss)
+        words = vsz // 8
+        fmt = struct.Struct(f"={words}Q")
+        out_v = []
+        for parts in recs.values():
+            if len(parts) == 1:
+                out_v.append(parts[0])
+            else:
+                out_v.append(fmt.pack(*(sum(c) & 0xFFFFFFFFFFFFFFFF for c in zip(*map(fmt.unpack, parts)))))
+        return b"".join(recs), b"".join(out_v), len(recs)
+
     def read(self) -> tuple[dict[tuple, tuple], int]:
-        stats, entries = self.hash.read()
-        self._in_hash = set(stats)
-        slots = _read_slots({OWNER: self.owner, VALS: self.vals})
-        self._slots_of, self._keys_left = {}, {}
-        for s, (cid, counts) in slots.items():
-            self._slots_of.setdefault(cid, []).append(s)
-            if not counts:
-                counts = {0: (0, 0, 0)}  # owned, nothing counted yet: still a key, so a removed cgroup frees it
-            self._keys_left[s] = set(counts)
-            for idx, v in counts.items():
-                key = (cid,) + key_of(idx)
-                have = stats.get(key)
-                if have is None:
-                    stats[key] = v
-                    entries += 1
-                else:
-                    stats[key] = tuple(a + b for a, b in zip(have, v))
-        return stats, entries
+        keys, values, n = self.read_raw()
+        return self.decode(keys, values, n), n
 
     def delete(self, key: tuple) -> bool:
-        done = key in self._in_hash and self.hash.delete(key)
-        idx = (key[1] << 2) | (key[2] << 1) | key[3]
-        for s in self._slots_of.get(key[0], ()):
-            left = self._keys_left.get(s)
-            if left is None:
-                continue
-            left.discard(idx)
+        cid = key[0]
+        done = bool(self.hash.delete(key))  # False when it never counted there
+        for s in self._slots_of.pop(cid, ()):
+            self.release(s)
             done = True
-            if not left:
-                del self._keys_left[s]
-                self.release(s)
         return done
 
     def release(self, slot: int) -> None:

@@ -9,30 +9,37 @@ from ceemsnet.planning.structs import VFS_OPS, decode_vfs, pack_vfs_key
 
 _RW_DOCS = (("bytes", "bytes moved (the calls' return values)"), ("calls", "calls that returned success"),
             ("errors", "calls that returned an error"))
+_OPS = tuple((op, name) for op, name in sorted(VFS_OPS.items()) if op > 1)  # open ... rmdir
 
 
 def vfs_families(stats: dict, paths: dict[int, str], counted: frozenset[str]) -> list[Family]:
-    """Metric families from decoded vfs_stats (pure).
+    """Metric families from decoded vfs_stats records (pure).
 
+    stats: {(cgroup id, magic): 21 counters}, (bytes, calls, errors) per op (VFS_OPS).
     Reads and writes per (cgroup, fstype); other operations per (cgroup, op),
-    summed over the counted file systems. Keys of file systems not counted
-    are dropped here.
+    summed over the counted file systems. Records of file systems not counted
+    are dropped here; an op with nothing counted gives no series.
     """
     rw: dict[tuple[str, str, int], list[int]] = {}   # (cgroup, fstype, op) -> [bytes, calls, errors]
     ops: dict[tuple[str, str], list[int]] = {}       # (cgroup, op name) -> [calls, errors]
-    for (cid, magic, op), (nbytes, calls, errors) in stats.items():
+    for (cid, magic, *_), vals in stats.items():
         fs = fstype(magic)
-        if fs not in counted or op not in VFS_OPS:
+        if fs not in counted:
             continue
-        if op <= 1:
-            acc = rw.setdefault((paths[cid], fs, op), [0, 0, 0])
-            acc[0] += nbytes
-            acc[1] += calls
-            acc[2] += errors
-        else:
-            acc = ops.setdefault((paths[cid], VFS_OPS[op]), [0, 0])
-            acc[0] += calls
-            acc[1] += errors
+        path = paths[cid]
+        for op in (0, 1):
+            b, c, e = vals[3 * op:3 * op + 3]
+            if b or c or e:
+                acc = rw.setdefault((path, fs, op), [0, 0, 0])
+                acc[0] += b
+                acc[1] += c
+                acc[2] += e
+        for op, name in _OPS:
+            c, e = vals[3 * op + 1], vals[3 * op + 2]
+            if c or e:
+                acc = ops.setdefault((path, name), [0, 0])
+                acc[0] += c
+                acc[1] += e
     out = []
     ordered = sorted(rw.items())
     for op, name in ((0, "read"), (1, "write")):
@@ -56,7 +63,7 @@ HELP = "regular-file read/write bytes, calls and errors, and open/create/unlink/
 
 
 def add_flags(group) -> None:
-    add_map_entries_flag(group, NAME, "a cgroup uses up to 7 per file system it touches")
+    add_map_entries_flag(group, NAME, "one per cgroup and file system it touches")
     group.add_argument("--vfs.fstypes", dest="vfs_fstypes", default="storage", metavar="LIST",
                        help="file system types the vfs collector reports: storage (default: all but pseudo "
                             "file systems such as proc, sysfs, cgroup), all, or a comma list (ext4,xfs,nfs,"

@@ -34,6 +34,7 @@ from typing import Callable
 from packaging.version import Version
 
 from ceemsnet.pinned.pins import identity, parse_object_dir
+from ceemsnet.planning.structs import LAYOUTS
 from ceemsnet.runtime.bpffs import entries, open_pinned
 from ceemsnet.runtime.collection import Collection, ObjectFile
 from ceemsnet.runtime.links import Link
@@ -118,6 +119,46 @@ def add_values(a: bytes, b: bytes) -> bytes:
 Carry = Callable[[dict, dict, set], int]
 
 
+def add_record(stats: BpfMap, key: bytes, record) -> None:
+    """Add counters (one u64 per word of the map's value) into a per-CPU map's value under
+    key: read, add, write back with the whole sum on CPU 0 and zeros on the other CPUs.
+    Exact only while no program writes the map (an upgrade, before the new programs attach)."""
+    ncpus, vsz = stats.ncpus, stats.value_stride
+    words = vsz // 8
+    have = stats.lookup(key)
+    if have is not None:
+        mv = memoryview(have).cast("Q")
+        record = [r + sum(mv[w::words]) for w, r in enumerate(record)]
+    new = bytearray(vsz * ncpus)
+    struct.pack_into(f"={words}Q", new, 0, *(r & 0xFFFFFFFFFFFFFFFF for r in record))
+    stats.update(key, bytes(new))
+
+
+def carry_legacy(name: str, old: BpfMap, new: BpfMap, old_maps: dict) -> int | None:
+    """A counters map of ceemsnet 0.1's layout (one key per counter) into the new object's
+    map of records (one per cgroup, and file system for vfs): each old key's counts are added
+    at its place in its record. Keys a crashed retire had already folded into a retired total
+    (its intents in <subsystem>_retiring, see ceemsnet/pinned/ledger.py) are left out: the
+    ledger's conversion replays them. Returns records written; None if `old` is not such a map."""
+    layout = LAYOUTS.get(name.removesuffix("_stats")) if name.endswith("_stats") else None
+    if (layout is None or not old.percpu or not new.percpu
+            or not layout.is_legacy(old.key_size, old.value_size)
+            or (new.key_size, new.value_size) != (layout.key.size, layout.value_size)):
+        return None
+    pending: frozenset = frozenset()
+    intents = old_maps.get(f"{layout.name}_retiring")
+    if intents is not None and intents.key_size == old.key_size:
+        ikeys, _, ni = intents.read_all()
+        pending = frozenset(ikeys[i * old.key_size:(i + 1) * old.key_size] for i in range(ni))
+    keys, values, n = old.read_all()
+    records = layout.regroup(keys, values, n, old.ncpus, pending)
+    for rk, rec in records.items():
+        add_record(new, layout.pack(*rk), rec)
+    if records:
+        log.info("%s: %d keys of the per-counter layout carried over as %d records", name, n, len(records))
+    return len(records)
+
+
 def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, list[str]]:
     """Add the counts of old maps into the new object's maps that did not take them over.
     Called with no program attached to the new maps, so read-add-write is exact.
@@ -128,7 +169,11 @@ def carry_over(old_maps: dict, new_maps: dict, reused: set[str]) -> tuple[int, l
         if new is None or name in reused or not name.endswith(COUNTER_SUFFIXES):
             continue  # gone, the same map, or transient (the kretprobe stash)
         if (old.key_size, old.value_size, old.percpu) != (new.key_size, new.value_size, new.percpu):
-            lost.append(name)
+            n = carry_legacy(name, old, new, old_maps)
+            if n is None:
+                lost.append(name)
+            else:
+                copied += n
             continue
         keys, values, n = old.read_all()
         nkeys, nvalues, nn = new.read_all()

@@ -29,7 +29,13 @@ is never a new cgroup's). A key without an intent is in no retired total:
 it is retired as usual. Every
 step is an absolute write or a delete, so a crash during the replay only
 means it is replayed again. An older ceemsnet's ledger (no <name>_retiring)
-is adopted as it is: the map is added, empty.
+is adopted as it is: the map is added, empty. A ledger of ceemsnet 0.1's
+per-counter layout (one key per counter, see planning/structs.Layout) is
+converted to records once (convert_legacy()): its intents replayed, its
+totals regrouped into a new <name>_retired, pinned over the old one, then
+an empty <name>_retiring over the old intents; a crash in between converts
+again at the next start, or (retired already converted) only replaces the
+intents, whose effect the new totals hold.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import os
 import signal
 import struct
 
+from ceemsnet.planning.structs import LAYOUTS, WORDS, Layout
 from ceemsnet.runtime.collection import Collection
 from ceemsnet.runtime.maps import BpfMap
 
@@ -65,6 +72,9 @@ class Ledger:
         self._words = words
         self._value = struct.Struct(f"={words}Q")
         self._intent = struct.Struct(f"=Q{words}Q")  # path id, retired total
+        layout = LAYOUTS.get(name)
+        if layout is not None and (key_size, words) == (layout.key.size, layout.words):
+            convert_legacy(coll, name, layout, capacity)
         for attr, mname, ksz, vsz in (("paths", f"{name}_paths", 8, PATH_BYTES),
                                       ("retired_map", f"{name}_retired", key_size, words * 8),
                                       ("retiring", f"{name}_retiring", key_size, self._intent.size)):
@@ -202,3 +212,40 @@ class Ledger:
             self.retired_map.delete(self._pack(pid, *rk[1:]))
         self.paths.delete(_ID.pack(pid))
         self._path_of.pop(pid, None)
+
+
+def convert_legacy(coll: Collection, name: str, layout: Layout, capacity: int) -> bool:
+    """A ledger of the per-counter layout, made records of `layout` in place (the module doc):
+    returns True if anything was converted."""
+    retired, retiring = coll.maps.get(f"{name}_retired"), coll.maps.get(f"{name}_retiring")
+    intent_size = 8 + layout.value_size
+    old_retired = retired is not None and layout.is_legacy(retired.key_size, retired.value_size)
+    old_intents = retiring is not None and (retiring.key_size, retiring.value_size) != (layout.key.size, intent_size)
+    if not old_retired and not old_intents:
+        return False
+    if old_retired:
+        value, intent = struct.Struct(f"={WORDS}Q"), struct.Struct(f"=Q{WORDS}Q")
+        keys, values, n = retired.read_all()
+        ksz = retired.key_size
+        totals = {keys[i * ksz:(i + 1) * ksz]: list(value.unpack_from(values, i * value.size)) for i in range(n)}
+        if retiring is not None and retiring.key_size == ksz and retiring.value_size == intent.size:
+            # replay a crashed retire's intents: its path's total is at least the intent's
+            ikeys, ivalues, ni = retiring.read_all()
+            for i in range(ni):
+                key = layout.legacy_key.unpack_from(ikeys, i * ksz)
+                pid, *total = intent.unpack_from(ivalues, i * intent.size)
+                rk = layout.legacy_key.pack(pid, *key[1:])
+                have = totals.get(rk)
+                totals[rk] = total if have is None else [max(a, b) for a, b in zip(have, total)]
+        records = layout.regroup(b"".join(totals), b"".join(value.pack(*v) for v in totals.values()),
+                                 len(totals), 1)
+        new = BpfMap.create(f"{name}_retired", layout.key.size, layout.value_size,
+                            max(retired.max_entries, capacity))
+        rec = struct.Struct(f"={layout.words}Q")
+        for rk, words in records.items():
+            new.update(layout.pack(*rk), rec.pack(*words))
+        coll.replace_map(new)
+    if retiring is not None:
+        coll.replace_map(BpfMap.create(f"{name}_retiring", layout.key.size, intent_size,
+                                       max(retiring.max_entries, capacity)))
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Callable
 from operator import add
 
 # the net slot layout's maps and load-time setting (bpf/net/net_slots.h): slots - 1 is the mask
@@ -21,13 +22,8 @@ DROP_REASONS = {0: "stats_full", 1: "stash_full"}
 
 
 class NetKey(ctypes.Structure):
-    _fields_ = [
-        ("cgroup_id", ctypes.c_uint64),
-        ("proto", ctypes.c_uint8),
-        ("family", ctypes.c_uint8),
-        ("dir", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 5),
-    ]
+    """net_stats' key: one record per cgroup."""
+    _fields_ = [("cgroup_id", ctypes.c_uint64)]
 
 
 class NetValue(ctypes.Structure):
@@ -38,30 +34,44 @@ class NetValue(ctypes.Structure):
     ]
 
 
+NET_COUNTERS = 8  # [proto][family][direction]: index (proto << 2) | (family << 1) | dir
+
+
+class NetCounts(ctypes.Structure):
+    """net_stats' value (and a net slot's): every counter of one cgroup."""
+    _fields_ = [("v", NetValue * NET_COUNTERS)]
+
+
 VFS_OPS = {0: "read", 1: "write", 2: "open", 3: "create", 4: "unlink", 5: "mkdir", 6: "rmdir"}
 
 
 class VfsKey(ctypes.Structure):
+    """vfs_stats' key: one record per (cgroup, file system)."""
     _fields_ = [
         ("cgroup_id", ctypes.c_uint64),
         ("magic", ctypes.c_uint32),
-        ("op", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint32),
     ]
 
 
-_VFS_KEY = struct.Struct("=QIB3x")
-assert _VFS_KEY.size == ctypes.sizeof(VfsKey)
-
-_NET_KEY = struct.Struct("=QBBB5x")
-assert _NET_KEY.size == ctypes.sizeof(NetKey)
-# u64 words of a net_value, and of a vfs_value: the same three counters (tests/unit/test_structs.py
-# checks both C structs against NetValue)
-_NET_VALUE_WORDS = ctypes.sizeof(NetValue) // 8
+class VfsCounts(ctypes.Structure):
+    """vfs_stats' value: (bytes, calls, errors) per op (VFS_OPS); bytes only for read and write."""
+    _fields_ = [("v", NetValue * len(VFS_OPS))]
 
 
-def pack_net_key(cgroup_id: int, proto: int, family: int, direction: int) -> bytes:
-    return _NET_KEY.pack(cgroup_id, proto, family, direction)
+WORDS = ctypes.sizeof(NetValue) // 8  # bytes, calls, errors: a net_value and a vfs_value alike
+NET_WORDS = ctypes.sizeof(NetCounts) // 8
+VFS_WORDS = ctypes.sizeof(VfsCounts) // 8
+
+
+def net_index(proto: int, family: int, direction: int) -> int:
+    """A counter's place in a net record (net_index() in bpf/net/net.h)."""
+    return (proto << 2) | (family << 1) | direction
+
+
+def net_index_parts(idx: int) -> tuple[int, int, int]:
+    """(proto, family, direction) of a net record's counter index."""
+    return idx >> 2, (idx >> 1) & 1, idx & 1
 
 
 def sum_percpu(values: bytes, count: int, ncpus: int, words: int) -> list[tuple[int, ...]]:
@@ -69,7 +79,7 @@ def sum_percpu(values: bytes, count: int, ncpus: int, words: int) -> list[tuple[
 
     Column by column in C: a strided memoryview picks one word of one CPU
     for every record, and map(add) sums the CPUs' columns, so the Python work
-    does not grow with the records (the scrape decodes 80,000 of them)."""
+    does not grow with the records."""
     stride = words * ncpus
     mv = memoryview(values).cast("Q")[:count * stride]
     cols = []
@@ -81,10 +91,74 @@ def sum_percpu(values: bytes, count: int, ncpus: int, words: int) -> list[tuple[
     return list(zip(*cols))
 
 
-def decode_net(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int, int], tuple[int, int, int]]:
-    """{(cgroup_id, proto, family, dir): (bytes, calls, errors)} from a net_stats read."""
-    return dict(zip(_NET_KEY.iter_unpack(keys[: count * _NET_KEY.size]),
-                    sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)))
+class Layout:
+    """One subsystem's record layout: a key per cgroup (and per file system for vfs),
+    a value of `counters` x (bytes, calls, errors), and the layout of ceemsnet
+    0.1's maps (one key per counter: `legacy_key`, whose last field is the counter's
+    index source), read only to carry pinned counts and ledgers over to this one."""
+
+    def __init__(self, name: str, key: str, counters: int, legacy_key: str,
+                 legacy_split: Callable[[tuple], tuple[tuple, int]]):
+        self.name = name
+        self.key = struct.Struct(key)
+        self.counters = counters
+        self.words = counters * WORDS
+        self.value_size = self.words * 8
+        self.legacy_key = struct.Struct(legacy_key)
+        self._split = legacy_split
+
+    def pack(self, *key) -> bytes:
+        return self.key.pack(*key)
+
+    def decode(self, keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple, tuple]:
+        """{record key: its counters, `words` long} from a read of the map (pure)."""
+        return dict(zip(self.key.iter_unpack(keys[:count * self.key.size]),
+                        sum_percpu(values, count, ncpus, self.words)))
+
+    def is_legacy(self, key_size: int, value_size: int) -> bool:
+        """A map of the per-counter layout (value_size: one CPU's value)."""
+        return key_size == self.legacy_key.size and value_size == WORDS * 8
+
+    def legacy_split(self, key: tuple) -> tuple[tuple, int]:
+        """(record key, counter index) of a legacy key."""
+        return self._split(key)
+
+    def regroup(self, keys: bytes, values: bytes, count: int, ncpus: int,
+                skip: frozenset = frozenset()) -> dict[tuple, list[int]]:
+        """Records from a read of a legacy (per-counter) map: each key's counters summed over
+        the CPUs and put at its index (pure). Legacy keys in `skip` (packed) are left out."""
+        ksz = self.legacy_key.size
+        sums = sum_percpu(values, count, ncpus, WORDS)
+        out: dict[tuple, list[int]] = {}
+        for i in range(count):
+            kb = keys[i * ksz:(i + 1) * ksz]
+            if kb in skip:
+                continue
+            rk, idx = self._split(self.legacy_key.unpack(kb))
+            if not 0 <= idx < self.counters:
+                continue
+            rec = out.get(rk)
+            if rec is None:
+                rec = out[rk] = [0] * self.words
+            for w in range(WORDS):
+                rec[idx * WORDS + w] += sums[i][w]
+        return out
+
+
+NET = Layout("net", "=Q", NET_COUNTERS, "=QBBB5x", lambda k: ((k[0],), net_index(k[1] & 1, k[2] & 1, k[3] & 1)))
+VFS = Layout("vfs", "=QI4x", len(VFS_OPS), "=QIB3x", lambda k: ((k[0], k[1]), k[2]))
+LAYOUTS = {"net": NET, "vfs": VFS}
+assert NET.key.size == ctypes.sizeof(NetKey) and VFS.key.size == ctypes.sizeof(VfsKey)
+assert NET.value_size == ctypes.sizeof(NetCounts) and VFS.value_size == ctypes.sizeof(VfsCounts)
+
+
+def pack_net_key(cgroup_id: int) -> bytes:
+    return NET.key.pack(cgroup_id)
+
+
+def decode_net(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int], tuple[int, ...]]:
+    """{(cgroup_id,): 24 counters} from a net_stats read: (bytes, calls, errors) per net_index()."""
+    return NET.decode(keys, values, count, ncpus)
 
 
 def decode_drops(values: bytes, count: int, ncpus: int) -> dict[str, int]:
@@ -93,14 +167,13 @@ def decode_drops(values: bytes, count: int, ncpus: int) -> dict[str, int]:
     return {DROP_REASONS.get(i, str(i)): s[0] for i, s in enumerate(sums)}
 
 
-def pack_vfs_key(cgroup_id: int, magic: int, op: int) -> bytes:
-    return _VFS_KEY.pack(cgroup_id, magic, op)
+def pack_vfs_key(cgroup_id: int, magic: int) -> bytes:
+    return VFS.key.pack(cgroup_id, magic)
 
 
-def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int, int], tuple[int, int, int]]:
-    """{(cgroup_id, magic, op): (bytes, calls, errors)} from a vfs_stats read."""
-    return dict(zip(_VFS_KEY.iter_unpack(keys[: count * _VFS_KEY.size]),
-                    sum_percpu(values, count, ncpus, _NET_VALUE_WORDS)))
+def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int], tuple[int, ...]]:
+    """{(cgroup_id, magic): 21 counters} from a vfs_stats read: (bytes, calls, errors) per op."""
+    return VFS.decode(keys, values, count, ncpus)
 
 
 class SkbKey(ctypes.Structure):

@@ -214,6 +214,21 @@ class Collection:
         if self.pin_dir:
             _pin_map(m, self.pin_dir)
 
+    def replace_map(self, m: BpfMap) -> None:
+        """A map in place of this collection's map of the same name (a layout change of a map
+        made beside the object's own): pinned under a temporary name, then renamed over the
+        old one's pin, so the pin path always names one complete map, old or new."""
+        old = self.maps.get(m.name)
+        if self.pin_dir:
+            tmp = os.path.join(self.pin_dir, f"tmp__{m.name}")  # not a map__ entry: never adopted
+            if os.path.exists(tmp):
+                os.unlink(tmp)  # left by a crash before the rename
+            libbpf.check_rc(libbpf.lib().bpf_obj_pin(m.fd, tmp.encode()), f"pinning map {m.name}")
+            os.rename(tmp, os.path.join(self.pin_dir, f"map__{m.name}"))
+        self.maps[m.name] = m
+        if old is not None and old is not m:
+            old.close()
+
     def _keep(self, link: Link) -> Link:
         self.links.append(link)
         if self.pin_dir:  # attached after pinning (skb per-cgroup mode): pinned like the rest

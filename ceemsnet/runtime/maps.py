@@ -143,6 +143,13 @@ class BpfMap:
                 vparts.append(val.raw)
         return b"".join(kparts), b"".join(vparts), len(kparts)
 
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value under key (every CPU's, for a per-CPU map), None if there is none."""
+        val = ctypes.create_string_buffer(self.value_stride * self.ncpus)
+        if libbpf.lib().bpf_map_lookup_elem(self.fd, key, val) != 0:
+            return None
+        return val.raw
+
     def delete(self, key: bytes) -> bool:
         return libbpf.lib().bpf_map_delete_elem(self.fd, key) == 0
 

@@ -8,6 +8,8 @@ teardown, also when the test fails.
 
 import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 
@@ -16,7 +18,7 @@ import pytest
 from ceemsnet.attribution.cgroups import find_cgroup2_root
 
 from . import accuracy
-from .helpers import Cgroup, Child, Exporter
+from .helpers import ROOT, Cgroup, Child, Exporter
 
 
 def pytest_collection_modifyitems(config, items):
@@ -97,6 +99,17 @@ def spawn():
     yield start
     for c in children:
         c.stop()
+
+
+@pytest.fixture
+def pin_path():
+    """A fresh pin directory, detached (and checked gone) after the test."""
+    path = f"/sys/fs/bpf/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield path
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "detach", f"--bpf.pin-path={path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not os.path.exists(path)
 
 
 @pytest.fixture(scope="module")

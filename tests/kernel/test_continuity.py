@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 from packaging.version import Version
@@ -43,16 +42,6 @@ def kretprobe_maxactive_for_pins():
 from .peer import Peer, reply_size
 
 SEND_TCP, SIZES_UDP = 40_000, [1000, 3000]
-
-
-@pytest.fixture
-def pin_path():
-    path = f"/sys/fs/bpf/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield path
-    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "detach", f"--bpf.pin-path={path}"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    assert not os.path.exists(path)
 
 
 @pytest.fixture

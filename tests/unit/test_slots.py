@@ -3,14 +3,15 @@
 import struct
 
 from ceemsnet.collectors import slots
+from ceemsnet.planning.structs import net_index, net_index_parts
 
 
 def _vals(n, ncpus, fill):
-    """A per-CPU array read: n slots x ncpus x 8 keys x 3 words; fill(s, cpu, k) -> 3 words."""
+    """A per-CPU array read: n slots x ncpus x 8 counters x 3 words; fill(s, cpu, k) -> 3 words."""
     out = []
     for s in range(n):
         for cpu in range(ncpus):
-            for k in range(slots.KEYS):
+            for k in range(8):
                 out += fill(s, cpu, k)
     return struct.pack(f"={len(out)}Q", *out)
 
@@ -25,14 +26,17 @@ def test_decode_sums_cpus_and_skips_free_slots():
             return [1, 1, 1]  # free slot: whatever it holds is not reported
         return [0, 0, 0]
     got = slots.decode_slots(owners, _vals(4, 3, fill), 4, 3)
-    assert got == {1: (77, {5: (64 * 6, 6, 0)}), 3: (88, {})}
+    want = [0] * 24
+    want[15:18] = (64 * 6, 6, 0)
+    assert got == {1: (77, tuple(want)), 3: (88, (0,) * 24)}
 
 
 def test_key_index_round_trip():
     for proto in (0, 1):
         for fam in (0, 1):
             for d in (0, 1):
-                assert slots.key_of((proto << 2) | (fam << 1) | d) == (proto, fam, d)
+                assert net_index_parts(net_index(proto, fam, d)) == (proto, fam, d)
+                assert net_index(proto, fam, d) == (proto << 2) | (fam << 1) | d
 
 
 def test_default_slots_fit_the_budget_and_are_powers_of_two():

@@ -22,7 +22,7 @@ from ceemsnet.common.metrics import Family, merge_families
 from ceemsnet.attribution.slurm import (BATCH, FIELDS, LEVELS, SLUID, FactsCache, Runner, SacctError, SlurmNames,
                                         fold, is_final, job_facts, parse, parse_sacct, run_sacct, run_squeue)
 from ceemsnet.serving.store import Store, totals_from_families
-from ceemsnet.planning.structs import decode_net, pack_net_key
+from ceemsnet.planning.structs import decode_net, net_index, pack_net_key
 from ceemsnet.attribution.workloads import add_units, folder, resolve_level, slurm_job
 
 from .helpers import render_text
@@ -478,7 +478,7 @@ def test_fold_is_the_exact_sum_and_never_goes_down(seed):
     views = {}
     for level in ("task", "step", "job"):
         for src in (OldSource, RawSource):
-            m = FakeMap("net_stats", pack_net_key, decode_net, 16, 3, random.Random(seed))
+            m = FakeMap("net_stats", pack_net_key, decode_net, 8, 24, random.Random(seed))
             f = None if level == "task" else (lambda p, lv=level: fold(p, lv))
             life = Lifecycle("/unused", retention=1e9, clock=clock, alive=lambda c, p: alive.get(c, False), fold=f)
             views[(level, src.__name__)] = (m, CounterMap(src(m), net_families, Resolver(paths), life))
@@ -492,10 +492,12 @@ def test_fold_is_the_exact_sum_and_never_goes_down(seed):
             alive[next_id] = True
         live = [c for c, a in alive.items() if a]
         for _ in range(rng.randrange(6)):
-            key = (rng.choice(live), rng.randrange(2), 0, rng.randrange(2))
+            key = (rng.choice(live),)
+            idx = net_index(rng.randrange(2), 0, rng.randrange(2))
             m0 = views[("task", "OldSource")][0]
-            cur = m0.data.get(key, [(0, 0, 0)] * NCPUS)
-            new = [tuple(v + rng.choice((1, 100, 1500)) for v in cpu) for cpu in cur]
+            cur = m0.data.get(key, [(0,) * 24] * NCPUS)
+            new = [tuple(v + (rng.choice((1, 100, 1500)) if 3 * idx <= w < 3 * idx + 3 else 0)
+                         for w, v in enumerate(cpu)) for cpu in cur]
             for m, _ in views.values():
                 m.put(key, new)
         if rng.random() < 0.3:  # a task ends: its cgroup goes, its counts retire

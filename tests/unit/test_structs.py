@@ -5,7 +5,7 @@ import ctypes
 import pytest
 
 from ceemsnet.planning.catalogue import CATALOGUE
-from ceemsnet.planning.structs import NetKey, NetValue, SkbKey, SkbStorage, SkbValue, VfsKey
+from ceemsnet.planning.structs import NET, VFS, NetCounts, NetKey, NetValue, SkbKey, SkbStorage, SkbValue, VfsCounts, VfsKey
 from ceemsnet.runtime import libbpf
 from ceemsnet.runtime.btf import BTF_KIND_STRUCT
 
@@ -41,17 +41,22 @@ def layout(cls):
 def test_net_structs_match_c(obj):
     assert struct_layout(obj.path, "net_key") == layout(NetKey)
     assert struct_layout(obj.path, "net_value") == layout(NetValue)
+    assert struct_layout(obj.path, "net_counts") == layout(NetCounts)
 
 
-def test_key_has_no_implicit_padding():
-    # 8 + 1 + 1 + 1 + 5 explicit: hashing in the kernel sees no stray bytes
-    assert ctypes.sizeof(NetKey) == 16 and ctypes.sizeof(NetValue) == 24
+def test_keys_have_no_implicit_padding():
+    # explicit pad: hashing in the kernel sees no stray bytes; one record per cgroup (and fs)
+    assert ctypes.sizeof(NetKey) == NET.key.size == 8 and ctypes.sizeof(NetValue) == 24
+    assert ctypes.sizeof(VfsKey) == VFS.key.size == 16 and VFS.key.pack(1, 2)[12:] == b"\0" * 4
+    assert ctypes.sizeof(NetCounts) == NET.value_size == 8 * 24
+    assert ctypes.sizeof(VfsCounts) == VFS.value_size == 7 * 24
 
 
 @pytest.mark.parametrize("obj", [o for o in CATALOGUE if o.subsystem == "vfs"], ids=lambda o: o.file)
 def test_vfs_structs_match_c(obj):
     assert struct_layout(obj.path, "vfs_key") == layout(VfsKey)
     assert struct_layout(obj.path, "vfs_value") == layout(NetValue)  # the same three counters (decode_vfs)
+    assert struct_layout(obj.path, "vfs_counts") == layout(VfsCounts)
 
 
 @pytest.mark.parametrize("obj", [o for o in CATALOGUE if o.subsystem == "skb"], ids=lambda o: o.file)

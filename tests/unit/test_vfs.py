@@ -153,9 +153,15 @@ def test_parse_fstypes():
 
 def test_vfs_families():
     EXT4, PROC = 0xEF53, 0x9FA0
+    def record(ops):  # {op: (bytes, calls, errors)} -> the 21 counters of a vfs record
+        out = [0] * 21
+        for op, v in ops.items():
+            out[3 * op:3 * op + 3] = v
+        return tuple(out)
     stats = {
-        (7, EXT4, 0): (2100, 3, 0), (7, EXT4, 1): (500, 1, 1), (7, PROC, 0): (999, 9, 0),
-        (7, EXT4, 2): (0, 5, 1), (7, PROC, 2): (0, 40, 0), (7, 0, 4): (0, 1, 2), (8, EXT4, 5): (0, 2, 0),
+        (7, EXT4): record({0: (2100, 3, 0), 1: (500, 1, 1), 2: (0, 5, 1)}),
+        (7, PROC): record({0: (999, 9, 0), 2: (0, 40, 0)}),
+        (7, 0): record({4: (0, 1, 2)}), (8, EXT4): record({5: (0, 2, 0)}),
     }
     paths = {7: "/job_1", 8: "/job_2"}
     fams = {f.name: f for f in vfs_families(stats, paths, parse_fstypes("storage"))}
@@ -164,6 +170,7 @@ def test_vfs_families():
     assert dict(fams["ceemsnet_vfs_ops"].rows) == {("/job_1", "open"): 5, ("/job_1", "unlink"): 1,
                                                    ("/job_2", "mkdir"): 2}
     assert dict(fams["ceemsnet_vfs_op_errors"].rows)[("/job_1", "unlink")] == 2
+    assert ("/job_2", "ext4") not in dict(fams["ceemsnet_vfs_read_calls"].rows)  # nothing read: no series
     fams = {f.name: f for f in vfs_families(stats, paths, parse_fstypes("all"))}
     assert (("/job_1", "proc"), 999) in fams["ceemsnet_vfs_read_bytes"].rows
     assert dict(fams["ceemsnet_vfs_ops"].rows)[("/job_1", "open")] == 45
