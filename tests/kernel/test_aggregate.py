@@ -31,7 +31,7 @@ from .peer import reply_size
 from . import test_continuity
 
 exporter_args = test_continuity.exporter_args
-peer, pin_path = test_continuity.peer, test_continuity.pin_path  # its fixtures, used here too
+peer = test_continuity.peer  # its fixture, used here too (pin_path is in conftest.py)
 
 # the fold is arithmetic in user space over the counts every hook family gives: the host run covers it
 # (about 3 min per VM run otherwise). The step exporter below counts in the hash layout (--net.slots=0),

@@ -17,7 +17,7 @@ import pytest
 
 from ..promserver import free_port
 from .helpers import HOOK, ROOT, Exporter, host_only
-from .test_continuity import Stepper, expected, exporter_args, net_values, peer, pin_path  # noqa: F401
+from .test_continuity import Stepper, expected, exporter_args, net_values, peer  # noqa: F401
 
 BIGGER = ["--net.map-entries=70000", "--net.slots=2048"]
 

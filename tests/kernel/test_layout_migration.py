@@ -63,9 +63,10 @@ def record(counters):
 def legacy_ledger(coll, gone_path, gone_total, crashed_cid, crashed_path, crashed_total):
     """What ceemsnet 0.1's serve left beside its counters: a removed job's retired total, and a
     retire that crashed after writing its intent for one key (crashed_cid's UDP ipv4 egress)."""
-    paths = BpfMap.create("net_paths", 8, PATH_BYTES, 64)
-    retired = BpfMap.create("net_retired", 16, 24, 64)
-    retiring = BpfMap.create("net_retiring", 16, 32, 64)
+    # sized as serve sizes them: the counters map's capacity (--net.map-entries' default)
+    paths = BpfMap.create("net_paths", 8, PATH_BYTES, 65536)
+    retired = BpfMap.create("net_retired", 16, 24, 65536)
+    retiring = BpfMap.create("net_retiring", 16, 32, 65536)
     for m in (paths, retired, retiring):
         coll.add_map(m)
     for p in (gone_path, crashed_path):
