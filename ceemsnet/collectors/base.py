@@ -188,6 +188,14 @@ class KernelHooks:
             for fn, n in sorted(self.loaded.kretprobe_missed().items()):
                 k.add((fn,), n)
             fams.append(k)
+        r = Family("ceemsnet_bpf_recursion_misses",
+                   "Runs of a BPF program the kernel skipped because the program was already running on that "
+                   "CPU (preempted or interrupted inside it; the program's recursion_misses, 5.12+): each one "
+                   "an event not counted. Expected 0; fexit on a preemptible kernel and tracepoints from 7.0 "
+                   "can miss (ceemsnet probe)", "counter", ("program",))
+        for prog, n in sorted(self.loaded.collection.program_misses().items()):
+            r.add((prog,), n)
+        fams.append(r)
         return fams
 
     def close(self) -> None:

@@ -5,6 +5,10 @@ subsystem keeps its maps and links in bpffs:
 
     <pin path>/<subsystem>/<object>__<identity>__g<generation>/map__<map name>
                                                                 link__<link name>
+                                                                prog__<program name>
+(the programs pinned too, from 0.2, so an adopting exporter without
+CAP_SYS_ADMIN can read their recursion_misses; tmp__<map name> only while
+a map's layout is converted, see Collection.replace_map)
 
 (bpffs refuses names with a dot, so the object's name there is its file
 name without `.bpf.o`, dots written as underscores: net-fexit-5_19-x86.)

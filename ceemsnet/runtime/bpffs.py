@@ -16,7 +16,7 @@ from ceemsnet.runtime import libbpf
 log = logging.getLogger("ceemsnet.runtime.bpffs")
 
 BPF_FS_MAGIC = 0xCAFE4A11  # include/uapi/linux/magic.h
-ENTRY = re.compile(r"^(map|link)__[A-Za-z0-9_-]+$")  # one pin in an object directory
+ENTRY = re.compile(r"^(map|link|prog|tmp)__[A-Za-z0-9_-]+$")  # one pin in an object directory (tmp: a map being replaced)
 
 
 def statfs_magic(path: str) -> int:

@@ -92,6 +92,7 @@ class Collection:
         self.pin_dir: str | None = None
         self._event_ids: dict[tuple[str, str], int] | None = None  # trace event ids, read once
         self.label = ""                # the object file's name where spec.obj is None (adopted pins)
+        self._prog_fds: dict[str, int] = {}  # adopted: programs opened from their pins (prog__<name>)
 
     @classmethod
     def adopt(cls, spec: ObjectSpec, obj_dir: str, targets=None, label: str = "") -> "Collection":
@@ -108,6 +109,8 @@ class Collection:
                 program = name.partition("__")[0]
                 target = targets(name) if targets else program.partition("_")[2]
                 coll.links.append(LibbpfLink.open_pinned(path, program, target, name))
+            for name, path in entries(obj_dir, "prog").items():  # none in pins of ceemsnet before 0.2
+                coll._prog_fds[name] = open_pinned(path)
         except BaseException:
             coll.close()
             raise
@@ -122,6 +125,8 @@ class Collection:
                 _pin_map(m, obj_dir)
             for ln in self.links:
                 ln.pin(os.path.join(obj_dir, f"link__{ln.name}"))
+            for name, fd in self.program_fds().items():
+                _pin_program(name, fd, obj_dir)
         except BaseException:
             self.unpin(obj_dir)
             raise
@@ -148,6 +153,30 @@ class Collection:
 
     def program_fd(self, name: str) -> int:
         return libbpf.lib().bpf_program__fd(self._program(name))
+
+    def program_fds(self) -> dict[str, int]:
+        """{program: fd} of the programs attached (loaded here), or pinned beside the links
+        (adopted): an adopted program cannot be opened by id without CAP_SYS_ADMIN, so
+        pin() pins each attached program too."""
+        if not self._obj:
+            return dict(self._prog_fds)
+        return {ln.program: self.program_fd(ln.program) for ln in self.links}
+
+    def program_misses(self) -> dict[str, int]:
+        """{program: runs the kernel skipped} (its recursion_misses, 5.12+): a run while the
+        program was already running on that CPU (preempted or interrupted inside it) is not
+        made, and its event not counted. Programs whose kernel keeps no such count are absent."""
+        out = {}
+        for name, fd in self.program_fds().items():
+            try:
+                with open(f"/proc/self/fdinfo/{fd}") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            out[name] = int(line.split(":", 1)[1])
+                            break
+            except (OSError, ValueError):
+                continue
+        return out
 
     def attach(self, name: str, target: str = "") -> Link:
         """Attach a program where its SEC() says (fexit/, kprobe/, tp_btf/, tp/ ...); OSError if refused."""
@@ -234,6 +263,8 @@ class Collection:
         if self.pin_dir:  # attached after pinning (skb per-cgroup mode): pinned like the rest
             try:
                 link.pin(os.path.join(self.pin_dir, f"link__{link.name}"))
+                if not os.path.exists(os.path.join(self.pin_dir, f"prog__{link.program}")):
+                    _pin_program(link.program, self.program_fd(link.program), self.pin_dir)
             except BaseException:
                 self.detach([link])
                 raise
@@ -253,6 +284,9 @@ class Collection:
         links and maps stay in the kernel, counting, until unpinned."""
         close_all(self.links)
         self.links = []
+        for fd in self._prog_fds.values():
+            os.close(fd)
+        self._prog_fds = {}
         for m in self.maps.values():
             m.close()
         if self._obj:
@@ -264,6 +298,11 @@ class Collection:
             self.close()
         except Exception:
             pass
+
+
+def _pin_program(name: str, fd: int, obj_dir: str) -> None:
+    libbpf.check_rc(libbpf.lib().bpf_obj_pin(fd, os.path.join(obj_dir, f"prog__{name}").encode()),
+                    f"pinning program {name}")
 
 
 def _pin_map(m: BpfMap, obj_dir: str) -> None:

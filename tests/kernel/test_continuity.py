@@ -211,6 +211,27 @@ def test_upgrade_carries_the_counts_over(make_cgroup, spawn, pin_path, peer):
                              f"{lost}; the second exporter's log:\n{err}") from None
 
 
+@host_only("program pins do not depend on the hook family", unless=RESTART_VM_RUNS)
+def test_adopted_programs_report_their_recursion_misses(pin_path):
+    """The programs are pinned beside their links, so an exporter that adopts them (and holds
+    no CAP_SYS_ADMIN to open a program by id) still exports each one's recursion_misses."""
+    def misses(s):
+        return {dict(k[1])["program"]: v for k, v in s.items() if k[0] == "ceemsnet_bpf_recursion_misses_total"}
+    seen = []
+    for _ in range(2):
+        e = Exporter(extra=exporter_args(pin_path))
+        try:
+            seen.append(misses(e.samples()))
+        finally:
+            rc, err = e.stop()
+        assert rc == 0, err
+        if "no continuity" in err:
+            pytest.skip(f"this kernel cannot pin the {HOOK} family's links")
+    assert "adopted the pinned" in err, err
+    assert seen[0] and set(seen[1]) == set(seen[0]), seen
+    assert all(seen[1][p] >= seen[0][p] for p in seen[0])
+
+
 @host_only("cgroup_skb links do not depend on the hook family")
 @pytest.mark.parametrize("mode", ["root", "per-cgroup"])
 def test_skb_counts_survive_restarts(mode, make_cgroup, spawn, pin_path, peer):
