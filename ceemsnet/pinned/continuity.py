@@ -239,17 +239,19 @@ class Upgrade:
             for old in self.old:
                 old.detach(list(old.links))
             self._detached = True
-        copied, lost = 0, []
+        copied, lost, remade = 0, [], False
         for old in self.old:
             c, lo = carry_over(old.maps, coll.maps, coll.reused)
             if self.carry is not None:
                 c += self.carry(old.maps, coll.maps, coll.reused)
             copied += c
             lost += lo
+            # a counters map the new object made anew (the old one did not fit), even if empty
+            remade |= any(n in coll.maps and n not in coll.reused for n in old.maps if n.endswith(COUNTER_SUFFIXES))
         if lost:
             log.warning("counts of %s could not be carried over: their layout changed",
                         ", ".join(sorted(set(lost))))
-        self.how = "migrate" if copied or lost else "swap in place" if self._relinked else "swap"
+        self.how = "migrate" if copied or lost or remade else "swap in place" if self._relinked else "swap"
 
     def take_ledgers(self, new_coll: Collection) -> None:
         """The lifecycle's ledger maps (retired totals, paths) move to the new collection,

@@ -195,6 +195,16 @@ def test_adopt_opens_the_pinned_object_and_keeps_its_generation(obj, pins, old, 
     assert "adopted the pinned net-tracepoint-5.8-x86.bpf.o" in caplog.text
 
 
+def test_an_empty_counters_map_made_anew_is_a_migrate_not_a_swap(obj, pins, old, caplog):
+    """Nothing to copy, but the new object made its own map (the old one did not fit): the log
+    must not say the counts stayed in the same maps."""
+    old(pins, ident="b" * 16, gen=7, data={})
+    steps = FakeSteps(obj, wanted=None, new=FakeColl(obj, {"net_stats": FakeMap(42)}, reused=set()))
+    with caplog.at_level(logging.INFO, "ceemsnet.pinned.sequence"):
+        assert sequence.open_subsystem(pins, steps).how == "migrate"
+    assert "(migrate: the counts were copied over)" in caplog.text
+
+
 @pytest.mark.parametrize("reused, how", [({"net_stats"}, "swap"), (set(), "migrate")])
 def test_upgrade_replaces_the_pins_and_keeps_the_generation(obj, pins, old, caplog, reused, how):
     d = old(pins, ident="b" * 16, gen=7, data={KEY: struct.pack("=3Q", 100, 1, 0)})
