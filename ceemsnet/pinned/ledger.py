@@ -40,7 +40,9 @@ intents, whose effect the new totals hold.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import signal
 import struct
@@ -48,6 +50,8 @@ import struct
 from ceemsnet.planning.structs import LAYOUTS, WORDS, Layout
 from ceemsnet.runtime.collection import Collection
 from ceemsnet.runtime.maps import BpfMap
+
+log = logging.getLogger("ceemsnet.pinned.ledger")
 
 PATH_BYTES = 1024
 PATH_ID_BIT = 1 << 63
@@ -75,12 +79,13 @@ class Ledger:
         layout = LAYOUTS.get(name)
         if layout is not None and (key_size, words) == (layout.key.size, layout.words):
             convert_legacy(coll, name, layout, capacity)
-        for attr, mname, ksz, vsz in (("paths", f"{name}_paths", 8, PATH_BYTES),
-                                      ("retired_map", f"{name}_retired", key_size, words * 8),
-                                      ("retiring", f"{name}_retiring", key_size, self._intent.size)):
+        # paths: every cgroup id in the counters map and every retired path: room for both
+        for attr, mname, ksz, vsz, cap in (("paths", f"{name}_paths", 8, PATH_BYTES, 2 * capacity),
+                                           ("retired_map", f"{name}_retired", key_size, words * 8, capacity),
+                                           ("retiring", f"{name}_retiring", key_size, self._intent.size, capacity)):
             m = coll.maps.get(mname)
             if m is None:
-                m = BpfMap.create(mname, ksz, vsz, capacity)
+                m = BpfMap.create(mname, ksz, vsz, cap)
                 coll.add_map(m)
             setattr(self, attr, m)
         self._path_of: dict[int, str] = {}  # as in the paths map: cgroup ids and path ids
@@ -88,6 +93,7 @@ class Ledger:
         self.settled = False                # settle() ran since load()
         self.steps = 0                      # system calls of retires so far (the crash tests count them)
         self.crash_after = _crash_after()
+        self._full_warned = False
 
     def _step(self) -> None:
         self.steps += 1
@@ -135,10 +141,22 @@ class Ledger:
         self._path_of[cid] = path
 
     def record(self, paths: dict[int, str]) -> None:
-        """Remember the path of every cgroup id seen with counts (once per id)."""
+        """Remember the path of every cgroup id seen with counts (once per id). A full paths
+        map is not a scrape failure: the ids it cannot take are named after a restart by the
+        resolver, as long as their cgroups live (warned once)."""
         for cid, path in paths.items():
             if cid >= 0 and cid not in self._path_of and path.startswith("/"):
-                self._name(cid, path)
+                try:
+                    self._name(cid, path)
+                except OSError as e:
+                    if e.errno != errno.E2BIG:
+                        raise
+                    if not self._full_warned:
+                        log.warning("%s is full (%d entries): cgroups removed while no exporter runs may be "
+                                    "exported under unknown:<id> after a restart", self.paths.name,
+                                    self.paths.max_entries)
+                        self._full_warned = True
+                    return
 
     def retire(self, folded: list[tuple[tuple, tuple, tuple]], delete) -> int:
         """Fold keys into retired totals and delete them, crash-safe (the module doc's steps).

@@ -290,3 +290,19 @@ def test_serve_killed_at_each_step_of_a_retire_exports_exact_bytes(then, make_cg
     # of this host removed in the same scrape may add steps
     print(f"serve killed after step k of the retire, then exact, for k = 1..{len(crashed_at)}")
     assert crashed_at == list(range(1, len(crashed_at) + 1)) and len(crashed_at) >= 6, crashed_at
+
+
+def test_a_full_paths_map_is_not_a_scrape_failure(caplog):
+    """More cgroup ids than the ledger's paths map holds: the ones that fit are kept, the
+    scrape goes on, and the log says it once."""
+    coll = Collection(ObjectSpec(None), 0)
+    try:
+        coll.add_map(BpfMap.create("t_paths", 8, PATH_BYTES, 4))
+        led = Ledger(coll, "t", 16, WORDS, 64, decode_net, pack_net_key)
+        with caplog.at_level("WARNING", "ceemsnet.pinned.ledger"):
+            led.record({cid: f"/job_{cid}" for cid in range(10, 20)})
+            led.record({cid: f"/job_{cid}" for cid in range(20, 30)})
+        assert sum(led.path_of(c) is not None for c in range(10, 30)) == 4
+        assert caplog.text.count("is full (4 entries)") == 1
+    finally:
+        coll.close()
