@@ -4,7 +4,7 @@
 Starts the real `ceemsnet serve --collectors=net,vfs,skb` (pins in a
 private bpffs folder, no store), scrapes it a few times and reads its
 VmRSS from /proc: idle (whatever this host's cgroups counted meanwhile),
-then with N fresh cgroups holding 8 net_stats keys each (written from here
+then with N fresh cgroups holding a net_stats record each (bench/scrape.py's fill(), written from here
 into the exporter's pinned net_stats). Baselines from the same run: a bare
 `python3 -c pass` interpreter's RSS, and with --before REV the same
 measurements of `ceemsnet serve` from that git revision (extracted to a
@@ -148,7 +148,7 @@ def main():
             say(f"ceemsnet serve as of {a.before}: idle {before[0]:.1f} MiB, {a.cgroups} cgroups {before[1]:.1f} MiB")
         out = []
         for what, v, b4, target in (("idle", idle, before and before[0], 30),
-                                    (f"{a.cgroups} cgroups ({a.cgroups * 8} net keys)", busy, before and before[1], 60)):
+                                    (f"{a.cgroups} cgroups ({a.cgroups * 24} net series)", busy, before and before[1], 60)):
             label = f"exporter RSS, net,vfs,skb, {what}"
             if b4:
                 out.append(row(label, v, "MiB", b4, f"same, ceemsnet as of {a.before}", f"<= {target} MiB",

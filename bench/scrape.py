@@ -125,8 +125,9 @@ class FullSource:
 
 def exporter(sel, m, root, incremental):
     src = HashSource(m, decode_net, pack_net_key)
-    counters = CounterMap(src if incremental else FullSource(src), net_families, CgroupResolver(root),
-                          Lifecycle(root))
+    resolver = CgroupResolver(root)
+    resolver.watch()  # as serve does: removals come from the watcher, not a readdir each scrape
+    counters = CounterMap(src if incremental else FullSource(src), net_families, resolver, Lifecycle(root))
     net = KernelHooks("net", sel.loaded, counters)
     coll = CeemsnetCollector([net], net.hooks(), {"version": "bench"})
     return make_app(build_registry(coll), coll)

@@ -10,11 +10,22 @@ notifies like on any file system) and notes each new cgroup's id (its
 directory's inode number) and path the moment it is made, before any
 process is moved into it, let alone moves a byte.
 
+The same watches see cgroups go (IN_DELETE: rmdir(2) notifies the parent),
+so the lifecycle (ceemsnet/attribution/lifecycle.py) learns which cgroups were
+removed without reading every cgroup's directory each scrape: removed()
+gives each reader the paths removed since its last call, after handling
+whatever the kernel has queued by then (sync()), so a cgroup removed before
+a scrape starts is known to that scrape.
+
 inotify is in every kernel ceemsnet supports and needs no privilege beyond
 reading the directories; it costs one watch per cgroup (about 1 KiB of
 kernel memory each, counted against fs.inotify.max_user_watches). If the
 watches run out, or the event queue overflows, what is not watched falls
-back to the scans, and the log says so once.
+back to the scans, and the log says so once; removed() then says the log
+is incomplete and its readers check every cgroup themselves. A cgroup
+removed through another mount of the hierarchy (a container's own cgroup2
+mount is another super block: its rmdir notifies that one's watchers) is
+not seen here: the readers' periodic full checks find it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import select
 import struct
 import threading
 from collections.abc import Callable
@@ -31,19 +43,27 @@ from collections.abc import Callable
 log = logging.getLogger("ceemsnet.attribution.cgwatch")
 
 # <sys/inotify.h>
+IN_MOVED_FROM = 0x00000040
 IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_ISDIR = 0x40000000
 IN_CLOEXEC = 0o2000000
+IN_NONBLOCK = 0o4000
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+
+# the removal log keeps at most this many paths; a reader further behind is told its log is incomplete
+GONE_LOG = 65536
 
 
 class CgroupWatcher:
     """Calls `born(inode, path)` for every cgroup made below `root` (path relative to it,
-    "/a/b"), from its own daemon thread, until the process ends."""
+    "/a/b"), from its own daemon thread, until the process ends; and logs every cgroup
+    removed below it for removed()."""
 
     def __init__(self, root: str, born: Callable[[int, str], None]):
         self.root = root.rstrip("/") or "/"
@@ -51,11 +71,19 @@ class CgroupWatcher:
         self._wd: dict[int, str] = {}  # watch descriptor -> relative path ("" for the root)
         self._warned = False
         self.overflows = 0
+        # removed paths, in order; None marks a lost event (queue overflow): anything may have gone.
+        # _gone_base is the sequence number of _gone[0]; a reader's cursor is a sequence number
+        self._gone: list[str | None] = []
+        self._gone_base = 0
+        # reading the fd and handling what was read happen under this lock (the thread's and sync()'s),
+        # so once sync() returns every event the kernel had queued before it is handled
+        self._lock = threading.RLock()
+        self.stopped = False
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self._add.restype = ctypes.c_int
-        fd = libc.inotify_init1(IN_CLOEXEC)
+        fd = libc.inotify_init1(IN_CLOEXEC | IN_NONBLOCK)
         if fd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
@@ -68,7 +96,8 @@ class CgroupWatcher:
         return self.root + rel if self.root != "/" else (rel or "/")
 
     def _watch(self, rel: str) -> bool:
-        wd = self._add(self.fd, os.fsencode(self._abs(rel) or "/"), IN_CREATE | IN_ONLYDIR)
+        wd = self._add(self.fd, os.fsencode(self._abs(rel) or "/"),
+                       IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR)
         if wd < 0:
             e = ctypes.get_errno()
             if e in (errno.ENOENT, errno.ENOTDIR):
@@ -105,16 +134,54 @@ class CgroupWatcher:
             except OSError:
                 continue
 
+    @property
+    def complete(self) -> bool:
+        """True while every cgroup directory is watched and events are read (nothing missed but
+        what overflows, which removed() reports)."""
+        return not self._warned and not self.stopped
+
     def _run(self) -> None:
+        poll = select.poll()
+        poll.register(self.fd, select.POLLIN)
         while True:
             try:
-                buf = os.read(self.fd, 64 * 1024)
-            except InterruptedError:
-                continue
+                poll.poll()
+                self.sync()
             except OSError as e:
                 log.warning("watching for new cgroups stopped: %s", e.strerror)
+                self.stopped = True
                 return
-            self.handle(buf)
+
+    def sync(self) -> None:
+        """Read and handle every event queued now (the fd does not block)."""
+        with self._lock:
+            while True:
+                try:
+                    buf = os.read(self.fd, 64 * 1024)
+                except (BlockingIOError, InterruptedError):
+                    return
+                if not buf:
+                    return
+                self.handle(buf)
+
+    def removed(self, cursor: int | None) -> tuple[list[str] | None, int]:
+        """(paths of the cgroups removed since `cursor`, the cursor to pass next time). The paths are
+        None when some removals may be missing from them: the first call (cursor None), a lost
+        event, a reader fallen more than GONE_LOG removals behind, or an incomplete watch."""
+        self.sync()
+        with self._lock:
+            end = self._gone_base + len(self._gone)
+            if cursor is None or cursor < self._gone_base or not self.complete:
+                return None, end
+            out = self._gone[cursor - self._gone_base:]
+            return (None if None in out else out), end
+
+    def _note_gone(self, rel: str | None) -> None:
+        self._gone.append(rel)
+        if len(self._gone) > GONE_LOG:
+            drop = len(self._gone) // 2
+            del self._gone[:drop]
+            self._gone_base += drop
 
     def handle(self, buf: bytes) -> None:
         off = 0
@@ -126,10 +193,14 @@ class CgroupWatcher:
                 # events were lost: walk everything again (new watches, new cgroups)
                 self.overflows += 1
                 log.debug("inotify queue overflowed: scanning the cgroup tree again")
+                self._note_gone(None)
                 self._watch_tree("")
                 continue
             if mask & IN_IGNORED:
                 self._wd.pop(wd, None)  # the directory went
+                continue
+            if mask & (IN_DELETE | IN_MOVED_FROM) and mask & IN_ISDIR and wd in self._wd:
+                self._note_gone(f"{self._wd[wd]}/{os.fsdecode(name)}")
                 continue
             if mask & IN_CREATE and mask & IN_ISDIR and wd in self._wd:
                 child = f"{self._wd[wd]}/{os.fsdecode(name)}"
@@ -141,11 +212,22 @@ class CgroupWatcher:
                 self._watch_tree(child)
 
 
+# the watcher started for each root (start()): the lifecycles of that hierarchy read its removals
+_running: dict[str, CgroupWatcher] = {}
+
+
+def running(root: str) -> CgroupWatcher | None:
+    """The watcher start() made for this cgroup root, if any."""
+    return _running.get(root.rstrip("/") or "/")
+
+
 def start(root: str, born: Callable[[int, str], None]) -> CgroupWatcher | None:
     """A watcher, or None (logged) where inotify cannot be had."""
     try:
-        return CgroupWatcher(root, born)
+        w = CgroupWatcher(root, born)
     except (OSError, AttributeError) as e:
         log.warning("cannot watch %s for new cgroups (%s): cgroups made and removed between two scrapes may be "
                     "counted as unknown:<id>", root, e)
         return None
+    _running.setdefault(w.root, w)
+    return w

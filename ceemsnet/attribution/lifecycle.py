@@ -11,6 +11,14 @@ pinned beside the counters) the retired totals and the paths of the ids
 in the map outlive the exporter: a restart that adopts the pins carries on
 from them, and a crash in the middle of a retire neither loses nor doubles
 a count (the ledger's intents; its first scrape settles them).
+
+Which cgroups are gone is known from the cgroup watcher (cgwatch.py, the
+inotify thread `serve` starts for the resolver): a scrape checks on disk
+only the ids it has not checked before and those whose path the watcher
+saw removed, so a scrape with no cgroup event reads no cgroup directory.
+Every `recheck` seconds, and whenever the watcher may have missed events,
+every id is checked (one readdir per parent directory), which also finds
+removals the watcher cannot see (another mount's rmdir).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import os
 import time
 from collections.abc import Callable
 
+from ceemsnet.attribution import cgwatch
+
 log = logging.getLogger("ceemsnet.attribution.lifecycle")
 
 
@@ -27,7 +37,7 @@ class Lifecycle:
     def __init__(self, root: str, retention: float = 300.0, clock=time.monotonic,
                  alive: Callable[[int, str], bool] | None = None,
                  unit_of: Callable[[str], str | None] | None = None, ledger=None,
-                 fold: Callable[[str], str] | None = None):
+                 fold: Callable[[str], str] | None = None, watcher=None, recheck: float = 60.0):
         self.root = root
         # --cgroup.aggregate: path -> the path whose series it counts in (None: its own). A retired
         # path's retention runs per series: its totals stay while any path of its series lives, and
@@ -40,6 +50,15 @@ class Lifecycle:
         self._clock = clock
         self._alive = alive or self._alive_on_disk
         self._groups = None  # (paths, singles, siblings) for _gone, kept while the paths stay
+        # the cgroup watcher telling removals (cgwatch.CgroupWatcher; None: the one serve started for
+        # this root, if any; False: none), its cursor, the ids found alive (id -> path) since the last
+        # full check, and when that was
+        self._watcher = watcher
+        self.recheck = recheck
+        self._cursor: int | None = None
+        self._known: dict[int, str] = {}
+        self._checked_at: float | None = None
+        self.full_checks = 0
         self.gone_ids: set[int] = set()  # the ids the last process() found gone
         # (path, *rest of key) -> [counters...]; path -> when it was last seen live
         self.retired: dict[tuple, list[int]] = {}
@@ -63,10 +82,53 @@ class Lifecycle:
             return False
 
     def _gone(self, ids, paths: dict[int, str]) -> set[int]:
-        """The ids whose cgroup no longer exists. On disk, siblings are checked with one
-        readdir of their parent (the inode comes with each entry) rather than a stat each."""
+        """The ids whose cgroup no longer exists: from the watcher's removals where it has them
+        (_gone_watched), else checked on disk (_gone_all)."""
         if self._alive != self._alive_on_disk:
             return {cid for cid in ids if not self._alive(cid, paths[cid])}
+        w = self._watcher
+        if w is None:
+            w = cgwatch.running(self.root)
+        if not w:
+            return self._gone_all(ids, paths)
+        return self._gone_watched(w, ids, paths)
+
+    def _gone_watched(self, w, ids, paths: dict[int, str]) -> set[int]:
+        """Checked on disk: the ids not checked alive before (new, or with another path now) and
+        those whose path the watcher saw removed since the last scrape; all of them after
+        `recheck` seconds or when the watcher may have missed a removal."""
+        now = self._clock()
+        removed, self._cursor = w.removed(self._cursor)
+        known = self._known
+        if removed is None or self._checked_at is None or now - self._checked_at >= self.recheck:
+            gone = self._gone_all(ids, paths)
+            self._groups = None  # its 10,000 names are not needed until the next full check
+            self._checked_at = now
+            self.full_checks += 1
+        else:
+            same = paths == known  # the common case: no id came, went or moved (compared in C)
+            check = set() if same else {cid for cid, _ in paths.items() - known.items()}
+            if removed:
+                removed = set(removed)
+                check.update(cid for cid, p in known.items() if p in removed)
+            gone = {cid for cid in check if cid in ids and not self._alive_at(cid, self._where(paths[cid]))}
+            if same and not gone:
+                return gone
+        # what is not gone was alive when checked (now or before) and its path saw no removal since
+        known = self._known = dict(paths)
+        for cid in gone:
+            del known[cid]
+        return gone
+
+    def _where(self, path: str) -> str | None:
+        """A path's directory on disk (None: never resolved, not a path)."""
+        if not path.startswith("/"):
+            return None
+        return self.root if path == "/" else os.path.join(self.root, path.lstrip("/"))
+
+    def _gone_all(self, ids, paths: dict[int, str]) -> set[int]:
+        """Every id checked on disk: siblings with one readdir of their parent (the inode comes
+        with each entry) rather than a stat each."""
         if self._groups is None or self._groups[0] != paths:
             self._groups = (dict(paths), *self._group(paths))
         _, singles, siblings = self._groups

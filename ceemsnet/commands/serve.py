@@ -126,13 +126,16 @@ def build_context(args) -> Context:
 
 def run(args) -> int:
     # start-up cost: the HTTP server, TLS and YAML stacks (~28 ms) only serve needs, not every command
-    from ceemsnet.serving import exporter, webconfig
+    from ceemsnet.serving import exporter
     names = collectors.parse(args.collectors)
     collectors.check(args)
     exporter.parse_listen_address(args.listen)  # bad flags fail before anything is loaded
     if args.unit != "auto":  # with auto, the level is checked once the unit is known (build_context)
         resolve_level(args.aggregate, args.unit)
     if args.web_config_file:  # so does a bad web config
+        # only here: TLS, YAML and bcrypt cost the exporter ~6 MiB resident, and serve needs them
+        # only with a web config
+        from ceemsnet.serving import webconfig
         webconfig.load(args.web_config_file, warn=False)  # serve loads it again, and warns then
     web = exporter.WebOptions(args.web_config_file, args.telemetry_path, args.max_requests)
     # capabilities, not uid 0: a one-line error naming the first one the collectors need that is missing

@@ -2,10 +2,11 @@
 
 Collectors return Family objects: cheap to build for hundreds of thousands
 of series. `to_prometheus()` turns one into prometheus_client's metric
-family (registry API, OpenMetrics); `TextRenderer` writes the Prometheus
-text format 0.0.4 directly, caching each label value's escaped form, which
-is what keeps a scrape of 10,000 cgroups fast (see bench/scrape.py and
-docs/performance.md). tests/unit/test_metrics.py checks both renderings agree.
+family (registry API); `TextRenderer` writes the Prometheus text format
+0.0.4, or OpenMetrics 1.0 (what Prometheus asks for first), directly,
+caching each label value's escaped form, which is what keeps a scrape of
+10,000 cgroups fast (see bench/scrape.py and docs/performance.md).
+tests/unit/test_metrics.py checks both renderings agree.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def _escape_help(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _escape_help_om(v: str) -> str:
+    """OpenMetrics escapes a double quote in HELP too (prometheus_client's openmetrics exposition does)."""
+    return _escape_label(v)
+
+
+OPENMETRICS_EOF = b"# EOF\n"
+
+
 def _fmt(v) -> str:
     if isinstance(v, int):
         return str(v)
@@ -107,6 +116,11 @@ class PrerenderedFamily(Family):
         return None if self._parts is None else b"".join(self._parts)
 
     @property
+    def parts(self):
+        """The sample lines in their parts, not joined (None: render the rows)."""
+        return self._parts
+
+    @property
     def rows(self):
         if self._rows is None:
             self._rows = self._rows_of()
@@ -139,15 +153,29 @@ class TextRenderer:
             self._cache[v] = e
         return e
 
-    def render_parts(self, families: list[Family]) -> list[bytes]:
+    def render_parts(self, families: list[Family], openmetrics: bool = False) -> list[bytes]:
         """The exposition as a list of UTF-8 parts (a WSGI body): families with
-        their sample lines already rendered are not copied."""
+        their sample lines already rendered are not copied, nor joined.
+
+        openmetrics: OpenMetrics 1.0 instead of the text format 0.0.4. The sample
+        lines are the same (counters' samples end in _total, values are integers or
+        Python floats, label values escaped alike); HELP and TYPE name the family
+        (no _total), HELP escapes double quotes too, and the text ends in # EOF."""
         self._prev, self._cache = self._cache, {}
         out: list[bytes] = []
         app = out.append
         for f in families:
             sample = sample_name(f)
-            app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n".encode())
-            data = f.data
-            app(data if data is not None else render_rows(sample, f.labels, f.rows, self._label).encode())
+            if openmetrics:
+                app(f"# HELP {f.name} {_escape_help_om(f.help)}\n# TYPE {f.name} {f.kind}\n".encode())
+            else:
+                app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n".encode())
+            parts = getattr(f, "parts", None)
+            if parts is not None:
+                out += parts
+            else:
+                data = f.data
+                app(data if data is not None else render_rows(sample, f.labels, f.rows, self._label).encode())
+        if openmetrics:
+            app(OPENMETRICS_EOF)
         return out

@@ -41,12 +41,12 @@ intents, whose effect the new totals hold.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import signal
 import struct
 
+from ceemsnet.common.digest import sha256
 from ceemsnet.planning.structs import LAYOUTS, WORDS, Layout
 from ceemsnet.runtime.collection import Collection
 from ceemsnet.runtime.maps import BpfMap
@@ -62,7 +62,7 @@ CRASH_ENV = "CEEMSNET_TEST_CRASH_AFTER_RETIRE_STEP"
 
 
 def path_id(path: str) -> int:
-    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "little") | PATH_ID_BIT
+    return int.from_bytes(sha256(path.encode()).digest()[:8], "little") | PATH_ID_BIT
 
 
 def _crash_after() -> int:

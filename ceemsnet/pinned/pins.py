@@ -26,13 +26,13 @@ else is refused, never deleted.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import stat
 
 from ceemsnet import CeemsnetError
+from ceemsnet.common.digest import sha256
 from ceemsnet.runtime.bpffs import BPF_FS_MAGIC, ENTRY, mount_bpffs, remove_object_dir, statfs_magic
 
 log = logging.getLogger("ceemsnet.pinned.pins")
@@ -54,7 +54,7 @@ def boot_id() -> str:
 
 def identity(obj_path: str, settings: dict[str, int]) -> str:
     """What a loaded object is: its bytes and the settings written into it."""
-    h = hashlib.sha256()
+    h = sha256()
     with open(obj_path, "rb") as f:
         h.update(f.read())
     for k in sorted(settings):

@@ -3,6 +3,12 @@
 Every scrape yields fresh metric families (prometheus_client's custom
 collector API). A collector whose read fails reports success 0 and serves
 its last good values, so a failed scrape never loses counts already seen.
+
+Two HTTP servers: without --web.config.file a small HTTP/1.1 server of our
+own (_HTTPServer: keep-alive, the body sent from its parts with sendmsg, no
+http.server, email or ssl modules loaded: docs/performance.md, memory);
+with one, wsgiref's server with TLS, basic auth, headers and the rate limit
+of the exporter-toolkit configuration, as before. Both run the same WSGI app.
 """
 
 from __future__ import annotations
@@ -11,14 +17,14 @@ import ctypes
 import html
 import logging
 import os
+import select
 import signal
 import socket
-import ssl
 import threading
 import time
+import zlib
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import unquote
 
 from ceemsnet import CeemsnetError, __version__
 from ceemsnet.attribution.slurm import BackgroundNames
@@ -55,6 +61,33 @@ class _Body(list):
 
     def close(self):
         self.clear()
+        trim_heap()
+
+
+CHUNK = 256 * 1024
+
+
+class _Chunks:
+    """A body of many small parts (a scrape's: one per cgroup path and family) for a server that
+    writes each item with its own sendall (wsgiref): joined into chunks of about CHUNK bytes
+    as they are sent, so neither tens of thousands of writes nor a copy of the whole text."""
+
+    def __init__(self, parts: list[bytes]):
+        self.parts = parts
+
+    def __iter__(self):
+        buf, n = [], 0
+        for p in self.parts:
+            buf.append(p)
+            n += len(p)
+            if n >= CHUNK:
+                yield b"".join(buf)
+                buf, n = [], 0
+        if buf:
+            yield b"".join(buf)
+
+    def close(self):
+        self.parts = []
         trim_heap()
 
 
@@ -153,49 +186,229 @@ class WebOptions:
 HANDSHAKE_TIMEOUT = 10.0  # a client that does not finish its TLS handshake in time is dropped
 
 
-class _QuietHandler(WSGIRequestHandler):
-    timeout = 60  # per socket read or write: a stalled client does not hold its thread for ever
+def _wsgiref_server():
+    """(server class, handler class) of the wsgiref server that serves a --web.config.file (TLS, basic auth)."""
+    # not at the top: only --web.config.file uses them, and http.server (with http.client, email) and ssl
+    # (OpenSSL's libcrypto) are 5-7 MiB of the exporter's resident memory (docs/performance.md, memory)
+    import ssl
+    from socketserver import ThreadingMixIn  # (the same reason)
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer  # (the same reason)
 
-    def __init__(self, request, client_address, server, webconfig=None):
-        self.webconfig = webconfig  # the web config in force when the connection was accepted
-        super().__init__(request, client_address, server)
+    class QuietHandler(WSGIRequestHandler):
+        timeout = 60  # per socket read or write: a stalled client does not hold its thread for ever
 
-    def get_environ(self):
-        env = super().get_environ()
-        env["ceemsnet.serving.webconfig"] = self.webconfig
-        if isinstance(self.connection, ssl.SSLSocket):
-            env["wsgi.url_scheme"] = "https"
-        return env
+        def __init__(self, request, client_address, server, webconfig=None):
+            self.webconfig = webconfig  # the web config in force when the connection was accepted
+            super().__init__(request, client_address, server)
 
-    def log_message(self, fmt, *args):
-        log.debug("http: " + fmt, *args)
+        def get_environ(self):
+            env = super().get_environ()
+            env["ceemsnet.serving.webconfig"] = self.webconfig
+            if isinstance(self.connection, ssl.SSLSocket):
+                env["wsgi.url_scheme"] = "https"
+            return env
 
+        def log_message(self, fmt, *args):
+            log.debug("http: " + fmt, *args)
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    watcher = None  # webconfig.WebConfigWatcher, or None without --web.config.file
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        watcher = None  # webconfig.WebConfigWatcher, or None without --web.config.file
 
-    def finish_request(self, request, client_address):
-        """In the connection's own thread: the web config in force (reloaded if its files changed),
-        then the TLS handshake, then the request."""
-        cfg = self.watcher.get() if self.watcher is not None else None
-        if cfg is None or cfg.ssl_context is None:
-            self.RequestHandlerClass(request, client_address, self, cfg)
-            return
-        request.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            conn = cfg.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], e)
-            return
-        try:
-            if not cfg.san_allowed(conn.getpeercert()):
-                log.debug("client certificate of %s has none of client_allowed_sans", client_address[0])
+        def finish_request(self, request, client_address):
+            """In the connection's own thread: the web config in force (reloaded if its files changed),
+            then the TLS handshake, then the request."""
+            cfg = self.watcher.get() if self.watcher is not None else None
+            if cfg is None or cfg.ssl_context is None:
+                self.RequestHandlerClass(request, client_address, self, cfg)
                 return
-            self.RequestHandlerClass(conn, client_address, self, cfg)
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            try:
+                conn = cfg.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address[0], e)
+                return
+            try:
+                if not cfg.san_allowed(conn.getpeercert()):
+                    log.debug("client certificate of %s has none of client_allowed_sans", client_address[0])
+                    return
+                self.RequestHandlerClass(conn, client_address, self, cfg)
+            finally:
+                self.shutdown_request(conn)
+    return Server, QuietHandler
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 414: "URI Too Long",
+            429: "Too Many Requests", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_IOV_MAX = 1024  # parts per sendmsg (Linux's UIO_MAXIOV)
+
+
+def _http_date(t: float) -> str:
+    g = time.gmtime(t)
+    return (f"{_DAYS[g.tm_wday]}, {g.tm_mday:02d} {_MONTHS[g.tm_mon - 1]} {g.tm_year} "
+            f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} GMT")
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code = code
+
+
+class _HTTPServer:
+    """HTTP/1.1 for the WSGI app, without --web.config.file: what Prometheus's scrapes need and no more.
+
+    A thread per connection (daemon); requests on a connection one after another while the
+    client keeps it open (HTTP/1.1, or 1.0 with Connection: keep-alive); a request line or
+    header line of at most 65,536 bytes and at most 100 header lines (as http.server: 414,
+    431); a request with a body is answered and its connection closed; 60 s per socket read
+    or write. The response body goes out from its parts with sendmsg (no copy into one buffer)."""
+
+    timeout = 60
+    max_line = 65536
+    max_headers = 100
+
+    def __init__(self, host: str, port: int, family: int, app):
+        self.app = app
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(128)
+        except OSError:
+            self.sock.close()
+            raise
+        self.server_address = self.sock.getsockname()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        poll = select.poll()
+        poll.register(self.sock, select.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poll.poll(500):
+                    continue
+                try:
+                    conn, addr = self.sock.accept()
+                except OSError:
+                    continue  # the client went before we took it (ECONNABORTED), or fds ran out for a moment
+                threading.Thread(target=self._connection, args=(conn, addr), name="http-conn", daemon=True).start()
         finally:
-            self.shutdown_request(conn)
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self.sock.close()
+
+    def _connection(self, conn: socket.socket, addr) -> None:
+        conn.settimeout(self.timeout)
+        rfile = conn.makefile("rb")
+        try:
+            while self._request(conn, rfile, addr):
+                pass
+        except (OSError, ValueError):  # the client went, or timed out
+            pass
+        finally:
+            rfile.close()
+            conn.close()
+
+    def _line(self, rfile, code: int) -> bytes:
+        line = rfile.readline(self.max_line + 1)
+        if len(line) > self.max_line:
+            raise _BadRequest(code, "line too long")
+        return line
+
+    def _request(self, conn: socket.socket, rfile, addr) -> bool:
+        """Read and answer one request; True if the connection stays open for another."""
+        try:
+            line = self._line(rfile, 414)
+            if not line:
+                return False
+            if not line.endswith(b"\n"):
+                raise _BadRequest(400, "request line cut")
+            words = line.split()
+            if len(words) != 3:
+                raise _BadRequest(400, "bad request line")
+            method, target, version = (w.decode("latin-1") for w in words)
+            if not version.startswith("HTTP/") or version[5:] not in ("1.0", "1.1"):
+                raise _BadRequest(505 if version[:5] == "HTTP/" else 400, "bad HTTP version")
+            env = {}
+            for n in range(self.max_headers + 1):
+                h = self._line(rfile, 431)
+                if h in (b"\r\n", b"\n"):
+                    break
+                if n == self.max_headers or not h.endswith(b"\n"):
+                    raise _BadRequest(431 if n == self.max_headers else 400, "bad headers")
+                name, sep, value = h.decode("latin-1").partition(":")
+                if not sep or not name or name != name.strip() or not name.isprintable():
+                    raise _BadRequest(400, "bad header line")
+                key = "HTTP_" + name.upper().replace("-", "_")
+                value = value.strip()
+                env[key] = f"{env[key]},{value}" if key in env else value
+        except _BadRequest as e:
+            self._send(conn, e.code, [("Content-Type", "text/plain; charset=utf-8")], [f"{e}\n".encode()], False)
+            return False
+        keep = (env.get("HTTP_CONNECTION", "").lower() != "close" if version == "HTTP/1.1"
+                else env.get("HTTP_CONNECTION", "").lower() == "keep-alive")
+        if env.get("HTTP_CONTENT_LENGTH", "0").strip() not in ("", "0") or "HTTP_TRANSFER_ENCODING" in env:
+            keep = False  # a request body is not read: the connection ends with this answer
+        path, _, query = target.partition("?")
+        env.update({"REQUEST_METHOD": method, "PATH_INFO": unquote(path, "iso-8859-1"), "QUERY_STRING": query,
+                    "SERVER_PROTOCOL": version, "REMOTE_ADDR": str(addr[0]) if addr else "",
+                    "wsgi.url_scheme": "http", "ceemsnet.writev": True})
+        if "HTTP_CONTENT_TYPE" in env:
+            env["CONTENT_TYPE"] = env.pop("HTTP_CONTENT_TYPE")
+        if "HTTP_CONTENT_LENGTH" in env:
+            env["CONTENT_LENGTH"] = env.pop("HTTP_CONTENT_LENGTH")
+        got: list = []
+
+        def start_response(status, headers, exc_info=None):
+            got[:] = [status, headers]
+        body = None
+        try:
+            body = self.app(env, start_response)
+            parts = body if isinstance(body, list) else list(body)
+            code = int(got[0].split(None, 1)[0])
+            headers = [(k, v) for k, v in got[1] if k.lower() != "connection"]
+            self._send(conn, code, headers, [] if method == "HEAD" else parts, keep, got[0])
+        except OSError:
+            raise
+        except Exception:  # a bug of ours: logged, answered 500, the server goes on
+            log.exception("HTTP request %s %s failed", method, path)
+            self._send(conn, 500, [("Content-Type", "text/plain; charset=utf-8")], [b"internal error\n"], False)
+            return False
+        finally:
+            if body is not None and hasattr(body, "close"):
+                body.close()
+        return keep
+
+    def _send(self, conn: socket.socket, code: int, headers, parts: list[bytes], keep: bool,
+              status: str | None = None) -> None:
+        status = status or f"{code} {_REASONS.get(code, '')}"
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            headers = [*headers, ("Content-Length", str(sum(map(len, parts))))]
+        head = [f"HTTP/1.1 {status}\r\nDate: {_http_date(time.time())}\r\n"]
+        head += [f"{k}: {v}\r\n" for k, v in headers]
+        if not keep:
+            head.append("Connection: close\r\n")
+        head.append("\r\n")
+        out = ["".join(head).encode("latin-1"), *parts]
+        i, n = 0, len(out)
+        while i < n:
+            sent = conn.sendmsg(out[i:i + _IOV_MAX])
+            while i < n and sent >= len(out[i]):
+                sent -= len(out[i])
+                i += 1
+            if sent:
+                out[i] = memoryview(out[i])[sent:]
 
 
 def landing_page(telemetry_path: str) -> bytes:
@@ -207,6 +420,51 @@ def landing_page(telemetry_path: str) -> bytes:
 
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# what prometheus_client (0.16, Debian 12) answers to an OpenMetrics request: the same here
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=0.0.1; charset=utf-8"
+# a body is gzipped when the client accepts gzip, it is at least GZIP_MIN bytes long and the client is
+# not on this host (GZIP_LOOPBACK): on loopback bytes cost nothing and compressing only adds time
+# (docs/performance.md, Scrape over HTTP: 10,000 cgroups' 24 MiB take 0.2 s of CPU to compress at
+# level 1, more than the scrape; 3 MiB less to send pays only on a network link)
+GZIP_MIN = 4096
+GZIP_LEVEL = 1
+GZIP_LOOPBACK = False
+
+
+def is_loopback(addr: str) -> bool:
+    """A client address on this host (127.0.0.0/8, ::1, or IPv4 loopback mapped in IPv6)."""
+    return addr.startswith(("127.", "::ffff:127.")) or addr == "::1"
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an Accept header asks for OpenMetrics: prometheus_client's rule (any of its media types is
+    application/openmetrics-text, whatever its q), which Prometheus's own header meets (it lists OpenMetrics
+    first, text/plain after)."""
+    return any(a.split(";", 1)[0].strip() == "application/openmetrics-text" for a in accept.split(","))
+
+
+def gzip_accepted(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (named, not with q=0)."""
+    for a in accept_encoding.split(","):
+        coding, *params = a.split(";")
+        if coding.strip().lower() == "gzip":
+            for p in params:
+                k, _, v = p.partition("=")
+                if k.strip().lower() == "q":
+                    try:
+                        return float(v) > 0
+                    except ValueError:
+                        return False
+            return True
+    return False
+
+
+def gzip_parts(parts: list[bytes], level: int = GZIP_LEVEL) -> bytes:
+    """The parts as one gzip member, compressed part by part (never joined first)."""
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 16 + 15: the gzip container
+    out = [z.compress(p) for p in parts]
+    out.append(z.flush())
+    return b"".join(out)
 
 
 class ProcessMetrics:
@@ -277,14 +535,22 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
     landing = landing_page(telemetry_path)
 
     def scrape(environ, start_response):
-        accept = environ.get("HTTP_ACCEPT", "")
-        if collector is None or "application/openmetrics-text" in accept or environ.get("QUERY_STRING"):
-            return metrics(environ, start_response)
-        # the body goes out in parts: tens of MiB with 10,000 cgroups, not copied into one
-        body = _Body(renderer.render_parts(collector.gather() + process.families()))
-        start_response("200 OK", [("Content-Type", TEXT_CONTENT_TYPE),
-                                  ("Content-Length", str(sum(map(len, body))))])
-        return body
+        if collector is None or environ.get("QUERY_STRING"):  # name[] filters: prometheus_client's
+            return _Body(metrics(environ, start_response))
+        om = wants_openmetrics(environ.get("HTTP_ACCEPT", ""))
+        # the body stays in parts: tens of MiB with 10,000 cgroups, not copied into one
+        parts = renderer.render_parts(collector.gather() + process.families(), om)
+        size = sum(map(len, parts))
+        headers = [("Content-Type", OPENMETRICS_CONTENT_TYPE if om else TEXT_CONTENT_TYPE)]
+        if (size >= GZIP_MIN and gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
+                and (GZIP_LOOPBACK or not is_loopback(environ.get("REMOTE_ADDR", "")))):
+            parts = [gzip_parts(parts)]
+            size = len(parts[0])
+            headers.append(("Content-Encoding", "gzip"))
+        headers += [("Vary", "Accept-Encoding"), ("Content-Length", str(size))]
+        start_response("200 OK", headers)
+        # our server sends the parts with sendmsg; wsgiref writes each item with its own sendall
+        return _Body(parts) if environ.get("ceemsnet.writev") or len(parts) == 1 else _Chunks(parts)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -295,7 +561,7 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
                 return _text(start_response, "503 Service Unavailable",
                              f"Limit of concurrent requests reached ({max_requests}), try again later.\n")
             try:  # rendered while the slot is held; the body trims the heap once sent
-                return _Body(scrape(environ, start_response))
+                return scrape(environ, start_response)
             finally:
                 slots.release()
         if path == "/":
@@ -341,7 +607,7 @@ def build_registry(collector: CeemsnetCollector):
 
 
 def start_server(listen: str, registry, collector: CeemsnetCollector | None = None,
-                 web: WebOptions | None = None) -> tuple[WSGIServer, threading.Thread]:
+                 web: WebOptions | None = None) -> tuple[object, threading.Thread]:
     """Listen and serve in a thread. A bad --web.config.file is a CeemsnetError here (one line at start)."""
     web = web or WebOptions()
     host, port = parse_listen_address(listen)
@@ -355,15 +621,21 @@ def start_server(listen: str, registry, collector: CeemsnetCollector | None = No
     except socket.gaierror as e:
         raise CeemsnetError(f"cannot resolve listen address {host!r}: {e.strerror}") from None
 
-    class Server(_Server):
-        address_family = family
-
-    Server.watcher = watcher
     app = make_app(registry, collector, web.telemetry_path, web.max_requests)
-    if watcher is not None:
-        app = protect(app, watcher, BasicAuth())
     try:
-        httpd = make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
+        if watcher is None:
+            httpd = _HTTPServer(host, port, family, app)
+        else:
+            server, handler = _wsgiref_server()
+
+            class Server(server):
+                address_family = family
+
+            Server.watcher = watcher
+            # not at the top: only --web.config.file uses wsgiref (see _wsgiref_server)
+            from wsgiref.simple_server import make_server
+            httpd = make_server(host, port, protect(app, watcher, BasicAuth()), server_class=Server,
+                                handler_class=handler)
     except OSError as e:
         raise CeemsnetError(f"cannot listen on {listen}: {e.strerror}") from None
     t = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)

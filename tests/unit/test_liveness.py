@@ -1,0 +1,223 @@
+"""Removed cgroups known from the cgroup watcher (ceemsnet/attribution/cgwatch.py), not from reading
+every cgroup's directory each scrape (ceemsnet/attribution/lifecycle.py, _gone_watched).
+
+Directories on a tmpfs stand in for cgroups (a cgroup's id is its directory's inode number, as on
+cgroup2; tmpfs does not reuse an inode number at once, so a directory made again under the same
+name has a new id, as a cgroup has), watched by the real inotify watcher."""
+
+import os
+import tempfile
+import time
+
+import pytest
+
+from ceemsnet.attribution import cgwatch
+from ceemsnet.attribution.lifecycle import Lifecycle
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def root():
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    d = tempfile.mkdtemp(prefix="ceemsnet-liveness-", dir=base)
+    yield d
+    for dirpath, dirs, _ in os.walk(d, topdown=False):
+        for name in dirs:
+            os.rmdir(os.path.join(dirpath, name))
+    os.rmdir(d)
+
+
+def make(root, rel):
+    p = os.path.join(root, rel.lstrip("/"))
+    os.mkdir(p)
+    return os.stat(p).st_ino
+
+
+class Counting:
+    """Counts os.scandir and os.stat calls (every directory read the lifecycle can make)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        scandir, stat = os.scandir, os.stat
+        monkeypatch.setattr(os, "scandir", lambda *a, **k: self.calls.append(("scandir", a)) or scandir(*a, **k))
+        monkeypatch.setattr(os, "stat", lambda *a, **k: self.calls.append(("stat", a)) or stat(*a, **k))
+
+
+def stats_of(ids):
+    return {(cid, 0): (100 + i, 1) for i, cid in enumerate(ids)}
+
+
+def scrape(life, stats, paths, deleted):
+    return life.process(dict(stats), {c: p for c, p in paths.items() if any(k[0] == c for k in stats)},
+                        lambda k: deleted.append(k) or True)
+
+
+def watched(root, n=40):
+    """n sibling directories (more than 16: the full check reads their parent once) and the watcher."""
+    paths = {make(root, f"/job_{i}"): f"/job_{i}" for i in range(n)}
+    w = cgwatch.CgroupWatcher(root, lambda cid, path: None)
+    return paths, w
+
+
+def test_a_removed_cgroup_is_retired_at_the_next_scrape(root):
+    paths, w = watched(root)
+    life = Lifecycle(root, retention=600, watcher=w)
+    stats = stats_of(paths)
+    deleted = []
+    out, _ = scrape(life, stats, paths, deleted)
+    assert out == stats and not deleted and life.full_checks == 1
+    victim = next(c for c, p in paths.items() if p == "/job_7")
+    os.rmdir(os.path.join(root, "job_7"))
+    out, p = scrape(life, stats, paths, deleted)  # no wait: the scrape reads what the kernel queued
+    assert life.gone_ids == {victim} and deleted == [(victim, 0)]
+    assert {p[k[0]]: v for k, v in out.items() if k[0] < 0} == {"/job_7": stats[(victim, 0)]}
+    assert life.full_checks == 1  # found from the watcher's removal, not a full check
+    live = {k: v for k, v in stats.items() if k[0] != victim}
+    out, _ = scrape(life, live, paths, deleted)
+    assert life.gone_ids == set() and deleted == [(victim, 0)]
+
+
+def test_a_cgroup_removed_and_made_again_under_its_name_is_retired(root):
+    paths, w = watched(root)
+    life = Lifecycle(root, retention=600, watcher=w)
+    stats = stats_of(paths)
+    deleted = []
+    scrape(life, stats, paths, deleted)
+    old = next(c for c, p in paths.items() if p == "/job_3")
+    os.rmdir(os.path.join(root, "job_3"))
+    new = make(root, "/job_3")
+    assert new != old  # the precondition: a new id under the old name
+    both = dict(paths)
+    both[new] = "/job_3"
+    stats2 = dict(stats)
+    stats2[(new, 0)] = (5, 1)
+    out, p = scrape(life, stats2, both, deleted)
+    assert life.gone_ids == {old} and deleted == [(old, 0)]
+    got = {}
+    for k, v in out.items():
+        got[p[k[0]]] = got.get(p[k[0]], 0) + v[0]
+    assert got["/job_3"] == stats[(old, 0)][0] + 5  # the retired and the new one's counts, one series
+    assert life.full_checks == 1
+
+
+def test_no_directory_is_read_when_no_cgroup_changed(root, monkeypatch):
+    paths, w = watched(root)
+    life = Lifecycle(root, retention=600, watcher=w)
+    stats = stats_of(paths)
+    deleted = []
+    scrape(life, stats, paths, deleted)
+    calls = Counting(monkeypatch).calls
+    for _ in range(5):
+        out, _ = scrape(life, stats, paths, deleted)
+        assert out == stats
+    assert calls == [] and not deleted
+    # one removal: one stat of the removed path, no readdir
+    os.rmdir(os.path.join(root, "job_11"))
+    scrape(life, stats, paths, deleted)
+    assert calls == [("stat", (os.path.join(root, "job_11"),))]
+
+
+def test_the_full_check_without_a_watcher_reads_the_siblings_once(root, monkeypatch):
+    """The fallback (no watcher, e.g. inotify unavailable): one readdir of the parent per scrape."""
+    paths = {make(root, f"/job_{i}"): f"/job_{i}" for i in range(40)}
+    life = Lifecycle(root, retention=600, watcher=False)
+    stats = stats_of(paths)
+    calls = Counting(monkeypatch).calls
+    scrape(life, stats, paths, [])
+    scrape(life, stats, paths, [])
+    assert [c[0] for c in calls] == ["scandir", "scandir"]
+
+
+class Deaf:
+    """A watcher that sees no removal (as for an rmdir through another mount), or loses events."""
+
+    def __init__(self):
+        self.lost = False
+
+    def removed(self, cursor):
+        return (None if self.lost or cursor is None else []), 0
+
+
+def test_removals_the_watcher_missed_are_found_by_the_periodic_full_check(root):
+    paths = {make(root, f"/job_{i}"): f"/job_{i}" for i in range(20)}
+    clock = Clock()
+    deaf = Deaf()
+    life = Lifecycle(root, retention=600, clock=clock, watcher=deaf, recheck=60)
+    stats = stats_of(paths)
+    deleted = []
+    scrape(life, stats, paths, deleted)
+    victim = next(c for c, p in paths.items() if p == "/job_2")
+    os.rmdir(os.path.join(root, "job_2"))
+    clock.t = 30
+    scrape(life, stats, paths, deleted)
+    assert not deleted  # nothing told the lifecycle yet
+    clock.t = 61
+    scrape(life, stats, paths, deleted)
+    assert deleted == [(victim, 0)] and life.full_checks == 2
+    # an event lost (queue overflow): a full check at once
+    other = next(c for c, p in paths.items() if p == "/job_5")
+    os.rmdir(os.path.join(root, "job_5"))
+    deaf.lost = True
+    clock.t = 62
+    live = {k: v for k, v in stats.items() if k[0] != victim}
+    scrape(life, live, paths, deleted)
+    assert deleted == [(victim, 0), (other, 0)] and life.full_checks == 3
+
+
+def test_an_id_first_seen_after_its_removal_is_checked(root):
+    """Counts can reach the map after the cgroup's rmdir (a socket outliving its cgroup): the
+    removal was read before its id was in any scrape, and the id is still found gone."""
+    paths, w = watched(root)
+    life = Lifecycle(root, retention=600, watcher=w)
+    stats = stats_of(paths)
+    deleted = []
+    scrape(life, stats, paths, deleted)
+    late = make(root, "/late")
+    os.rmdir(os.path.join(root, "late"))
+    scrape(life, stats, paths, deleted)  # the removal is read here, its id not yet counted
+    more = dict(stats)
+    more[(late, 0)] = (9, 1)
+    scrape(life, more, {**paths, late: "/late"}, deleted)
+    assert deleted == [(late, 0)] and life.full_checks == 1
+
+
+def test_the_watcher_logs_removals_for_each_reader(root):
+    w = cgwatch.CgroupWatcher(root, lambda cid, path: None)
+    make(root, "/a")
+    make(root, "/a/b")
+    time.sleep(0.05)  # the watch on /a is added once its creation is handled (either thread)
+    w.sync()
+    first, c1 = w.removed(None)
+    assert first is None  # a first call cannot know what went before it
+    _, c2 = w.removed(None)
+    os.rmdir(os.path.join(root, "a", "b"))
+    os.rmdir(os.path.join(root, "a"))
+    got1, c1 = w.removed(c1)
+    got2, c2 = w.removed(c2)
+    assert got1 == got2 == ["/a/b", "/a"]
+    assert w.removed(c1) == ([], c1)
+    w._note_gone(None)  # a lost event (what a queue overflow logs)
+    assert w.removed(c1)[0] is None
+
+
+def test_start_registers_the_watcher_for_its_root(root):
+    w = cgwatch.start(root + "/", lambda cid, path: None)
+    try:
+        assert cgwatch.running(root) is w
+        life = Lifecycle(root, retention=600)
+        paths = {make(root, f"/j{i}"): f"/j{i}" for i in range(3)}
+        stats = stats_of(paths)
+        deleted = []
+        scrape(life, stats, paths, deleted)
+        os.rmdir(os.path.join(root, "j1"))
+        scrape(life, stats, paths, deleted)
+        assert [k[0] for k in deleted] == [c for c, p in paths.items() if p == "/j1"]
+        assert life.full_checks == 1
+    finally:
+        cgwatch._running.pop(w.root, None)
