@@ -69,8 +69,15 @@ struct vfs_value {
 	__u64 errors; /* calls that returned an error */
 };
 
+/*
+ * Counters per record: the ops of enum vfs_op and one spare, a power of two
+ * so that a program indexes the record with a mask (op & 7), which the
+ * verifier can bound whatever register the compiler checks the op in.
+ */
+#define VFS_COUNTERS 8
+
 struct vfs_counts {
-	struct vfs_value v[VFS_OP_MAX]; /* index: enum vfs_op */
+	struct vfs_value v[VFS_COUNTERS]; /* index: enum vfs_op; the last one unused */
 };
 
 struct skb_key {

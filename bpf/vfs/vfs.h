@@ -70,7 +70,7 @@ static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 	}
 	if (op >= VFS_OP_MAX)
 		return;
-	val = &c->v[op];
+	val = &c->v[op & (VFS_COUNTERS - 1)];
 	if (ret >= 0) {
 		if (op <= VFS_OP_WRITE)
 			__sync_fetch_and_add(&val->bytes, ret);

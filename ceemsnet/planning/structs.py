@@ -54,9 +54,12 @@ class VfsKey(ctypes.Structure):
     ]
 
 
+VFS_COUNTERS = 8  # the ops (VFS_OPS) and one spare: a power of two, indexed with a mask in C
+
+
 class VfsCounts(ctypes.Structure):
     """vfs_stats' value: (bytes, calls, errors) per op (VFS_OPS); bytes only for read and write."""
-    _fields_ = [("v", NetValue * len(VFS_OPS))]
+    _fields_ = [("v", NetValue * VFS_COUNTERS)]
 
 
 WORDS = ctypes.sizeof(NetValue) // 8  # bytes, calls, errors: a net_value and a vfs_value alike
@@ -146,7 +149,7 @@ class Layout:
 
 
 NET = Layout("net", "=Q", NET_COUNTERS, "=QBBB5x", lambda k: ((k[0],), net_index(k[1] & 1, k[2] & 1, k[3] & 1)))
-VFS = Layout("vfs", "=QI4x", len(VFS_OPS), "=QIB3x", lambda k: ((k[0], k[1]), k[2]))
+VFS = Layout("vfs", "=QI4x", VFS_COUNTERS, "=QIB3x", lambda k: ((k[0], k[1]), k[2]))
 LAYOUTS = {"net": NET, "vfs": VFS}
 assert NET.key.size == ctypes.sizeof(NetKey) and VFS.key.size == ctypes.sizeof(VfsKey)
 assert NET.value_size == ctypes.sizeof(NetCounts) and VFS.value_size == ctypes.sizeof(VfsCounts)
@@ -172,7 +175,7 @@ def pack_vfs_key(cgroup_id: int, magic: int) -> bytes:
 
 
 def decode_vfs(keys: bytes, values: bytes, count: int, ncpus: int) -> dict[tuple[int, int], tuple[int, ...]]:
-    """{(cgroup_id, magic): 21 counters} from a vfs_stats read: (bytes, calls, errors) per op."""
+    """{(cgroup_id, magic): 24 counters} from a vfs_stats read: (bytes, calls, errors) per op."""
     return VFS.decode(keys, values, count, ncpus)
 
 

@@ -130,7 +130,7 @@ NAMES = ["/job_1", "/job_2/step_0", '/a "quoted"\\path', "/new\nline", "/ünïco
 
 KINDS = {
     "net": (pack_net_key, decode_net, 8, 24, net_families, lambda r, cid: (cid,)),
-    "vfs": (pack_vfs_key, decode_vfs, 16, 21,
+    "vfs": (pack_vfs_key, decode_vfs, 16, 24,
             lambda s, p: vfs_families(s, p, parse_fstypes("storage")),
             lambda r, cid: (cid, r.choice([0xEF53, 0x01021994, 0x9FA0, 0x1234, 0]))),
     "skb": (pack_skb_key, decode_skb, 16, 3, skb_families,

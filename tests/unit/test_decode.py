@@ -35,10 +35,10 @@ def test_decode_single_cpu_and_count_limits_read():
 
 def test_decode_vfs_records_per_cgroup_and_file_system():
     keys = VFS.pack(5, 0xEF53) + VFS.pack(5, 0x9FA0)
-    vals = values([{1: (4096, 1, 0), 2: (0, 3, 1)}, {1: (10, 1, 0)}], 7) + values([{0: (7, 1, 0)}, {}], 7)
+    vals = values([{1: (4096, 1, 0), 2: (0, 3, 1)}, {1: (10, 1, 0)}], 8) + values([{0: (7, 1, 0)}, {}], 8)
     out = decode_vfs(keys, vals, 2, ncpus=2)
-    assert out == {(5, 0xEF53): tuple(record({1: (4106, 2, 0), 2: (0, 3, 1)}, 7)),
-                   (5, 0x9FA0): tuple(record({0: (7, 1, 0)}, 7))}
+    assert out == {(5, 0xEF53): tuple(record({1: (4106, 2, 0), 2: (0, 3, 1)}, 8)),
+                   (5, 0x9FA0): tuple(record({0: (7, 1, 0)}, 8))}
 
 
 def test_legacy_keys_regroup_into_records():
@@ -52,9 +52,9 @@ def test_legacy_keys_regroup_into_records():
     assert got == {(9,): record({0: (3, 2, 0), 7: (5, 1, 1)}), (10,): record({net_index(0, 1, 1): (7, 1, 0)})}
     vk = VFS.legacy_key.pack(4, 0xEF53, 1) + VFS.legacy_key.pack(4, 0xEF53, 3) + VFS.legacy_key.pack(4, 0, 4)
     vv = struct.pack("=9Q", 100, 2, 0, 0, 1, 0, 0, 0, 1)
-    assert VFS.regroup(vk, vv, 3, 1) == {(4, 0xEF53): record({1: (100, 2, 0), 3: (0, 1, 0)}, 7),
-                                         (4, 0): record({4: (0, 0, 1)}, 7)}
-    assert NET.is_legacy(16, 24) and not NET.is_legacy(8, 192) and not VFS.is_legacy(16, 168)
+    assert VFS.regroup(vk, vv, 3, 1) == {(4, 0xEF53): record({1: (100, 2, 0), 3: (0, 1, 0)}, 8),
+                                         (4, 0): record({4: (0, 0, 1)}, 8)}
+    assert NET.is_legacy(16, 24) and not NET.is_legacy(8, 192) and not VFS.is_legacy(16, 192)
 
 
 def test_decode_drops():
