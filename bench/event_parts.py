@@ -45,8 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ceemsnet import CeemsnetError  # noqa: E402
 from ceemsnet.collectors import slots as net_slots  # noqa: E402
+from ceemsnet.collectors import vfs_slots  # noqa: E402
 from ceemsnet.planning.catalogue import slots_twin  # noqa: E402
-from ceemsnet.planning.structs import NET_SLOT_MASK  # noqa: E402
+from ceemsnet.planning.structs import SLOT_MAPS  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from bpfstats import RunTimeStats, program_stats  # noqa: E402  (bench/, this script's folder)
 from hookcost import bench_run, preflight, run_child, run_main  # noqa: E402
@@ -219,8 +220,9 @@ def vfs_counted(label, coll, cid):
 def whole_spec(sub, obj):
     """ObjectSpec of a whole net or vfs object (a -slots one sized as the loader sizes it)."""
     if obj.file.removesuffix(".bpf.o").endswith("-slots"):
-        n = net_slots.default_slots(os.cpu_count() or 1)
-        return ObjectSpec(obj, PROGRAMS[sub], {net_slots.OWNER: n, net_slots.VALS: n}, {NET_SLOT_MASK: n - 1})
+        n = (net_slots if sub == "net" else vfs_slots).default_slots(os.cpu_count() or 1)
+        owner, vals, mask = SLOT_MAPS[sub]
+        return ObjectSpec(obj, PROGRAMS[sub], {owner: n, vals: n}, {mask: n - 1})
     return ObjectSpec(obj, PROGRAMS[sub])
 
 
@@ -229,7 +231,7 @@ def whole_objects(sub, extra):
     --extra objects of sub (builds being tried), for reference rows."""
     plan = preflight(SCRIPT, sub, "tracepoint")
     out = {"objs": whole_spec(sub, plan.obj)}
-    twin = slots_twin(plan.obj) if sub == "net" else None
+    twin = slots_twin(plan.obj)
     if twin is not None:
         out["objs-slots"] = whole_spec(sub, twin)
     for spec in extra:

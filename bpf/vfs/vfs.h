@@ -53,21 +53,10 @@ struct {
  * may be followed on its CPU by a task of the same cgroup in another one
  * mid-add.
  */
-static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
+static __always_inline void vfs_add(struct vfs_counts *c, __u8 op, long ret)
 {
-	struct vfs_counts *c;
 	struct vfs_value *val;
-	struct vfs_key key;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	key.cgroup_id = ceemsnet_cgroup_id();
-	key.magic = magic;
-
-	c = map_lookup_or_init(&vfs_stats, &key, struct vfs_counts);
-	if (!c) {
-		count_drop(&vfs_drops, DROP_STATS_FULL);
-		return;
-	}
 	if (op >= VFS_OP_MAX)
 		return;
 	val = &c->v[op & (VFS_COUNTERS - 1)];
@@ -78,6 +67,41 @@ static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
 	} else {
 		__sync_fetch_and_add(&val->errors, 1);
 	}
+}
+
+/* The hash path: the per-CPU hash keyed by (cgroup id, file system). */
+static __always_inline void vfs_account_hash(__u64 id, __u32 magic, __u8 op, long ret)
+{
+	struct vfs_counts *c;
+	struct vfs_key key;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.cgroup_id = id;
+	key.magic = magic;
+
+	c = map_lookup_or_init(&vfs_stats, &key, struct vfs_counts);
+	if (!c) {
+		count_drop(&vfs_drops, DROP_STATS_FULL);
+		return;
+	}
+	vfs_add(c, op, ret);
+}
+
+#ifdef VFS_SLOTS
+#include "vfs_slots.h"
+#endif
+
+/* Add one call's result to the current task's cgroup, under file system magic. */
+static __always_inline void vfs_account(__u32 magic, __u8 op, long ret)
+{
+	__u64 id = ceemsnet_cgroup_id();
+
+#ifdef VFS_SLOTS
+	/* reads and writes take an entry of the slot's table; other ops only use one (vfs_slots.h) */
+	if (vfs_account_slot(id, magic, op, ret, op <= VFS_OP_WRITE))
+		return;
+#endif
+	vfs_account_hash(id, magic, op, ret);
 }
 
 /* s_magic is an unsigned long; every file system magic fits 32 bits. */

@@ -60,6 +60,37 @@ class HashSource:
         return self._decode(keys, values, n, self.map.ncpus)
 
 
+class BesideHash:
+    """A source whose records are a hash map's (self.hash, a HashSource) and others' (the slot
+    layouts: ceemsnet/collectors/slots.py, vfs_slots.py): the raw contract's sizes, capacity and
+    decoding are the hash map's; a subclass gives read_raw() and delete()."""
+
+    hash: HashSource
+
+    @property
+    def capacity(self) -> int:
+        """The hash map's max_entries: the records beyond the slots that still fit."""
+        return self.hash.capacity
+
+    @property
+    def key_size(self) -> int:
+        return self.hash.key_size
+
+    @property
+    def value_size(self) -> int:
+        return self.hash.value_size
+
+    def decode(self, keys: bytes, values: bytes, n: int) -> dict[tuple, tuple]:
+        return self.hash.decode(keys, values, n)
+
+    def read_raw(self) -> tuple[bytes, bytes, int]:
+        raise NotImplementedError
+
+    def read(self) -> tuple[dict[tuple, tuple], int]:
+        keys, values, n = self.read_raw()
+        return self.decode(keys, values, n), n
+
+
 def map_entries_family(name: str, n: int) -> Family:
     f = Family("ceemsnet_map_entries", "Keys in a BPF counters map (capacity: ceemsnet_map_capacity)",
                "gauge", ("map",))

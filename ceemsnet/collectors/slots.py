@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from itertools import compress
 
-from ceemsnet.collectors.counters import HashSource
+from ceemsnet.collectors.counters import BesideHash, HashSource
 from ceemsnet.pinned.continuity import add_record
 from ceemsnet.planning.structs import NET_SLOT_OWNER, NET_SLOT_VALS, NET_WORDS, sum_percpu
 
@@ -91,7 +91,7 @@ def fold_slots(old_maps: dict, new_maps: dict, reused: set[str], pack) -> int:
     return added
 
 
-class SlotSource:
+class SlotSource(BesideHash):
     """net_stats (hash fallback) plus the slot maps, read as one source (the raw contract
     of HashSource: packed records, one per cgroup)."""
 
@@ -102,22 +102,6 @@ class SlotSource:
         self._decode, self._pack = decode, pack
         self._slots_of: dict[int, list[int]] = {}   # cgroup id -> its slots, as of the last read
         self._zero = bytes(self.vals.value_stride * self.vals.ncpus)
-
-    @property
-    def capacity(self) -> int:
-        """The hash map's max_entries: the cgroups beyond the slots that still fit."""
-        return self.hash.capacity
-
-    @property
-    def key_size(self) -> int:
-        return self.hash.key_size
-
-    @property
-    def value_size(self) -> int:
-        return self.hash.value_size
-
-    def decode(self, keys: bytes, values: bytes, n: int) -> dict[tuple, tuple]:
-        return self.hash.decode(keys, values, n)
 
     def read_raw(self) -> tuple[bytes, bytes, int]:
         keys, values, n = self.hash.read_raw()
@@ -151,10 +135,6 @@ class SlotSource:
             else:
                 out_v.append(fmt.pack(*(sum(c) & 0xFFFFFFFFFFFFFFFF for c in zip(*map(fmt.unpack, parts)))))
         return b"".join(recs), b"".join(out_v), len(recs)
-
-    def read(self) -> tuple[dict[tuple, tuple], int]:
-        keys, values, n = self.read_raw()
-        return self.decode(keys, values, n), n
 
     def delete(self, key: tuple) -> bool:
         cid = key[0]

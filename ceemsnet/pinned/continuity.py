@@ -209,6 +209,7 @@ class Upgrade:
         self.how = ""       # once taken over: swap, migrate or swap in place (HOW)
         self._detached = False
         self._relinked = False
+        self._moved = False
 
     @property
     def reuse(self) -> dict[str, BpfMap] | None:
@@ -251,7 +252,9 @@ class Upgrade:
         if lost:
             log.warning("counts of %s could not be carried over: their layout changed",
                         ", ".join(sorted(set(lost))))
-        self.how = "migrate" if copied or lost or remade else "swap in place" if self._relinked else "swap"
+        # over every family tried: a fold into a family that then failed to attach still moved counts
+        self._moved |= bool(copied or lost or remade)
+        self.how = "migrate" if self._moved else "swap in place" if self._relinked else "swap"
 
     def take_ledgers(self, new_coll: Collection) -> None:
         """The lifecycle's ledger maps (retired totals, paths) move to the new collection,

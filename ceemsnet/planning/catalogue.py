@@ -96,7 +96,7 @@ class BpfObject:
     source: str = ""                 # relative to the checkout
     defines: tuple[str, ...] = ()    # NAME or NAME=VALUE
     target: str = "x86"              # libbpf's __TARGET_ARCH_ suffix: x86 | arm64
-    layout: str = "hash"             # counters: "hash" (per-CPU hash) or "slots" (bpf/net/net_slots.h)
+    layout: str = "hash"             # counters: "hash" (per-CPU hash) or "slots" (bpf/*/*_slots.h)
 
     @property
     def path(self) -> str:
@@ -343,6 +343,13 @@ def _vfs(family: str, era: int, arch: str, since: str, until: str | None, hooks:
                      hooks, source, defines, target)
 
 
+def _vfs_slots(family: str, era: int, arch: str, since: str, until: str | None, hooks: tuple[Hook, ...],
+               source: str = VFS_SRC, era_name: str = "VFS_ERA") -> BpfObject:
+    o = _vfs(family, era, arch, since, until, hooks, source, era_name)
+    return replace(o, file=o.file.replace(".bpf.o", "-slots.bpf.o"), defines=o.defines + ("VFS_SLOTS",),
+                   layout="slots")
+
+
 # The version in a name is the object's first kernel: the start of its
 # signature era, and never older than a helper or program type it uses.
 CATALOGUE: tuple[BpfObject, ...] = (
@@ -379,6 +386,9 @@ CATALOGUE: tuple[BpfObject, ...] = (
     # checked against the helpers)
     *(_vfs("tracepoint", era, "x86_64", since, until, _vfs_tracepoint(), VFS_TP_SRC, "TP_ERA")
       for since, until, era in (("5.15", "6.2", 1), ("6.2", None, 2))),
+    # The vfs slot layout (VFS_SLOTS, bpf/vfs/vfs_slots.h): a twin of the 6.2 tracepoint object,
+    # tried first as net's; the hash object serves where the kernel refuses it or --vfs.slots=0
+    _vfs_slots("tracepoint", 2, "x86_64", "6.2", None, _vfs_tracepoint(), VFS_TP_SRC, "TP_ERA"),
 )
 
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not

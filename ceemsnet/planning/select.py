@@ -23,7 +23,7 @@ from ceemsnet.planning.catalogue import slots_twin
 from ceemsnet.planning.choice import FamilyPlan, family_order, lossy_note, plan_family, plan_object
 from ceemsnet.planning.preemption import Preemption, lossy_families
 from ceemsnet.planning.preemption import detect as detect_preemption
-from ceemsnet.planning.structs import NET_SLOT_MASK, NET_SLOT_OWNER
+from ceemsnet.planning.structs import SLOT_MAPS
 from ceemsnet.runtime.collection import Collection, LoadRefused, ObjectSpec, explain_errno, load
 from ceemsnet.runtime.kprobes import libbcc, missed, tracefs
 from ceemsnet.runtime.links import Link
@@ -144,12 +144,13 @@ def _load_slots_twin(plan: FamilyPlan, kver: Version, sigs, map_entries, setting
     tplan = plan_object(twin, kver, sigs)
     if tplan.refused or tplan.programs() != plan.programs():
         return None
-    slots = dict(map_entries or {}).get(NET_SLOT_OWNER, 1024)
+    owner, _, mask = SLOT_MAPS[twin.subsystem]
+    slots = dict(map_entries or {}).get(owner, 1024)
     if slots == 0:
-        plan.notes.append("counter layout: hash (--net.slots=0)")
+        plan.notes.append(f"counter layout: hash (--{twin.subsystem}.slots=0)")
         return None
     try:
-        loaded = load_object(tplan, map_entries, settings={**(settings or {}), NET_SLOT_MASK: slots - 1},
+        loaded = load_object(tplan, map_entries, settings={**(settings or {}), mask: slots - 1},
                              reuse=reuse, before_attach=before_attach)
     except LoadRefused as e:
         plan.notes.append(f"counter layout: hash ({twin.file} refused: {e})")

@@ -14,6 +14,11 @@ from operator import add
 
 # the net slot layout's maps and load-time setting (bpf/net/net_slots.h): slots - 1 is the mask
 NET_SLOT_OWNER, NET_SLOT_VALS, NET_SLOT_MASK = "net_slot_owner", "net_slot_vals", "net_slot_mask"
+# the vfs slot layout's (bpf/vfs/vfs_slots.h), the same roles
+VFS_SLOT_OWNER, VFS_SLOT_VALS, VFS_SLOT_MASK = "vfs_slot_owner", "vfs_slot_vals", "vfs_slot_mask"
+# per subsystem: (owner map, values map, load-time mask setting) of its slot layout
+SLOT_MAPS = {"net": (NET_SLOT_OWNER, NET_SLOT_VALS, NET_SLOT_MASK),
+             "vfs": (VFS_SLOT_OWNER, VFS_SLOT_VALS, VFS_SLOT_MASK)}
 
 NET_PROTO = {0: "tcp", 1: "udp"}
 NET_FAMILY = {0: "ipv4", 1: "ipv6"}
@@ -65,6 +70,18 @@ class VfsCounts(ctypes.Structure):
 WORDS = ctypes.sizeof(NetValue) // 8  # bytes, calls, errors: a net_value and a vfs_value alike
 NET_WORDS = ctypes.sizeof(NetCounts) // 8
 VFS_WORDS = ctypes.sizeof(VfsCounts) // 8
+
+VFS_SLOT_FS = 4  # file systems per vfs slot (VFS_SLOT_FS in bpf/vfs/vfs_slots.h)
+VFS_SLOT_TAG = 1 << 32  # a table entry's tag: magic | VFS_SLOT_TAG (0: free)
+
+
+class VfsSlot(ctypes.Structure):
+    """A vfs slot's per-CPU value (bpf/vfs/vfs_slots.h): a table of VFS_SLOT_FS file systems,
+    tag[i] = magic | VFS_SLOT_TAG (0: free) naming the file system of c[i]."""
+    _fields_ = [("tag", ctypes.c_uint64 * VFS_SLOT_FS), ("c", VfsCounts * VFS_SLOT_FS)]
+
+
+VFS_SLOT_WORDS = ctypes.sizeof(VfsSlot) // 8
 
 
 def net_index(proto: int, family: int, direction: int) -> int:

@@ -25,8 +25,8 @@ __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 HOOK = os.environ.get("CEEMSNET_TEST_HOOK", "auto")
-# CEEMSNET_TEST_NET_SLOTS=0: exporters under test count net in the hash layout (the VM matrix's
-# "hash" passes load the hash twins of the -slots objects)
+# CEEMSNET_TEST_NET_SLOTS=0: exporters under test count net and vfs in the hash layout (the VM
+# matrix's "hash" passes load the hash twins of the -slots objects: --net.slots=0 --vfs.slots=0)
 NET_SLOTS = os.environ.get("CEEMSNET_TEST_NET_SLOTS")
 # set by the VM suite (tests/vm/matrix.py): the kernel it boots (arm64-*: tests/vm/arm64.sh)
 VM = os.environ.get("CEEMSNET_VM")
@@ -118,6 +118,7 @@ class Exporter:
              # outlive it, nor a later test adopt them
              "--unit=none", "--storage.path=none", "--bpf.pin-path=none",
              *([f"--net.slots={NET_SLOTS}"] if NET_SLOTS is not None and "net" in collectors.split(",") else []),
+             *([f"--vfs.slots={NET_SLOTS}"] if NET_SLOTS is not None and "vfs" in collectors.split(",") else []),
              *extra],
             # stderr into a file, not a pipe: a long-running exporter's log never fills a pipe
             # nobody reads (serve would block writing it), and log() can read it at any time

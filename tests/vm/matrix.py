@@ -71,8 +71,8 @@ SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
-    """A run's pass: a hook family, with ":hash" where the exporter is told --net.slots=0
-    (so that the hash twins of the -slots objects run too), or ":vfs" where only the vfs
+    """A run's pass: a hook family, with ":hash" where the exporter is told --net.slots=0 and
+    --vfs.slots=0 (so that the hash twins of the -slots objects run too), or ":vfs" where only the vfs
     collector runs (the family serves no net hook on that kernel). The tests of a pass
     see it as CEEMSNET_TEST_PASS."""
     return family + (":hash" if hash_layout else "")
@@ -112,7 +112,7 @@ class Run:
 
 RUNS = (
     Run("host", "this machine's kernel (6.18 here)", "full",
-        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o"),
+        {"tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86-slots.bpf.o"),
          "tracepoint:hash": ("net-tracepoint-6.3.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o")},
         also={"skb-root.bpf.o": "tests/kernel/test_skb.py", "skb-cgroup.bpf.o": "tests/kernel/test_skb.py"},
         minutes=4,
@@ -164,7 +164,7 @@ RUNS = (
         why="the 6.15 vfs fexit era, on a kernel that does not preempt inside our programs"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports), lazy preemption", "exact",
         {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o"),
-         "tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86.bpf.o"),
+         "tracepoint": ("net-tracepoint-6.3-slots.bpf.o", "vfs-tracepoint-6.2-x86-slots.bpf.o"),
          "fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o")},
         # the newest era: continuity and the capability set with auto's family
