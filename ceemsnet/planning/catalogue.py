@@ -39,8 +39,8 @@ class FamilyRule:
 
 
 FAMILY_RULES = {
-    "fexit": FamilyRule("fexit", ("x86_64",), Version("5.5"),
-                        "BPF trampolines (fexit) arrived in 5.5; ceemsnet uses them on x86_64"),
+    "fexit": FamilyRule("fexit", ("x86_64", "aarch64"), Version("5.5"),
+                        "BPF trampolines (fexit) arrived in 5.5"),
     "kretprobe": FamilyRule("kretprobe", ("x86_64", "aarch64"), Version("4.18"),
                             "kprobes need CONFIG_KPROBES"),
     "tracepoint": FamilyRule("tracepoint", ("x86_64", "aarch64"), Version("6.3"),
@@ -57,8 +57,23 @@ SUBSYSTEM_RULES = {
 }
 
 
-def family_rule(subsystem: str, family: str) -> FamilyRule:
-    return SUBSYSTEM_RULES.get((subsystem, family), FAMILY_RULES[family])
+# Where an arch's rule differs from the family's (a subsystem's rule comes first).
+ARCH_RULES = {
+    # arm64 has had BPF trampolines since 6.0 (commit efc9909fdce0), but a trampoline reaches a
+    # kernel function through an ftrace direct call, which arm64 gained in 6.4 (commit
+    # 2aa6ac03516d "arm64: ftrace: Add direct call support"): before, the attach fails with
+    # ENOTSUPP (524), as Debian 12's arm64 6.1 does
+    ("fexit", "aarch64"): FamilyRule(
+        "fexit", ("aarch64",), Version("6.4"),
+        "on arm64 a BPF trampoline reaches a kernel function through an ftrace direct call, added in 6.4 "
+        "(commit 2aa6ac03516d, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS); older arm64 kernels refuse the "
+        "attach with error 524 (ENOTSUPP)"),
+}
+
+
+def family_rule(subsystem: str, family: str, arch: str | None = None) -> FamilyRule:
+    """The rule for a family: a subsystem's own, else the arch's (when arch is given), else the family's."""
+    return SUBSYSTEM_RULES.get((subsystem, family)) or ARCH_RULES.get((family, arch or "")) or FAMILY_RULES[family]
 
 
 @dataclass(frozen=True)
@@ -357,6 +372,9 @@ CATALOGUE: tuple[BpfObject, ...] = (
     _net("fexit", 1, ("x86_64",), "5.5", "5.19", _net_fexit(1), "-x86"),
     _net("fexit", 2, ("x86_64",), "5.19", "7.1", _net_fexit(2), "-x86"),
     _net("fexit", 3, ("x86_64",), "7.1", None, _net_fexit(3), "-x86"),
+    # arm64: from 6.4 (ftrace direct calls, ARCH_RULES), so eras 2 and 3 only
+    _net("fexit", 2, ("aarch64",), "6.4", "7.1", _net_fexit(2), "-arm64"),
+    _net("fexit", 3, ("aarch64",), "7.1", None, _net_fexit(3), "-arm64"),
     # kretprobe: 4.18 for RHEL 8; bpf/include/compat.h keeps them off 5.5's
     # bpf_probe_read_kernel(). Era 3 (7.1) keeps flags 4th: era 2 serves it.
     *(_net("kretprobe", era, (arch,), since, until, _net_kretprobe(era), f"-{short}")
@@ -370,10 +388,15 @@ CATALOGUE: tuple[BpfObject, ...] = (
     # the hash layout.
     _net_slots("fexit", 2, ("x86_64",), "5.19", "7.1", _net_fexit(2), "-x86"),
     _net_slots("fexit", 3, ("x86_64",), "7.1", None, _net_fexit(3), "-x86"),
+    _net_slots("fexit", 2, ("aarch64",), "6.4", "7.1", _net_fexit(2), "-arm64"),
+    _net_slots("fexit", 3, ("aarch64",), "7.1", None, _net_fexit(3), "-arm64"),
     _net_slots("tracepoint", 0, ("x86_64", "aarch64"), "6.3", None, _net_tracepoint(), ""),
     *(_vfs("fexit", era, "x86_64", since, until, _vfs_fexit(era))
       for since, until, era in (("5.5", "5.12", 1), ("5.12", "6.3", 2), ("6.3", "6.15", 3), ("6.15", "6.19", 4),
                                 ("6.19", None, 5))),
+    # arm64 from 6.4 (ARCH_RULES): the 6.3 era's object starts there
+    *(_vfs("fexit", era, "aarch64", since, until, _vfs_fexit(era))
+      for since, until, era in (("6.4", "6.15", 3), ("6.15", "6.19", 4), ("6.19", None, 5))),
     # kretprobe objects only read the parent directory's position: era 2 serves 5.12-6.14;
     # era 5 (6.19) because vfs_create's second argument became the new dentry
     *(_vfs("kretprobe", era, arch, since, until, _vfs_kretprobe(era, arch))

@@ -87,7 +87,7 @@ def family_order(arch: str, forced: str | None = None, subsystem: str = "net",
     order = [f for f in FAMILIES if f not in lossy] + [f for f in FAMILIES if f in lossy]
     if arch == "any":  # every family, so a report can say why one does not apply
         return order
-    return [f for f in order if arch in family_rule(subsystem, f).arches]
+    return [f for f in order if arch in family_rule(subsystem, f, arch).arches]
 
 
 def lossy_note(lossy: tuple[str, ...], preemption: Preemption) -> str:
@@ -171,7 +171,7 @@ def _version_era(objs: list[BpfObject], kver: Version) -> BpfObject:
 def plan_family(subsystem: str, family: str, kver: Version, arch: str,
                 sigs: Signatures | None) -> FamilyPlan:
     """Plan one hook family for one subsystem on one kernel."""
-    rule = family_rule(subsystem, family)
+    rule = family_rule(subsystem, family, arch)
     plan = FamilyPlan(subsystem, family, None)
 
     def refuse(reason: str) -> FamilyPlan:

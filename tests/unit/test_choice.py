@@ -29,18 +29,20 @@ CASES = [
     ("5.15.0-91-generic", "aarch64", "kretprobe", "net-kretprobe-4.18-arm64.bpf.o", True),
     ("6.1.0-28-amd64", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", True),
     ("6.1.0-28-amd64", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", True),
+    # arm64 fexit from 6.4 (ftrace direct calls); 6.3 is arm64's last kernel without
+    ("6.3.13", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", True),
+    ("6.4.0", "aarch64", "fexit", "net-fexit-6.4-arm64.bpf.o", True),
     ("6.8.0-45-generic", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
-    ("6.8.0-45-generic", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("6.8.0-45-generic", "aarch64", "fexit", "net-fexit-6.4-arm64.bpf.o", False),
     ("6.12.117+deb12-amd64", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
-    ("6.12.117+deb12-amd64", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("6.12.117+deb12-amd64", "aarch64", "fexit", "net-fexit-6.4-arm64.bpf.o", False),
     ("6.18.44-fc-v769", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
-    ("6.18.44-fc-v769", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("6.18.44-fc-v769", "aarch64", "fexit", "net-fexit-6.4-arm64.bpf.o", False),
     # 7.0 still has addr_len; 7.1 dropped it (commit 8341c989ac77, net-next after v7.0-rc3)
     ("7.0.0-31-generic", "x86_64", "fexit", "net-fexit-5.19-x86.bpf.o", False),
-    ("7.0.0-31-generic", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("7.0.0-31-generic", "aarch64", "fexit", "net-fexit-6.4-arm64.bpf.o", False),
     ("7.1.2", "x86_64", "fexit", "net-fexit-7.1-x86.bpf.o", False),
-    ("7.1.2", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
-    ("7.1.2", "aarch64", "kretprobe", "net-kretprobe-5.19-arm64.bpf.o", False),
+    ("7.1.2", "aarch64", "fexit", "net-fexit-7.1-arm64.bpf.o", False),
 ]
 
 
@@ -68,7 +70,10 @@ def test_forced_family_rules():
     plan = plan_family("net", "tracepoint", parse_kernel_version("5.15.0"), "x86_64", None)
     assert "6.3" in plan.refused
     plan = plan_family("net", "fexit", parse_kernel_version("6.1.0"), "aarch64", None)
-    assert "aarch64" in plan.refused
+    # arm64 reaches kernel functions from a trampoline through ftrace direct calls, 6.4
+    assert "6.4" in plan.refused and "524" in plan.refused and "direct call" in plan.refused
+    assert plan_family("vfs", "fexit", parse_kernel_version("6.1.0"), "aarch64", None).refused == plan.refused
+    assert not plan_family("net", "fexit", parse_kernel_version("6.1.0"), "x86_64", None).refused
     with pytest.raises(CeemsnetError):
         family_order("x86_64", "uprobe")
 

@@ -47,10 +47,18 @@ def test_probe_other_kernel_json():
 def test_probe_other_kernel_table_explains_absent_sendpage():
     rc, out, err = run("probe", "--kernel", "6.12.117+deb12-amd64", "--arch", "aarch64")
     assert rc == 0, err
-    assert "net: kretprobe family, object net-kretprobe-5.19-arm64.bpf.o" in out
-    assert "fexit not used" in out and "aarch64" in out
+    assert "net: fexit family, object net-fexit-6.4-arm64.bpf.o" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("tcp_sendpage"))
     assert "skipped" in line and "6.5" in line
+
+
+def test_probe_says_why_arm64_before_6_4_has_no_fexit():
+    rc, out, err = run("probe", "--kernel", "6.1.0-28-arm64", "--arch", "aarch64")
+    assert rc == 0, err
+    assert "net: kretprobe family, object net-kretprobe-5.19-arm64.bpf.o" in out
+    assert "vfs: kretprobe family, object vfs-kretprobe-5.12-arm64.bpf.o" in out
+    line = next(ln for ln in out.splitlines() if "fexit not used" in ln)
+    assert "6.4" in line and "direct call" in line and "524" in line, line
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -18,12 +18,13 @@ CASES = [  # kernel, arch -> (family, object)
     ("5.14.0-427.el9.x86_64", "x86_64", "fexit", "vfs-fexit-5.12-x86.bpf.o"),
     ("5.15.0-91-generic", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),
     ("6.1.0-28-amd64", "x86_64", "fexit", "vfs-fexit-5.12-x86.bpf.o"),
+    ("6.1.0-28-amd64", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),  # arm64 fexit: 6.4
     ("6.8.0-45-generic", "x86_64", "fexit", "vfs-fexit-6.3-x86.bpf.o"),
     ("6.12.117+deb12-amd64", "x86_64", "fexit", "vfs-fexit-6.3-x86.bpf.o"),
-    ("6.12.117+deb12-amd64", "aarch64", "kretprobe", "vfs-kretprobe-5.12-arm64.bpf.o"),
+    ("6.12.117+deb12-amd64", "aarch64", "fexit", "vfs-fexit-6.4-arm64.bpf.o"),
     ("6.18.44-fc-v769", "x86_64", "fexit", "vfs-fexit-6.15-x86.bpf.o"),
-    ("6.18.44-fc-v769", "aarch64", "kretprobe", "vfs-kretprobe-6.15-arm64.bpf.o"),
-    ("7.0.0-31-generic", "aarch64", "kretprobe", "vfs-kretprobe-6.19-arm64.bpf.o"),
+    ("6.18.44-fc-v769", "aarch64", "fexit", "vfs-fexit-6.15-arm64.bpf.o"),
+    ("7.0.0-31-generic", "aarch64", "fexit", "vfs-fexit-6.19-arm64.bpf.o"),
     ("7.3.4+deb13-amd64", "x86_64", "fexit", "vfs-fexit-6.19-x86.bpf.o"),
 ]
 
