@@ -39,6 +39,7 @@ PRIVILEGE_HINT = ("loading BPF programs needs capabilities: CAP_BPF and CAP_PERF
                   "CAP_SYS_ADMIN before 5.8; docs/install.md: Least privilege")
 CAP_SYS_ADMIN, CAP_BPF = 21, 39
 PERF_EVENT_PARANOID = "/proc/sys/kernel/perf_event_paranoid"
+ENOTSUPP = 524  # the kernel's internal "operation not supported" (include/linux/errno.h), not in errno
 
 
 def _holds(*caps: int) -> bool:
@@ -325,6 +326,12 @@ def explain_errno(err: int, family: str) -> str:
         if family == "fexit":
             return "the kernel refuses fexit (BPF trampoline) programs: EPERM"
         return "the kernel refused the load: EPERM"
+    if err == ENOTSUPP and family == "fexit":
+        # the kernel's own ENOTSUPP, which os.strerror does not know: register_fentry() found no
+        # way to reach the function from a trampoline (no ftrace direct calls: arm64 before 6.4,
+        # or a kernel built without CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)
+        return ("error 524 (ENOTSUPP): this kernel cannot attach BPF trampolines to kernel functions "
+                "(no ftrace direct calls: CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS, on arm64 from 6.4)")
     return os.strerror(err)
 
 
