@@ -28,7 +28,9 @@ The mode, best source first:
   /sys/kernel/debug/sched/preempt  the current mode of a PREEMPT_DYNAMIC
                                    kernel, in parentheses ("none voluntary
                                    full (lazy)"); root with debugfs mounted
-  preempt= on the kernel command line  (PREEMPT_DYNAMIC kernels)
+  preempt= on the kernel command line  (PREEMPT_DYNAMIC kernels; any other
+                                   ignores it, so it is read only where
+                                   uname -v says PREEMPT_DYNAMIC)
   the kernel's build configuration     /boot/config-<release>,
                                    /lib/modules/<release>/config,
                                    /proc/config.gz: the model it was built
@@ -122,6 +124,12 @@ def parse_version_string(text: str) -> str | None:
     return None
 
 
+def dynamic_or_unknown(version: str) -> bool:
+    """Whether a kernel of this version string (uname -v) may honour preempt=: a PREEMPT_DYNAMIC
+    build, or one whose version string was not read."""
+    return not version.strip() or "PREEMPT_DYNAMIC" in version.split()
+
+
 def _read(path: str) -> str | None:
     try:
         if path.endswith(".gz"):
@@ -140,10 +148,12 @@ def detect(root: str = "/") -> Preemption:
     mode = parse_sched_preempt(text) if text else None
     if mode:
         return Preemption(mode, "/sys/kernel/debug/sched/preempt")
-    mode = parse_cmdline(_read(p("proc/cmdline")) or "")
+    version = _read(p("proc/sys/kernel/version")) or ""
+    # preempt= only means something to a PREEMPT_DYNAMIC kernel: any other ignores it (Debian's
+    # arm64 6.18 and 7.3, built with lazy preemption, boot lazy with preempt=voluntary)
+    mode = parse_cmdline(_read(p("proc/cmdline")) or "") if dynamic_or_unknown(version) else None
     if mode:
         return Preemption(mode, "preempt= on the kernel command line")
-    version = _read(p("proc/sys/kernel/version")) or ""
     mode = parse_version_string(version)
     if mode:
         return Preemption(mode, "the kernel's version string")

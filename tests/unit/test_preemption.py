@@ -98,6 +98,11 @@ def test_detect_takes_the_best_source(tmp_path):
     got = pm.detect(_root(tmp_path / "f", {"proc/sys/kernel/osrelease": "5.10.0\n",
                                            "proc/sys/kernel/version": "#1 SMP Debian 5.10.223-1\n"}))
     assert got.mode == "voluntary" and not got.in_kernel
+    # preempt= on a kernel built without PREEMPT_DYNAMIC: the kernel ignores it, and so does detect
+    # (Debian's arm64 6.18, lazy, booted with preempt=voluntary: still lazy)
+    got = pm.detect(_root(tmp_path / "g", {**base, "proc/sys/kernel/version": "#1 SMP PREEMPT_LAZY Debian\n",
+                                           "proc/cmdline": "quiet preempt=voluntary\n"}))
+    assert (got.mode, got.in_kernel) == ("lazy", True) and "command line" not in got.source
 
 
 def test_lossy_families_go_last_only_where_the_kernel_preempts():
