@@ -29,7 +29,8 @@
 # - the initramfs: the rootfs's static arm64 busybox, the modules 9p and
 #   overlay need, and tests/vm/arm64-init.sh as /init, which mounts the shares
 #   and runs CMD through tests/vm/guest.sh.
-# CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest;
+# CEEMSNET_VM_MEMORY (2G) and CEEMSNET_VM_CPUS (2) size the guest; CEEMSNET_VM_APPEND adds
+# to the kernel command line (as in tests/vm/run.sh);
 # CEEMSNET_ARM64_KERNEL=6.12 boots bookworm's linux-image-6.12-arm64 instead
 # (6.12.117-1~deb12u1, pinned too), whose ftrace has direct calls, for fexit;
 # 5.10 Debian 11's linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), 6.18
@@ -192,7 +193,7 @@ set +e
 qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -smp "${CEEMSNET_VM_CPUS:-2}" -m "${CEEMSNET_VM_MEMORY:-2G}" \
     -display none -monitor none -no-reboot -serial "file:$run/console" \
     -kernel "$kimg" -initrd "$initrd" \
-    -append "console=ttyAMA0 panic=-1 loglevel=4 ceemsnet.repo=$repo" \
+    -append "console=ttyAMA0 panic=-1 loglevel=4 ceemsnet.repo=$repo${CEEMSNET_VM_APPEND:+ $CEEMSNET_VM_APPEND}" \
     -virtfs "local,path=$rootfs,mount_tag=root,security_model=none,readonly=on" \
     -virtfs "local,path=$repo,mount_tag=repo,security_model=none,readonly=on" \
     -virtfs "local,path=$moddir,mount_tag=modules,security_model=none,readonly=on" \
