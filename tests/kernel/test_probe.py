@@ -7,6 +7,13 @@ import sys
 
 import pytest
 
+from ceemsnet.planning.catalogue import CATALOGUE
+from ceemsnet.planning.choice import plan_object
+from ceemsnet.planning.kernel import parse_kernel_version
+from ceemsnet.planning.select import load_object
+from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.runtime.collection import LoadRefused
+
 from .helpers import HOOK, ROOT, Exporter
 
 FAMILIES = ("fexit", "kretprobe", "tracepoint")
@@ -96,3 +103,26 @@ def test_fexit_goes_last_where_the_kernel_preempts(auto_report):
         elif info["family"] != "none":
             assert not lossy & set(refused), (sub, info)  # never tried: another came first
             assert any("tried last" in n for n in info["notes"]), (sub, info)
+
+
+def test_arm64_fexit_attaches_from_6_4_and_is_refused_with_524_before():
+    """arm64 reaches a kernel function from a BPF trampoline through an ftrace direct call (6.4,
+    commit 2aa6ac03516d): the arm64 fexit object is planned from 6.4 only. Both sides on the running
+    kernel, bypassing the version rule: before 6.4 the kernel itself refuses the attach with error 524
+    (ENOTSUPP), which the refusal names; from 6.4 every planned program attaches."""
+    if os.uname().machine != "aarch64":
+        pytest.skip("arm64's rule; x86_64 has had fexit on kernel functions since 5.5")
+    kver = parse_kernel_version(os.uname().release)
+    obj = next(o for o in CATALOGUE if o.file == "net-fexit-6.4-arm64.bpf.o")
+    plan = plan_object(obj, kver, KernelBTF())
+    assert plan.programs(), plan.hooks  # the 5.19 recvmsg era's prototypes match from 5.19 on
+    if kver >= parse_kernel_version("6.4"):
+        loaded = load_object(plan)
+        try:
+            assert {ln.program for ln in loaded.links} == set(plan.programs())
+        finally:
+            loaded.close()
+        return
+    with pytest.raises(LoadRefused) as e:
+        load_object(plan).close()
+    assert "error 524 (ENOTSUPP)" in str(e.value) and "direct calls" in str(e.value), e.value

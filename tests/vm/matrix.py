@@ -63,7 +63,7 @@ LOADS = ("tests/kernel/test_matrix.py", "tests/kernel/test_btf_eras.py",
 # installed for this machine's x86_64) cannot load in the aarch64 guest
 PYTEST_OPTS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
-ARM = EXACT[:-1]
+ARM = EXACT[:-1] + ("tests/kernel/test_probe.py::test_arm64_fexit_attaches_from_6_4_and_is_refused_with_524_before",)
 # the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
 SLURM = ("tests/slurm",)
 SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
@@ -177,20 +177,40 @@ RUNS = (
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
         minutes=2,
-        why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls)"),
+        why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls before 6.4, "
+            "the attach fails with error 524)"),
+    # arm64 fexit (6.4+, ftrace direct calls). Debian's arm64 6.18 and 7.3 are built with lazy preemption
+    # and without PREEMPT_DYNAMIC, so preempt=voluntary cannot be booted there: bookworm's arm64 6.12,
+    # built with voluntary preemption, is the arm64 kernel where fexit is exact and auto's first choice
+    Run("arm64-6.12", "linux-image-6.12.117+deb12-arm64 6.12.117-1~deb12u1 (bookworm), voluntary preemption, "
+        "aarch64 guest", "arm",
+        {"fexit": ("net-fexit-6.4-arm64-slots.bpf.o", "vfs-fexit-6.4-arm64.bpf.o"),
+         "fexit:hash": ("net-fexit-6.4-arm64.bpf.o", "vfs-fexit-6.4-arm64.bpf.o")},
+        minutes=3,
+        why="the arm64 fexit objects counting exactly (auto's choice on an arm64 kernel with ftrace direct "
+            "calls that does not preempt in kernel code), in both net layouts; vfs_* with mnt_idmap on arm64"),
     Run("arm64-5.10", "linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), aarch64 guest", "arm",
         {"kretprobe": ("net-kretprobe-4.18-arm64.bpf.o", "vfs-kretprobe-4.18-arm64.bpf.o")},
         minutes=3,
         why="the era-1 arm64 objects; a kernel that inlined vfs_readv/vfs_writev (not in its BTF): readv "
             "and writev counted at the __arm64_sys_* system calls instead"),
-    Run("arm64-6.18", "linux-image-6.18.15+deb13-arm64 6.18.15-1~bpo13+1 (trixie-backports), aarch64 guest", "arm",
-        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.15-arm64.bpf.o")},
-        minutes=2,
-        why="vfs_mkdir returning a dentry (6.15 - 6.18) on arm64"),
-    Run("arm64-7", "linux-binary-7.3.4+deb13-arm64 7.3.4-1~bpo13+1 (trixie-backports), aarch64 guest", "arm",
-        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.19-arm64.bpf.o")},
-        minutes=2,
-        why="the 6.19 vfs era (vfs_create without its directory, delegated_inode arguments) on arm64"),
+    Run("arm64-6.18", "linux-image-6.18.15+deb13-arm64 6.18.15-1~bpo13+1 (trixie-backports), lazy preemption, "
+        "aarch64 guest", "arm",
+        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.15-arm64.bpf.o"),
+         "fexit": ("net-fexit-6.4-arm64-slots.bpf.o", "vfs-fexit-6.15-arm64.bpf.o")},
+        pass_suites={"fexit": "loads"},
+        minutes=5,
+        why="vfs_mkdir returning a dentry (6.15 - 6.18) on arm64: kretprobe (auto's choice under lazy "
+            "preemption) counting exactly; the 6.15 vfs fexit object loads, verifies and attaches"),
+    Run("arm64-7", "linux-binary-7.3.4+deb13-arm64 7.3.4-1~bpo13+1 (trixie-backports), lazy preemption, "
+        "aarch64 guest", "arm",
+        {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.19-arm64.bpf.o"),
+         "fexit": ("net-fexit-7.1-arm64-slots.bpf.o", "vfs-fexit-6.19-arm64.bpf.o"),
+         "fexit:hash": ("net-fexit-7.1-arm64.bpf.o", "vfs-fexit-6.19-arm64.bpf.o")},
+        pass_suites={"fexit": "loads", "fexit:hash": "loads"},
+        minutes=5,
+        why="the 6.19 vfs era (vfs_create without its directory, delegated_inode arguments) on arm64: "
+            "kretprobe counting exactly; the 7.1 net and 6.19 vfs fexit objects load, verify and attach"),
 )
 
 BY_KERNEL = {r.kernel: r for r in RUNS}
