@@ -152,6 +152,8 @@ BENCH_HOST ?= bench/scrape.py bench/scrape_http.py bench/memory.py$(if $(BEFORE)
 # in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:
 # ratios only, absolute figures mean nothing there; fewer events and rounds
 # than on the host, as emulation runs them many times slower).
+# BENCH_VM_KERNELS=arm64-6.12: the same in the aarch64 guest, arm64's fexit beside its kretprobe
+# (bench/table.py builds the empty programs here: that guest has no clang-19).
 BENCH_VM_KERNELS ?= 6.1 6.12
 BENCH_VM ?= bench/net_cost.py:"--hook=fexit --events=20000 --rounds=3" \
 	bench/net_cost.py:"--hook=kretprobe --events=20000 --rounds=3" \

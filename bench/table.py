@@ -77,6 +77,24 @@ def run(spec: str) -> tuple[list[dict], str | None]:
     return rows, verdict(script, "host", rows, bad, p.returncode)
 
 
+EMPTY_DIR = "CEEMSNET_BENCH_EMPTY_DIR"  # bench/hookcost.py reads it
+
+
+def build_empties() -> str:
+    """bench/*_empty.bpf.c built on this machine into .build/bench-empty (relative to the
+    checkout, which the guest sees at the same path), as bench/hookcost.build_empty builds them."""
+    out = os.path.join(".build", "bench-empty")
+    os.makedirs(os.path.join(ROOT, out), exist_ok=True)
+    arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip() \
+        or "x86_64-linux-gnu"
+    for src in ("net_empty.bpf.c", "vfs_empty.bpf.c"):
+        name = src.replace("_", "-").removesuffix(".c") + ".o"
+        subprocess.run(["clang-19", "-g", "-O2", "-target", "bpf", "-Wall", "-Werror", "-Ibpf/include",
+                        f"-I/usr/include/{arch}", "-c", os.path.join("bench", src), "-o", os.path.join(out, name)],
+                       cwd=ROOT, check=True)
+    return out
+
+
 def run_vm(specs: list[str], vm: str) -> tuple[list[dict], list[str]]:
     """Every script in one boot of the VM: each one's output follows a marker line
     naming it, and a marker line with its exit code ends it."""
@@ -91,7 +109,11 @@ def run_vm(specs: list[str], vm: str) -> tuple[list[dict], list[str]]:
         return [], notes
     guest = "; ".join(f"echo {MARK} start {i}; {shlex.join(argv)}; echo {MARK} exit {i} $?"
                       for i, (_, argv) in enumerate(steps))
-    argv = ["tests/vm/run.sh", vm, "env", "PYTHONDONTWRITEBYTECODE=1", "sh", "-c", guest]
+    env = ["PYTHONDONTWRITEBYTECODE=1"]
+    if vm.startswith("arm64-"):
+        # the aarch64 guest's root file system has no clang-19: the empty programs are built here
+        env.append(f"{EMPTY_DIR}={build_empties()}")
+    argv = ["tests/vm/run.sh", vm, "env", *env, "sh", "-c", guest]
     print(f"== {len(steps)} scripts in one boot of the {where}: {' '.join(s for s, _ in steps)}",
           file=sys.stderr, flush=True)
     t0 = time.time()
