@@ -54,6 +54,23 @@ def owned_slots(owners: bytes, n: int) -> dict[int, list[int]]:
     return out
 
 
+def owned_values(vals, slots: list[int]) -> dict[int, bytes]:
+    """{slot: its value on every CPU} of these slots of a per-CPU array. Few owned slots are
+    looked up one by one, so a scrape holds (and the exporter keeps) only their bytes, not
+    the whole preallocated array's (4096 slots x 800 B x CPUs for vfs); when most are owned,
+    one batch read is cheaper than a system call each."""
+    if len(slots) * 4 < vals.max_entries:
+        out = {}
+        for s in slots:
+            v = vals.lookup(_U32.pack(s))
+            if v is not None:
+                out[s] = v
+        return out
+    _, values, n = vals.read_all()
+    vsz = vals.value_stride * vals.ncpus
+    return {s: values[s * vsz:(s + 1) * vsz] for s in slots if s < n}
+
+
 def decode_slots(owners: bytes, vals: bytes, n: int, ncpus: int) -> dict[int, tuple[int, tuple[int, ...]]]:
     """{slot: (owner cgroup id, its record: NET_WORDS counters summed over the CPUs)} for owned
     slots (pure). A slot owned but with nothing counted yet has a record of zeros."""
@@ -108,16 +125,19 @@ class SlotSource(BesideHash):
         ksz, vsz = self.key_size, self.value_size
         keys, values = keys[:n * ksz], values[:n * vsz]
         _, owners, no = self.owner.read_all()
-        _, svals, nv = self.vals.read_all()
-        slots_of = self._slots_of = owned_slots(owners, min(no, nv))
-        in_hash = {k[0] for k in _U64.iter_unpack(keys)} if slots_of else set()
+        slots_of = self._slots_of = owned_slots(owners, no)
         if not slots_of:
             return keys, values, n
+        svals = owned_values(self.vals, [x for ss in slots_of.values() for x in ss])
+        # a slot that vanished between the two reads (given back meanwhile) is left out
+        slots_of = self._slots_of = {cid: kept for cid, ss in slots_of.items()
+                                     if (kept := [x for x in ss if x in svals])}
+        in_hash = {k[0] for k in _U64.iter_unpack(keys)}
         if not (slots_of.keys() & in_hash) and all(len(ss) == 1 for ss in slots_of.values()):
             # the common case: every cgroup in one place, records appended as they are
             order = list(slots_of.items())
             return (keys + b"".join(_U64.pack(cid) for cid, _ in order),
-                    values + b"".join(svals[ss[0] * vsz:(ss[0] + 1) * vsz] for _, ss in order),
+                    values + b"".join(svals[ss[0]] for _, ss in order),
                     n + len(order))
         # a cgroup counted in the hash map before it got a slot, or two slots taken at once by
         # two CPUs: its records are summed word by word (per CPU), so it stays one record
@@ -125,7 +145,7 @@ class SlotSource(BesideHash):
         for i in range(n):
             recs.setdefault(keys[i * ksz:(i + 1) * ksz], []).append(values[i * vsz:(i + 1) * vsz])
         for cid, ss in slots_of.items():
-            recs.setdefault(_U64.pack(cid), []).extend(svals[s * vsz:(s + 1) * vsz] for s in ss)
+            recs.setdefault(_U64.pack(cid), []).extend(svals[s] for s in ss)
         words = vsz // 8
         fmt = struct.Struct(f"={words}Q")
         out_v = []

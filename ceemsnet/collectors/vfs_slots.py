@@ -31,7 +31,7 @@ import struct
 from itertools import compress
 
 from ceemsnet.collectors.counters import BesideHash, HashSource
-from ceemsnet.collectors.slots import BUDGET, MAX_SLOTS, MIN_SLOTS
+from ceemsnet.collectors.slots import BUDGET, MAX_SLOTS, MIN_SLOTS, owned_values
 from ceemsnet.pinned.continuity import add_record, add_values
 from ceemsnet.planning.structs import (VFS_SLOT_FS, VFS_SLOT_OWNER, VFS_SLOT_TAG, VFS_SLOT_VALS, VFS_SLOT_WORDS,
                                        VFS_WORDS)
@@ -136,8 +136,6 @@ class VfsSlotSource(BesideHash):
         self._vsz = self.vals.value_stride * self._ncpus  # one slot, every CPU
         self._pad = bytes(self.hash.value_size - _RECORD.size)  # the other CPUs of a packed record
         self._key = struct.Struct(f"{self.hash.key_size}s")
-        self._owners = self._svals = b""   # the last read of both maps
-        self._recs: list[tuple[bytes, bytes]] = []  # the records of the owned slots, as of that read
         # slot -> (owner, its bytes, its records) as of the last read: unchanged slots are not decoded
         self._cache: dict[int, tuple[int, bytes, list[tuple[bytes, bytes]]]] = {}
         self._slots_of: dict[int, list[int]] = {}  # cgroup id -> its slots, as of the last read
@@ -148,17 +146,15 @@ class VfsSlotSource(BesideHash):
 
     def _read_slots(self) -> list[tuple[bytes, bytes]]:
         """The owned slots' records, in slot order; only changed slots decoded."""
-        _, owners, no = self.owner.read_all()
-        _, svals, nv = self.vals.read_all()
-        n = min(no, nv)
-        vsz = self._vsz
-        owners, svals = owners[:n * 8], svals[:n * vsz]
-        if owners == self._owners and svals == self._svals:
-            return self._recs
-        own = memoryview(owners).cast("Q")
+        _, owners, n = self.owner.read_all()
+        own = memoryview(owners).cast("Q")[:n]
+        owned = list(compress(range(n), own))
+        svals = owned_values(self.vals, owned)  # only the owned slots' bytes (slots.owned_values)
         cache, new_cache, slots_of, recs = self._cache, {}, {}, []
-        for s in compress(range(n), own):
-            cid, raw = own[s], svals[s * vsz:(s + 1) * vsz]
+        for s in owned:
+            cid, raw = own[s], svals.get(s)
+            if raw is None:
+                continue
             hit = cache.get(s)
             if hit is not None and hit[0] == cid and hit[1] == raw:
                 new_cache[s] = hit
@@ -166,7 +162,7 @@ class VfsSlotSource(BesideHash):
                 new_cache[s] = hit = (cid, raw, self._slot_records(cid, raw))
             slots_of.setdefault(cid, []).append(s)
             recs += hit[2]
-        self._owners, self._svals, self._cache, self._slots_of, self._recs = owners, svals, new_cache, slots_of, recs
+        self._cache, self._slots_of = new_cache, slots_of
         return recs
 
     def read_raw(self) -> tuple[bytes, bytes, int]:
