@@ -34,7 +34,7 @@ from ceemsnet.collectors.counters import CounterMap, HashSource  # noqa: E402
 from ceemsnet.collectors.net import net_families  # noqa: E402
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release  # noqa: E402
 from ceemsnet.planning.select import select_and_load  # noqa: E402
-from ceemsnet.planning.structs import decode_net, pack_net_key  # noqa: E402
+from ceemsnet.planning.structs import NET, decode_net, pack_net_key  # noqa: E402
 from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.serving.exporter import CeemsnetCollector, build_registry, make_app  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
@@ -50,17 +50,21 @@ def rss_mib():
 
 def fill(m, ids, seed=0):
     """One record per cgroup, all 8 of its counters (proto x family x direction) non-zero:
-    24 series per cgroup. Returns how many inserts met a transient ENOMEM:
+    24 series per cgroup (an older revision's per-counter map, memory.py --before: 8 keys). Returns how many inserts met a transient ENOMEM:
     non-preallocated per-CPU maps allocate from bpf_mem_alloc caches that
     refill asynchronously, and a burst of user-space inserts can outrun them."""
     val = ctypes.create_string_buffer(m.value_stride * m.ncpus)
-    counters = (1000 + seed, 10 + seed, 1) * 8
-    ctypes.memmove(val, (ctypes.c_uint64 * 24)(*counters), 192)  # CPU 0's record; the rest stay 0
+    legacy = m.value_stride == 24  # an older revision's per-counter map (memory.py --before)
+    words = 3 if legacy else 24
+    counters = (1000 + seed, 10 + seed, 1) * (words // 3)
+    ctypes.memmove(val, (ctypes.c_uint64 * words)(*counters), 8 * words)  # CPU 0's value; the rest stay 0
+    keys = ([NET.legacy_key.pack(cid, p, f, d) for p in (0, 1) for f in (0, 1) for d in (0, 1)] if legacy
+            else [pack_net_key(cid)] for cid in ids)
     retries = 0
-    for cid in ids:
+    for key in (k for per_cgroup in keys for k in per_cgroup):
         for attempt in range(1000):
             try:
-                m.update(pack_net_key(cid), val.raw)
+                m.update(key, val.raw)
                 break
             except OSError as e:
                 if e.errno != errno.ENOMEM:
