@@ -52,6 +52,7 @@ from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from bpfstats import RunTimeStats, program_stats  # noqa: E402  (bench/, this script's folder)
 from hookcost import bench_run, preflight, run_child, run_main  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
+from vfs_cost import CHILD as VFS_CHILD  # noqa: E402  (the same writer child as bench/vfs_cost.py)
 
 SCRIPT = "bench/event_parts.py"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,18 +120,6 @@ sys.stdin.readline()
 for _ in range(n):
     tx.sendto(buf, addr)
     rx.recv(2048)
-print("done", flush=True)
-"""
-VFS_CHILD = """
-import os, sys
-n, size = int(sys.argv[1]), int(sys.argv[2])
-fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-buf = b"w" * size
-sys.stdin.readline()
-for _ in range(n):
-    if os.write(fd, buf) != size:
-        sys.exit("short write")
-os.close(fd)
 print("done", flush=True)
 """
 
