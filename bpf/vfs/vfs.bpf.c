@@ -419,3 +419,8 @@ SYS_RWV(pwritev2, FN_WRITEV, VFS_OP_WRITE, POS_PREADV2)
 #else
 #error "define CEEMSNET_HOOK_FEXIT or CEEMSNET_HOOK_KRETPROBE (the tracepoint family is vfs_tp.bpf.c)"
 #endif
+
+/* File IO besides the vfs_* functions, each in its own header: the programs of this object's family */
+#include "vfs_open.h"
+#include "vfs_uring.h"
+#include "vfs_aio.h"

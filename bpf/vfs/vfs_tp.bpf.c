@@ -289,3 +289,7 @@ SYS_EXIT(unlinkat)
 	return exit_dirop(user_regs(bpf_get_current_task_btf())->dx & AT_REMOVEDIR ? VFS_OP_RMDIR : VFS_OP_UNLINK,
 			  ctx->ret);
 }
+
+/* File IO besides the system calls above: io_uring and AIO, whose IO no read/write call carries */
+#include "vfs_uring.h"
+#include "vfs_aio.h"

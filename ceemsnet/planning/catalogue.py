@@ -203,8 +203,14 @@ VFS_NS = {1: (), 2: (("", "struct user_namespace *"),), 3: (("", "struct mnt_idm
 # `dir` (always the dentry's parent) and `want_excl` (always true), and "vfs: make vfs_create
 # break delegations on parent directory" added a `struct delegated_inode *`.
 DELEG = ("", "struct delegated_inode *")
+# File IO that never passes the vfs_* functions above, each in its own block below and its own
+# header in bpf/vfs/: opens inside file systems with ->atomic_open (finish_open, vfs_open.h),
+# io_uring (vfs_uring.h) and AIO (vfs_aio.h).
+OPEN_FUNCTIONS: tuple[str, ...] = ()
+URING_FUNCTIONS: tuple[str, ...] = ()
+AIO_FUNCTIONS: tuple[str, ...] = ()
 VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
-                 "vfs_unlink", "vfs_mkdir", "vfs_rmdir")
+                 "vfs_unlink", "vfs_mkdir", "vfs_rmdir") + OPEN_FUNCTIONS + URING_FUNCTIONS + AIO_FUNCTIONS
 
 
 def _vfs_sigs(era: int) -> dict[str, Signature]:
@@ -263,10 +269,43 @@ def _vfs_programs(family: str, era: int, f: str) -> tuple[str, ...]:
     return own + (_RMDIR_SPLIT[family] if f == "vfs_rmdir" and era == 1 else ())
 
 
+_VFS_OWN = VFS_FUNCTIONS[:9]  # the vfs_* functions, hooked themselves (fexit, kretprobe) or at system calls
+
+
+# ---- opens inside file systems (->atomic_open: finish_open) -------------
+
+
+def _open_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
+    """Hooks of OPEN_FUNCTIONS for one object (bpf/vfs/vfs_open.h)."""
+    return ()
+
+
+# ---- io_uring ------------------------------------------------------------
+
+
+def _uring_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
+    """Hooks of URING_FUNCTIONS for one object (bpf/vfs/vfs_uring.h)."""
+    return ()
+
+
+# ---- AIO (io_submit) -----------------------------------------------------
+
+
+def _aio_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
+    """Hooks of AIO_FUNCTIONS for one object (bpf/vfs/vfs_aio.h)."""
+    return ()
+
+
+def _engine_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
+    """File IO besides the vfs_* functions, in every object of a family: family "tracepoint" with
+    era 0 is the tracepoint family (its TP_ERA does not matter to these hooks)."""
+    return _open_hooks(family, era, arch) + _uring_hooks(family, era, arch) + _aio_hooks(family, era, arch)
+
+
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:
     sigs = _vfs_sigs(era)
     return tuple(Hook("vfs", f, _vfs_programs("fexit", era, f), sigs[f], note=_VFS_NOTES.get(f, ""),
-                      absent=_RWV_ABSENT.get(f, "")) for f in VFS_FUNCTIONS)
+                      absent=_RWV_ABSENT.get(f, "")) for f in _VFS_OWN) + _engine_hooks("fexit", era, "")
 
 
 def _vfs_kretprobe(era: int, arch: str) -> tuple[Hook, ...]:
@@ -283,7 +322,7 @@ def _vfs_kretprobe(era: int, arch: str) -> tuple[Hook, ...]:
     return tuple(Hook("vfs", f, _vfs_programs("kretprobe", era, f), sigs[f], reads=reads[f],
                       note=_VFS_NOTES.get(f, ""), absent=_RWV_ABSENT.get(f, ""),
                       inlined_at=_RWV_SYSCALLS.get(f, ()) if era == 1 and arch == "aarch64" else ())
-                 for f in VFS_FUNCTIONS)
+                 for f in _VFS_OWN) + _engine_hooks("kretprobe", era, arch)
 
 
 SYS_TP = Signature("void", (("", "struct pt_regs *"), ("", "long int")))  # sys_exit(regs, ret)
@@ -327,7 +366,8 @@ _SYSCALLS = {
 def _vfs_tracepoint() -> tuple[Hook, ...]:
     return tuple(Hook("vfs", f, tuple(f"tp_sys_exit_{c}" for c in VFS_SYSCALLS[f]), SYS_TP, tracepoint="sys_exit",
                       note=f"counted at the system call boundary (syscalls:sys_exit_* events, only for these "
-                           f"calls): {_SYSCALLS[f]}; io_uring and mmap IO are not seen") for f in VFS_FUNCTIONS)
+                           f"calls): {_SYSCALLS[f]}; io_uring and mmap IO are not seen") for f in _VFS_OWN) \
+        + _engine_hooks("tracepoint", 0, "x86_64")
 
 V = Version
 NET_SRC, VFS_SRC, SKB_SRC = "bpf/net/net.bpf.c", "bpf/vfs/vfs.bpf.c", "bpf/net/skb.bpf.c"
