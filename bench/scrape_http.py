@@ -50,6 +50,7 @@ from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, runni
 from ceemsnet.planning.select import select_and_load  # noqa: E402
 from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.serving import exporter as exp  # noqa: E402
+from tests.kernel.helpers import remove_cgroup_dir  # noqa: E402
 from rows import add_rows_flag, emit, row  # noqa: E402
 from scrape import exporter, fill  # noqa: E402
 
@@ -343,14 +344,7 @@ def part2(a, say):
             serve.terminate()  # our own child, by its PID
             serve.wait(timeout=60)
         for d in reversed(dirs):
-            for _ in range(50):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup_dir(d)
         os.rmdir(base)
     return out
 

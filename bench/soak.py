@@ -49,7 +49,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from ceemsnet.attribution.cgroups import find_cgroup2_root  # noqa: E402
+from tests.kernel.helpers import remove_cgroup_dir  # noqa: E402
 from tests.kernel.peer import Peer  # noqa: E402
+from tests.promserver import stop_by_pid  # noqa: E402
 
 MiB = 1 << 20
 WORKERS = 6                 # live at once
@@ -712,23 +714,9 @@ class Soak:
             w.proc.wait()
             self.unremoved.append(w)
         for p in self.periods:
-            if p.proc.poll() is None:
-                p.proc.terminate()
-                try:
-                    p.proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
-                    p.proc.wait()
+            stop_by_pid(p.proc, timeout=60)  # our own children
         for d in [w.dir for w in self.unremoved] + [self.parent]:
-            for _ in range(100):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
+            if not remove_cgroup_dir(d, tries=100):
                 problems.append(f"cannot remove {d}")
         if self.peer is not None:
             self.peer.close()

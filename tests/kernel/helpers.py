@@ -20,7 +20,7 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock", "RESTART_VM_RUNS", "attached_programs"]
+           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -74,15 +74,22 @@ class Cgroup:
             return [int(x) for x in f.read().split()]
 
     def remove(self):
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)  # exited children may take a moment to leave
-        raise RuntimeError(f"cannot remove test cgroup {self.path}: pids {self.pids()}")
+        if not remove_cgroup_dir(self.path):
+            raise RuntimeError(f"cannot remove test cgroup {self.path}: pids {self.pids()}")
+
+
+def remove_cgroup_dir(path: str, tries: int = 50) -> bool:
+    """rmdir a cgroup directory, retrying every 0.1 s while it is busy (exited children may take
+    a moment to leave it); True once it is gone (or was), False if it is still busy after `tries`."""
+    for _ in range(tries):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 class Child:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from .helpers import Exporter, traffic_argv
+from .helpers import Exporter, remove_cgroup_dir, traffic_argv
 from .peer import Peer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,14 +51,7 @@ def churn_round(parent, peer, tag, socket_per_cgroup=False):
             churner.kill()
             churner.wait()
         for d in dirs:
-            for _ in range(50):
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup_dir(d)
 
 
 @pytest.mark.skipif(bool(os.environ.get("CEEMSNET_VM")),
