@@ -309,9 +309,15 @@ def cmd_repeat(args) -> int:
              *args.tests]
     if run.kernel == "host":
         return subprocess.call([sys.executable, *inner], cwd=ROOT)
-    env = dict(os.environ, CEEMSNET_VM_CPUS=os.environ.get("CEEMSNET_VM_CPUS", "2"), CEEMSNET_VM_APPEND=run.append)
-    return subprocess.call([os.path.join(HERE, "run.sh"), run.boot or run.kernel, *run.wrapper,
-                            ".venv/bin/python", *inner], cwd=ROOT, env=env)
+    argv, env = boot_command(run, inner, os.environ.get("CEEMSNET_VM_CPUS", "2"))
+    return subprocess.call(argv, cwd=ROOT, env=env)
+
+
+def boot_command(run: Run, inner: list[str], cpus: str) -> tuple[list[str], dict]:
+    """The command (and its environment) that boots a run's kernel, with its wrapper and kernel
+    command line, and runs `.venv/bin/python INNER...` in the guest."""
+    env = dict(os.environ, CEEMSNET_VM_CPUS=cpus, CEEMSNET_VM_APPEND=run.append)
+    return [os.path.join(HERE, "run.sh"), run.boot or run.kernel, *run.wrapper, ".venv/bin/python", *inner], env
 
 
 def suites_of(r: Run, hooks: tuple[str, ...]) -> str:
@@ -348,14 +354,13 @@ def vm_cpus(jobs: int) -> str:
 def run_one(r: Run, hooks: tuple[str, ...], label: str, timeout_min: float, jobs: int, log_dir: str):
     """Boot one run's kernel and run its passes; returns (exit code, seconds). With jobs > 1
     the run's output goes to LOG_DIR/<kernel>.log and is printed, whole, when it ends."""
-    env = dict(os.environ, CEEMSNET_VM_CPUS=vm_cpus(jobs), CEEMSNET_VM_APPEND=r.append)
+    argv, env = boot_command(r, ["tests/vm/matrix.py", "guest", r.kernel, *hooks], vm_cpus(jobs))
     log = None
     if jobs > 1:
         os.makedirs(log_dir, exist_ok=True)
         log = open(os.path.join(log_dir, f"{r.kernel}.log"), "w+b")
     start = time.monotonic()
-    proc = subprocess.Popen([os.path.join(HERE, "run.sh"), r.boot or r.kernel, *r.wrapper, ".venv/bin/python",
-                             "tests/vm/matrix.py", "guest", r.kernel, *hooks], cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT if log else None)
     try:
         rc = proc.wait(timeout=timeout_min * 60)
