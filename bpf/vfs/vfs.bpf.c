@@ -424,3 +424,4 @@ SYS_RWV(pwritev2, FN_WRITEV, VFS_OP_WRITE, POS_PREADV2)
 #include "vfs_open.h"
 #include "vfs_uring.h"
 #include "vfs_aio.h"
+#include "vfs_splice.h"

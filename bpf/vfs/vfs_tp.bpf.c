@@ -290,6 +290,7 @@ SYS_EXIT(unlinkat)
 			  ctx->ret);
 }
 
-/* File IO besides the system calls above: io_uring and AIO, whose IO no read/write call carries */
+/* File IO besides the system calls above: io_uring, AIO, sendfile/splice/copy_file_range, whose bytes no read/write call carries */
 #include "vfs_uring.h"
 #include "vfs_aio.h"
+#include "vfs_splice.h"

@@ -209,8 +209,11 @@ DELEG = ("", "struct delegated_inode *")
 OPEN_FUNCTIONS: tuple[str, ...] = ()
 URING_FUNCTIONS: tuple[str, ...] = ()
 AIO_FUNCTIONS: tuple[str, ...] = ()
+# sendfile(), splice() and copy_file_range() (vfs_splice.h): their system calls
+SPLICE_FUNCTIONS = ("sendfile", "splice", "copy_file_range")
 VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
-                 "vfs_unlink", "vfs_mkdir", "vfs_rmdir") + OPEN_FUNCTIONS + URING_FUNCTIONS + AIO_FUNCTIONS
+                 "vfs_unlink", "vfs_mkdir", "vfs_rmdir") + OPEN_FUNCTIONS + URING_FUNCTIONS + AIO_FUNCTIONS \
+    + SPLICE_FUNCTIONS
 
 
 def _vfs_sigs(era: int) -> dict[str, Signature]:
@@ -296,10 +299,37 @@ def _aio_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
     return ()
 
 
+# ---- sendfile, splice, copy_file_range -----------------------------------
+
+# system call -> (its trace events' name, what is counted)
+_SPLICE_CALLS = {
+    "sendfile": ("sendfile64", "sendfile(): its bytes as read bytes of the input file, and as written bytes "
+                               "of the output where that is a file too"),
+    "splice": ("splice", "splice(): its bytes as read bytes of the input side or written bytes of the "
+                         "output side, whichever is a file (the other is a pipe)"),
+    "copy_file_range": ("copy_file_range", "copy_file_range(): its bytes as read bytes of the input file and "
+                                           "written bytes of the output file (also where the file system "
+                                           "shares extents or the NFS server copies: the bytes the job asked "
+                                           "to copy)"),
+}
+
+
+def _splice_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
+    """SPLICE_FUNCTIONS (bpf/vfs/vfs_splice.h): at the system call's enter and exit trace events, in
+    every family: the kernel moves these bytes through ->splice_read/->splice_write or
+    ->copy_file_range, never vfs_read()/vfs_write(), so nothing else counts them."""
+    return tuple(Hook("vfs", f, (f"tp_sys_enter_{ev}", f"tp_sys_exit_{ev}"), SYS_TP, tracepoint="sys_exit",
+                      note=f"counted at the system call (syscalls:sys_enter_{ev}, sys_exit_{ev}): {what}; a "
+                           "socket or pipe side is not file IO (sockets are the net collector's); one call per "
+                           "file side; an error once, on the input file, else the output")
+                 for f, (ev, what) in _SPLICE_CALLS.items())
+
+
 def _engine_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
     """File IO besides the vfs_* functions, in every object of a family: family "tracepoint" with
     era 0 is the tracepoint family (its TP_ERA does not matter to these hooks)."""
-    return _open_hooks(family, era, arch) + _uring_hooks(family, era, arch) + _aio_hooks(family, era, arch)
+    return _open_hooks(family, era, arch) + _uring_hooks(family, era, arch) + _aio_hooks(family, era, arch) \
+        + _splice_hooks(family, era, arch)
 
 
 def _vfs_fexit(era: int) -> tuple[Hook, ...]:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ceemsnet.cli import build_parser
+from ceemsnet.planning import catalogue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +37,8 @@ def test_probe_other_kernel_json():
                         "udpv6_recvmsg", "tcp_sendpage", "udp_sendpage"}
     vfs = {h["function"]: h for h in rep["hooks"] if h["subsystem"] == "vfs"}
     assert set(vfs) == {"vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
-                        "vfs_unlink", "vfs_mkdir", "vfs_rmdir"}
+                        "vfs_unlink", "vfs_mkdir", "vfs_rmdir"} | set(catalogue.VFS_FUNCTIONS[9:])
+    assert {"sendfile", "splice", "copy_file_range"} <= set(vfs)
     for h in rep["hooks"]:
         assert set(h) == {"subsystem", "function", "hook", "object", "status", "reason"}
         assert h["status"] == "ok" and h["hook"] == "fexit"
