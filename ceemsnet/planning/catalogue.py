@@ -92,6 +92,10 @@ class Hook:
     # where `function` is not in BTF (the compiler inlined it): the functions hooked instead, each by
     # programs kprobe_<f> and kretprobe_<f> (prototype INLINED_AT), all of them or none
     inlined_at: tuple[str, ...] = ()
+    # carried by every family's objects alike (trace events, which need neither trampolines nor
+    # kprobes): it does not make a family usable by itself, or a kretprobe object whose kprobes
+    # cannot attach would be kept for these alone (ceemsnet/planning/select.py)
+    rides: bool = False
 
     @property
     def inlined_programs(self) -> tuple[str, ...]:
@@ -318,7 +322,7 @@ def _splice_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
     """SPLICE_FUNCTIONS (bpf/vfs/vfs_splice.h): at the system call's enter and exit trace events, in
     every family: the kernel moves these bytes through ->splice_read/->splice_write or
     ->copy_file_range, never vfs_read()/vfs_write(), so nothing else counts them."""
-    return tuple(Hook("vfs", f, (f"tp_sys_enter_{ev}", f"tp_sys_exit_{ev}"), SYS_TP, tracepoint="sys_exit",
+    return tuple(Hook("vfs", f, (f"tp_sys_enter_{ev}", f"tp_sys_exit_{ev}"), SYS_TP, tracepoint="sys_exit", rides=True,
                       note=f"counted at the system call (syscalls:sys_enter_{ev}, sys_exit_{ev}): {what}; a "
                            "socket or pipe side is not file IO (sockets are the net collector's); one call per "
                            "file side; an error once, on the input file, else the output")

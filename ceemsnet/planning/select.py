@@ -104,8 +104,12 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
         # failed would only fill the stash. Release what is left unused.
         still = set(plan.programs())
         coll.detach([ln for ln in coll.links if ln.program not in still])
-        if not coll.links:
-            raise LoadRefused(f"no program of {plan.obj.file} could attach: "
+        # hooks that ride along (trace events in any family's object) do not make the family
+        # usable: only a program of the family's own kind does
+        riding = {p for h in plan.obj.hooks if h.rides for p in h.programs}
+        if not any(ln.program not in riding for ln in coll.links):
+            raise LoadRefused(f"no program of {plan.obj.file} could attach"
+                              + (" but those every family carries (trace events)" if coll.links else "") + ": "
                               + "; ".join(sorted(set(failed.values()))))
         return loaded
     except BaseException:
