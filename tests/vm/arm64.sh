@@ -66,7 +66,7 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 rootfs_suite=bookworm  # one root file system for every kernel
 packages=base-files,base-passwd,libc-bin,dash,bash,coreutils,busybox-static,procps,python3,libbpf1,python3-bpfcc,\
 python3-prometheus-client,python3-packaging,python3-pyelftools,python3-yaml,python3-bcrypt,python3-cryptography,\
-iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus
+iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus,fio
 modules="virtio_pci virtio_console 9pnet_virtio 9p overlay"
 
 die() { echo "tests/vm/arm64.sh: $*" >&2; exit 1; }
