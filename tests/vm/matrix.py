@@ -38,13 +38,16 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 FULL = ("tests/kernel",)
 # a pass in the hash layout (--net.slots=0) only needs the net counts and the check
 HASH = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_bytes_calls_errors_per_cgroup")
+# file IO besides read() and write(): sendfile/splice/copy_file_range (each family's objects carry them)
+FILEIO = ("tests/kernel/test_vfs_splice.py",)
 # a pass of a family that serves only vfs on this kernel
-VFS = ("tests/kernel/test_matrix.py", "tests/kernel/test_vfs.py")
+VFS = ("tests/kernel/test_matrix.py", "tests/kernel/test_vfs.py") + FILEIO
 EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_bytes_calls_errors_per_cgroup",
          "tests/kernel/test_net.py::test_senders_sharing_one_cpu_are_all_counted",
          "tests/kernel/test_probe.py::test_fexit_goes_last_where_the_kernel_preempts",
          "tests/kernel/test_vfs.py::test_exact_file_io_per_fstype",
-         "tests/kernel/test_vfs.py::test_failed_lookups_are_not_operation_errors", "tests/kernel/test_btf_eras.py")
+         "tests/kernel/test_vfs.py::test_failed_lookups_are_not_operation_errors") + FILEIO \
+    + ("tests/kernel/test_btf_eras.py",)
 # 6.12's kretprobe pass: the exact subset, and what depends on kprobes (maxactive, perf links pinned
 # across restarts); its fexit pass runs the whole suite
 KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py")
