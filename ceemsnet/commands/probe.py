@@ -15,7 +15,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.attribution.cgroups import host_hierarchy
 from ceemsnet.commands.shared import add_hierarchy, add_hook, add_json, add_log_level, add_maxactive, running_kernel
 from ceemsnet.pinned import continuity
-from ceemsnet.planning.catalogue import SUBSYSTEMS, slots_twin
+from ceemsnet.planning.catalogue import NOT_COUNTED, SUBSYSTEMS, slots_twin
 from ceemsnet.planning.choice import check_supported, family_order, plan_family
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version
 from ceemsnet.planning.preemption import detect as detect_preemption
@@ -67,6 +67,7 @@ def probe_report(args) -> dict:
                 "layout": plan.obj.layout if plan else "",
                 "refused": sel.refusals,
                 "notes": plan.notes if plan else [],
+                "not_counted": NOT_COUNTED.get(sub, ""),
                 "continuity": _continuity(plan.family if plan else "none", kver, args.maxactive),
             }
             report["hooks"] += [h.as_dict() for h in rows]
@@ -93,6 +94,7 @@ def probe_report(args) -> dict:
                                      "layout": _layout_by_rules(chosen.obj) if chosen else "",
                                      "refused": refused,
                                      "notes": chosen.notes if chosen else [],
+                                     "not_counted": NOT_COUNTED.get(sub, ""),
                                      "continuity": _continuity(chosen.family if chosen else "none", kver,
                                                                args.maxactive)}
         rows = chosen.hooks if chosen else plan.hooks
@@ -133,6 +135,8 @@ def format_probe(report: dict) -> str:
             lines.append(f"  {fam} not used: {why}")
         for note in info["notes"]:
             lines.append(f"  note: {note}")
+        if info.get("not_counted"):
+            lines.append(f"  not counted by any hook: {info['not_counted']}")
         if info.get("continuity"):
             c = info["continuity"]
             lines.append(f"  continuity across exporter restarts: {'yes' if c['pinned'] else 'no'}: {c['reason']}")

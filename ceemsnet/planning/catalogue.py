@@ -506,6 +506,17 @@ CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
 # subsystems whose objects hook kernel functions (planned by ceemsnet/planning/choice.py)
 SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
 
+# What no hook of a subsystem sees, whatever the family (probe prints it; docs/kernels.md, "What is
+# counted, and what is not", says more); what one hook misses is in its own note.
+NOT_COUNTED = {
+    "net": "RDMA verbs and other kernel-bypass traffic; MPTCP, SCTP, raw and packet sockets; receives with "
+           "MSG_PEEK or MSG_ERRQUEUE; splice() from a TCP socket and TCP zerocopy receive; traffic of kernel "
+           "threads (the NFS, Lustre and GPFS clients' own, which the vfs collector charges at the file)",
+    "vfs": "IO through mmap()ed files (page faults, msync); what the kernel does later on the job's behalf "
+           "(writeback, readahead); IO of kernel threads for no job's call (nfsd serving others, loop devices); "
+           "files that are not regular files (pipes, sockets, devices)",
+}
+
 
 def objects_for(subsystem: str, family: str, arch: str) -> list[BpfObject]:
     """The objects that stand for a family's signature eras (slot twins are tried by select_and_load)."""

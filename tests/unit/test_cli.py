@@ -130,3 +130,13 @@ def test_shared_flags_mean_the_same_everywhere():
 def test_no_command_prints_help():
     rc, out, err = run()
     assert rc == 2 and "COMMAND" in out and "serve" in out and "Traceback" not in err
+
+
+def test_probe_says_what_no_hook_counts():
+    # issue 24: what is still not counted is said by probe, per subsystem, whatever the family
+    rc, out, err = run("probe", "--kernel", "6.12.0", "--arch", "x86_64")
+    assert rc == 0, err
+    gaps = [ln for ln in out.splitlines() if ln.startswith("  not counted by any hook: ")]
+    assert len(gaps) == 2 and "mmap" in gaps[1] and "RDMA" in gaps[0], gaps
+    rc, out, err = run("probe", "--json", "--kernel", "6.12.0", "--arch", "x86_64")
+    assert json.loads(out)["subsystems"]["vfs"]["not_counted"] == gaps[1].split(": ", 1)[1]
