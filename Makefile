@@ -146,7 +146,7 @@ cli-docs: setup
 # with a line saying so. BEFORE=REV adds the exporter's memory as of REV.
 BEFORE ?=
 BENCH_HOST ?= bench/scrape.py bench/scrape_http.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
-	bench/event_parts.py \
+	bench/event_parts.py bench/uring_cost.py bench/aio_cost.py \
 	bench/vfs_tp_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
 # in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:

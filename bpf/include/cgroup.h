@@ -95,4 +95,34 @@ static __always_inline __u64 ceemsnet_cgroup_id(void)
 	return kn_ino(BPF_CORE_READ(css, cgroup, kn));
 }
 
+/*
+ * The cgroup of a given task, not the current one, in the same hierarchy as
+ * ceemsnet_cgroup_id() (cgroup2, or cgrp_v1_subsys's controller): for work
+ * done on behalf of a task by whichever task runs it (an io_uring request
+ * completes in an io-wq worker, the SQPOLL thread, task work or an
+ * interrupt; the request names its submitter, bpf/vfs/vfs_uring.h). The
+ * task pointer comes from a probe read, so every field is a CO-RE probe
+ * read. 0 when there is no task or no cgroup.
+ */
+static __always_inline __u64 ceemsnet_task_cgroup_id(struct task_struct *task)
+{
+	struct cgroup_subsys_state *css = NULL;
+	struct css_set *cset;
+	__s32 i = cgrp_v1_subsys;
+
+	if (!task)
+		return 0;
+	cset = BPF_CORE_READ(task, cgroups);
+	if (!cset)
+		return 0;
+	if (i < 0)
+		return kn_ino(BPF_CORE_READ(cset, dfl_cgrp, kn));
+	if (i >= CGROUP_SUBSYS_MAX)
+		return 0;
+	bpf_probe_read_kernel(&css, sizeof(css), (void *)&cset->subsys[0] + i * sizeof(css));
+	if (!css)
+		return 0;
+	return kn_ino(BPF_CORE_READ(css, cgroup, kn));
+}
+
 #endif /* __CEEMSNET_CGROUP_H */

@@ -25,6 +25,19 @@
  * are seen through open(O_CREAT) there.
  */
 #define FMODE_CREATED 0x100000
+/*
+ * file->f_mode bit of a file the kernel opens for itself, never installed
+ * in a descriptor table and left out of nr_files: the backing file of an
+ * open on a stacking file system (overlayfs, FUSE passthrough:
+ * backing_file_open(), backing_tmpfile_open(); before 6.6 overlayfs's
+ * open_with_fake_path(), which reaches neither vfs_open() nor
+ * finish_open()), kernel_file_open() and kernel_tmpfile_open() (cachefiles,
+ * overlayfs copy-up). 0x20000000 (1 << 29) in every kernel since 4.19
+ * (introduced with alloc_empty_file_noaccount()); every backing file has it
+ * besides FMODE_BACKING (6.6+), whose value moved (0x2000000, then 1 << 24
+ * in 6.12). A macro, not in BTF: CO-RE cannot relocate it.
+ */
+#define FMODE_NOACCOUNT 0x20000000
 
 /*
  * Per-CPU and not preallocated, like net_stats (see bpf/net/net.h): one
@@ -142,9 +155,35 @@ static __always_inline __u32 path_magic(const struct path *path)
 	return (__u32)BPF_CORE_READ(path, dentry, d_sb, s_magic);
 }
 
-static __always_inline bool file_created(struct file *file)
+static __always_inline __u32 dentry_magic(struct dentry *dentry)
 {
-	return file && (BPF_CORE_READ(file, f_mode) & FMODE_CREATED);
+	return dentry ? (__u32)BPF_CORE_READ(dentry, d_sb, s_magic) : 0;
+}
+
+/* The kernel's own open of a file (FMODE_NOACCOUNT): never a user-visible open. */
+static __always_inline bool file_internal(struct file *file)
+{
+	return file && (BPF_CORE_READ(file, f_mode) & FMODE_NOACCOUNT);
+}
+
+/*
+ * True while the task runs with overridden credentials (override_creds():
+ * current->cred is not current->real_cred). No system call of the task's
+ * own leaves them so (setuid() and the like change both): the kernel does,
+ * around calls it makes on someone's behalf: overlayfs on the file systems
+ * below it (under its mounter's credentials: the open of the real file, a
+ * copy-up's opens and creates, the create under an open(O_CREAT) or mknod),
+ * nfsd and ksmbd for their clients, cachefiles. An open or a create made so
+ * is such an inner call, not counted; the user-visible one is counted where
+ * the user made it (the open or mknod on overlayfs; an NFS client's open on
+ * the client). Also not counted so: opens of io_uring requests that carry a
+ * registered personality, and the core file of a crashing task.
+ */
+static __always_inline bool creds_overridden(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, cred) != BPF_CORE_READ(task, real_cred);
 }
 
 /*
@@ -160,15 +199,46 @@ static __always_inline void account_open(__u32 magic, bool created, long ret)
 		vfs_account(magic, VFS_OP_CREATE, 0);
 }
 
+/* This open created the file, and is the user's (not under overridden credentials) */
+static __always_inline bool file_created(struct file *file)
+{
+	return file && (BPF_CORE_READ(file, f_mode) & FMODE_CREATED) && !creds_overridden();
+}
+
+/*
+ * An open that is not the user's: a file the kernel opens for itself
+ * (FMODE_NOACCOUNT), or any open under overridden credentials.
+ */
+static __always_inline bool open_internal(struct file *file)
+{
+	return file_internal(file) || creds_overridden();
+}
+
+/*
+ * vfs_open() (fexit): every open through the kernel's open path that the file
+ * system does not open itself (finish_open(), vfs_open.h, counts those), and
+ * in-kernel dentry_open() callers. The inner opens of a stacking file system
+ * (overlayfs's real file, opened by vfs_open() from 6.8, nested in the outer
+ * one; its copy-up's) are the kernel's own: one user-visible open counts
+ * once, for the file system the user opened.
+ */
 static __always_inline int handle_open(const struct path *path, struct file *file, long ret)
 {
+	if (open_internal(file))
+		return 0;
 	account_open(path_magic(path), file_created(file), ret);
 	return 0;
 }
 
-/* create, unlink, mkdir, rmdir: charged to the file system of the parent directory */
+/*
+ * create, unlink, mkdir, rmdir: charged to the file system of the parent
+ * directory. A create made under overridden credentials is a file system's
+ * or server's own inner call (see creds_overridden()): not counted.
+ */
 static __always_inline int handle_dirop(struct inode *dir, __u8 op, long ret)
 {
+	if (op == VFS_OP_CREATE && creds_overridden())
+		return 0;
 	vfs_account(dir ? inode_magic(dir) : 0, op, ret);
 	return 0;
 }
@@ -284,13 +354,34 @@ struct vfs_stash_val {
 
 STASH_MAP(vfs_stash, struct vfs_stash_val);
 
+/*
+ * Two rules of opens and creates live here, where the entry probes of
+ * vfs_open(), finish_open() and vfs_create() hand over (kprobe_vfs_open,
+ * kprobe_finish_open, dirop_entry):
+ *  - an open or a create under overridden credentials is not counted (see
+ *    creds_overridden()): overlayfs's own opens and creates below it;
+ *  - an open keeps the outermost entry of its thread: a stacking file system
+ *    that opens the file below with a nested vfs_open() under the user's
+ *    credentials (FUSE passthrough, 6.9+) would otherwise replace the outer
+ *    entry, and the open count for the file system below. The inner return
+ *    takes the outer entry, with the inner result (which the outer call
+ *    returns), the outer return finds none: one open, of the file system
+ *    the user opened.
+ * The kernel's own files (FMODE_NOACCOUNT) are left out before (vfs_open.h).
+ */
 static __always_inline int vfs_stash_put(__u32 fn, __u32 magic, __u8 op)
 {
 	struct vfs_stash_val v = {};
+	struct stash_key k;
+	long err;
 
+	if ((op == VFS_OP_OPEN || op == VFS_OP_CREATE) && creds_overridden())
+		return 0;
 	v.magic = magic;
 	v.op = op;
-	if (!stash_put(&vfs_stash, fn, &v))
+	stash_key_init(&k, fn);
+	err = bpf_map_update_elem(&vfs_stash, &k, &v, op == VFS_OP_OPEN ? BPF_NOEXIST : BPF_ANY);
+	if (err && !(op == VFS_OP_OPEN && err == -EEXIST))
 		count_drop(&vfs_drops, DROP_STASH_FULL);
 	return 0;
 }

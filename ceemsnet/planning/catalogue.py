@@ -77,6 +77,21 @@ def family_rule(subsystem: str, family: str, arch: str | None = None) -> FamilyR
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One way of serving a hook, for the kernels whose trace events have the prototypes its
+    programs were compiled for (a hook whose event changed prototype has one per prototype, in
+    the same object: bpf/vfs/vfs_uring.h). The planner takes the first alternative whose every
+    event matches this kernel's BTF; without BTF (probe --kernel), the first whose `kernels`
+    hold the version."""
+    label: str                                  # which prototype, as probe names it
+    programs: tuple[str, ...]                   # autoloaded when this alternative is taken
+    # (raw tracepoint, prototype without its leading void *, argument positions read: None = all)
+    events: tuple[tuple[str, Signature, tuple[int, ...] | None], ...]
+    kernels: tuple[tuple[Version, Version | None], ...]  # version rule: [since, until) ranges
+    note: str = ""                              # what it counts and misses, shown by probe when taken
+
+
+@dataclass(frozen=True)
 class Hook:
     """How one object serves one kernel function."""
     subsystem: str
@@ -96,10 +111,21 @@ class Hook:
     # kprobes): it does not make a family usable by itself, or a kretprobe object whose kprobes
     # cannot attach would be kept for these alone (ceemsnet/planning/select.py)
     rides: bool = False
+    # served by one of these instead of `programs` (which is then ()): not a kernel function but
+    # trace events whose prototype changed; `function` names what is counted (choice.py)
+    alternatives: tuple[Alternative, ...] = ()
 
     @property
     def inlined_programs(self) -> tuple[str, ...]:
         return tuple(p for f in self.inlined_at for p in (f"kprobe_{f}", f"kretprobe_{f}"))
+
+    @property
+    def alternative_programs(self) -> tuple[str, ...]:
+        """Every program of every alternative, each once: what the object holds for this hook."""
+        out: list[str] = []
+        for a in self.alternatives:
+            out += [p for p in a.programs if p not in out]
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -210,9 +236,9 @@ DELEG = ("", "struct delegated_inode *")
 # File IO that never passes the vfs_* functions above, each in its own block below and its own
 # header in bpf/vfs/: opens inside file systems with ->atomic_open (finish_open, vfs_open.h),
 # io_uring (vfs_uring.h) and AIO (vfs_aio.h).
-OPEN_FUNCTIONS: tuple[str, ...] = ()
-URING_FUNCTIONS: tuple[str, ...] = ()
-AIO_FUNCTIONS: tuple[str, ...] = ()
+OPEN_FUNCTIONS: tuple[str, ...] = ("finish_open",)
+URING_FUNCTIONS = ("io_uring",)  # its reads and writes (one hook: _uring_hooks)
+AIO_FUNCTIONS: tuple[str, ...] = ("aio_read", "aio_write", "aio_complete_rw")
 # sendfile(), splice() and copy_file_range() (vfs_splice.h): their system calls
 SPLICE_FUNCTIONS = ("sendfile", "splice", "copy_file_range")
 VFS_FUNCTIONS = ("vfs_read", "vfs_write", "vfs_readv", "vfs_writev", "vfs_open", "vfs_create",
@@ -237,14 +263,23 @@ def _vfs_sigs(era: int) -> dict[str, Signature]:
 
 # What each op counts where a vfs_* function is hooked itself (fexit,
 # kretprobe); shown by `probe` beside the prototype check.
-_ATOMIC_OPEN = ("file systems with ->atomic_open (NFS, CIFS/SMB, FUSE, Lustre, Ceph, 9p) open and create "
-                "inside the file system: their creates never reach vfs_open and their opens only when the name "
-                "is already cached, so this family undercounts both there (the tracepoint family does not)")
+_ATOMIC_OPEN = ("file systems with ->atomic_open (NFS, CIFS/SMB, FUSE, Lustre, Ceph, 9p, GFS2) open, and create, "
+                "inside the file system through finish_open(), never vfs_open(); so do O_TMPFILE opens: those "
+                "are counted at hook finish_open, the same way")
+# What one open and one create are in the fexit and kretprobe families (bpf/README.md, "Filesystem IO")
+_OPEN_IS = ("one open of a file by the kernel's open path (open(), openat(), openat2(), creat(), exec, "
+            "in-kernel dentry_open()), counted once, errors of the open itself included; not the kernel's own "
+            "opens of a file it never gives a descriptor (FMODE_NOACCOUNT: the backing file overlayfs or FUSE "
+            "passthrough opens under the user's file, cachefiles), so an open on overlayfs is one open, of "
+            "overlayfs")
 _VFS_NOTES = {
-    "vfs_open": "op open: every open that reaches vfs_open(), errors included; plus op create when the open "
-                f"created the file (FMODE_CREATED: open(O_CREAT), creat()). {_ATOMIC_OPEN}",
-    "vfs_create": "op create: mknod()/mknodat() of regular files and in-kernel callers (nfsd, overlayfs on its "
-                  "upper file system); open(O_CREAT) is counted at vfs_open",
+    "vfs_open": f"op open: {_OPEN_IS}; here when it reaches vfs_open(), charged to the opened path's file system; "
+                "plus op create when the open created the file (FMODE_CREATED: open(O_CREAT), creat()). "
+                f"{_ATOMIC_OPEN}",
+    "vfs_create": "op create: mknod()/mknodat() of regular files; open(O_CREAT) and creat() are counted with the "
+                  "opens (FMODE_CREATED); not a vfs_create() made under overridden credentials (cred != "
+                  "real_cred: overlayfs on its upper and work directories, nfsd, ksmbd, cachefiles), the inner call "
+                  "of a create already counted where the user made it, or a server's for its clients",
     "vfs_unlink": "op unlink: unlink(), unlinkat() of non-directories, charged to the parent directory's file "
                   "system; errors only from vfs_unlink() itself, not failed path lookups",
     "vfs_mkdir": "op mkdir: mkdir(), mkdirat(), charged to the parent directory's file system",
@@ -282,25 +317,138 @@ _VFS_OWN = VFS_FUNCTIONS[:9]  # the vfs_* functions, hooked themselves (fexit, k
 # ---- opens inside file systems (->atomic_open: finish_open) -------------
 
 
+# int finish_open(struct file *file, struct dentry *dentry, int (*open)(struct inode *, struct file *)),
+# the same in every kernel's BTF from 5.10 to 7.3 (exported: never inlined into a module's call)
+FINISH_OPEN = Signature("int", (FILE, DENTRY, ("open", "fnptr *")))
+_FINISH_OPEN_NOTE = (f"op open: {_OPEN_IS}; here when the file system opens the file itself (->atomic_open: "
+                     "NFS, CIFS/SMB, FUSE, Lustre, Ceph, 9p, GFS2; O_TMPFILE), charged to the dentry's file "
+                     "system; plus op create when that open created the file (FMODE_CREATED, set by the file "
+                     "system before finish_open())")
+_FINISH_OPEN_ABSENT = ("opens and creates inside file systems with ->atomic_open (NFS, CIFS/SMB, FUSE, Lustre, "
+                       "Ceph, 9p, GFS2) and O_TMPFILE opens are not counted on this kernel: only opens that reach "
+                       "vfs_open()")
+
+
 def _open_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
-    """Hooks of OPEN_FUNCTIONS for one object (bpf/vfs/vfs_open.h)."""
+    """Hooks of OPEN_FUNCTIONS for one object (bpf/vfs/vfs_open.h): finish_open(), beside vfs_open(), in the
+    fexit and kretprobe objects of every era (the kretprobe entry reads the file's f_mode and the dentry).
+    The tracepoint family counts opens at the open system calls' exit, which ->atomic_open opens pass too:
+    nothing to add there."""
+    if family == "fexit":
+        return (Hook("vfs", "finish_open", ("fexit_finish_open",), FINISH_OPEN, note=_FINISH_OPEN_NOTE,
+                     absent=_FINISH_OPEN_ABSENT),)
+    if family == "kretprobe":
+        return (Hook("vfs", "finish_open", ("kprobe_finish_open", "kretprobe_finish_open"), FINISH_OPEN,
+                     reads=(0, 1), note=_FINISH_OPEN_NOTE, absent=_FINISH_OPEN_ABSENT),)
     return ()
 
 
 # ---- io_uring ------------------------------------------------------------
 
 
+# io_uring:io_uring_complete, one event per CQE, per prototype (include/trace/events/io_uring.h):
+#   5.5: (void *ctx, u64 user_data, long res); 5.13 ("io_uring: include cflags in completion trace
+#   event") adds unsigned cflags; later res is an int
+#   5.18 ("io-uring: Make tracepoints consistent"): (void *ctx, void *req, u64 user_data, int res,
+#   unsigned cflags); 5.19 ("io_uring: add tracing for additional CQE32 fields") adds u64 extra1, extra2
+#   6.13 ("io_uring: clean up cqe trace points"): (struct io_ring_ctx *ctx, void *req, struct io_uring_cqe *cqe)
+# io_uring:io_uring_submit_sqe got the request in 5.14 ("io_uring: Add to traces the req pointer when
+# available"): (void *ctx, void *req, u8 opcode, u64 user_data, u32 flags, bool force_nonblock,
+# bool sq_thread); 5.18 swapped opcode and user_data; 6.0 made it (struct io_kiocb *req, bool).
+# The 5.10 stable series imported 5.15's io_uring (Debian 11's 5.10.0-32 has these prototypes).
+_VOID = ("", "void *")
+URING_CQE = Signature("void", (("", "struct io_ring_ctx *"), _VOID, ("", "struct io_uring_cqe *")))
+URING_REQ = Signature("void", (_VOID, _VOID, ("", "u64"), ("", "int")))        # 5.18-6.12: reads 0-3
+URING_DONE = Signature("void", (_VOID, ("", "u64")))                           # 5.13-5.17: ctx, user_data
+URING_SQE = Signature("void", (_VOID, _VOID, ("", "u8"), ("", "u64")))         # 5.14-5.17: ctx, req, opcode, user_data
+_URING_OPS = ("READ, WRITE, READV, WRITEV, READ_FIXED, WRITE_FIXED (and READV_FIXED, WRITEV_FIXED, 6.15) on "
+              "regular files, in the read and write counters (bytes and a call at res >= 0, an error below), "
+              "keyed by the file's file system")
+_URING_MISSED = ("not counted: requests with IOSQE_CQE_SKIP_SUCCESS that succeed (they post no CQE), CQEs that "
+                 "overflow the CQ ring (posted later from the overflow list, without the event), and io_uring's "
+                 "other file IO: SPLICE, TEE, URING_CMD (NVMe passthrough); socket IO is the net collector's")
+URING_ALTERNATIVES = (
+    Alternative("cqe", ("tp_btf_uring_cqe",), (("io_uring_complete", URING_CQE, None),), ((Version("6.13"), None),),
+                f"counted at tracepoint io_uring:io_uring_complete(ctx, req, cqe), once per CQE: {_URING_OPS}; "
+                f"charged to the submitter's cgroup (req->tctx->task); {_URING_MISSED}"),
+    Alternative("req", ("tp_btf_uring_req",), (("io_uring_complete", URING_REQ, (0, 1, 2, 3)),),
+                ((Version("5.18"), Version("6.13")),),
+                f"counted at tracepoint io_uring:io_uring_complete(ctx, req, user_data, res, ...), once per CQE "
+                f"(auxiliary CQEs carry no request): {_URING_OPS}; charged to the submitter's cgroup (req->task); "
+                f"{_URING_MISSED}"),
+    Alternative("submission stash", ("tp_btf_uring_sqe", "tp_btf_uring_done"),
+                (("io_uring_submit_sqe", URING_SQE, (0, 1, 2, 3)), ("io_uring_complete", URING_DONE, (0, 1))),
+                ((Version("5.10.162"), Version("5.11")), (Version("5.14"), Version("5.18"))),
+                f"counted at tracepoint io_uring:io_uring_complete(ctx, user_data, res, cflags), which names no "
+                f"request: io_uring:io_uring_submit_sqe keeps each read's or write's cgroup (the submitting "
+                f"thread's: the io_uring_enter() caller or the SQPOLL thread, one of its threads), file system "
+                f"and op under (ring, user_data) until its CQE: {_URING_OPS}; also not counted: a request whose "
+                f"(ring, user_data) another one in flight on the same ring reuses (one of the two), requests "
+                f"refused before the submission event fires (their preparation: EBADF of a file not open for "
+                f"that direction, EINVAL), requests submitted before the exporter attached; {_URING_MISSED}"),
+)
+_URING_NONE = ("io_uring reads and writes are not counted on this kernel: its io_uring trace events name no "
+               "request (before 5.14, and 5.10 stable kernels before they imported 5.15's io_uring), so nothing "
+               "tells the file or the submitter")
+
+
 def _uring_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
-    """Hooks of URING_FUNCTIONS for one object (bpf/vfs/vfs_uring.h)."""
-    return ()
+    """Hooks of URING_FUNCTIONS for one object (bpf/vfs/vfs_uring.h): tp_btf programs in every family
+    (BTF and 5.5; neither trampolines nor kprobes), one per prototype of the io_uring events."""
+    return (Hook("vfs", "io_uring", (), tracepoint="io_uring_complete", alternatives=URING_ALTERNATIVES,
+                 absent=_URING_NONE, rides=True),)
 
 
 # ---- AIO (io_submit) -----------------------------------------------------
 
 
+# fs/aio.c calls ->read_iter/->write_iter itself, never vfs_read/vfs_write: each request is
+# stashed at aio_read/aio_write's entry with the submitter's cgroup and counted at
+# aio_complete_rw (its ki_complete), in whatever context the IO ends; a request aio_read/aio_write
+# refuse (return < 0) never completes and is an error. See bpf/vfs/vfs_aio.h.
+AIO_RW = Signature("int", (("req", "struct kiocb *"), ("iocb", "struct iocb *"), ("vectored", "bool"),
+                           ("compat", "bool")))
+# void aio_complete_rw(struct kiocb *kiocb, long res), plus long res2 before 5.16 (commit
+# 6b19b766e8f0): the programs read the first two
+AIO_COMPLETE = Signature("void", (("kiocb", "struct kiocb *"), ("res", "long int")))
+_AIO_OP = {"aio_read": "read", "aio_write": "write"}
+_AIO_NOTES = {
+    **{f: f"AIO (io_submit) {op}s (IOCB_CMD_P{op.upper()}, P{op.upper()}V), folded into the {op} counters and "
+          "charged to the submitting task's cgroup: the request is remembered here and counted when it "
+          "completes (aio_complete_rw); a request refused here is an error" for f, op in _AIO_OP.items()},
+    "aio_complete_rw": "AIO completions: the bytes (or the error) of each request remembered at aio_read/"
+                       "aio_write, whatever context the IO ends in (O_DIRECT: interrupt or workqueue), on "
+                       "regular files",
+}
+_AIO_ABSENT = {
+    **{f: f"AIO (io_submit) {op}s are not counted on this kernel (it inlined {f})" for f, op in _AIO_OP.items()},
+    "aio_complete_rw": "AIO (io_submit) reads and writes are not counted on this kernel",
+}
+_AIO_TP_NOTES = {
+    **{f: f"AIO {op}s (IOCB_CMD_P{op.upper()}, P{op.upper()}V on regular files), folded into the {op} "
+          "counters and charged to the submitting task's cgroup: each iocb of an io_submit() is remembered "
+          "at its entry (syscalls:sys_enter_io_submit)" for f, op in _AIO_OP.items()},
+    "aio_complete_rw": "AIO completions, counted when reaped by io_getevents or io_pgetevents "
+                       "(syscalls:sys_exit_*: each io_event's res); not seen: events reaped from the ring in "
+                       "user space (fio --userspace_reap), events never reaped, iocbs or events beyond 128 "
+                       "per call, and requests io_submit() refuses (not counted as errors)",
+}
+
+
 def _aio_hooks(family: str, era: int, arch: str) -> tuple[Hook, ...]:
     """Hooks of AIO_FUNCTIONS for one object (bpf/vfs/vfs_aio.h)."""
-    return ()
+    if family == "tracepoint":
+        programs = {"aio_read": ("tp_sys_enter_io_submit",), "aio_write": ("tp_sys_enter_io_submit",),
+                    "aio_complete_rw": ("tp_sys_exit_io_getevents", "tp_sys_exit_io_pgetevents")}
+        return tuple(Hook("vfs", f, programs[f], SYS_TP, tracepoint="sys_exit" if f == "aio_complete_rw"
+                          else "sys_enter", note=_AIO_TP_NOTES[f]) for f in AIO_FUNCTIONS)
+    # fexit: the return value follows the last argument, so the whole prototype matters; a kprobe
+    # pair reads the request (argument 1) and the return value
+    entry, ret, reads = ("fentry", "fexit", None) if family == "fexit" else ("kprobe", "kretprobe", (0,))
+    return tuple(Hook("vfs", f, (f"{entry}_{f}", f"{ret}_{f}"), AIO_RW, reads=reads, note=_AIO_NOTES[f],
+                      absent=_AIO_ABSENT[f]) for f in _AIO_OP) + \
+        (Hook("vfs", "aio_complete_rw", (f"{entry}_aio_complete_rw",), AIO_COMPLETE, reads=(0, 1),
+              note=_AIO_NOTES["aio_complete_rw"], absent=_AIO_ABSENT["aio_complete_rw"]),)
 
 
 # ---- sendfile, splice, copy_file_range -----------------------------------
@@ -400,7 +548,7 @@ _SYSCALLS = {
 def _vfs_tracepoint() -> tuple[Hook, ...]:
     return tuple(Hook("vfs", f, tuple(f"tp_sys_exit_{c}" for c in VFS_SYSCALLS[f]), SYS_TP, tracepoint="sys_exit",
                       note=f"counted at the system call boundary (syscalls:sys_exit_* events, only for these "
-                           f"calls): {_SYSCALLS[f]}; io_uring and mmap IO are not seen") for f in _VFS_OWN) \
+                           f"calls): {_SYSCALLS[f]}; io_uring is counted by the io_uring hook; mmap IO is not seen") for f in _VFS_OWN) \
         + _engine_hooks("tracepoint", 0, "x86_64")
 
 V = Version

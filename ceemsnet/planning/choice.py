@@ -15,8 +15,8 @@ from typing import Protocol
 from packaging.version import Version
 
 from ceemsnet import CeemsnetError
-from ceemsnet.planning.catalogue import (FAMILIES, INLINED_AT, MIN_REASON, SUBSYSTEMS, SUPPORTED_MIN, BpfObject, Hook,
-                                         family_rule, objects_for)
+from ceemsnet.planning.catalogue import (FAMILIES, INLINED_AT, MIN_REASON, SUBSYSTEMS, SUPPORTED_MIN, Alternative,
+                                         BpfObject, Hook, family_rule, objects_for)
 from ceemsnet.planning.kernel import compare_signature
 from ceemsnet.planning.preemption import Preemption
 from ceemsnet.runtime.btf import Signature
@@ -36,6 +36,9 @@ class HookChoice:
     status: str    # ok | skipped
     reason: str
     programs: tuple[str, ...] = ()
+    # Hook.rides, or served by alternatives (io_uring): trace events that every family's object holds,
+    # attached wherever the object loads, but not a reason to use a family
+    anywhere: bool = False
 
     def as_dict(self) -> dict:
         return {"subsystem": self.subsystem, "function": self.function, "hook": self.hook,
@@ -53,7 +56,9 @@ class FamilyPlan:
 
     @property
     def usable(self) -> bool:
-        return not self.refused and any(h.status == "ok" for h in self.hooks)
+        """Something is planned ok that the family serves itself (not only the hooks any family's
+        object holds: those alone would make a family that attaches nothing else look fine)."""
+        return not self.refused and any(h.status == "ok" and not h.anywhere for h in self.hooks)
 
     def programs(self) -> list[str]:
         """Programs to autoload: those of every hook planned ok, each once."""
@@ -68,6 +73,13 @@ class FamilyPlan:
         for h in self.hooks:
             if h.status == "ok" and programs.intersection(h.programs):
                 h.status, h.hook, h.reason = "skipped", "none", reason
+        if not any(h.status == "ok" and not h.anywhere for h in self.hooks):
+            # nothing of the family's own is left: its object would count only what any family's
+            # does; give those up too, so that the loader releases them and refuses the family
+            for h in self.hooks:
+                if h.status == "ok":
+                    h.status, h.hook = "skipped", "none"
+                    h.reason = f"not used: nothing else of the {self.family} family attached ({reason})"
 
 
 def check_supported(kver: Version) -> None:
@@ -100,8 +112,35 @@ def lossy_note(lossy: tuple[str, ...], preemption: Preemption) -> str:
             "run with preemption off and lose none")
 
 
+def _choose_alternative(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[Alternative | None, str]:
+    """The alternative a hook with alternatives is served by on this kernel, and why; (None, why not)."""
+    if sigs is None:
+        for alt in hook.alternatives:
+            if any(lo <= kver and (hi is None or kver < hi) for lo, hi in alt.kernels):
+                return alt, (f"{alt.label} prototype, planned by version rules; BTF not checked (not the "
+                             f"running kernel): {alt.note}")
+        return None, f"{hook.absent} (by version rules; BTF not checked)"
+    misses = []
+    for alt in hook.alternatives:
+        why = None
+        for event, expects, reads in alt.events:
+            tp = sigs.tracepoint(event)
+            why = f"tracepoint {event} is not in this kernel's BTF" if tp is None else \
+                compare_signature(expects, tp, reads)
+            if why:
+                why = why if tp is None else f"tracepoint {event} {why}"
+                break
+        if why is None:
+            return alt, f"{alt.label} prototype matches this kernel's BTF: {alt.note}"
+        misses.append(f"not the {alt.label} prototype ({why})")
+    return None, f"{hook.absent}: " + "; ".join(misses)
+
+
 def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str]:
     """(planned ok?, reason) for one hook of one object."""
+    if hook.alternatives:
+        alt, why = _choose_alternative(hook, sigs, kver)
+        return alt is not None, why
     fn = hook.function
     removed = f" (removed in {hook.removed_in})" if hook.removed_in else ""
     if sigs is None:
@@ -149,8 +188,12 @@ def _inlined_mismatch(hook: Hook, sigs: Signatures) -> str | None:
     return None
 
 
-def _programs(hook: Hook, sigs: Signatures | None) -> tuple[str, ...]:
-    """The programs a hook planned ok loads: the inlined_at ones where its function is not in BTF."""
+def _programs(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[str, ...]:
+    """The programs a hook planned ok loads: the inlined_at ones where its function is not in BTF, the
+    chosen alternative's for a hook with alternatives."""
+    if hook.alternatives:
+        alt, _ = _choose_alternative(hook, sigs, kver)
+        return alt.programs if alt else ()
     if hook.inlined_at and sigs is not None and sigs.function(hook.function) is None:
         return hook.inlined_programs
     return hook.programs
@@ -206,9 +249,10 @@ def plan_object(obj: BpfObject, kver: Version, sigs: Signatures | None) -> Famil
     plan = FamilyPlan(obj.subsystem, obj.family, obj)
     for hook in obj.hooks:
         ok, reason = _check_hook(hook, sigs, kver)
+        anywhere = hook.rides or bool(hook.alternatives)
         plan.hooks.append(HookChoice(obj.subsystem, hook.function, obj.family if ok else "none",
                                      obj.file, "ok" if ok else "skipped", reason,
-                                     _programs(hook, sigs) if ok else ()))
+                                     _programs(hook, sigs, kver) if ok else (), anywhere))
     if not plan.usable:
         plan.refused = f"no function of {obj.subsystem} can be hooked with {obj.file}"
     return plan

@@ -18,14 +18,18 @@ MAGIC = {
     0x9123683E: "btrfs",
     0xF2F52010: "f2fs",
     0x2FC12FC1: "zfs",
-    0x6969: "nfs",
-    0x0BD00BD0: "lustre",
-    0x47504653: "gpfs",
-    0x19830326: "beegfs",
-    0x00C36400: "cephfs",
-    0xFF534D42: "cifs",
-    0xFE534D42: "smb2",
-    0x65735546: "fuse",
+    # network and parallel file systems: all counted by default ("storage")
+    0x6969: "nfs",  # NFS_SUPER_MAGIC: NFSv2, v3 and v4 (mount -t nfs or nfs4) alike
+    0x0BD00BD0: "lustre",  # LL_SUPER_MAGIC, the Lustre client (llite)
+    0x47504653: "gpfs",  # "GPFS": IBM Storage Scale
+    0x19830326: "beegfs",  # BEEGFS_MAGIC, the BeeGFS client module
+    0x00C36400: "cephfs",  # CEPH_SUPER_MAGIC, the kernel client (mount -t ceph)
+    0xFF534D42: "cifs",  # CIFS_SUPER_MAGIC: mount -t cifs or smb3
+    0xFE534D42: "smb2",  # SMB2_SUPER_MAGIC: an SMB 3.1.1 mount with POSIX extensions
+    0x65735546: "fuse",  # FUSE_SUPER_MAGIC: fuse and fuseblk, every subtype (fuse.sshfs, ...)
+    0x01161970: "gfs2",  # GFS2_MAGIC
+    0x7461636F: "ocfs2",  # OCFS2_SUPER_MAGIC
+    0x20030528: "orangefs",  # ORANGEFS_SUPER_MAGIC (PVFS2)
     0x01021994: "tmpfs",
     0x858458F6: "ramfs",
     0x958458F6: "hugetlbfs",
@@ -64,6 +68,17 @@ PSEUDO = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", 
                     "configfs", "efivarfs", "pstore", "selinuxfs", "binfmt_misc", "devpts", "mqueue", "nsfs",
                     "pidfs", "sockfs", "pipefs", "anon_inode", "autofs"})
 ALL_NAMES = frozenset(MAGIC.values()) | {UNKNOWN, OTHER}
+# Mount type names (/proc/mounts) that are not a label themselves: the label(s) their magic gets.
+# File systems sharing one magic cannot be told apart by the BPF side (it sees only the magic):
+# nfs and nfs4 are "nfs"; every FUSE subtype (fuse.sshfs, fuse.gcsfuse, ...) is "fuse".
+ALIASES = {
+    "nfs4": ("nfs",),
+    "ceph": ("cephfs",),
+    "smb3": ("cifs", "smb2"),
+    "fuseblk": ("fuse",),
+    "ext2": ("ext4",),
+    "ext3": ("ext4",),
+}
 
 
 def fstype(magic: int) -> str:
@@ -72,12 +87,22 @@ def fstype(magic: int) -> str:
     return MAGIC.get(magic, OTHER)
 
 
+def _labels(name: str) -> tuple[str, ...]:
+    """The labels a name in --vfs.fstypes stands for: itself, or its alias's ("nfs4", "fuse.sshfs")."""
+    if name in ALL_NAMES:
+        return (name,)
+    if name.startswith("fuse.") and len(name) > len("fuse."):
+        return ("fuse",)
+    return ALIASES.get(name, ())
+
+
 def parse_fstypes(spec: str) -> frozenset[str]:
     """The fstype names to count, from --vfs.fstypes.
 
     "storage" (the default): everything but pseudo file systems;
     "all": everything; otherwise a comma list of names, where "storage" and
     "all" may start the list and "-name" removes one ("storage,-tmpfs").
+    A mount type name stands for its label (ALIASES; "fuse.<subtype>" for "fuse").
     """
     parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
     if not parts:
@@ -88,11 +113,12 @@ def parse_fstypes(spec: str) -> frozenset[str]:
             chosen |= ALL_NAMES - PSEUDO
         elif p == "all":
             chosen |= ALL_NAMES
-        elif p.startswith("-") and p[1:] in ALL_NAMES:
-            chosen.discard(p[1:])
-        elif p in ALL_NAMES:
-            chosen.add(p)
+        elif p.startswith("-") and _labels(p[1:]):
+            chosen.difference_update(_labels(p[1:]))
+        elif _labels(p):
+            chosen.update(_labels(p))
         else:
             raise CeemsnetError(f"unknown file system type {p!r} in --vfs.fstypes; known: "
-                                + ", ".join(sorted(ALL_NAMES)))
+                                + ", ".join(sorted(ALL_NAMES)) + " (and the mount types "
+                                + ", ".join(sorted(ALIASES)) + ", fuse.<subtype>)")
     return frozenset(chosen)

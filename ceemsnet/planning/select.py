@@ -106,7 +106,7 @@ def load_object(plan: FamilyPlan, map_entries: dict[str, int] | None = None,
         coll.detach([ln for ln in coll.links if ln.program not in still])
         # hooks that ride along (trace events in any family's object) do not make the family
         # usable: only a program of the family's own kind does
-        riding = {p for h in plan.obj.hooks if h.rides for p in h.programs}
+        riding = {p for h in plan.obj.hooks if h.rides for p in h.programs + h.alternative_programs}
         if not any(ln.program not in riding for ln in coll.links):
             raise LoadRefused(f"no program of {plan.obj.file} could attach"
                               + (" but those every family carries (trace events)" if coll.links else "") + ": "

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -18,7 +19,7 @@ import pytest
 from ceemsnet.attribution.cgroups import find_cgroup2_root
 
 from . import accuracy
-from .helpers import ROOT, Cgroup, Child, Exporter
+from .helpers import ROOT, Cgroup, Child, Exporter, require_program
 
 
 def pytest_collection_modifyitems(config, items):
@@ -117,3 +118,40 @@ def exporter():
     e = Exporter()
     yield e
     e.stop()
+
+
+def _umount(path):
+    subprocess.run(["umount", path], check=False)
+    os.rmdir(path)
+
+
+@pytest.fixture(scope="module")
+def tmpfs_dir():
+    """A tmpfs mounted for the module's tests (its own fstype label: nothing else of a job's lands there)."""
+    d = tempfile.mkdtemp(prefix="ceemsnet-tmpfs-")
+    subprocess.run([require_program("mount"), "-t", "tmpfs", "-o", "size=64m", "ceemsnet-test", d], check=True)
+    yield d
+    _umount(d)
+
+
+@pytest.fixture(scope="module")
+def ext4_dir():
+    """An ext4 image loop-mounted for the module's tests (it takes O_DIRECT, which tmpfs does not)."""
+    mkfs = require_program("mkfs.ext4")
+    img = tempfile.NamedTemporaryFile(prefix="ceemsnet-ext4-", suffix=".img", delete=False)
+    img.truncate(64 * 1024 * 1024)
+    img.close()
+    d = tempfile.mkdtemp(prefix="ceemsnet-ext4-")
+    try:
+        subprocess.run([mkfs, "-q", "-F", img.name], check=True, capture_output=True)
+        subprocess.run([require_program("modprobe"), "-q", "loop"], check=False, capture_output=True)
+        p = subprocess.run([require_program("mount"), "-o", "loop", img.name, d], capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot loop-mount an ext4 image on {os.uname().release}: {p.stderr.strip()}")
+        yield d
+        _umount(d)
+        d = None
+    finally:
+        if d:
+            os.rmdir(d)
+        os.unlink(img.name)

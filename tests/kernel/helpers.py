@@ -20,7 +20,7 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir"]
+           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir", "delta", "file_counters"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -190,3 +190,15 @@ def traffic_argv(plan):
 def attached_programs(loaded) -> list[str]:
     """Names of the programs a LoadedObject (ceemsnet/planning/select.py) has attached now."""
     return [ln.program for ln in loaded.links]
+
+
+def delta(before, after, name, **labels):
+    """How much series `name{labels}` moved between two Exporter.samples()."""
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def file_counters(before, after, cg, fs):
+    """{op: (bytes, calls, errors)}: what cgroup cg's vfs read and write counters on file system fs moved."""
+    return {op: tuple(delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs)
+                      for k in ("bytes", "calls", "errors")) for op in ("read", "write")}

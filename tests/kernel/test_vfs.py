@@ -7,14 +7,12 @@ taken after it is done. Pipe, socket and procfs IO must not show up.
 """
 
 import os
-import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from .accuracy import record
-from .helpers import HOOK, VM, Exporter, attached_programs, require_program
+from .helpers import HOOK, VM, Exporter, attached_programs, delta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RW_BYTES, RW_CALLS = 2100, 3
@@ -26,46 +24,6 @@ def exporter():
     e = Exporter(collectors="vfs")
     yield e
     e.stop()
-
-
-def _umount(path):
-    subprocess.run(["umount", path], check=False)
-    os.rmdir(path)
-
-
-@pytest.fixture(scope="module")
-def tmpfs_dir():
-    d = tempfile.mkdtemp(prefix="ceemsnet-tmpfs-")
-    subprocess.run([require_program("mount"), "-t", "tmpfs", "-o", "size=16m", "ceemsnet-test", d], check=True)
-    yield d
-    _umount(d)
-
-
-@pytest.fixture(scope="module")
-def ext4_dir():
-    mkfs = require_program("mkfs.ext4")
-    img = tempfile.NamedTemporaryFile(prefix="ceemsnet-ext4-", suffix=".img", delete=False)
-    img.truncate(32 * 1024 * 1024)
-    img.close()
-    d = tempfile.mkdtemp(prefix="ceemsnet-ext4-")
-    try:
-        subprocess.run([mkfs, "-q", "-F", img.name], check=True, capture_output=True)
-        subprocess.run([require_program("modprobe"), "-q", "loop"], check=False, capture_output=True)
-        p = subprocess.run([require_program("mount"), "-o", "loop", img.name, d], capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"cannot loop-mount an ext4 image on {os.uname().release}: {p.stderr.strip()}")
-        yield d
-        _umount(d)
-        d = None
-    finally:
-        if d:
-            os.rmdir(d)
-        os.unlink(img.name)
-
-
-def delta(before, after, name, **labels):
-    key = (name, tuple(sorted(labels.items())))
-    return after.get(key, 0) - before.get(key, 0)
 
 
 def test_exact_file_io_per_fstype(exporter, make_cgroup, spawn, tmpfs_dir, ext4_dir):

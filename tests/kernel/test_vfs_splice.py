@@ -10,14 +10,13 @@ splicer.py); the exporter's tmpfs counters must move by exactly those bytes, cal
 import os
 import sys
 
-from .helpers import Exporter
-from .test_vfs import delta, tmpfs_dir  # noqa: F401 (a fixture)
+from .helpers import Exporter, delta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALLS = ("sendfile", "splice", "copy_file_range")
 
 
-def test_sendfile_splice_copy_file_range_exact(make_cgroup, spawn, tmpfs_dir):  # noqa: F811
+def test_sendfile_splice_copy_file_range_exact(make_cgroup, spawn, tmpfs_dir):
     from . import splicer
     e = Exporter(collectors="vfs")
     try:

@@ -18,7 +18,7 @@ MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
 
 def all_programs(hook):
     """Every program of the object that serves this hook, whichever way it is planned."""
-    return hook.programs + hook.inlined_programs
+    return hook.programs + hook.inlined_programs + hook.alternative_programs
 
 
 def read_elf(path):
@@ -69,6 +69,11 @@ def test_object_contents(obj):
         for prog in all_programs(hook):
             kind, _, target = prog.partition("_")
             sec = info["progs"][prog]
+            if hook.alternatives:
+                # one program per prototype of the hook's trace events (catalogue.Alternative)
+                events = {ev for a in hook.alternatives if prog in a.programs for ev, _, _ in a.events}
+                assert prog.startswith("tp_btf_") and sec in {f"tp_btf/{ev}" for ev in events}, (prog, sec)
+                continue
             if kind == "tp" and not prog.startswith("tp_btf_"):
                 # a classic trace event: tp_<event> on syscalls:<event> (the vfs tracepoint family)
                 assert hook.tracepoint and sec == f"tp/syscalls/{target}", (prog, sec)
@@ -97,7 +102,8 @@ HELPER_SINCE = {
     79: "4.18",                        # skb_cgroup_id (tc)
     80: "4.18",                        # get_current_cgroup_id
     81: "4.19",                        # get_local_storage
-    113: "5.5",                        # probe_read_kernel, commit 6ae08ae3dea2
+    112: "5.5",                        # probe_read_user, commit 6ae08ae3dea2
+    113: "5.5",                        # probe_read_kernel, the same commit
     158: "5.11",                       # get_current_task_btf, commit 3ca1032ab7ab
     175: "5.15",                       # task_pt_regs, commit dd6e10fbd9fb
 }
@@ -129,13 +135,18 @@ def test_object_needs_nothing_newer_than_its_first_kernel(obj):
     from packaging.version import Version
     calls = helper_calls(obj.path)
     assert any(calls.values()), "no helper calls found: the decoder is broken"
+    # a hook with alternatives loads its programs only on the kernels its alternatives claim
+    # (choice.py): those sections need nothing newer than the oldest of them
+    alt_since = {f"tp_btf/{ev}": min(lo for lo, _ in a.kernels) for h in obj.hooks for a in h.alternatives
+                 for ev, _, _ in a.events}
     for sec, ids in calls.items():
         kind = sec.split("/")[0]
-        assert Version(SEC_SINCE[kind]) <= obj.since, (sec, SEC_SINCE[kind])
+        since = max(obj.since, alt_since.get(sec, obj.since))
+        assert Version(SEC_SINCE[kind]) <= since, (sec, SEC_SINCE[kind])
         for h in ids:
             assert h in HELPER_SINCE, f"{sec} calls helper {h}: add its first kernel to HELPER_SINCE"
             need = Version(PROG_HELPER_SINCE.get((kind, h), HELPER_SINCE[h]))
-            assert need <= obj.since, f"{sec} calls helper {h} ({need}), but the object claims {obj.since}"
+            assert need <= since, f"{sec} calls helper {h} ({need}), but the object claims {since}"
 
 
 def test_make_specs_round_trip():

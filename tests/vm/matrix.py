@@ -69,8 +69,16 @@ PYTEST_OPTS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
 ARM = EXACT[:-1] + ("tests/kernel/test_probe.py::test_arm64_fexit_attaches_from_6_4_and_is_refused_with_524_before",)
 # the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
 SLURM = ("tests/slurm",)
+# file IO through io_uring and libaio (fio), and on an NFSv4 mount (kernel nfsd in the guest): each a few
+# emulated minutes, so run once per io_uring prototype era and vfs open-path era with each family, not
+# everywhere (docs/testing.md): 5.10 (the submission stash; vfs era 1), 6.12 (its fexit pass runs the whole
+# suite; kretprobe here), 6.18 with fexit and 7.3 with kretprobe (the cqe prototype; vfs eras 4 and 5),
+# arm64 6.12 (no NFS server in its root file system)
+ENGINES = ("tests/kernel/test_vfs_uring.py", "tests/kernel/test_vfs_aio.py")
+NFS = ("tests/kernel/test_vfs_nfs.py",)
 SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
-          "slurm": SLURM, "loads": LOADS}
+          "slurm": SLURM, "loads": LOADS, "exact-io": EXACT + ENGINES + NFS, "edges-io": EDGES + ENGINES + NFS,
+          "kretprobe-io": KRETPROBE + ENGINES + NFS, "arm-io": ARM + ENGINES}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -125,7 +133,8 @@ RUNS = (
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
-        pass_suites={"fexit": "edges"},  # the oldest era: continuity and the capability set too
+        # the oldest era: continuity and the capability set too; file IO engines and NFS with kretprobe
+        pass_suites={"fexit": "edges", "kretprobe": "exact-io"},
         minutes=10,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage; with fexit continuity and the capability set "
@@ -140,7 +149,7 @@ RUNS = (
     Run("6.12", "linux-image-6.12-amd64: bookworm's current 6.12 (6.12.118 on 2026-12-05)", "full",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
-        pass_suites={"kretprobe": "kretprobe"},
+        pass_suites={"kretprobe": "kretprobe-io"},
         minutes=19,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
@@ -161,7 +170,7 @@ RUNS = (
         minutes=5,
         why="vfs_mkdir returning a dentry (6.15 - 6.18), before 6.19's delegated_inode arguments; lazy "
             "preemption"),
-    Run("6.18-voluntary", "the 6.18 run's kernel booted with preempt=voluntary", "exact",
+    Run("6.18-voluntary", "the 6.18 run's kernel booted with preempt=voluntary", "exact-io",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o")},
         boot="6.18", append="preempt=voluntary", minutes=5,
         why="the 6.15 vfs fexit era, on a kernel that does not preempt inside our programs"),
@@ -171,7 +180,7 @@ RUNS = (
          "fexit": ("net-fexit-7.1-x86-slots.bpf.o", "vfs-fexit-6.19-x86.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o")},
         # the newest era: continuity and the capability set with auto's family
-        pass_suites={"kretprobe": "edges", "tracepoint": "loads", "fexit": "loads", "fexit:hash": "loads"},
+        pass_suites={"kretprobe": "edges-io", "tracepoint": "loads", "fexit": "loads", "fexit:hash": "loads"},
         minutes=11,
         why="the newest eras (4-argument recvmsg, 7.1; vfs_create without its directory and the "
             "delegated_inode arguments, 6.19) under lazy preemption: kretprobe (auto's choice) with "
@@ -189,7 +198,7 @@ RUNS = (
         "aarch64 guest", "arm",
         {"fexit": ("net-fexit-6.4-arm64-slots.bpf.o", "vfs-fexit-6.4-arm64.bpf.o"),
          "fexit:hash": ("net-fexit-6.4-arm64.bpf.o", "vfs-fexit-6.4-arm64.bpf.o")},
-        minutes=3,
+        pass_suites={"fexit": "arm-io"}, minutes=3,
         why="the arm64 fexit objects counting exactly (auto's choice on an arm64 kernel with ftrace direct "
             "calls that does not preempt in kernel code), in both net layouts; vfs_* with mnt_idmap on arm64"),
     Run("arm64-5.10", "linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), aarch64 guest", "arm",
