@@ -7,9 +7,9 @@ one new module and one line here.
 from __future__ import annotations
 
 from ceemsnet import CeemsnetError
-from ceemsnet.collectors import net, skb, vfs
+from ceemsnet.collectors import net, rdma, skb, vfs
 
-REGISTRY = {m.NAME: m for m in (net, vfs, skb)}
+REGISTRY = {m.NAME: m for m in (net, vfs, skb, rdma)}
 DEFAULT = "net"
 
 

@@ -15,12 +15,12 @@ from ceemsnet import CeemsnetError
 from ceemsnet.attribution.cgroups import host_hierarchy
 from ceemsnet.commands.shared import add_hierarchy, add_hook, add_json, add_log_level, add_maxactive, running_kernel
 from ceemsnet.pinned import continuity
-from ceemsnet.planning.catalogue import NOT_COUNTED, SUBSYSTEMS, slots_twin
+from ceemsnet.planning.catalogue import NOT_COUNTED, SUBSYSTEM_MODULES, SUBSYSTEMS, slots_twin
 from ceemsnet.planning.choice import check_supported, family_order, plan_family
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version
 from ceemsnet.planning.preemption import detect as detect_preemption
 from ceemsnet.planning.select import select_and_load
-from ceemsnet.runtime.btf import KernelBTF
+from ceemsnet.runtime.btf import KernelBTF, ModuleBTF
 from ceemsnet.serving import caps
 
 
@@ -57,10 +57,20 @@ def probe_report(args) -> dict:
                   "preemption": {"mode": preemption.mode, "source": preemption.source},
                   "subsystems": {}, "hooks": []}
         for sub in SUBSYSTEMS:
-            sel = select_and_load(sub, kver, arch, btf, forced=args.hook, keep=False,
-                                  settings={"cgrp_v1_subsys": hier.subsys_index}, preemption=preemption)
+            # module functions (rdma) are checked against their modules' BTF; a module not loaded: absent
+            sigs = ModuleBTF(btf, SUBSYSTEM_MODULES[sub]) if sub in SUBSYSTEM_MODULES else btf
+            try:
+                sel = select_and_load(sub, kver, arch, sigs, forced=args.hook, keep=False,
+                                      settings={"cgrp_v1_subsys": hier.subsys_index}, preemption=preemption)
+            except CeemsnetError as e:  # --hook=F forced, and F cannot serve this subsystem: say so, go on
+                report["subsystems"][sub] = {"family": "none", "object": "", "layout": "", "refused": {args.hook: str(e)},
+                                             "notes": [], "not_counted": NOT_COUNTED.get(sub, ""), "continuity": None}
+                continue
             plan = sel.plan
-            rows = plan.hooks if plan else (sel.plans[-1].hooks if sel.plans else [])
+            # nothing loaded: the rows of the best family that had an object for this kernel (its
+            # per-function reasons: a module not loaded, a prototype), else the last family's
+            rows = plan.hooks if plan else next((p.hooks for p in sel.plans if p.obj is not None),
+                                                sel.plans[-1].hooks if sel.plans else [])
             report["subsystems"][sub] = {
                 "family": plan.family if plan else "none",
                 "object": plan.obj.file if plan else "",

@@ -142,6 +142,7 @@ class BpfObject:
     defines: tuple[str, ...] = ()    # NAME or NAME=VALUE
     target: str = "x86"              # libbpf's __TARGET_ARCH_ suffix: x86 | arm64
     layout: str = "hash"             # counters: "hash" (per-CPU hash) or "slots" (bpf/*/*_slots.h)
+    modules: tuple[str, ...] = ()    # kernel modules whose BTF its CO-RE relocations and hooks need
 
     @property
     def path(self) -> str:
@@ -551,9 +552,64 @@ def _vfs_tracepoint() -> tuple[Hook, ...]:
                            f"calls): {_SYSCALLS[f]}; io_uring is counted by the io_uring hook; mmap IO is not seen") for f in _VFS_OWN) \
         + _engine_hooks("tracepoint", 0, "x86_64")
 
+# ---- rdma ---------------------------------------------------------------
+
+# Module functions (bpf/rdma/rdma.bpf.c): prototypes checked against the module's own BTF
+# (/sys/kernel/btf/<module>, runtime/btf.py ModuleBTF). One era: the same in 5.11 (module BTF)
+# through 6.12 (checked in the 6.1 and 6.12 guests).
+RES = ("res", "struct rdma_restrack_entry *")
+RXE_QP, RXE_SKB = ("qp", "struct rxe_qp *"), ("skb", "struct sk_buff *")
+RDMA_SIGS = {
+    "rdma_restrack_add": Signature("void", (RES,)),
+    "rdma_restrack_del": Signature("void", (RES,)),
+    # two-phase deletion of QPs, CQs and SRQs (begin_del, then commit_del or abort_del), in
+    # Debian's 6.12.118 (not in 6.1): they never reach rdma_restrack_del there
+    "rdma_restrack_commit_del": Signature("void", (RES,)),
+    "rxe_xmit_packet": Signature("int", (RXE_QP, ("pkt", "struct rxe_pkt_info *"), RXE_SKB)),
+    "rxe_resp_queue_pkt": Signature("void", (RXE_QP, RXE_SKB)),
+    "rxe_comp_queue_pkt": Signature("void", (RXE_QP, RXE_SKB)),
+}
+RDMA_FUNCTIONS = tuple(RDMA_SIGS)
+# the module whose BTF holds each function
+RDMA_MODULES = {"rdma_restrack_add": "ib_core", "rdma_restrack_del": "ib_core", "rdma_restrack_commit_del": "ib_core",
+                "rxe_xmit_packet": "rdma_rxe",
+                "rxe_resp_queue_pkt": "rdma_rxe", "rxe_comp_queue_pkt": "rdma_rxe"}
+_RXE_ABSENT = "the rdma_rxe module (soft-RoCE) is not loaded: no RDMA bytes are counted (hardware moves them " \
+              "without the kernel; ceemsnet_rdma_port_bytes_total has the ports' own counters)"
+_RESTRACK_ABSENT = "ib_core is not loaded (no RDMA device): no RDMA objects are counted"
+_COMMIT_ABSENT = "this kernel deletes every object through rdma_restrack_del"
+_RDMA_NOTES = {
+    "rdma_restrack_add": "objects: every PD, CQ, QP, MR and SRQ user space creates, on any driver, charged to "
+                         "the creating task's cgroup (the thread's, whichever made it)",
+    "rdma_restrack_del": "objects: each tracked object's destruction",
+    "rdma_restrack_commit_del": "objects: the destruction of QPs, CQs and SRQs where the kernel deletes them "
+                                "in two phases",
+    "rxe_xmit_packet": "bytes (soft-RoCE): SEND and RDMA WRITE payload the requester sends, each packet "
+                       "sequence number once (retransmissions not counted again): the queue pair owner's egress",
+    "rxe_resp_queue_pkt": "bytes (soft-RoCE): SEND and RDMA WRITE payload a responder accepts in sequence "
+                          "(duplicates not counted): ingress; an RDMA READ request's length: the responder's egress",
+    "rxe_comp_queue_pkt": "bytes (soft-RoCE): RDMA READ response payload the requester receives in sequence: ingress",
+}
+
+
+def _rdma(family: str) -> tuple[Hook, ...]:
+    progs = {"fexit": {"rdma_restrack_add": ("fexit_rdma_restrack_add",)},
+             "kretprobe": {"rdma_restrack_add": ("kprobe_rdma_restrack_add", "kretprobe_rdma_restrack_add")}}[family]
+    entry = "fentry" if family == "fexit" else "kprobe"
+    reads = {"rdma_restrack_add": (0,), "rdma_restrack_del": (0,), "rdma_restrack_commit_del": (0,),
+             "rxe_xmit_packet": (0, 1),
+             "rxe_resp_queue_pkt": (0, 1), "rxe_comp_queue_pkt": (0, 1)}
+    return tuple(Hook("rdma", f, progs.get(f, (f"{entry}_{f}",)), RDMA_SIGS[f],
+                      reads=reads[f] if family == "kretprobe" else None, note=_RDMA_NOTES[f],
+                      absent=_RXE_ABSENT if RDMA_MODULES[f] == "rdma_rxe" else
+                      _COMMIT_ABSENT if f == "rdma_restrack_commit_del" else _RESTRACK_ABSENT)
+                 for f in RDMA_FUNCTIONS)
+
+
 V = Version
 NET_SRC, VFS_SRC, SKB_SRC = "bpf/net/net.bpf.c", "bpf/vfs/vfs.bpf.c", "bpf/net/skb.bpf.c"
 VFS_TP_SRC = "bpf/vfs/vfs_tp.bpf.c"
+RDMA_SRC = "bpf/rdma/rdma.bpf.c"
 TARGETS = {"x86_64": "x86", "aarch64": "arm64"}
 
 
@@ -636,6 +692,14 @@ CATALOGUE: tuple[BpfObject, ...] = (
     _vfs_slots("tracepoint", 2, "x86_64", "6.2", None, _vfs_tracepoint(), VFS_TP_SRC, "TP_ERA"),
 )
 
+# rdma: module functions (ib_core, rdma_rxe), whose types libbpf relocates against the modules'
+# BTF, which arrived in 5.11 (CONFIG_DEBUG_INFO_BTF_MODULES); x86_64 only so far (not built
+# or run on arm64)
+RDMA_OBJECTS = tuple(BpfObject(f"rdma-{fam}-5.11-x86.bpf.o", "rdma", fam, ("x86_64",), V("5.11"), None, _rdma(fam),
+                               RDMA_SRC, (f"CEEMSNET_HOOK_{fam.upper()}",), "x86", modules=("ib_core", "rdma_rxe"))
+                     for fam in ("fexit", "kretprobe"))
+CATALOGUE = CATALOGUE + RDMA_OBJECTS
+
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not
 # kernel functions, by ceemsnet/collectors/skb.py. "function" names the hook.
 # First kernels: both read __sk_buff->gso_segs, 5.1 (commit d9ff286a0f59);
@@ -651,8 +715,10 @@ SKB_OBJECTS = {
 }
 CATALOGUE = CATALOGUE + tuple(SKB_OBJECTS.values())
 
+# the modules whose BTF a subsystem's prototypes are checked against, besides the kernel's
+SUBSYSTEM_MODULES = {"rdma": ("ib_core", "rdma_rxe")}
 # subsystems whose objects hook kernel functions (planned by ceemsnet/planning/choice.py)
-SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS}
+SUBSYSTEMS = {"net": NET_FUNCTIONS, "vfs": VFS_FUNCTIONS, "rdma": RDMA_FUNCTIONS}
 
 # What no hook of a subsystem sees, whatever the family (probe prints it; docs/kernels.md, "What is
 # counted, and what is not", says more); what one hook misses is in its own note.
@@ -663,6 +729,10 @@ NOT_COUNTED = {
     "vfs": "IO through mmap()ed files (page faults, msync); what the kernel does later on the job's behalf "
            "(writeback, readahead); IO of kernel threads for no job's call (nfsd serving others, loop devices); "
            "files that are not regular files (pipes, sockets, devices)",
+    "rdma": "bytes on hardware RDMA devices (mlx5 and others move data without the kernel: only the ports' "
+            "node-wide counters, ceemsnet_rdma_port_bytes_total); RDMA objects made by the kernel itself "
+            "(NFS over RDMA, iSER, the GSI queue pairs); objects and queue pairs created before the collector "
+            "started (their bytes count under cgroup \"\"); atomic operations' 8-byte operands",
 }
 
 

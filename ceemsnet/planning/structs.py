@@ -246,3 +246,31 @@ def decode_skb_storage(keys: bytes, values: bytes, count: int, ncpus: int) -> di
                 for j in range(3):
                     acc[j] += s[base + j]
     return {k: tuple(v) for k, v in out.items()}
+
+
+# ---- rdma (bpf/rdma/rdma.h) ----------------------------------------------
+
+RDMA_TYPES = {0: "pd", 1: "cq", 2: "qp", 3: "mr", 4: "srq"}   # the `type` label, by RDMA_T_*
+RDMA_DIRS = {0: "egress", 1: "ingress"}
+_RDMA_COUNT_KEY = struct.Struct("=QII")       # struct rdma_count_key {u64 cgroup; u32 dev; u32 type;}
+_RDMA_BYTES_KEY = struct.Struct("=QIBBH")     # struct rdma_bytes_key {u64 cgroup; u32 dev; u8 port, dir; u16 pad;}
+_RDMA_I64, _RDMA_U64, _RDMA_U32 = struct.Struct("=q"), struct.Struct("=Q"), struct.Struct("=I")
+
+
+def decode_rdma_objects(keys: bytes, values: bytes, count: int) -> dict[tuple[int, int, int], int]:
+    """{(cgroup id, device index, type): live objects} from rdma_objects (a plain hash of s64)."""
+    return dict(zip(_RDMA_COUNT_KEY.iter_unpack(keys[: count * _RDMA_COUNT_KEY.size]),
+                    (v for (v,) in _RDMA_I64.iter_unpack(values[: count * 8]))))
+
+
+def decode_rdma_bytes(keys: bytes, values: bytes, count: int) -> dict[tuple[int, int, int, int], int]:
+    """{(cgroup id, device index, port, direction): bytes} from rdma_bytes (a plain hash of u64)."""
+    return {(cg, dev, port, d): v for (cg, dev, port, d, _), (v,) in
+            zip(_RDMA_BYTES_KEY.iter_unpack(keys[: count * _RDMA_BYTES_KEY.size]),
+                _RDMA_U64.iter_unpack(values[: count * 8]))}
+
+
+def decode_rdma_devs(keys: bytes, values: bytes, count: int) -> dict[int, str]:
+    """{device index: name} from rdma_devs (char name[64] values)."""
+    return {idx: values[i * 64:(i + 1) * 64].split(b"\0", 1)[0].decode(errors="replace")
+            for i, (idx,) in enumerate(_RDMA_U32.iter_unpack(keys[: count * 4]))}

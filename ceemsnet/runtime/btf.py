@@ -37,9 +37,10 @@ class KernelBTF:
     """Function and tracepoint prototypes, enums and data sections from a kernel's or an
     object's BTF (via libbpf)."""
 
-    def __init__(self, path: str | None = None, borrowed=None):
+    def __init__(self, path: str | None = None, borrowed=None, base: "KernelBTF | None" = None):
         self._lb = libbpf.lib()
         self._owned = borrowed is None
+        self._base = base  # a module's split BTF refers to the kernel's: keep it alive
         if borrowed is not None:  # an opened object's BTF, libbpf's to free
             ptr, what = borrowed, "an opened object"
         elif path is None:
@@ -49,6 +50,9 @@ class KernelBTF:
                     "ceemsnet needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
             ptr = self._lb.btf__load_vmlinux_btf()
             what = VMLINUX
+        elif base is not None:  # a module's BTF (/sys/kernel/btf/<module>), split from the kernel's
+            ptr = self._lb.btf__parse_split(path.encode(), base._btf)
+            what = path
         else:
             ptr = self._lb.btf__parse(path.encode(), None)
             what = path
@@ -150,3 +154,37 @@ class KernelBTF:
         _, vlen, infos = self._records(tid, libbpf.btf_var_secinfo)
         return {self._name(self._type(infos[i].type).name_off): (infos[i].offset, infos[i].size)
                 for i in range(vlen)}
+
+
+BTF_DIR = "/sys/kernel/btf"
+
+
+class ModuleBTF:
+    """Prototypes of the kernel's functions and of some modules' (their split BTF in
+    /sys/kernel/btf/<module>, 5.11+): a subsystem that hooks module functions (rdma) plans
+    against this. A module that is not loaded has no BTF there: its functions are absent."""
+
+    def __init__(self, kernel: KernelBTF, modules: tuple[str, ...], btf_dir: str = BTF_DIR):
+        self.kernel = kernel
+        self.modules: dict[str, KernelBTF] = {}
+        self.missing: list[str] = []
+        for m in modules:
+            path = os.path.join(btf_dir, m)
+            try:
+                self.modules[m] = KernelBTF(path, base=kernel)
+            except (CeemsnetError, OSError):
+                self.missing.append(m)
+
+    def function(self, name: str) -> Signature | None:
+        for b in (self.kernel, *self.modules.values()):
+            sig = b.function(name)
+            if sig is not None:
+                return sig
+        return None
+
+    def tracepoint(self, name: str) -> Signature | None:
+        return self.kernel.tracepoint(name)
+
+    def close(self) -> None:
+        for b in self.modules.values():
+            b.close()

@@ -350,7 +350,10 @@ def load(spec: ObjectSpec) -> Collection:
         # BTF (BPF_BTF_GET_NEXT_ID, CAP_SYS_ADMIN only) for each relocation whose type vmlinux
         # lacks, and our objects carry other kernels' types (the old union kernfs_node_id);
         # with it, CAP_BPF and CAP_PERFMON load them (docs/install.md: Least privilege)
-        opts = libbpf.open_opts(VMLINUX if os.path.exists(VMLINUX) else None)
+        # An object that relocates against kernel modules' types (its `modules`: rdma's ib_core and
+        # rdma_rxe) needs libbpf's own search of every module's BTF, so no custom path (and root)
+        custom = VMLINUX if os.path.exists(VMLINUX) and not getattr(spec.obj, "modules", ()) else None
+        opts = libbpf.open_opts(custom)
         handle = lb.bpf_object__open_file(path.encode(), ctypes.byref(opts))
         if not handle:
             raise CeemsnetError(f"cannot open {path}: {os.strerror(ctypes.get_errno())}")

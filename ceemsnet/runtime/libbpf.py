@@ -133,6 +133,7 @@ _PROTOS = {
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
     "btf__load_vmlinux_btf": (c_void_p, []),
     "btf__parse": (c_void_p, [c_char_p, c_void_p]),
+    "btf__parse_split": (c_void_p, [c_char_p, c_void_p]),
     "btf__free": (None, [c_void_p]),
     "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
     "btf__type_by_id": (ctypes.POINTER(btf_type), [c_void_p, c_uint32]),

@@ -71,6 +71,9 @@ _TRACING = ((CAP_BPF, "loading tracing programs (fexit, kprobe, tracepoint), the
 NEEDS = {
     "net": _TRACING,
     "vfs": _TRACING,
+    # its objects relocate against ib_core's and rdma_rxe's BTF: libbpf lists the modules' BTF
+    # (BPF_BTF_GET_NEXT_ID), which only CAP_SYS_ADMIN may
+    "rdma": _TRACING + ((CAP_SYS_ADMIN, "listing the kernel modules' BTF (ib_core, rdma_rxe) for the rdma objects"),),
     "skb:root": ((CAP_BPF, "loading cgroup_skb programs"),
                  (CAP_NET_ADMIN, "attaching to the root cgroup")),
     "skb:per-cgroup": ((CAP_BPF, "loading cgroup_skb programs"),

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 KERNELS_DOC = os.path.join(ROOT, "docs", "kernels.md")
 BY_NAME = {o.file[:-len(".bpf.o")]: o for o in CATALOGUE}
 # an object name in backticks, with brace alternatives: `net-kretprobe-4.18-{x86,arm64}`
-NAME = re.compile(r"`((?:net|vfs|skb)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)*)`")
+NAME = re.compile(r"`((?:net|vfs|skb|rdma)-[a-z_]+(?:-[0-9.]+)?(?:-[a-z0-9{},]+)*)`")
 
 
 def tables(path):
