@@ -5,7 +5,7 @@ The objects and bytes come from bpf/rdma/rdma.bpf.c, hooked on module functions 
 rdma_rxe) whose prototypes are checked against the modules' own BTF; the port counters from
 sysfs (/sys/class/infiniband/<device>/ports/<port>/counters/port_{xmit,rcv}_data, in units
 of 4 bytes). Not pinned yet: a restart starts the byte counters from zero and sees only the
-objects created after it (docs/rdma.md).
+objects created after it (docs/kernels.md, "RDMA per job").
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ def bed():
 
 @pytest.fixture(scope="module")
 def exporter(bed):
+    if HOOK == "tracepoint":
+        pytest.skip("rdma has no tracepoint family (its hooks are module functions: fexit or kretprobe)")
     e = Exporter(collectors="rdma")
     yield e
     e.stop()

@@ -137,6 +137,6 @@ def test_probe_says_what_no_hook_counts():
     rc, out, err = run("probe", "--kernel", "6.12.0", "--arch", "x86_64")
     assert rc == 0, err
     gaps = [ln for ln in out.splitlines() if ln.startswith("  not counted by any hook: ")]
-    assert len(gaps) == 2 and "mmap" in gaps[1] and "RDMA" in gaps[0], gaps
+    assert len(gaps) == 3 and "mmap" in gaps[1] and "RDMA" in gaps[0] and "mlx5" in gaps[2], gaps
     rc, out, err = run("probe", "--json", "--kernel", "6.12.0", "--arch", "x86_64")
     assert json.loads(out)["subsystems"]["vfs"]["not_counted"] == gaps[1].split(": ", 1)[1]

@@ -13,7 +13,7 @@ SEC_PREFIX = {"fexit": "fexit/", "fentry": "fentry/", "kprobe": "kprobe/", "kret
               "tp_btf": "tp_btf/"}
 # the maps every object of a subsystem has (skb-cgroup.bpf.o excepted: cgroup storage)
 MAPS = {"net": ("net_stats", "net_drops"), "vfs": ("vfs_stats", "vfs_drops"),
-        "skb": ("skb_stats", "skb_drops")}
+        "skb": ("skb_stats", "skb_drops"), "rdma": ("rdma_objs", "rdma_objects", "rdma_bytes", "rdma_drops")}
 
 
 def all_programs(hook):
@@ -104,6 +104,7 @@ HELPER_SINCE = {
     81: "4.19",                        # get_local_storage
     112: "5.5",                        # probe_read_user, commit 6ae08ae3dea2
     113: "5.5",                        # probe_read_kernel, the same commit
+    115: "5.5",                        # probe_read_kernel_str, the same commit
     158: "5.11",                       # get_current_task_btf, commit 3ca1032ab7ab
     175: "5.15",                       # task_pt_regs, commit dd6e10fbd9fb
 }

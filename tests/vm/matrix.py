@@ -50,7 +50,9 @@ EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_by
     + ("tests/kernel/test_btf_eras.py",)
 # 6.12's kretprobe pass: the exact subset, and what depends on kprobes (maxactive, perf links pinned
 # across restarts); its fexit pass runs the whole suite
-KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py")
+# RDMA over soft-RoCE (rdma_rxe, a module: the guests have it, this machine's kernel has no modules)
+RDMA = ("tests/kernel/test_rdma.py",)
+KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py") + RDMA
 # the fexit passes of the oldest and newest eras (5.10, 7): the exact subset, and what those kernels
 # broke when they ran the whole suite (the capability set and RLIMIT_MEMLOCK before 5.11, the v1
 # subsystem index on 7.3, SIGTERM handling), and continuity across restarts
@@ -150,6 +152,9 @@ RUNS = (
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
         pass_suites={"kretprobe": "kretprobe-io"},
+        # rdma over soft-RoCE: the fexit pass (whole suite) and the kretprobe pass (RDMA in its suite)
+        also={"rdma-fexit-5.11-x86.bpf.o": "tests/kernel/test_rdma.py",
+              "rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
         minutes=19,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
