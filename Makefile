@@ -146,7 +146,7 @@ cli-docs: setup
 # with a line saying so. BEFORE=REV adds the exporter's memory as of REV.
 BEFORE ?=
 BENCH_HOST ?= bench/scrape.py bench/scrape_http.py bench/memory.py$(if $(BEFORE),:--before=$(BEFORE)) bench/net_cost.py \
-	bench/event_parts.py bench/uring_cost.py bench/aio_cost.py \
+	bench/event_parts.py bench/uring_cost.py bench/fileio_cost.py:--what=aio bench/fileio_cost.py:--what=splice \
 	bench/vfs_tp_cost.py bench/skb_cost.py bench/continuity_gap.py bench/prom_report.py:--hours=2
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
 # in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:
@@ -159,6 +159,8 @@ BENCH_VM ?= bench/net_cost.py:"--hook=fexit --events=20000 --rounds=3" \
 	bench/net_cost.py:"--hook=kretprobe --events=20000 --rounds=3" \
 	bench/vfs_cost.py:"--hook=fexit --writes=20000 --rounds=3" \
 	bench/vfs_cost.py:"--hook=kretprobe --writes=20000 --rounds=3" \
+	bench/fileio_cost.py:"--what=open --family=fexit --count=5000 --rounds=3" \
+	bench/fileio_cost.py:"--what=open --family=kretprobe --count=5000 --rounds=3" \
 	bench/kretprobe_maxactive.py:--maxactive=0,64,1024
 
 bench: setup

@@ -66,7 +66,7 @@
  * current task's: a completion may run anywhere). In a slot-layout object
  * (VFS_SLOTS) the cgroup's slot first, as its read()/write() calls: the
  * hash path costs ~170 ns more per IO on this project's host
- * (bench/aio_cost.py).
+ * (bench/fileio_cost.py).
  */
 static __always_inline void aio_account(__u64 id, __u32 magic, __u8 op, long res)
 {
