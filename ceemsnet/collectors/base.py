@@ -97,7 +97,10 @@ class Context:
         return self._cgroup2
 
 
-def _log_plan(name: str, plan: FamilyPlan) -> None:
+def log_plan(name: str, plan: FamilyPlan) -> None:
+    """Log a subsystem's hook plan: its notes, each hook attached, and why the others are not
+    (a warning unless the function is simply absent from this kernel). Every collector's open()
+    calls it once its object is loaded."""
     for note in plan.notes:
         log.info("%s: %s", name, note)
     for h in plan.hooks:
@@ -163,7 +166,7 @@ def open_kernel_hooks(ctx: Context, name: str, map_entries: dict[str, int],
     subsystem; log what was hooked and what was not, and why.
     -> (LoadedObject, generation of its counters)."""
     opened = open_subsystem(ctx.pins, HookSteps(ctx, name, map_entries, carry))
-    _log_plan(name, opened.obj.plan)
+    log_plan(name, opened.obj.plan)
     return opened.obj, opened.generation
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 
 from ceemsnet import CeemsnetError
-from ceemsnet.collectors.base import Context, _log_plan
+from ceemsnet.collectors.base import Context, log_plan
 from ceemsnet.common.metrics import Family
 from ceemsnet.planning.catalogue import SUBSYSTEM_MODULES
 from ceemsnet.planning.choice import HookChoice
@@ -161,5 +161,5 @@ def open(ctx: Context) -> Rdma:
         raise CeemsnetError(f"no hook family works for rdma on this kernel ({why})")
     for fam, why in sel.refusals.items():
         log.info("rdma: %s not used: %s", fam, why)
-    _log_plan(NAME, sel.loaded.plan)
+    log_plan(NAME, sel.loaded.plan)
     return Rdma(ctx, sel.loaded)
