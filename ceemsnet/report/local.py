@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from ceemsnet import CeemsnetError
-from ceemsnet.serving.store import COLUMNS, open_db, store_error
+from ceemsnet.serving.store import COLUMNS, columns_in, open_db, store_error
 from ceemsnet.report.rows import make_row
 
 # --by -> the store's column holding that key
@@ -19,7 +19,9 @@ def query(path: str, by: str, since: float, until: float, job: str | None = None
     key = KEYS[by]
     db = open_db(path, create=False)
     try:
-        sums = ", ".join(f"SUM({c})" for c in COLUMNS)
+        # an older schema's store lacks the later columns (rdma_*): NULL, as where a collector never ran
+        have = set(columns_in(db.execute("PRAGMA user_version").fetchone()[0]))
+        sums = ", ".join(f"SUM({c})" if c in have else "NULL" for c in COLUMNS)
         sql = (f"SELECT {key}, {sums}, MIN(first_seen), MAX(last_seen) FROM cgroups "
                f"WHERE last_seen >= ? AND first_seen <= ? AND {key} IS NOT NULL")
         args: list = [since, until]

@@ -10,6 +10,14 @@ import json
 from ceemsnet.serving.store import COLUMNS
 
 
+# the table's header of each column
+HEADERS = {"net_egress_bytes": "NET OUT", "net_ingress_bytes": "NET IN", "net_egress_calls": "CALLS OUT",
+           "net_ingress_calls": "CALLS IN", "vfs_read_bytes": "READ", "vfs_write_bytes": "WRITTEN",
+           "vfs_ops": "FILE OPS", "skb_egress_bytes": "SKB OUT", "skb_ingress_bytes": "SKB IN",
+           "rdma_egress_bytes": "RDMA OUT", "rdma_ingress_bytes": "RDMA IN"}
+assert list(HEADERS) == list(COLUMNS)
+
+
 def make_row(by: str, key, values: dict, first: float, last: float) -> dict:
     """One report row, the same from the store and from Prometheus: the key, every
     column (None where its collector never counted), then first and last seen (UTC)."""
@@ -53,8 +61,7 @@ def format_rows(rows: list[dict], by: str, fmt: str) -> str:
     total = {c: (sum(r[c] for r in rows if r[c] is not None) if any(r[c] is not None for r in rows) else None)
              for c in COLUMNS}
     facts = [k for k in ("job", "user", "account", "state") if k in extra and any(r.get(k) for r in rows)]
-    header = [by.upper(), "NET OUT", "NET IN", "CALLS OUT", "CALLS IN", "READ", "WRITTEN", "FILE OPS", "SKB OUT",
-              "SKB IN"]
+    header = [by.upper(), *HEADERS.values()]
     header += [k.upper() for k in facts]
     body = [[str(r[by])] + [_human(r[c], "calls" not in c and c != "vfs_ops") for c in COLUMNS]
             + [str(r.get(k) or "-") for k in facts] for r in rows]

@@ -9,7 +9,7 @@ that cgroup.
 
 BPF counters either start at zero with the exporter or continue from an
 earlier run (maps pinned in bpffs and adopted). The store tells the two
-apart per column group (net_*, vfs_*, skb_*) by a generation: an opaque
+apart per column group (net_*, vfs_*, skb_*, rdma_*) by a generation: an opaque
 string naming the lifetime of that subsystem's counters, stored with the
 run's own counter values as last written, in the same transaction as the
 totals. At start, a group whose generation is the stored one continues:
@@ -49,9 +49,9 @@ from ceemsnet.attribution.workloads import refold_baselines
 log = logging.getLogger("ceemsnet.serving.store")
 
 DEFAULT_STORE = "/var/lib/ceemsnet/accounting.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP = "ceemsnet-accounting"
-# column -> metric family it sums (over every label but cgroup)
+# column -> metric family it sums (over every label but cgroup, within COLUMN_LABELS)
 COLUMNS = {
     "net_egress_bytes": "ceemsnet_net_egress_bytes",
     "net_ingress_bytes": "ceemsnet_net_ingress_bytes",
@@ -62,10 +62,27 @@ COLUMNS = {
     "vfs_ops": "ceemsnet_vfs_ops",
     "skb_egress_bytes": "ceemsnet_skb_egress_bytes",
     "skb_ingress_bytes": "ceemsnet_skb_ingress_bytes",
+    "rdma_egress_bytes": "ceemsnet_rdma_bytes",
+    "rdma_ingress_bytes": "ceemsnet_rdma_bytes",
 }
+# columns that sum only the family's series with these label values (one family, two directions)
+COLUMN_LABELS = {
+    "rdma_egress_bytes": (("direction", "egress"),),
+    "rdma_ingress_bytes": (("direction", "ingress"),),
+}
+# column -> the schema version that added it (the others are in version 1)
+COLUMN_SINCE = {"rdma_egress_bytes": 3, "rdma_ingress_bytes": 3}
 # subsystem -> the columns its counters feed (by prefix)
-GROUPS = {g: tuple(c for c in COLUMNS if c.startswith(g + "_")) for g in ("net", "vfs", "skb")}
+GROUPS = {g: tuple(c for c in COLUMNS if c.startswith(g + "_")) for g in ("net", "vfs", "skb", "rdma")}
 assert sorted(c for cs in GROUPS.values() for c in cs) == sorted(COLUMNS)
+assert set(COLUMN_LABELS) <= set(COLUMNS) and set(COLUMN_SINCE) <= set(COLUMNS)
+
+
+def columns_in(version: int) -> list[str]:
+    """The COLUMNS a store of this schema version has (in COLUMNS' order)."""
+    return [c for c in COLUMNS if COLUMN_SINCE.get(c, 1) <= version]
+
+
 def user_of(path: str) -> str | None:
     """The uid a SLURM v1 cgroup path carries (/slurm/uid_<u>/...); v2 paths carry none."""
     p = slurm_parse(path)
@@ -75,7 +92,7 @@ def user_of(path: str) -> str | None:
 _SCHEMA = [  # version 1
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE cgroups (path TEXT PRIMARY KEY, job TEXT, user TEXT, first_seen REAL NOT NULL, "
-    "last_seen REAL NOT NULL, " + ", ".join(f"{c} INTEGER" for c in COLUMNS) + ")",
+    "last_seen REAL NOT NULL, " + ", ".join(f"{c} INTEGER" for c in columns_in(1)) + ")",
     "CREATE INDEX cgroups_job ON cgroups (job)",
 ]
 # version -> statements that bring version - 1 to it
@@ -85,8 +102,11 @@ _MIGRATIONS = {
         "CREATE TABLE generations (subsystem TEXT PRIMARY KEY, generation TEXT NOT NULL)",
         # per cgroup path, the running counters as last written (included in cgroups' totals);
         # NULL: this generation's counters hold nothing of that path's total
-        "CREATE TABLE run (path TEXT PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in COLUMNS) + ")",
+        "CREATE TABLE run (path TEXT PRIMARY KEY, " + ", ".join(f"{c} INTEGER" for c in columns_in(2)) + ")",
     ],
+    # the rdma collector's bytes; NULL in the rows written before (as for any collector that did not run)
+    3: [f"ALTER TABLE {t} ADD COLUMN {c} INTEGER" for t in ("cgroups", "run")
+        for c in columns_in(3) if c not in columns_in(2)],
 }
 assert sorted(_MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
 
@@ -109,8 +129,9 @@ def open_db(path: str, create: bool) -> sqlite3.Connection:
 
     create=True (the exporter) creates a missing store and migrates an older
     schema to SCHEMA_VERSION, each in one transaction. create=False (report)
-    changes nothing: it reads every version up to SCHEMA_VERSION as it is,
-    since the cgroups table it reads is the same in all of them.
+    changes nothing: it reads every version up to SCHEMA_VERSION as it is
+    (columns_in(version): a column added later reads as NULL, as for a collector
+    that did not run).
     """
     if not create and not os.path.exists(path):
         raise CeemsnetError(f"no accounting database at {path}")
@@ -169,15 +190,23 @@ def store_error(path: str, e: Exception) -> CeemsnetError:
 
 def totals_from_families(families) -> dict[str, dict[str, int]]:
     """{cgroup path: {column: value}} from one gather (pure)."""
-    wanted = {name: col for col, name in COLUMNS.items()}
+    wanted: dict[str, list[str]] = {}
+    for col, name in COLUMNS.items():
+        wanted.setdefault(name, []).append(col)
     out: dict[str, dict[str, int]] = {}
     for f in families:
-        col = wanted.get(f.name)
-        if col is None or not f.labels or f.labels[0] != "cgroup":
+        cols = wanted.get(f.name)
+        if cols is None or not f.labels or f.labels[0] != "cgroup":
             continue
-        for values, v in f.rows:
-            row = out.setdefault(values[0], {})
-            row[col] = row.get(col, 0) + int(v)
+        for col in cols:
+            try:
+                where = [(f.labels.index(k), want) for k, want in COLUMN_LABELS.get(col, ())]
+            except ValueError:  # a family without the label this column selects on: not this column's
+                continue
+            for values, v in f.rows:
+                if all(values[i] == want for i, want in where):
+                    row = out.setdefault(values[0], {})
+                    row[col] = row.get(col, 0) + int(v)
     return out
 
 
@@ -188,7 +217,7 @@ class Store:
     """The exporter's writer.
 
     `generations` is {subsystem: generation} for the subsystems running now
-    (subsystem one of GROUPS: "net", "vfs", "skb"; a generation an opaque
+    (subsystem one of GROUPS: "net", "vfs", "skb", "rdma"; a generation an opaque
     string naming the lifetime of that subsystem's counters, the same when
     they were adopted from the previous run). Equal to the stored one: the
     counters continue. Another (or None, or ""): they started from zero. None for

@@ -51,6 +51,8 @@ SQL = [
     "UPDATE cgroups SET net_egress_bytes = 9223372036854775807",
     "UPDATE cgroups SET job = '2', user = NULL", "UPDATE cgroups SET net_ingress_bytes = 'many'",
     "UPDATE cgroups SET vfs_ops = 1e308", "UPDATE cgroups SET path = NULL", "PRAGMA user_version = 3",
+    "PRAGMA user_version = 2", "PRAGMA user_version = 4", "ALTER TABLE cgroups DROP COLUMN rdma_ingress_bytes",
+    "UPDATE cgroups SET rdma_egress_bytes = 'lots'",
     "PRAGMA user_version = 1", "PRAGMA user_version = -1", "UPDATE meta SET value = 'other'", "DELETE FROM meta",
     "INSERT INTO meta VALUES ('app2', 'x')", "CREATE TABLE cgroups2 (a)", "PRAGMA journal_mode = DELETE",
     "CREATE VIEW v AS SELECT 1",

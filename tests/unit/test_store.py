@@ -7,7 +7,8 @@ from ceemsnet import CeemsnetError
 from ceemsnet.common.metrics import Family
 from ceemsnet.report.local import query
 from ceemsnet.report.rows import format_rows
-from ceemsnet.serving.store import COLUMNS, SCHEMA_VERSION, Store, StoreWriter, open_db, totals_from_families
+from ceemsnet.serving.store import (_MIGRATIONS, COLUMNS, SCHEMA_VERSION, Store, StoreWriter, columns_in, open_db,
+                                    totals_from_families)
 from ceemsnet.attribution.workloads import slurm_job
 
 
@@ -207,7 +208,7 @@ def make_v1(path):
     """A store as schema 1 wrote it."""
     c = sqlite3.connect(path)
     c.execute("PRAGMA journal_mode=WAL")
-    cols = ", ".join(f"{col} INTEGER" for col in COLUMNS)
+    cols = ", ".join(f"{col} INTEGER" for col in columns_in(1))
     c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     c.execute("CREATE TABLE cgroups (path TEXT PRIMARY KEY, job TEXT, user TEXT, first_seen REAL NOT NULL, "
               f"last_seen REAL NOT NULL, {cols})")
@@ -236,7 +237,7 @@ def test_v1_store_is_read_as_is_and_migrated_by_the_exporter(tmp_path):
     assert (job["job"], job["net_egress_bytes"], job["vfs_ops"]) == ("5", 40, 2)
     assert version(db) == (1, {"meta", "cgroups"})
     run(db, {"net": "n1", "vfs": "v1"}, {A: {"net_egress_bytes": 5}})  # the exporter migrates: fresh counters
-    assert version(db) == (2, {"meta", "cgroups", "generations", "run"})
+    assert version(db) == (SCHEMA_VERSION, {"meta", "cgroups", "generations", "run"})
     row = totals(db)[A]
     assert (row["net_egress_bytes"], row["vfs_ops"]) == (45, 2)
     run(db, {"net": "n1", "vfs": "v1"}, {A: {"net_egress_bytes": 6}})  # and then continues
@@ -254,6 +255,102 @@ def test_migration_is_one_transaction(tmp_path):
         Store(db)
     assert version(db) == (1, {"meta", "cgroups", "run"})  # no generations table, still version 1
     assert query(db, "job", 0, 1e12)[0]["net_egress_bytes"] == 40
+
+
+def make_v2(path):
+    """A store as schema 2 wrote it: v1 and the run and generations tables, no rdma columns;
+    job 5's counters pinned (generation n1) with 30 of its 40 bytes in this run."""
+    make_v1(path)
+    c = sqlite3.connect(path)
+    for stmt in _MIGRATIONS[2]:
+        c.execute(stmt)
+    c.execute("INSERT INTO generations VALUES ('net', 'n1')")
+    c.execute(f"INSERT INTO run (path, net_egress_bytes) VALUES ('{A}', 30)")
+    c.execute("PRAGMA user_version=2")
+    c.commit()
+    c.close()
+
+
+def columns(path, table):
+    c = sqlite3.connect(path)
+    try:
+        return [r[1] for r in c.execute(f"PRAGMA table_info({table})")]
+    finally:
+        c.close()
+
+
+def test_v2_store_is_read_as_is_and_migrated_to_rdma_columns(tmp_path):
+    db = str(tmp_path / "a.db")
+    make_v2(db)
+    (job,) = query(db, "job", 0, 1e12)              # report reads v2: no rdma columns, shown as not counted
+    assert (job["net_egress_bytes"], job["vfs_ops"], job["rdma_egress_bytes"], job["rdma_ingress_bytes"]) == \
+        (40, 2, None, None)
+    assert format_rows([job], "job", "table").splitlines()[1].split()[-2:] == ["-", "-"]
+    assert version(db) == (2, {"meta", "cgroups", "generations", "run"})
+    assert "rdma_egress_bytes" not in columns(db, "cgroups")
+    # the exporter migrates (one transaction, run values kept) and net's pinned counters continue: 30 -> 36
+    run(db, {"net": "n1", "rdma": None}, {A: {"net_egress_bytes": 36, "rdma_egress_bytes": 7,
+                                               "rdma_ingress_bytes": 0}})
+    assert version(db) == (3, {"meta", "cgroups", "generations", "run"})
+    for table in ("cgroups", "run"):
+        assert columns(db, table)[-2:] == ["rdma_egress_bytes", "rdma_ingress_bytes"]
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["vfs_ops"], row["rdma_egress_bytes"], row["rdma_ingress_bytes"]) == \
+        (46, 2, 7, 0)
+    # rdma's counters are not pinned: every run starts them from zero, and the store adds them up
+    run(db, {"net": "n1", "rdma": None}, {A: {"net_egress_bytes": 36, "rdma_egress_bytes": 5}})
+    row = totals(db)[A]
+    assert (row["net_egress_bytes"], row["rdma_egress_bytes"], row["rdma_ingress_bytes"]) == (46, 12, 0)
+
+
+def test_rdma_columns_sum_one_family_by_direction(tmp_path):
+    f = Family("ceemsnet_rdma_bytes", "h", "counter", ("cgroup", "device", "port", "direction"), [
+        ((A, "rxe0", "1", "egress"), 1000), ((A, "rxe0", "1", "ingress"), 300),
+        ((A, "rxe1", "1", "egress"), 24), ((B, "rxe0", "1", "ingress"), 64),
+        (("", "rxe0", "1", "egress"), 5),            # a queue pair made before the collector: no cgroup
+    ])
+    objects = Family("ceemsnet_rdma_objects", "h", "gauge", ("cgroup", "device", "type"), [((A, "rxe0", "qp"), 2)])
+    ports = Family("ceemsnet_rdma_port_bytes", "h", "counter", ("device", "port", "direction"),
+                   [(("rxe0", "1", "egress"), 9999)])
+    odd = Family("ceemsnet_rdma_bytes", "h", "counter", ("cgroup", "device"), [((A, "rxe0"), 77)])  # no direction
+    t = totals_from_families([f, objects, ports, odd])
+    assert t == {A: {"rdma_egress_bytes": 1024, "rdma_ingress_bytes": 300}, B: {"rdma_ingress_bytes": 64},
+                 "": {"rdma_egress_bytes": 5}}
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock(), generations={"net": None, "rdma": None})
+    s.write(t)                                       # "" is no cgroup: not stored
+    s.write(totals_from_families([f, fams(10, 20)[0]]))
+    s.close()
+    rows = {r["cgroup"]: r for r in query(db, "cgroup", 0, 1e12)}
+    assert (rows[A]["rdma_egress_bytes"], rows[A]["rdma_ingress_bytes"], rows[A]["net_egress_bytes"]) == \
+        (1024, 300, 10)
+    assert (rows[B]["rdma_egress_bytes"], rows[B]["rdma_ingress_bytes"]) == (None, 64)
+    (job,) = query(db, "job", 0, 1e12)
+    assert (job["rdma_egress_bytes"], job["rdma_ingress_bytes"]) == (1024, 364)
+
+
+def test_formats_rdma_columns(tmp_path):
+    db = str(tmp_path / "a.db")
+    s = Store(db, slurm_job, Clock(), generations={"net": None, "rdma": None})
+    s.write({A: {"net_egress_bytes": 1, "rdma_egress_bytes": 3 * 2**30, "rdma_ingress_bytes": 512},
+             "/slurm/uid_7/job_6/step_0": {"net_egress_bytes": 2}})   # job 6: no rdma
+    s.close()
+    rows = query(db, "job", 0, 1e12)
+    lines = format_rows(rows, "job", "table").splitlines()
+    assert lines[0].split()[-4:] == ["RDMA", "OUT", "RDMA", "IN"]
+    assert lines[1].split()[0] == "5" and lines[1].split()[-4:] == ["3.0", "GiB", "512", "B"]
+    assert lines[2].split()[0] == "6" and lines[2].split()[-2:] == ["-", "-"]
+    assert lines[3].split()[0] == "TOTAL" and lines[3].split()[-4:] == ["3.0", "GiB", "512", "B"]
+    doc = {r["job"]: r for r in json.loads(format_rows(rows, "job", "json"))}
+    assert (doc["5"]["rdma_egress_bytes"], doc["5"]["rdma_ingress_bytes"]) == (3 * 2**30, 512)
+    assert (doc["6"]["rdma_egress_bytes"], doc["6"]["rdma_ingress_bytes"]) == (None, None)
+    csv_lines = format_rows(rows, "job", "csv").splitlines()
+    header = csv_lines[0].split(",")
+    assert header[header.index("skb_ingress_bytes") + 1:header.index("skb_ingress_bytes") + 3] == \
+        ["rdma_egress_bytes", "rdma_ingress_bytes"]
+    i = header.index("rdma_egress_bytes")
+    assert csv_lines[1].split(",")[i:i + 2] == [str(3 * 2**30), "512"]
+    assert csv_lines[2].split(",")[i:i + 2] == ["", ""]
 
 
 def test_newer_schema_is_refused(tmp_path):
