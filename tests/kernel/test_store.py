@@ -54,3 +54,28 @@ def test_job_totals_through_removal_restart_and_crash(slurm_tree, spawn, tmp_pat
         assert report(db, job)["net_egress_bytes"] == 3500
     finally:
         peer.close()
+
+
+def test_rdma_columns_without_rdma_traffic(slurm_tree, spawn, tmp_path):
+    """--collectors=net,rdma with the store: the store takes the rdma subsystem (a store that did not
+    know it refused to open), and a job that moved no RDMA bytes has its rdma columns null beside its
+    exact net bytes (this host has no RDMA device; tests/kernel/test_rdma.py counts them in the VMs)."""
+    job, steps = slurm_tree
+    db = str(tmp_path / "accounting.db")
+    peer = Peer()
+    try:
+        e = Exporter(extra=("--unit=slurm", f"--storage.path={db}", "--storage.interval=1"), collectors="net,rdma")
+        send(spawn, steps["step_0"], peer, 1500)
+        e.samples()
+        rc, err = e.stop()
+        assert rc == 0, err
+        row = report(db, job)
+        assert (row["net_egress_bytes"], row["net_ingress_bytes"]) == (1500, 1500)
+        assert (row["rdma_egress_bytes"], row["rdma_ingress_bytes"]) == (None, None)
+        p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={db}", "--by=job",
+                            f"--job={job}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        header, line = p.stdout.splitlines()[:2]
+        assert header.split()[-4:] == ["RDMA", "OUT", "RDMA", "IN"] and line.split()[-2:] == ["-", "-"], p.stdout
+    finally:
+        peer.close()
