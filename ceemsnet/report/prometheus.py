@@ -51,11 +51,13 @@ import urllib.parse
 import urllib.request
 
 from ceemsnet import CeemsnetError
-from ceemsnet.serving.store import COLUMNS, user_of
+from ceemsnet.serving.store import COLUMN_LABELS, COLUMNS, user_of
 from ceemsnet.attribution.workloads import refold_baselines, slurm_job
 from ceemsnet.report.rows import iso, make_row
 
 METRICS = {col: name + "_total" for col, name in COLUMNS.items()}
+# the matchers that pick a column's series out of its family (rdma: one family, a direction label)
+SERIES = {col: ", ".join(f'{k}="{v}"' for k, v in COLUMN_LABELS.get(col, ())) for col in COLUMNS}
 START_TIME = "ceemsnet_process_start_time_seconds"
 COUNTERS_INFO = "ceemsnet_counters_info"
 # labels the exporter derives from a series' cgroup: SLURM's names (which arrive later than the
@@ -276,12 +278,13 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
     raw_inst = {r["metric"].get("instance", "")
                 for r in api.query(f"changes({_sel(START_TIME, _matchers(common))}[{window}]) > 0", until)[1]}
     derived = ", ".join(DERIVED)
-    for m in METRICS.values():
-        tick(f"resets of {m}")
+    for col, m in METRICS.items():
+        tick(f"resets of {_sel(m, SERIES[col])}")
+        s = _sel(m, _matchers([cg, SERIES[col]]))
         # and series renamed by a label derived from their cgroup (SLURM's job name arriving)
         raw_inst |= {r["metric"].get("instance", "") for r in api.query(
-            f"count by (instance) (resets({_sel(m, cg)}[{window}]) > 0) or count by (instance) "
-            f"(count without ({derived}) (last_over_time({_sel(m, cg)}[{window}])) > 1)", until)[1]}
+            f"count by (instance) (resets({s}[{window}]) > 0) or count by (instance) "
+            f"(count without ({derived}) (last_over_time({s}[{window}])) > 1)", until)[1]}
     inst_in = inst_out = None
     starts: dict[str, list] = {}
     states: dict[tuple, list] = {}
@@ -302,14 +305,14 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
         row[col] = row.get(col, 0.0) + v
 
     for col, m in METRICS.items():
-        tick(f"growth of {m}")
-        s = _sel(m, _matchers([cg], [inst_out]))
+        tick(f"growth of {_sel(m, SERIES[col])}")
+        s = _sel(m, _matchers([cg, SERIES[col]], [inst_out]))
         expr = (f"sum by (cgroup) (last_over_time({s}[{rng}]) - "
                 f"(last_over_time({s}[{_dur(lookback)}] offset {rng}) or last_over_time({s}[{rng}]) * 0))")
         for r in api.query(expr, until)[1]:
             add(r["metric"].get("cgroup", ""), col, max(0.0, float(r["value"][1])))
         if raw_inst:
-            s = _sel(m, _matchers([cg], [inst_in]))
+            s = _sel(m, _matchers([cg, SERIES[col]], [inst_in]))
             merged = merge_series(api.query(f"{s}[{window}]", until)[1])
             sub = col.split("_", 1)[0]
             base = fold_baselines(merged, states, sub)
@@ -319,7 +322,7 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
                     add(key[1], col, inc)
 
     # 3. first and last seen, to within 1/250 of the chunk
-    names = "|".join(METRICS.values())
+    names = "|".join(sorted(set(METRICS.values())))
     grp = "group by (cgroup) ({" + _matchers([f'__name__=~"{names}"'], [cg]) + "})"
     sub = f"[{rng}:{_dur(max(1.0, (until - since) / 250))}]"
     for fn, i, pick in (("min_over_time", 0, min), ("max_over_time", 1, max)):

@@ -207,3 +207,105 @@ def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
             prom.stop()
         a.srv.close()
         b.srv.close()
+
+
+# ---- RDMA: one family, two columns by its direction label -------------------------------------------
+
+class AnsweringAPI:
+    """Answers report's queries from fixed growth per (metric selector, cgroup); records every query."""
+
+    def __init__(self, growth, seen):
+        self.growth, self.seen, self.exprs, self.base = growth, seen, [], "http://fake"
+
+    def query(self, expr, at):
+        self.exprs.append(expr)
+        if expr.startswith("sum by (cgroup) (last_over_time("):
+            sel = expr[len("sum by (cgroup) (last_over_time("):expr.index("[")]
+            return "vector", [{"metric": {"cgroup": cg}, "value": [at, str(v)]}
+                              for cg, v in self.growth.get(sel, {}).items()]
+        if expr.startswith(("min_over_time(timestamp(", "max_over_time(timestamp(")):
+            i = 0 if expr.startswith("min") else 1
+            return "vector", [{"metric": {"cgroup": cg}, "value": [at, str(t[i])]} for cg, t in self.seen.items()]
+        return "vector", []   # no restart, reset or renamed series: every column on the fast path
+
+
+def test_rdma_columns_sum_their_direction_only():
+    from ceemsnet.report.prometheus import query
+    s0, s1 = f"{STEP[:-1]}0", f"{STEP[:-1]}1"
+    api = AnsweringAPI({
+        'ceemsnet_rdma_bytes_total{direction="egress"}': {s0: 1 << 20, s1: 4096},
+        'ceemsnet_rdma_bytes_total{direction="ingress"}': {s0: 512},
+        "ceemsnet_net_egress_bytes_total": {s1: 100},
+    }, {s0: (1010.0, 1050.0), s1: (1020.0, 1090.0)})
+    (row,) = query(api, "job", 1000.0, 1100.0)
+    assert (row["job"], row["rdma_egress_bytes"], row["rdma_ingress_bytes"], row["net_egress_bytes"]) == \
+        ("77", (1 << 20) + 4096, 512, 100)
+    assert row["net_ingress_bytes"] is None and row["skb_egress_bytes"] is None   # not counted: null
+    # every query of ceemsnet_rdma_bytes_total picks one direction, except the first/last-seen
+    # queries, which name each family once in their name regex
+    rdma = [e for e in api.exprs if "ceemsnet_rdma_bytes_total" in e]
+    assert len(rdma) == 2 * 2 + 2, rdma      # resets and growth per column; first and last seen
+    picks = [e for e in rdma if "__name__" not in e]
+    assert all(e.count("ceemsnet_rdma_bytes_total{direction=") == e.count("ceemsnet_rdma_bytes_total")
+               for e in picks), picks
+    assert sum('direction="egress"' in e for e in picks) == sum('direction="ingress"' in e for e in picks) == 2
+    (named,) = {re.search(r'__name__=~"([^"]+)"', e).group(1) for e in rdma if "__name__" in e}
+    assert named.split("|").count("ceemsnet_rdma_bytes_total") == 1
+
+
+class RdmaExporter:
+    """Serves one cgroup's RDMA bytes in both directions and the node's port bytes; a restart
+    (start time changes, counters from zero) the test triggers."""
+
+    def __init__(self):
+        self.egress = self.ingress = 0
+        self.start = time.time()
+
+        def answer(path):
+            lines = [f'ceemsnet_rdma_bytes_total{{cgroup="{STEP}",device="rxe0",port="1",direction="egress"}} '
+                     f"{self.egress}",
+                     f'ceemsnet_rdma_bytes_total{{cgroup="{STEP}",device="rxe0",port="1",direction="ingress"}} '
+                     f"{self.ingress}",
+                     f'ceemsnet_rdma_port_bytes_total{{device="mlx5_0",port="1",direction="egress"}} 123456789',
+                     f"ceemsnet_process_start_time_seconds {self.start}"]
+            return 200, "text/plain; version=0.0.4", ("\n".join(lines) + "\n").encode()
+        self.srv = Served(answer)
+        self.target = self.srv.url.split("//")[1]
+
+
+@needs_prometheus
+def test_promql_rdma_columns_against_real_prometheus(tmp_path):
+    a, b = RdmaExporter(), RdmaExporter()   # a: only grows (fast path); b: restarts (exact path)
+    prom = None
+
+    def scraped(want):
+        prom.wait_for('ceemsnet_rdma_bytes_total{direction="egress"}',
+                      lambda v: {m["instance"]: x for m, x in v} == {a.target: want[0], b.target: want[1]})
+        time.sleep(1.1)
+        return time.time()
+
+    def report(since, until):
+        iso = [dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
+               for t in (since, until)]
+        rc, out, err = run("report", f"--prometheus={prom.url}", "--by=job", f"--since={iso[0]}",
+                           f"--until={iso[1]}", "--format=json")
+        assert rc == 0, err
+        return [(r["job"], r["rdma_egress_bytes"], r["rdma_ingress_bytes"], r["net_egress_bytes"])
+                for r in json.loads(out)]
+
+    try:
+        prom = PrometheusServer(tmp_path, [a.target, b.target])
+        t0 = time.time() - 1
+        a.egress, a.ingress, b.egress, b.ingress = 1000, 10, 5000, 50
+        t1 = scraped((1000, 5000))
+        b.start, b.egress, b.ingress = time.time(), 300, 3    # b restarted: its counters from zero
+        a.egress, a.ingress = 1600, 16
+        scraped((1600, 300))
+        t2 = scraped((1600, 300))
+        assert report(t0, t2) == [("77", 1600 + 5000 + 300, 16 + 50 + 3, None)]
+        assert report(t1, t2) == [("77", 600 + 300, 6 + 3, None)]
+    finally:
+        if prom:
+            prom.stop()
+        a.srv.close()
+        b.srv.close()
