@@ -195,6 +195,11 @@ def resolve_kind(spec: str, root: str) -> str:
     return spec
 
 
+# the per-cgroup families that get the unit's label and a per-unit sum: counters by prefix, gauges by name
+UNIT_COUNTERS = ("ceemsnet_net_", "ceemsnet_vfs_", "ceemsnet_skb_", "ceemsnet_rdma_")
+UNIT_GAUGES = ("ceemsnet_rdma_objects",)
+
+
 def add_units(families: list, kind: str, cache: dict | None = None, names=None) -> list:
     """Give every per-cgroup counter its workload's label (`--unit` kind), and add
     per-workload sums (pure but for `names`: ceemsnet.attribution.slurm.BackgroundNames in
@@ -203,7 +208,9 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
 
     ceemsnet_net_egress_bytes{cgroup,proto,family} gains `job` (SLURM) and is
     joined by ceemsnet_job_net_egress_bytes{job,proto,family}, the sum over
-    the job's cgroups (its steps, live and retired). SLURM series also gain
+    the job's cgroups (its steps, live and retired); the same for every per-cgroup counter of
+    net, vfs, skb and rdma, and for the gauges in UNIT_GAUGES (ceemsnet_job_rdma_objects: the
+    job's live RDMA objects). SLURM series also gain
     `step`, the step as sacct names it (123.0, 123.batch, 123_2.extern; empty
     for the job's own cgroup). The job label is the cgroup's job id, or what
     SLURM shows for it (123_2, 100+1) where `names` knows it (from the first
@@ -226,8 +233,8 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
     to_learn: set = set()
     fams = []
     for f in families:
-        if f.kind != "counter" or not f.labels or f.labels[0] != "cgroup" or not (
-                f.name.startswith(("ceemsnet_net_", "ceemsnet_vfs_", "ceemsnet_skb_"))):
+        if not f.labels or f.labels[0] != "cgroup" or not (
+                (f.kind == "counter" and f.name.startswith(UNIT_COUNTERS)) or f.name in UNIT_GAUGES):
             fams.append((f, None))
             continue
         us = [unit(values[0]) for values, _ in f.rows]
@@ -257,6 +264,7 @@ def add_units(families: list, kind: str, cache: dict | None = None, names=None) 
                 acc[key] = acc.get(key, 0) + v
         out.append(Family(f.name, f.help, f.kind, f.labels + ((label, "step") if is_slurm else (label,)), rows))
         sums.append(Family(f"ceemsnet_{label}_" + f.name[len("ceemsnet_"):],
-                           f"Sum per {label} of {f.name}_total", "counter", (label,) + f.labels[1:],
+                           f"Sum per {label} of {f.name}" + ("_total" if f.kind == "counter" else ""), f.kind,
+                           (label,) + f.labels[1:],
                            sorted(acc.items())))
     return out + sums

@@ -113,3 +113,29 @@ def test_refold_baselines_give_each_old_count_to_one_new_series():
     assert refold_baselines({f"{j}/step_0": 10, f"{j}/step_0/slurm": 5}, {f"{j}/step_0": 12},
                             "slurm:task", "slurm:step") == {f"{j}/step_0": 12}
     assert refold_baselines({"/x": 10}, {"/y": 12}, "cgroup", "slurm:job") == {}
+
+
+def test_add_units_labels_and_sums_rdma():
+    """RDMA bytes (counter) and live objects (gauge) get the job and its sums; the port counters and
+    the drops carry no cgroup and stay as they are; a queue pair with no known owner (cgroup "") no job."""
+    s0, s1 = "/system.slice/slurmstepd.scope/job_42/step_0", "/system.slice/slurmstepd.scope/job_42/step_1"
+    b = Family("ceemsnet_rdma_bytes", "h", "counter", ("cgroup", "device", "port", "direction"), [
+        ((s0, "rxe0", "1", "egress"), 1000), ((s1, "rxe0", "1", "egress"), 24),
+        ((s1, "rxe0", "1", "ingress"), 7), (("", "rxe0", "1", "egress"), 5)])
+    o = Family("ceemsnet_rdma_objects", "h", "gauge", ("cgroup", "device", "type"), [
+        ((s0, "rxe0", "qp"), 2), ((s1, "rxe0", "qp"), 1), ((s1, "rxe0", "mr"), 4)])
+    p = Family("ceemsnet_rdma_port_bytes", "h", "counter", ("device", "port", "direction"),
+               [(("mlx5_0", "1", "egress"), 9)])
+    d = Family("ceemsnet_rdma_drops", "h", "counter", ("reason",), [(("objects map full",), 0)])
+    out = {x.name: x for x in add_units([b, o, p, d], "slurm")}
+    assert out["ceemsnet_rdma_port_bytes"] is p and out["ceemsnet_rdma_drops"] is d
+    assert out["ceemsnet_rdma_bytes"].rows[3] == (("", "rxe0", "1", "egress", "", ""), 5)
+    assert out["ceemsnet_job_rdma_bytes"].rows == [(("42", "rxe0", "1", "egress"), 1024),
+                                                   (("42", "rxe0", "1", "ingress"), 7)]
+    assert out["ceemsnet_rdma_objects"].labels == ("cgroup", "device", "type", "job", "step")
+    j = out["ceemsnet_job_rdma_objects"]
+    assert (j.kind, j.labels, j.rows) == ("gauge", ("job", "device", "type"),
+                                          [(("42", "rxe0", "mr"), 4), (("42", "rxe0", "qp"), 3)])
+    text = render_text(list(out.values()))
+    assert 'ceemsnet_job_rdma_objects{job="42",device="rxe0",type="qp"} 3' in text
+    assert 'ceemsnet_job_rdma_bytes_total{job="42",device="rxe0",port="1",direction="egress"} 1024' in text
