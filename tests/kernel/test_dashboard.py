@@ -1,7 +1,7 @@
 """The Grafana dashboard and the Prometheus rules against a real Prometheus scraping a real exporter.
 
 Debian's prometheus loads packaging/prometheus/rules.yml (evaluated every
-second) and scrapes `ceemsnet serve --collectors=net,vfs,skb --unit=slurm`
+second) and scrapes `ceemsnet serve --collectors=net,vfs,skb,rdma --unit=slurm`
 twice: as job "ceemsnet" with the default scrape config (the SLURM job is
 stored as `exported_job`) and as job "ceemsnet-honor" with honor_labels
 (the SLURM job is `job`), the two values of the dashboard's $job_label.
@@ -10,8 +10,11 @@ bytes on loopback, in two rounds with a scrape between them (a rate needs
 the series before the bytes), and a second child does file IO in another
 step. Then every PromQL expression of packaging/grafana/ceemsnet.json, with
 its template variables substituted, and every recording rule returns a
-non-empty result for the test job; the variable queries list the test job
-and instance; every alert expression parses and evaluates, and every rule
+non-empty result for the test job (the per-job RDMA queries excepted: this
+host has no RDMA device, so they must only evaluate; the port counters come
+from a sysfs tree the test writes, --rdma.sysfs, and are exact, and what no
+job explains is the whole port); the variable queries list the test job and
+instance; every alert expression parses and evaluates, and every rule
 evaluates without error in Prometheus itself.
 """
 
@@ -36,6 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # what Grafana would put in: a 1 s scrape interval gives $__rate_interval >= 4 s; the windows are
 # wide enough to hold both traffic rounds whatever the test's pace
 GRAFANA_VARS = {"__rate_interval": "1m", "__interval": "5s", "__range": "5m"}
+# series that only an RDMA device gives (the host has none): their queries may be empty
+NEEDS_RDMA_DEVICE = re.compile(r"ceemsnet_(job_)?rdma_(bytes_total|objects)\b")
+# the fake port counters (4-byte words) the rdma collector reads
+PORT_WORDS = {"port_xmit_data": 1000, "port_rcv_data": 250}
 
 
 def dashboard_exprs():
@@ -82,7 +89,13 @@ def test_dashboard_and_rules_against_prometheus(slurm_tree, spawn, tmp_path):
     job, steps = slurm_tree
     peer = Peer()
     # v2 named: with auto, a v1 `slurm` tree (another test's, meanwhile) would move the attribution there
-    e = Exporter(extra=("--unit=slurm", "--cgroup.hierarchy=v2"), collectors="net,vfs,skb")
+    sysfs = tmp_path / "infiniband"
+    counters = sysfs / "mlx5_0" / "ports" / "1" / "counters"
+    counters.mkdir(parents=True)
+    for name, words in PORT_WORDS.items():
+        (counters / name).write_text(f"{words}\n")
+    e = Exporter(extra=("--unit=slurm", "--cgroup.hierarchy=v2", f"--rdma.sysfs={sysfs}"),
+                 collectors="net,vfs,skb,rdma")
     prom = None
     try:
         target = f"127.0.0.1:{e.port}"
@@ -117,11 +130,16 @@ def test_dashboard_and_rules_against_prometheus(slurm_tree, spawn, tmp_path):
         for sel in sels:
             prom.wait_for(f"sum(ceemsnet_job_net_egress_bytes_total{{{sel}}})", sent)
             prom.wait_for(f'sum(ceemsnet_job_vfs_ops_total{{{sel}, op="mkdir"}})', 4)
+        # the port counters in bytes, exact
+        for direction, words in (("egress", PORT_WORDS["port_xmit_data"]), ("ingress", PORT_WORDS["port_rcv_data"])):
+            prom.wait_for(f'ceemsnet_rdma_port_bytes_total{{job="ceemsnet", device="mlx5_0", port="1", '
+                          f'direction="{direction}"}}',
+                          4 * words)
 
         dash, exprs = dashboard_exprs()
         names = [v["name"] for v in dash["templating"]["list"]]
         assert {"datasource", "instance", "job", "job_label"} <= set(names)
-        empty, failed = [], []
+        empty, failed, rdma_only = [], [], set()
         for job_label in ("exported_job", "job"):
             values = dict(GRAFANA_VARS, datasource="prometheus", job_label=job_label, job=promql_regex(job),
                           instance=promql_regex(target))
@@ -141,13 +159,25 @@ def test_dashboard_and_rules_against_prometheus(slurm_tree, spawn, tmp_path):
                     failed.append((title, q, str(err)))
                     continue
                 if not res:
-                    empty.append((job_label, title, q))
+                    if NEEDS_RDMA_DEVICE.search(q):
+                        rdma_only.add(title)
+                    else:
+                        empty.append((job_label, title, q))
                     continue
                 # grouped by the job label: the test job is among the answers
                 if f"by ({job_label}" in q:
                     assert job in {r["metric"].get(job_label) for r in res}, (title, q, res)
         assert not failed, failed
         assert not empty, empty
+        # what no job explains: the whole port (no job moved RDMA bytes here), one series per direction
+        (ports,) = [expr for title, expr in exprs if "what no job explains" in title and " - (" in expr]
+        values = dict(GRAFANA_VARS, datasource="prometheus", job_label="job", job=promql_regex(job),
+                      instance=promql_regex(target))
+        _, res = prom.query(substitute(ports, values))
+        assert sorted((r["metric"]["instance"], r["metric"]["direction"]) for r in res) == \
+            [(target, "egress"), (target, "ingress")], res
+        assert rdma_only <= {"RDMA bytes (job)", "RDMA objects (job)", "RDMA ports vs jobs (what no job explains)"}, \
+            rdma_only
 
         # the rules as Prometheus loaded them from rules.yml
         loaded = [r for g in prom.rule_groups() for r in g["rules"]]

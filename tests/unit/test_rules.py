@@ -197,7 +197,8 @@ def test_dashboard_structure():
             assert t["datasource"]["uid"] == "${datasource}" and t["expr"].strip(), p["title"]
     titles = " ".join(p["title"] for p in panels(dash))
     for want in ("Network in/out", "File read/write", "File operations", "Top jobs", "socket vs skb",
-                 "Map update failures", "kretprobe", "Scrape success", "Map entries", "Hooks"):
+                 "Map update failures", "kretprobe", "Scrape success", "Map entries", "Hooks", "RDMA bytes (job)",
+                 "RDMA objects (job)", "RDMA ports vs jobs"):
         assert want in titles, want
 
 
