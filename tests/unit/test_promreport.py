@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ceemsnet.report.prometheus import _label_regex, exact_increase, fold_baselines, job_matcher, merge_series
+from ceemsnet.report.prometheus import _label_regex, exact_increase, fold_baselines, job_matcher, merge_series, query
 
 from ..promserver import PrometheusServer, free_port, needs_prometheus
 from .test_cli import assert_one_line_error, run
@@ -230,7 +230,6 @@ class AnsweringAPI:
 
 
 def test_rdma_columns_sum_their_direction_only():
-    from ceemsnet.report.prometheus import query
     s0, s1 = f"{STEP[:-1]}0", f"{STEP[:-1]}1"
     api = AnsweringAPI({
         'ceemsnet_rdma_bytes_total{direction="egress"}': {s0: 1 << 20, s1: 4096},
@@ -266,7 +265,7 @@ class RdmaExporter:
                      f"{self.egress}",
                      f'ceemsnet_rdma_bytes_total{{cgroup="{STEP}",device="rxe0",port="1",direction="ingress"}} '
                      f"{self.ingress}",
-                     f'ceemsnet_rdma_port_bytes_total{{device="mlx5_0",port="1",direction="egress"}} 123456789',
+                     'ceemsnet_rdma_port_bytes_total{device="mlx5_0",port="1",direction="egress"} 123456789',
                      f"ceemsnet_process_start_time_seconds {self.start}"]
             return 200, "text/plain; version=0.0.4", ("\n".join(lines) + "\n").encode()
         self.srv = Served(answer)

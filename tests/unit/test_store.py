@@ -7,7 +7,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.common.metrics import Family
 from ceemsnet.report.local import query
 from ceemsnet.report.rows import format_rows
-from ceemsnet.serving.store import (_MIGRATIONS, COLUMNS, SCHEMA_VERSION, Store, StoreWriter, columns_in, open_db,
+from ceemsnet.serving.store import (_MIGRATIONS, SCHEMA_VERSION, Store, StoreWriter, columns_in, open_db,
                                     totals_from_families)
 from ceemsnet.attribution.workloads import slurm_job
 
