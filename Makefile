@@ -177,5 +177,11 @@ bench-vm: setup
 deb:
 	$(Q)$(PYTHON) packaging/deb/build.py dist
 
+# dist/ceemsnet-<version>-1.noarch.rpm (packaging/rpm/build.py, rpmbuild from
+# Debian's rpm): the .deb's files and unit at RHEL's paths, RHEL/EPEL Requires.
+.PHONY: rpm
+rpm:
+	$(Q)$(PYTHON) packaging/rpm/build.py dist
+
 clean:
 	rm -rf .build
