@@ -65,6 +65,10 @@ def probe_report(args) -> dict:
             except CeemsnetError as e:  # --hook=F forced, and F cannot serve this subsystem: say so, go on
                 report["subsystems"][sub] = {"family": "none", "object": "", "layout": "", "refused": {args.hook: str(e)},
                                              "notes": [], "not_counted": NOT_COUNTED.get(sub, ""), "continuity": None}
+                # its rows all the same: each function skipped, with its own reason where the plan has one
+                rows = plan_family(sub, args.hook, kver, arch, sigs).hooks
+                report["hooks"] += [dict(h.as_dict(), hook="none", status="skipped",
+                                         reason=h.reason if h.status != "ok" else str(e)) for h in rows]
                 continue
             plan = sel.plan
             # nothing loaded: the rows of the best family that had an object for this kernel (its
