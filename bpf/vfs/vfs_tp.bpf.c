@@ -105,8 +105,17 @@ static __always_inline struct pt_regs *user_regs(struct task_struct *task)
 
 	if (off)
 		return bpf_rdonly_cast(task->stack + off, bpf_core_type_id_kernel(struct pt_regs));
+	__u64 at = 0;
+
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	user_regs_off = (__u64)regs - (__u64)task->stack;
+	/*
+	 * regs is a BTF pointer: verifiers before 6.18's refuse arithmetic on it with a
+	 * register they cannot bound (6.12: "math between ptr_ pointer and register with
+	 * unbounded min value"), so take its value as a number, once per load, with a read
+	 * of the stack slot holding it.
+	 */
+	bpf_probe_read_kernel(&at, sizeof(at), &regs);
+	user_regs_off = at - (__u64)task->stack;
 	return regs;
 }
 #else
