@@ -8,6 +8,7 @@ teardown, also when the test fails.
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,3 +156,12 @@ def ext4_dir():
         if d:
             os.rmdir(d)
         os.unlink(img.name)
+
+
+@pytest.fixture(scope="module")
+def fio():
+    """fio's path; the test skips where it is not installed."""
+    path = shutil.which("fio")
+    if not path:
+        pytest.skip("fio is not installed (packaging/apt-packages.txt: fio)")
+    return path

@@ -20,7 +20,8 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir", "delta", "file_counters"]
+           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir", "delta", "file_counters",
+           "exec_in_cgroup"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
@@ -202,3 +203,15 @@ def file_counters(before, after, cg, fs):
     """{op: (bytes, calls, errors)}: what cgroup cg's vfs read and write counters on file system fs moved."""
     return {op: tuple(delta(before, after, f"ceemsnet_vfs_{op}_{k}_total", cgroup=cg.rel, fstype=fs)
                       for k in ("bytes", "calls", "errors")) for op in ("read", "write")}
+
+
+def exec_in_cgroup(exporter, make_cgroup, spawn, argv, timeout=300):
+    """argv exec'd as the only process of a fresh cgroup, moved there before the exec (so a
+    program's own start-up reads count there too), between two scrapes: (before, after, cgroup, stdout)."""
+    cg = make_cgroup()
+    child = spawn(["sh", "-c", 'echo ready; read x; exec "$0" "$@"', *argv], cg)
+    assert child.proc.stdout.readline().strip() == "ready"
+    before = exporter.samples()
+    out = child.go(timeout=timeout)
+    after = exporter.samples()
+    return before, after, cg, out

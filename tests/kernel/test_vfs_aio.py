@@ -17,24 +17,15 @@ file system (past RLIMIT_FSIZE: EFBIG from ->write_iter, reported at completion,
 
 import json
 import os
-import shutil
 import sys
 
 import pytest
 
 from .accuracy import record
-from .helpers import Exporter, delta
+from .helpers import Exporter, delta, exec_in_cgroup
 from .helpers import file_counters as counted
 
 SIZE = 2 * 1024 * 1024  # 512 IOs of 4 KiB: enough to show every IO counted, quick in an emulated guest
-
-
-@pytest.fixture(scope="module")
-def fio():
-    path = shutil.which("fio")
-    if not path:
-        pytest.skip("fio is not installed (packaging/apt-packages.txt: fio)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +43,11 @@ def aio_hook(samples) -> str:
     return fams.pop()
 
 
-def run_in_cgroup(exporter, make_cgroup, spawn, argv, timeout=300):
-    """argv run as a child in a fresh cgroup, after a first scrape: (before, after, cgroup, stdout)."""
-    cg = make_cgroup()
-    child = spawn(["sh", "-c", 'echo ready; read x; exec "$0" "$@"', *argv], cg)
-    assert child.proc.stdout.readline().strip() == "ready"
-    before = exporter.samples()
-    out = child.go(timeout=timeout)
-    after = exporter.samples()
-    return before, after, cg, out
-
-
 def fio_job(exporter, make_cgroup, spawn, fio, path, rw, bs, direct):
     """One fio libaio job in its own cgroup: (before, after, cgroup, (io_bytes, total_ios))."""
     argv = [fio, "--name=aio", "--ioengine=libaio", "--iodepth=8", f"--rw={rw}", f"--bs={bs}", f"--size={SIZE}",
             f"--filename={path}", f"--direct={int(direct)}", "--output-format=json"]
-    before, after, cg, out = run_in_cgroup(exporter, make_cgroup, spawn, argv)
+    before, after, cg, out = exec_in_cgroup(exporter, make_cgroup, spawn, argv)
     job = json.loads(out[out.index("{"):])["jobs"][0]
     assert job["error"] == 0, job
     side = job["read" if rw == "read" else "write"]
@@ -176,7 +156,7 @@ print("done")
 
 
 def test_raw_aio_vectored_short_and_errors(exporter, make_cgroup, spawn, tmpfs_dir):
-    before, after, cg, out = run_in_cgroup(exporter, make_cgroup, spawn, [sys.executable, "-c", RAW, tmpfs_dir],
+    before, after, cg, out = exec_in_cgroup(exporter, make_cgroup, spawn, [sys.executable, "-c", RAW, tmpfs_dir],
                                            timeout=60)
     assert out.split()[-1] == "done", out
     hook = aio_hook(after)

@@ -21,7 +21,6 @@ which sees a request only once io_uring_submit_sqe fires, after that check.
 
 import json
 import os
-import shutil
 import sys
 
 import pytest
@@ -32,7 +31,7 @@ from ceemsnet.planning.kernel import parse_kernel_version
 from ceemsnet.runtime.btf import KernelBTF
 
 from .accuracy import record
-from .helpers import Exporter, delta
+from .helpers import Exporter, delta, exec_in_cgroup
 from .helpers import file_counters as counters
 
 SIZE = 2 * 1024 * 1024  # 32 IOs of 64 KiB: enough to show every IO counted, quick in an emulated guest
@@ -48,14 +47,6 @@ def _uring_state() -> str | None:
     except FileNotFoundError:
         pass  # before 6.6 there is no such switch
     return None
-
-
-@pytest.fixture(scope="module")
-def fio():
-    path = shutil.which("fio")
-    if not path:
-        pytest.skip("fio is not installed (packaging/apt-packages.txt: fio)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +79,9 @@ def exporter(uring_alternative):
 def run_fio(exporter, make_cgroup, spawn, fio, rw, path, extra):
     """fio with io_uring as the only process of a fresh cgroup (moved there before it execs):
     (fio's JSON job, cgroup, scrape before, scrape after)."""
-    cg = make_cgroup()
     argv = [fio, "--name=uring", f"--filename={path}", f"--rw={rw}", f"--size={SIZE}", f"--bs={BS}",
             "--ioengine=io_uring", "--iodepth=8", "--output-format=json", *extra]
-    child = spawn(["sh", "-c", 'echo ready; read x; exec "$@"', "sh", *argv], cg)
-    assert child.proc.stdout.readline().strip() == "ready"
-    before = exporter.samples()
-    out = child.go(timeout=300)
-    after = exporter.samples()
+    before, after, cg, out = exec_in_cgroup(exporter, make_cgroup, spawn, argv)
     (job,) = json.loads(out[out.index("{"):])["jobs"]
     assert job["error"] == 0, job
     return job, cg, before, after
