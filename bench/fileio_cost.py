@@ -37,51 +37,14 @@ from ceemsnet.planning.kernel import parse_kernel_version, running_release  # no
 from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from bpfstats import RunTimeStats, program_stats  # noqa: E402  (bench/, this script's folder)
+from hookcost import build_empty  # noqa: E402
 from rows import emit, row  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Programs that only return, one per hook kind the AIO programs use (the section decides the hook).
-EMPTY_SRC = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-char LICENSE[] SEC("license") = "GPL";
-#define EMPTY(sec, name) SEC(sec) int name(void *ctx) { return 0; }
-EMPTY("tp/syscalls/sys_enter_io_submit", tp_sys_enter_io_submit)
-EMPTY("tp/syscalls/sys_exit_io_getevents", tp_sys_exit_io_getevents)
-EMPTY("tp/syscalls/sys_exit_io_pgetevents", tp_sys_exit_io_pgetevents)
-EMPTY("fentry/aio_read", fentry_aio_read)
-EMPTY("fexit/aio_read", fexit_aio_read)
-EMPTY("fentry/aio_write", fentry_aio_write)
-EMPTY("fexit/aio_write", fexit_aio_write)
-EMPTY("fentry/aio_complete_rw", fentry_aio_complete_rw)
-EMPTY("kprobe/aio_read", kprobe_aio_read)
-EMPTY("kretprobe/aio_read", kretprobe_aio_read)
-EMPTY("kprobe/aio_write", kprobe_aio_write)
-EMPTY("kretprobe/aio_write", kretprobe_aio_write)
-EMPTY("kprobe/aio_complete_rw", kprobe_aio_complete_rw)
-EMPTY("tp/syscalls/sys_enter_sendfile64", tp_sys_enter_sendfile64)
-EMPTY("tp/syscalls/sys_exit_sendfile64", tp_sys_exit_sendfile64)
-EMPTY("tp/syscalls/sys_enter_splice", tp_sys_enter_splice)
-EMPTY("tp/syscalls/sys_exit_splice", tp_sys_exit_splice)
-EMPTY("tp/syscalls/sys_enter_copy_file_range", tp_sys_enter_copy_file_range)
-EMPTY("tp/syscalls/sys_exit_copy_file_range", tp_sys_exit_copy_file_range)
-EMPTY("fexit/finish_open", fexit_finish_open)
-EMPTY("kprobe/finish_open", kprobe_finish_open)
-EMPTY("kretprobe/finish_open", kretprobe_finish_open)
-"""
 # what each --what measures: the hooks' functions, and the workload's directions
 WHAT = {"aio": (AIO_FUNCTIONS, ("write", "read")), "splice": (SPLICE_FUNCTIONS, ("copy_file_range", "sendfile")),
         "open": (OPEN_FUNCTIONS, ("O_TMPFILE open",))}
 
-
-def build_empty(out_dir):
-    src, obj = os.path.join(out_dir, "empty.bpf.c"), os.path.join(out_dir, "empty.bpf.o")
-    with open(src, "w") as f:
-        f.write(EMPTY_SRC)
-    subprocess.run(["clang-19", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
-                    "-I", os.path.join(ROOT, "bpf", "include"), "-c", src, "-o", obj], check=True)
-    return obj
 
 
 def programs_of(plan, functions):
@@ -184,7 +147,7 @@ def main():
         return splice_calls(path, d, bs, a.count)
 
     try:
-        empty = load(ObjectSpec(BpfObject(build_empty(tmp), "vfs", a.family, ("x86_64",), Version("0"), None),
+        empty = load(ObjectSpec(BpfObject(build_empty("fileio_empty.bpf.c", tmp).path, "vfs", a.family, ("x86_64",), Version("0"), None),
                                 programs=tuple(names)))
         ours = load(ObjectSpec(obj, programs=tuple(names)))
         colls += [empty, ours]

@@ -33,24 +33,11 @@ from ceemsnet.planning.kernel import parse_kernel_version, running_release  # no
 from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
 from bpfstats import RunTimeStats, program_stats  # noqa: E402  (bench/, this script's folder)
+from hookcost import build_empty  # noqa: E402
 from rows import emit, row  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMPTY_SRC = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-char LICENSE[] SEC("license") = "GPL";
-SEC("tp_btf/io_uring_complete") int empty_uring_complete(void *ctx) { return 0; }
-"""
 
-
-def build_empty(out_dir):
-    src, obj = os.path.join(out_dir, "uring_empty.bpf.c"), os.path.join(out_dir, "uring_empty.bpf.o")
-    with open(src, "w") as f:
-        f.write(EMPTY_SRC)
-    subprocess.run(["clang-19", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86",
-                    "-I", os.path.join(ROOT, "bpf", "include"), "-c", src, "-o", obj], check=True)
-    return load(ObjectSpec(BpfObject(obj, "vfs", "tracepoint", ("x86_64",), Version("0"), None)))
 
 
 def fio_round(fio, path, size):
@@ -108,7 +95,8 @@ def main():
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={a.size_mib + 16}m", "ceemsnet-bench", mnt], check=True)
     colls, stats = [], None
     try:
-        empty = build_empty(tmp)
+        empty = load(ObjectSpec(BpfObject(build_empty("uring_empty.bpf.c", tmp).path, "vfs", "tracepoint",
+                                          ("x86_64",), Version("0"), None)))
         colls.append(empty)
         ours = {}
         for o in objs:
