@@ -263,11 +263,21 @@ def decode_rdma_objects(keys: bytes, values: bytes, count: int) -> dict[tuple[in
                     (v for (v,) in _RDMA_I64.iter_unpack(values[: count * 8]))))
 
 
-def decode_rdma_bytes(keys: bytes, values: bytes, count: int) -> dict[tuple[int, int, int, int], int]:
-    """{(cgroup id, device index, port, direction): bytes} from rdma_bytes (a plain hash of u64)."""
-    return {(cg, dev, port, d): v for (cg, dev, port, d, _), (v,) in
+def decode_rdma_bytes(keys: bytes, values: bytes, count: int, ncpus: int = 1) -> dict[tuple[int, int, int, int],
+                                                                                   tuple[int]]:
+    """{(cgroup id, device index, port, direction): (bytes,)} from rdma_bytes (a plain hash of u64,
+    so ncpus is 1): the records contract of the counters maps (collectors/counters.py)."""
+    return {(cg, dev, port, d): v for (cg, dev, port, d, _), v in
             zip(_RDMA_BYTES_KEY.iter_unpack(keys[: count * _RDMA_BYTES_KEY.size]),
                 _RDMA_U64.iter_unpack(values[: count * 8]))}
+
+
+def pack_rdma_bytes_key(cgroup: int, dev: int, port: int, direction: int) -> bytes:
+    return _RDMA_BYTES_KEY.pack(cgroup, dev, port, direction, 0)
+
+
+def pack_rdma_count_key(cgroup: int, dev: int, typ: int) -> bytes:
+    return _RDMA_COUNT_KEY.pack(cgroup, dev, typ)
 
 
 def decode_rdma_devs(keys: bytes, values: bytes, count: int) -> dict[int, str]:

@@ -81,15 +81,8 @@ def test_objects_per_job(bed, exporter, make_cgroup, spawn):
 @pytest.mark.parametrize("tool", ["ib_write_bw", "ib_send_bw", "ib_read_bw"])
 def test_perftest_bytes_exact(bed, exporter, make_cgroup, spawn, tool):
     server_cg, client_cg = make_cgroup("ceemsnet-rdma-server"), make_cgroup("ceemsnet-rdma-client")
-    port = str(20000 + os.getpid() % 10000)
-    args = ("-n", str(ITERS), "-s", str(SIZE), "-p", port)
     before = exporter.samples()
-    server = spawn(bed.perftest(tool, *args), server_cg)
-    time.sleep(2)  # the server listens on its TCP port for the parameter exchange
-    client = spawn(bed.perftest(tool, *args, server=bed.address), client_cg)
-    for p in (client, server):
-        out, err = p.proc.communicate(timeout=600)
-        assert p.proc.returncode == 0, (tool, out, err)
+    run_perftest(bed, spawn, tool, server_cg, client_cg, str(20000 + os.getpid() % 10000))
     after = exporter.samples()
 
     def moved(cg, direction):
@@ -110,3 +103,67 @@ def test_perftest_bytes_exact(bed, exporter, make_cgroup, spawn, tool):
     print(tool, got, "rxe hw_counters:", hw)
     assert got == {"sender egress": ITERS * SIZE, "receiver ingress": ITERS * SIZE,
                    "sender ingress": 0, "receiver egress": 0}, (got, hw)
+
+
+def run_perftest(bed, spawn, tool, server_cg, client_cg, port):
+    args = ("-n", str(ITERS), "-s", str(SIZE), "-p", port)
+    server = spawn(bed.perftest(tool, *args), server_cg)
+    time.sleep(2)  # the server listens on its TCP port for the parameter exchange
+    client = spawn(bed.perftest(tool, *args, server=bed.address), client_cg)
+    for p in (client, server):
+        out, err = p.proc.communicate(timeout=600)
+        assert p.proc.returncode == 0, (tool, out, err)
+
+
+def test_counts_and_owners_survive_a_crash_and_restart(bed, make_cgroup, spawn, pin_path):
+    """Pinned like net and vfs: a SIGKILLed exporter's programs go on counting with no exporter
+    running, and the objects a job made before the crash are still charged to that job after it
+    (their owners are kept in the pinned rdma_objs): the next exporter adopts the pins, its counts
+    are exact, and the objects leave when their process does."""
+    from .verbs_holder import EXPECTED
+    if HOOK == "tracepoint":
+        pytest.skip("rdma has no tracepoint family (its hooks are module functions: fexit or kretprobe)")
+    # kretprobes pin only as libbpf's own perf-event links (--kretprobe.maxactive=0; every guest
+    # that runs this is 5.15+), not as tracefs events
+    args = [f"--bpf.pin-path={pin_path}", "--log.level=info"] + \
+        (["--kretprobe.maxactive=0"] if HOOK == "kretprobe" else [])
+    server_cg, client_cg, holder_cg = (make_cgroup("ceemsnet-rdma-server"), make_cgroup("ceemsnet-rdma-client"),
+                                       make_cgroup("ceemsnet-rdma-holder"))
+    port = str(21000 + os.getpid() % 10000)
+
+    def bytes_of(s):
+        return {(cg.rel, d): value(s, "ceemsnet_rdma_bytes_total", cgroup=cg.rel, device=bed.device, port="1",
+                                   direction=d) for cg, d in ((client_cg, "egress"), (server_cg, "ingress"))}
+
+    def objects_of(s):
+        return {t: value(s, "ceemsnet_rdma_objects", cgroup=holder_cg.rel, device=bed.device, type=t)
+                for t in EXPECTED}
+
+    first = Exporter(collectors="rdma", extra=args)
+    try:
+        holder = spawn([sys.executable, os.path.join(HERE, "verbs_holder.py"), bed.device], holder_cg)
+        line = holder.proc.stdout.readline().split()
+        assert line and line[0] == "ready", holder.proc.stderr.read()
+        run_perftest(bed, spawn, "ib_write_bw", server_cg, client_cg, port)
+        s = first.samples()
+        assert objects_of(s) == EXPECTED, first.log()
+        assert set(bytes_of(s).values()) == {ITERS * SIZE}, (bytes_of(s), first.log())
+    finally:
+        log = first.kill()
+    assert "rdma: maps and links pinned" in log, log
+    # no exporter runs: the pinned programs count this one
+    run_perftest(bed, spawn, "ib_write_bw", server_cg, client_cg, port)
+    second = Exporter(collectors="rdma", extra=args)
+    try:
+        assert "rdma: adopted the pinned" in second.log(), second.log()
+        s = second.samples()
+        assert set(bytes_of(s).values()) == {2 * ITERS * SIZE}, (series(s, "ceemsnet_rdma_bytes_total"),
+                                                                 second.log())
+        assert objects_of(s) == EXPECTED, second.log()  # made under the first exporter, still the holder's
+        holder.go()
+        deadline = time.time() + 30
+        while any(objects_of(second.samples()).values()) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not any(objects_of(second.samples()).values()), second.log()
+    finally:
+        second.stop()
