@@ -732,7 +732,8 @@ NOT_COUNTED = {
     "rdma": "bytes on hardware RDMA devices (mlx5 and others move data without the kernel: only the ports' "
             "node-wide counters, ceemsnet_rdma_port_bytes_total); RDMA objects made by the kernel itself "
             "(NFS over RDMA, iSER, the GSI queue pairs); objects and queue pairs created before the collector "
-            "started (their bytes count under cgroup \"\"); atomic operations' 8-byte operands",
+            "first started since boot (their bytes count under cgroup \"\"; its pins keep the owners across "
+            "restarts); atomic operations' 8-byte operands",
 }
 
 
