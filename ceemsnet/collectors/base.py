@@ -8,7 +8,8 @@ A subsystem module (net.py, vfs.py, skb.py) provides:
   open(ctx)          load and attach (or adopt its pins) through the one pinning
                      sequence (ceemsnet/pinned/sequence.py) -> a Subsystem
 The Subsystem answers hooks() (what it attached, for ceemsnet_hook_info and
-the log), collect() (metric families, each scrape) and close() (detach).
+the log), skipped() (the functions of its plan not hooked, for
+ceemsnet_hook_skipped), collect() (metric families, each scrape) and close() (detach).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Subsystem(Protocol):
     generation: str  # the lifetime of its counters: kept across restarts that adopt pins (the store uses it)
 
     def hooks(self) -> list[HookChoice]: ...
+    def skipped(self) -> list[HookChoice]: ...
     def collect(self) -> list[Family]: ...
     def close(self) -> None: ...
 
@@ -181,6 +183,9 @@ class KernelHooks:
 
     def hooks(self) -> list[HookChoice]:
         return [h for h in self.loaded.plan.hooks if h.status == "ok"]
+
+    def skipped(self) -> list[HookChoice]:
+        return [h for h in self.loaded.plan.hooks if h.status != "ok"]
 
     def collect(self) -> list[Family]:
         fams = self.counters.collect()

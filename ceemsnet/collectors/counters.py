@@ -66,6 +66,9 @@ class BesideHash:
     decoding are the hash map's; a subclass gives read_raw() and delete()."""
 
     hash: HashSource
+    # the hash map's own keys at the last read_raw(): ceemsnet_map_entries beside its capacity
+    # (the records read also hold the slots', which are not in the hash map)
+    hash_entries: int | None = None
 
     @property
     def capacity(self) -> int:
@@ -246,6 +249,9 @@ class CounterMap:
                 self._reset()
                 raise
             entries = self._records.entries
+            own = getattr(self.source, "hash_entries", None)
+            if own is not None:  # a slot layout: the hash map's keys, the ones its capacity bounds
+                entries = own
         fams.append(map_entries_family(self.source.name, entries))
         capacity = getattr(self.source, "capacity", None)
         if capacity:

@@ -21,7 +21,7 @@ from ceemsnet.collectors.counters import CounterMap, HashSource
 from ceemsnet.common.metrics import Family
 from ceemsnet.pinned.pins import boot_id
 from ceemsnet.pinned.sequence import open_subsystem
-from ceemsnet.planning.catalogue import SUBSYSTEM_MODULES
+from ceemsnet.planning.catalogue import RDMA_FUNCTIONS, SUBSYSTEM_MODULES
 from ceemsnet.planning.choice import HookChoice
 from ceemsnet.planning.select import LoadedObject
 from ceemsnet.planning.structs import (RDMA_DIRS, RDMA_TYPES, decode_rdma_bytes, decode_rdma_devs,
@@ -166,6 +166,12 @@ class Rdma:
 
     def hooks(self) -> list[HookChoice]:
         return [h for h in self.loaded.plan.hooks if h.status == "ok"] if self.loaded else []
+
+    def skipped(self) -> list[HookChoice]:
+        if self.loaded is None:  # no ib_core BTF: nothing was planned, every function is absent
+            return [HookChoice(NAME, f, "none", "", "skipped", "ib_core is not loaded (no RDMA device)",
+                               cause="absent") for f in RDMA_FUNCTIONS]
+        return [h for h in self.loaded.plan.hooks if h.status != "ok"]
 
     def collect(self) -> list[Family]:
         ports = port_family(port_bytes(self.sysfs))

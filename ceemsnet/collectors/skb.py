@@ -355,6 +355,9 @@ class SkbSubsystem:
     def hooks(self) -> list[HookChoice]:
         return self.backend.hooks()
 
+    def skipped(self) -> list[HookChoice]:
+        return []  # both cgroup_skb hooks, always (a cgroup that cannot be attached is logged)
+
     def collect(self) -> list[Family]:
         self.backend.sync()
         fams = self.counters.collect()

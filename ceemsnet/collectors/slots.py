@@ -122,6 +122,7 @@ class SlotSource(BesideHash):
 
     def read_raw(self) -> tuple[bytes, bytes, int]:
         keys, values, n = self.hash.read_raw()
+        self.hash_entries = n
         ksz, vsz = self.key_size, self.value_size
         keys, values = keys[:n * ksz], values[:n * vsz]
         _, owners, no = self.owner.read_all()

@@ -22,6 +22,20 @@ from ceemsnet.planning.preemption import Preemption
 from ceemsnet.runtime.btf import Signature
 
 
+# Why a function of the plan is not hooked, as a short stable token (HookChoice.cause; the reason
+# label of ceemsnet_hook_skipped, docs/metrics.md); HookChoice.reason says it in full.
+SKIP_CAUSES = {
+    "absent": "the function, or the tracepoint or module that would serve it, is not in this kernel",
+    "not_served": "the family's object does not serve it (a known gap of that object; ceemsnet probe says which)",
+    "mismatch": "its prototype in this kernel's BTF is not the one the object reads",
+    "attach_failed": "the kernel refused to attach its program",
+    "unused": "given up: nothing else of its family attached",
+    "refused": "the family cannot serve this kernel at all",
+}
+# the causes that mean the plan wanted the hook on this kernel and did not get it (alerted on)
+WANTED_CAUSES = ("mismatch", "attach_failed")
+
+
 class Signatures(Protocol):
     def function(self, name: str) -> Signature | None: ...
     def tracepoint(self, name: str) -> Signature | None: ...
@@ -39,6 +53,7 @@ class HookChoice:
     # Hook.rides, or served by alternatives (io_uring): trace events that every family's object holds,
     # attached wherever the object loads, but not a reason to use a family
     anywhere: bool = False
+    cause: str = ""  # skipped: a key of SKIP_CAUSES
 
     def as_dict(self) -> dict:
         return {"subsystem": self.subsystem, "function": self.function, "hook": self.hook,
@@ -68,17 +83,17 @@ class FamilyPlan:
                 out += [p for p in h.programs if p not in out]
         return out
 
-    def skip(self, programs: set[str], reason: str) -> None:
+    def skip(self, programs: set[str], reason: str, cause: str = "attach_failed") -> None:
         """Mark the hooks served by `programs` skipped (e.g. attach failed)."""
         for h in self.hooks:
             if h.status == "ok" and programs.intersection(h.programs):
-                h.status, h.hook, h.reason = "skipped", "none", reason
+                h.status, h.hook, h.reason, h.cause = "skipped", "none", reason, cause
         if not any(h.status == "ok" and not h.anywhere for h in self.hooks):
             # nothing of the family's own is left: its object would count only what any family's
             # does; give those up too, so that the loader releases them and refuses the family
             for h in self.hooks:
                 if h.status == "ok":
-                    h.status, h.hook = "skipped", "none"
+                    h.status, h.hook, h.cause = "skipped", "none", "unused"
                     h.reason = f"not used: nothing else of the {self.family} family attached ({reason})"
 
 
@@ -136,44 +151,50 @@ def _choose_alternative(hook: Hook, sigs: Signatures | None, kver: Version) -> t
     return None, f"{hook.absent}: " + "; ".join(misses)
 
 
-def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str]:
-    """(planned ok?, reason) for one hook of one object."""
+def _check_hook(hook: Hook, sigs: Signatures | None, kver: Version) -> tuple[bool, str, str]:
+    """(planned ok?, reason, cause: a key of SKIP_CAUSES when not ok, else "") for one hook of one object."""
     if hook.alternatives:
         alt, why = _choose_alternative(hook, sigs, kver)
-        return alt is not None, why
+        if alt is not None:
+            return True, why, ""
+        # absent unless some alternative's every event is in BTF (then its prototype did not match)
+        present = sigs is not None and any(all(sigs.tracepoint(e) is not None for e, _, _ in a.events)
+                                           for a in hook.alternatives)
+        return False, why, "mismatch" if present else "absent"
     fn = hook.function
     removed = f" (removed in {hook.removed_in})" if hook.removed_in else ""
     if sigs is None:
         if hook.removed_in and kver >= hook.removed_in:
-            return False, f"{fn} does not exist in {hook.removed_in} and later kernels"
+            return False, f"{fn} does not exist in {hook.removed_in} and later kernels", "absent"
         if not hook.programs:
-            return False, hook.not_served
+            return False, hook.not_served, "not_served"
         where = f"at tracepoint {hook.tracepoint}" if hook.tracepoint else "by version rules"
-        return True, f"planned {where}; BTF not checked (not the running kernel)"
+        return True, f"planned {where}; BTF not checked (not the running kernel)", ""
     actual = sigs.function(fn)
     if actual is None and hook.inlined_at:
         why = _inlined_mismatch(hook, sigs)
         if why is None:
             return True, (f"{fn} is not in this kernel's BTF (inlined): counted at the system calls "
-                          f"{', '.join(hook.inlined_at)} instead (regular files, the file from the fd)")
-        return False, f"{fn} is not in this kernel's BTF{removed}, and {why}; {hook.absent}"
+                          f"{', '.join(hook.inlined_at)} instead (regular files, the file from the fd)"), ""
+        cause = "absent" if any(sigs.function(f) is None for f in hook.inlined_at) else "mismatch"
+        return False, f"{fn} is not in this kernel's BTF{removed}, and {why}; {hook.absent}", cause
     if actual is None and (hook.removed_in or not hook.tracepoint):
         return False, f"{fn} is not in this kernel's BTF{removed}: nothing to hook" + \
-            (f"; {hook.absent}" if hook.absent else "")
+            (f"; {hook.absent}" if hook.absent else ""), "absent"
     if not hook.programs:
-        return False, hook.not_served
+        return False, hook.not_served, "not_served"
     if hook.tracepoint:
         tp = sigs.tracepoint(hook.tracepoint)
         if tp is None:
-            return False, f"tracepoint {hook.tracepoint} is not in this kernel's BTF"
+            return False, f"tracepoint {hook.tracepoint} is not in this kernel's BTF", "absent"
         why = compare_signature(hook.expects, tp, hook.reads)
         if why:
-            return False, f"tracepoint {hook.tracepoint} {why}"
-        return True, hook.note or f"counted at tracepoint {hook.tracepoint}"
+            return False, f"tracepoint {hook.tracepoint} {why}", "mismatch"
+        return True, hook.note or f"counted at tracepoint {hook.tracepoint}", ""
     why = compare_signature(hook.expects, actual, hook.reads)
     if why:
-        return False, f"BTF signature mismatch: {fn} {why}"
-    return True, f"BTF prototype matches: {actual.render(fn)}" + (f"; {hook.note}" if hook.note else "")
+        return False, f"BTF signature mismatch: {fn} {why}", "mismatch"
+    return True, f"BTF prototype matches: {actual.render(fn)}" + (f"; {hook.note}" if hook.note else ""), ""
 
 
 def _inlined_mismatch(hook: Hook, sigs: Signatures) -> str | None:
@@ -219,7 +240,8 @@ def plan_family(subsystem: str, family: str, kver: Version, arch: str,
 
     def refuse(reason: str) -> FamilyPlan:
         plan.refused = reason
-        plan.hooks = [HookChoice(subsystem, f, "none", "", "skipped", reason) for f in SUBSYSTEMS[subsystem]]
+        plan.hooks = [HookChoice(subsystem, f, "none", "", "skipped", reason, cause="refused")
+                      for f in SUBSYSTEMS[subsystem]]
         return plan
 
     if arch not in rule.arches:
@@ -248,11 +270,11 @@ def plan_object(obj: BpfObject, kver: Version, sigs: Signatures | None) -> Famil
     """Plan one given object: each hook ok only if this kernel's prototype fits it."""
     plan = FamilyPlan(obj.subsystem, obj.family, obj)
     for hook in obj.hooks:
-        ok, reason = _check_hook(hook, sigs, kver)
+        ok, reason, cause = _check_hook(hook, sigs, kver)
         anywhere = hook.rides or bool(hook.alternatives)
         plan.hooks.append(HookChoice(obj.subsystem, hook.function, obj.family if ok else "none",
                                      obj.file, "ok" if ok else "skipped", reason,
-                                     _programs(hook, sigs, kver) if ok else (), anywhere))
+                                     _programs(hook, sigs, kver) if ok else (), anywhere, cause))
     if not plan.usable:
         plan.refused = f"no function of {obj.subsystem} can be hooked with {obj.file}"
     return plan

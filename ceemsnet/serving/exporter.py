@@ -113,7 +113,7 @@ class CeemsnetCollector:
     """
 
     def __init__(self, collectors, hooks, build_labels: dict[str, str], unit_kind: str = "none", names=None,
-                 counters: list[tuple[str, str, str]] | None = None):
+                 counters: list[tuple[str, str, str]] | None = None, skipped=()):
         self.unit_kind = unit_kind
         # ceemsnet.attribution.slurm.BackgroundNames (--unit=slurm): learn() never waits on SLURM; or None
         self.names = names
@@ -122,6 +122,7 @@ class CeemsnetCollector:
         self._unit_cache: dict[str, str | None] = {}
         self.collectors = list(collectors)
         self.hooks = list(hooks)  # HookChoice of attached hooks
+        self.skipped = list(skipped)  # HookChoice of the functions planned but not hooked (cause: why)
         self.build_labels = build_labels
         self._last: dict[str, list] = {}
         self._lock = threading.Lock()
@@ -146,7 +147,14 @@ class CeemsnetCollector:
                    ("subsystem", "function", "hook", "object"))
         for hc in self.hooks:
             h.add((hc.subsystem, hc.function, hc.hook, hc.object), 1)
-        out = [b, h]
+        # fixed once the subsystems are open: the same series every scrape
+        s = Family("ceemsnet_hook_skipped",
+                   "1 for each kernel function of the hook plan not hooked; reason: absent, not_served, mismatch, "
+                   "attach_failed, unused or refused (docs/metrics.md), detail: the plan's reason in full", "gauge",
+                   ("subsystem", "function", "object", "reason", "detail"))
+        for hc in self.skipped:
+            s.add((hc.subsystem, hc.function, hc.object, hc.cause or "unknown", hc.reason), 1)
+        out = [b, h, s]
         if self.counters:
             out.append(counters_info(self.counters))
         dur = Family("ceemsnet_scrape_collector_duration_seconds",
@@ -688,7 +696,8 @@ def serve(subsystems, ctx, listen: str, storage_path: str, storage_interval: flo
     agg = fold_name(ctx.unit_kind, getattr(ctx.args, "aggregate", "auto"), ctx.fold)
     counters = [(s.name, run_generation(s, ctx.pins is not None), agg) for s in subsystems]
     collector = CeemsnetCollector(subsystems, [h for s in subsystems for h in s.hooks()],
-                                  build_labels(ctx.release), ctx.unit_kind, names, counters)
+                                  build_labels(ctx.release), ctx.unit_kind, names, counters,
+                                  [h for s in subsystems for h in s.skipped()])
     writer = None
     if storage_path != "none":
         # counters that continue (adopted pins) keep their generation: the store then adds nothing twice

@@ -154,3 +154,34 @@ def test_missing_tracepoint_refuses_family():
                        FakeBTF(2, tracepoints=False))
     assert not plan.usable
     assert all(h.status == "skipped" for h in plan.hooks)
+
+
+def test_skipped_hooks_carry_a_stable_cause():
+    """ceemsnet_hook_skipped's reason label: absent, not_served, mismatch, attach_failed, unused, refused."""
+    bad = Signature("long", RECV[2].params)
+    plan = plan_family("net", "fexit", parse_kernel_version("6.18.0"), "x86_64",
+                       FakeBTF(2, overrides={"udp_recvmsg": bad}))
+    rows = {h.function: h for h in plan.hooks}
+    assert (rows["udp_recvmsg"].status, rows["udp_recvmsg"].cause) == ("skipped", "mismatch")
+    assert (rows["tcp_sendpage"].status, rows["tcp_sendpage"].cause) == ("skipped", "absent")  # gone in 6.5
+    assert rows["tcp_sendmsg"].status == "ok" and rows["tcp_sendmsg"].cause == ""
+    plan.skip({"fexit_tcp_sendmsg"}, "attach of fexit_tcp_sendmsg failed: EPERM")
+    assert (rows["tcp_sendmsg"].status, rows["tcp_sendmsg"].cause) == ("skipped", "attach_failed")
+    # the tracepoint object does not serve sendpage (before 6.5, where it exists)
+    tp = {h.function: h for h in plan_family("net", "tracepoint", parse_kernel_version("6.4.0"), "x86_64",
+                                             None).hooks}
+    assert tp["tcp_sendpage"].cause == "not_served"
+    # a tracepoint missing from BTF: absent, not a mismatch
+    gone = plan_family("net", "tracepoint", parse_kernel_version("6.6.0"), "x86_64", FakeBTF(2, tracepoints=False))
+    assert {h.cause for h in gone.hooks} == {"absent"}
+    refused = plan_family("vfs", "fexit", parse_kernel_version("6.1.0"), "aarch64", None)
+    assert refused.refused and {h.cause for h in refused.hooks} == {"refused"}
+
+
+def test_a_family_left_with_riding_hooks_only_gives_them_up_as_unused():
+    from ceemsnet.planning.choice import FamilyPlan, HookChoice
+    plan = FamilyPlan("vfs", "kretprobe", None,
+                      [HookChoice("vfs", "io_uring", "kretprobe", "x.bpf.o", "ok", "", ("tp_uring",), True),
+                       HookChoice("vfs", "vfs_read", "kretprobe", "x.bpf.o", "ok", "", ("kprobe_vfs_read",))])
+    plan.skip({"kprobe_vfs_read"}, "attach of kprobe_vfs_read failed")
+    assert [(h.status, h.cause) for h in plan.hooks] == [("skipped", "unused"), ("skipped", "attach_failed")]

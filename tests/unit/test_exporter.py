@@ -50,6 +50,27 @@ def test_failed_scrape_serves_last_values_and_reports_failure():
     assert value(third, "ceemsnet_net_egress_bytes_total", **lab) == 300
 
 
+def test_hook_skipped_names_each_function_of_the_plan_not_hooked_and_why():
+    ok = HookChoice("net", "tcp_sendmsg", "tracepoint", "net-tracepoint-6.3.bpf.o", "ok", "counted at ...")
+    skipped = [HookChoice("net", "tcp_sendpage", "none", "net-tracepoint-6.3.bpf.o", "skipped",
+                          "tcp_sendpage is not in this kernel's BTF (removed in 6.5): nothing to hook", cause="absent"),
+               HookChoice("net", "udp_recvmsg", "none", "net-fexit-5.19-x86.bpf.o", "skipped",
+                          "BTF signature mismatch: udp_recvmsg returns long", cause="mismatch")]
+    reg = build_registry(CeemsnetCollector([], [ok], {"version": "t"}, skipped=skipped))
+    first, second = scrape(reg), scrape(reg)
+    got = {k: v for k, v in first.items() if k[0] == "ceemsnet_hook_skipped"}
+    assert got == {
+        ("ceemsnet_hook_skipped", (("detail", skipped[0].reason), ("function", "tcp_sendpage"),
+                                   ("object", "net-tracepoint-6.3.bpf.o"), ("reason", "absent"),
+                                   ("subsystem", "net"))): 1,
+        ("ceemsnet_hook_skipped", (("detail", skipped[1].reason), ("function", "udp_recvmsg"),
+                                   ("object", "net-fexit-5.19-x86.bpf.o"), ("reason", "mismatch"),
+                                   ("subsystem", "net"))): 1}
+    assert {k: v for k, v in second.items() if k[0] == "ceemsnet_hook_skipped"} == got  # the same every scrape
+    assert value(first, "ceemsnet_hook_info", subsystem="net", function="tcp_sendmsg", hook="tracepoint",
+                 object="net-tracepoint-6.3.bpf.o") == 1
+
+
 @pytest.mark.parametrize("addr,want", [
     (":9977", ("0.0.0.0", 9977)), ("127.0.0.1:1", ("127.0.0.1", 1)), ("[::1]:9977", ("::1", 9977)),
     ("localhost:80", ("localhost", 80)),

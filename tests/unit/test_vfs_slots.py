@@ -9,7 +9,7 @@ import pytest
 
 from ceemsnet import CeemsnetError
 from ceemsnet.collectors import vfs, vfs_slots
-from ceemsnet.collectors.counters import Records
+from ceemsnet.collectors.counters import CounterMap, Records
 from ceemsnet.planning.catalogue import CATALOGUE, slots_twin
 from ceemsnet.planning.structs import (VFS_SLOT_FS, VFS_SLOT_TAG, VFS_SLOT_WORDS, VFS_WORDS, VfsSlot, decode_vfs,
                                        pack_vfs_key)
@@ -125,6 +125,24 @@ def test_read_merges_slots_and_hash_into_one_record_per_cgroup_and_file_system()
     # the same through the raw contract, as CounterMap reads it
     rec = Records(src)
     assert rec.update() == {77, 88, 99} and rec.stats == stats
+
+
+def test_map_entries_are_the_hash_maps_keys_beside_its_capacity():
+    """ceemsnet_map_entries{map="vfs_stats"} counts the keys in vfs_stats, which its capacity
+    (ceemsnet_map_capacity, the hash map's max_entries) bounds: not the records the slots add."""
+    src, m, h = source()
+    own(m, 3, 77, [(TMPFS, counts(write=(100, 1)))], [])
+    own(m, 5, 88, [(EXT4, counts(write=(1, 1)))], [])
+    h.put(99, EXT4, counts(read=(4, 1)), counts())
+    counters = CounterMap(src, lambda st, paths: vfs.vfs_families(st, paths, frozenset()), Resolver())
+    fams = {f.name: f for f in counters.collect()}
+    assert fams["ceemsnet_map_entries"].rows == [(("vfs_stats",), 1)]
+    assert fams["ceemsnet_map_capacity"].rows == [(("vfs_stats",), 65536)]
+
+
+class Resolver:
+    def resolve(self, ids):
+        return {i: f"/c{i}" for i in ids}
 
 
 def test_only_changed_slots_are_decoded(monkeypatch):
