@@ -198,12 +198,15 @@ def test_dashboard_structure():
     titles = " ".join(p["title"] for p in panels(dash))
     for want in ("Network in/out", "File read/write", "File operations", "Top jobs", "socket vs skb",
                  "Map update failures", "kretprobe", "Scrape success", "Map entries", "Hooks", "RDMA bytes (job)",
+                 "Hooks skipped and why", "recursion misses", "scrape duration",
                  "RDMA objects (job)", "RDMA ports vs jobs"):
         assert want in titles, want
 
 
 @pytest.mark.parametrize("metric", ["ceemsnet_map_update_failures_total", "ceemsnet_kretprobe_missed_total",
                                     "ceemsnet_scrape_collector_success", "ceemsnet_map_entries",
-                                    "ceemsnet_hook_info"])
+                                    "ceemsnet_map_capacity", "ceemsnet_hook_info", "ceemsnet_hook_skipped",
+                                    "ceemsnet_bpf_recursion_misses_total", "ceemsnet_rdma_drops_total",
+                                    "ceemsnet_scrape_collector_duration_seconds"])
 def test_dashboard_shows_health_series(metric):
     assert any(metric in e for _, e in dashboard_exprs()), metric
