@@ -103,6 +103,11 @@ class PrometheusServer:
         with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as r:
             return json.load(r)["data"]["groups"]
 
+    def alerts(self):
+        """The alerts Prometheus holds now (/api/v1/alerts): each with labels, annotations, state, value."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=10) as r:
+            return json.load(r)["data"]["alerts"]
+
     def wait_for(self, expr, want, timeout=90):
         """Until the query answers `want`: a number (its one value) or a callable on the vector."""
         check = want if callable(want) else (lambda v: [x for _, x in v] == [want])
