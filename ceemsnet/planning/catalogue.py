@@ -693,11 +693,13 @@ CATALOGUE: tuple[BpfObject, ...] = (
 )
 
 # rdma: module functions (ib_core, rdma_rxe), whose types libbpf relocates against the modules'
-# BTF, which arrived in 5.11 (CONFIG_DEBUG_INFO_BTF_MODULES); x86_64 only so far (not built
-# or run on arm64)
-RDMA_OBJECTS = tuple(BpfObject(f"rdma-{fam}-5.11-x86.bpf.o", "rdma", fam, ("x86_64",), V("5.11"), None, _rdma(fam),
-                               RDMA_SRC, (f"CEEMSNET_HOOK_{fam.upper()}",), "x86", modules=("ib_core", "rdma_rxe"))
-                     for fam in ("fexit", "kretprobe"))
+# BTF, which arrived in 5.11 (CONFIG_DEBUG_INFO_BTF_MODULES). arm64's fexit object starts at 6.4
+# (ftrace direct calls, ARCH_RULES), as net's and vfs's do; its kretprobe object at 5.11
+RDMA_OBJECTS = tuple(BpfObject(f"rdma-{fam}-{since}-{TARGETS[arch]}.bpf.o", "rdma", fam, (arch,), V(since), None,
+                               _rdma(fam), RDMA_SRC, (f"CEEMSNET_HOOK_{fam.upper()}",), TARGETS[arch],
+                               modules=("ib_core", "rdma_rxe"))
+                     for arch, fam, since in (("x86_64", "fexit", "5.11"), ("x86_64", "kretprobe", "5.11"),
+                                              ("aarch64", "fexit", "6.4"), ("aarch64", "kretprobe", "5.11")))
 CATALOGUE = CATALOGUE + RDMA_OBJECTS
 
 # cgroup_skb: stable program type (4.10+), no eras; attached to cgroups, not
