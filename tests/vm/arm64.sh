@@ -66,7 +66,8 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 rootfs_suite=bookworm  # one root file system for every kernel
 packages=base-files,base-passwd,libc-bin,dash,bash,coreutils,busybox-static,procps,python3,libbpf1,python3-bpfcc,\
 python3-prometheus-client,python3-packaging,python3-pyelftools,python3-yaml,python3-bcrypt,python3-cryptography,\
-iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus,fio
+iproute2,mount,util-linux,kmod,e2fsprogs,bpftool,prometheus,fio,\
+rdma-core,ibverbs-providers,ibverbs-utils,perftest
 modules="virtio_pci virtio_console 9pnet_virtio 9p overlay"
 
 die() { echo "tests/vm/arm64.sh: $*" >&2; exit 1; }
@@ -128,8 +129,13 @@ kimg=$(kimg_in "$kdir")
 moddir="$kdir/lib/modules"
 [ -d "$kdir/usr/lib/modules/$kver/kernel" ] && moddir="$kdir/usr/lib/modules"
 
-# The root file system; rebuilt when the package list changes.
-rootfs="$cache/rootfs"
+# The root file system, one per package list (rootfs-<its CRC, cksum>): a checkout with
+# another list (an older clone, another branch) builds and boots its own beside it instead of
+# rebuilding one that a running guest has mounted. The soft-RoCE bed (tests/kernel/rdma.py)
+# needs rdma-core, libibverbs' rxe provider (ibverbs-providers) and perftest, as
+# packaging/apt-packages.txt lists for the x86 guests (which share this machine's file system).
+sum=$(printf '%s' "$packages" | cksum)
+rootfs="$cache/rootfs-${sum%% *}"
 if [ "$(cat "$rootfs/.ceemsnet-packages" 2>/dev/null)" != "$packages" ]; then
     command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (Debian package mmdebstrap; make setup installs it)"
     echo "tests/vm/arm64.sh: building the arm64 root file system (once; cached in tests/vm/cache/arm64)" >&2
@@ -141,7 +147,8 @@ if [ "$(cat "$rootfs/.ceemsnet-packages" 2>/dev/null)" != "$packages" ]; then
     cp "$tmp/root/usr/share/base-passwd/passwd.master" "$tmp/root/etc/passwd"
     cp "$tmp/root/usr/share/base-passwd/group.master" "$tmp/root/etc/group"
     printf '%s' "$packages" >"$tmp/root/.ceemsnet-packages"
-    rm -rf "$rootfs" "$cache"/initrd-*.cpio
+    # (the initramfs keeps its busybox: static, the same bookworm package whatever the list)
+    rm -rf "$rootfs"
     mv "$tmp/root" "$rootfs"
     rm -rf "$tmp"
 fi

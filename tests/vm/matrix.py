@@ -50,7 +50,8 @@ EXACT = ("tests/kernel/test_matrix.py", "tests/kernel/test_net.py::test_exact_by
     + ("tests/kernel/test_btf_eras.py",)
 # 6.12's kretprobe pass: the exact subset, and what depends on kprobes (maxactive, perf links pinned
 # across restarts); its fexit pass runs the whole suite
-# RDMA over soft-RoCE (rdma_rxe, a module: the guests have it, this machine's kernel has no modules)
+# RDMA over soft-RoCE (rdma_rxe, a module: the guests have it, this machine's kernel has no modules;
+# the arm64 root file system has perftest and libibverbs' rxe provider, tests/vm/arm64.sh)
 RDMA = ("tests/kernel/test_rdma.py",)
 KRETPROBE = EXACT + ("tests/kernel/test_kretprobe.py", "tests/kernel/test_continuity.py") + RDMA
 # the fexit passes of the oldest and newest eras (5.10, 7): the exact subset, and what those kernels
@@ -75,12 +76,12 @@ SLURM = ("tests/slurm",)
 # emulated minutes, so run once per io_uring prototype era and vfs open-path era with each family, not
 # everywhere (docs/testing.md): 5.10 (the submission stash; vfs era 1), 6.12 (its fexit pass runs the whole
 # suite; kretprobe here), 6.18 with fexit and 7.3 with kretprobe (the cqe prototype; vfs eras 4 and 5),
-# arm64 6.12 (no NFS server in its root file system)
+# arm64 6.12 (no NFS server in its root file system; RDMA there too: "arm-io-rdma")
 ENGINES = ("tests/kernel/test_vfs_uring.py", "tests/kernel/test_vfs_aio.py")
 NFS = ("tests/kernel/test_vfs_nfs.py",)
 SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
           "slurm": SLURM, "loads": LOADS, "exact-io": EXACT + ENGINES + NFS, "edges-io": EDGES + ENGINES + NFS,
-          "kretprobe-io": KRETPROBE + ENGINES + NFS, "arm-io": ARM + ENGINES, "rdma": RDMA}
+          "kretprobe-io": KRETPROBE + ENGINES + NFS, "arm-io-rdma": ARM + ENGINES + RDMA, "arm-rdma": ARM + RDMA, "rdma": RDMA}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -196,19 +197,29 @@ RUNS = (
             "kernel has); the 7.1 fexit and the tracepoint objects load, verify and attach"),
     Run("arm64-6.1", "linux-image-6.1.0-56-arm64 6.1.192-2 (bookworm), aarch64 guest (tests/vm/arm64.sh)", "arm",
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
-        minutes=2,
+        # RDMA over soft-RoCE where rxe runs in tasklets (it retries there), on arm64
+        pass_suites={"kretprobe": "arm-rdma"},
+        also={"rdma-kretprobe-5.11-arm64.bpf.o": "tests/kernel/test_rdma.py"},
+        minutes=3,
         why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls before 6.4, "
-            "the attach fails with error 524)"),
+            "the attach fails with error 524); RDMA over soft-RoCE on arm64 where rxe runs in tasklets"),
     # arm64 fexit (6.4+, ftrace direct calls). Debian's arm64 6.18 and 7.3 are built with lazy preemption
     # and without PREEMPT_DYNAMIC, so preempt=voluntary cannot be booted there: bookworm's arm64 6.12,
     # built with voluntary preemption, is the arm64 kernel where fexit is exact and auto's first choice
     Run("arm64-6.12", "linux-image-6.12.117+deb12-arm64 6.12.117-1~deb12u1 (bookworm), voluntary preemption, "
         "aarch64 guest", "arm",
         {"fexit": ("net-fexit-6.4-arm64-slots.bpf.o", "vfs-fexit-6.4-arm64.bpf.o"),
-         "fexit:hash": ("net-fexit-6.4-arm64.bpf.o", "vfs-fexit-6.4-arm64.bpf.o")},
-        pass_suites={"fexit": "arm-io"}, minutes=3,
+         "fexit:hash": ("net-fexit-6.4-arm64.bpf.o", "vfs-fexit-6.4-arm64.bpf.o"),
+         "kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-5.12-arm64.bpf.o")},
+        # RDMA over soft-RoCE with both arm64 objects: in the fexit pass's suite, and a kretprobe pass of
+        # test_rdma.py alone
+        pass_suites={"fexit": "arm-io-rdma", "kretprobe": "rdma"},
+        also={"rdma-fexit-6.4-arm64.bpf.o": "tests/kernel/test_rdma.py",
+              "rdma-kretprobe-5.11-arm64.bpf.o": "tests/kernel/test_rdma.py"},
+        minutes=7,
         why="the arm64 fexit objects counting exactly (auto's choice on an arm64 kernel with ftrace direct "
-            "calls that does not preempt in kernel code), in both net layouts; vfs_* with mnt_idmap on arm64"),
+            "calls that does not preempt in kernel code), in both net layouts; vfs_* with mnt_idmap on arm64; "
+            "RDMA over soft-RoCE (work items) with the arm64 fexit and kretprobe objects"),
     Run("arm64-5.10", "linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), aarch64 guest", "arm",
         {"kretprobe": ("net-kretprobe-4.18-arm64.bpf.o", "vfs-kretprobe-4.18-arm64.bpf.o")},
         minutes=3,
