@@ -151,7 +151,8 @@ BENCH_HOST ?= bench/scrape.py bench/scrape_http.py bench/memory.py$(if $(BEFORE)
 # `make bench-vm`: the per-event benchmarks of the fexit and kretprobe families,
 # in the 6.1 and 6.12 VMs (one boot per kernel runs them all, under emulation:
 # ratios only, absolute figures mean nothing there; fewer events and rounds
-# than on the host, as emulation runs them many times slower).
+# than on the host, as emulation runs them many times slower). bench/rdma_cost.py needs the guests'
+# rdma_rxe module and perftest (soft-RoCE: this machine's kernel has no modules).
 # BENCH_VM_KERNELS=arm64-6.12: the same in the aarch64 guest, arm64's fexit beside its kretprobe
 # (bench/table.py builds the empty programs here: that guest has no clang-19).
 BENCH_VM_KERNELS ?= 6.1 6.12
@@ -161,6 +162,8 @@ BENCH_VM ?= bench/net_cost.py:"--hook=fexit --events=20000 --rounds=3" \
 	bench/vfs_cost.py:"--hook=kretprobe --writes=20000 --rounds=3" \
 	bench/fileio_cost.py:"--what=open --family=fexit --count=5000 --rounds=3" \
 	bench/fileio_cost.py:"--what=open --family=kretprobe --count=5000 --rounds=3" \
+	bench/rdma_cost.py:"--family=fexit --iters=500 --rounds=3" \
+	bench/rdma_cost.py:"--family=kretprobe --iters=500 --rounds=3" \
 	bench/kretprobe_maxactive.py:--maxactive=0,64,1024
 
 bench: setup

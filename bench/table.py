@@ -87,7 +87,7 @@ def build_empties() -> str:
     os.makedirs(os.path.join(ROOT, out), exist_ok=True)
     arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip() \
         or "x86_64-linux-gnu"
-    for src in ("net_empty.bpf.c", "vfs_empty.bpf.c", "fileio_empty.bpf.c", "uring_empty.bpf.c"):
+    for src in ("net_empty.bpf.c", "vfs_empty.bpf.c", "fileio_empty.bpf.c", "uring_empty.bpf.c", "rdma_empty.bpf.c"):
         name = src.replace("_", "-").removesuffix(".c") + ".o"
         subprocess.run(["clang-19", "-g", "-O2", "-target", "bpf", "-Wall", "-Werror", "-Ibpf/include",
                         f"-I/usr/include/{arch}", "-c", os.path.join("bench", src), "-o", os.path.join(out, name)],
