@@ -563,7 +563,8 @@ RDMA_SIGS = {
     "rdma_restrack_add": Signature("void", (RES,)),
     "rdma_restrack_del": Signature("void", (RES,)),
     # two-phase deletion of QPs, CQs and SRQs (begin_del, then commit_del or abort_del), in
-    # Debian's 6.12.118 (not in 6.1): they never reach rdma_restrack_del there
+    # Debian's 6.12.118 and its current 6.1 (6.1.0-57 amd64, 6.1.0-56 arm64 export it): they never
+    # reach rdma_restrack_del there
     "rdma_restrack_commit_del": Signature("void", (RES,)),
     "rxe_xmit_packet": Signature("int", (RXE_QP, ("pkt", "struct rxe_pkt_info *"), RXE_SKB)),
     "rxe_resp_queue_pkt": Signature("void", (RXE_QP, RXE_SKB)),
