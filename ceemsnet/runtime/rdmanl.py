@@ -381,7 +381,7 @@ class RdmaNetlink:
         replies: list[Attrs] = []
         while True:
             try:
-                buf, mflags, _, _ = self.sock.recvmsg(RECV_SIZE)
+                buf, _, mflags, _ = self.sock.recvmsg(RECV_SIZE)  # data, ancillary data, flags, address
             except socket.timeout:
                 raise RdmaNetlinkError(errnos.ETIMEDOUT, what, "no answer from the kernel") from None
             except OSError as e:

@@ -191,7 +191,7 @@ class FakeSock:
             if struct.unpack_from("=I", out, off + 8)[0] != 0xEEEEEEEE:
                 struct.pack_into("=I", out, off + 8, seq)
             off += (n + 3) & ~3
-        return bytes(out), 0, 0, None
+        return bytes(out), [], 0, None  # socket.recvmsg: data, ancillary data, flags, address
 
     def close(self):
         pass
