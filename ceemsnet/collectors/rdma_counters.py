@@ -66,9 +66,10 @@ def cgroup_of_pid(pid: int, version: str = "v2", controller: str = "", proc: str
 def refusal(e: RdmaNetlinkError, new_counter: bool, ever_bound: bool) -> str:
     """Why a device refuses binding, from a failed bind; "" where the failure is the queue
     pair's own (gone, already bound, ...). The kernel answers EOPNOTSUPP where the port has
-    no counters, and ENOMEM where it cannot allocate a counter, which is what a driver
-    without per-QP counters (no counter_alloc_stats: rxe) gets (drivers/infiniband/core/
-    counters.c, alloc_and_bind); a device that bound before is not refused for it."""
+    no hardware counters at all, and ENOMEM where it cannot allocate a counter, which is what
+    a driver with port counters but no per-QP ones (no counter_alloc_stats) gets
+    (drivers/infiniband/core/counters.c, alloc_and_bind): rxe on 6.12 answers ENOMEM, as
+    `rdma statistic qp bind` shows. A device that bound before is not refused for it."""
     if e.errno == errno.EOPNOTSUPP:
         return "not supported by the driver (EOPNOTSUPP)"
     if e.errno in (errno.EPERM, errno.EACCES):
