@@ -18,6 +18,7 @@ import os
 from ceemsnet.attribution.lifecycle import Lifecycle
 from ceemsnet.collectors.base import Context, HookSteps, log_plan
 from ceemsnet.collectors.counters import CounterMap, HashSource
+from ceemsnet.collectors.rdma_counters import QpCounters, cgroup_of_pid
 from ceemsnet.common.metrics import Family
 from ceemsnet.pinned.pins import boot_id
 from ceemsnet.pinned.sequence import open_subsystem
@@ -154,6 +155,13 @@ class Rdma:
         self.sysfs = getattr(ctx.args, "rdma_sysfs", SYSFS)
         self.devs: dict[int, str] = {}
         self.counters: CounterMap | None = None
+        # hardware adapters' per-QP byte counters (mlx5, 6.15+), bound per job through RDMA netlink
+        h, fold = ctx.hierarchy, ctx.fold
+
+        def cgroup_of(pid: int) -> str | None:
+            p = cgroup_of_pid(pid, h.version, h.controller)
+            return fold(p) if p and fold else p
+        self.hw = QpCounters(cgroup_of)
         if loaded is not None:
             stats = loaded.maps["rdma_bytes"]
             ledger = ctx.ledger(loaded.collection, NAME, stats, stats.max_entries, decode_rdma_bytes,
@@ -176,7 +184,7 @@ class Rdma:
     def collect(self) -> list[Family]:
         ports = port_family(port_bytes(self.sysfs))
         if self.loaded is None:
-            return [objects_family({}, {}, {}), *bytes_families({}, {}, {}), ports]
+            return [objects_family({}, {}, {}), *bytes_families({}, {}, {}), ports, *self.hw.collect()]
         maps = self.loaded.maps
         self.devs = decode_rdma_devs(*maps["rdma_devs"].read_all())
         objects = decode_rdma_objects(*maps["rdma_objects"].read_all())
@@ -192,6 +200,7 @@ class Rdma:
         d = Family("ceemsnet_rdma_drops", "RDMA events not counted because a map was full", "counter", ("reason",))
         d.rows = [((why,), n) for why, n in zip(DROPS, drops)]
         fams.append(d)
+        fams += self.hw.collect()
         return fams
 
     def _prune(self, objects: dict, paths: dict[int, str]) -> None:
@@ -203,6 +212,7 @@ class Rdma:
                 m.delete(pack_rdma_count_key(cid, d, t))
 
     def close(self) -> None:
+        self.hw.close()
         if self.loaded is not None:
             self.loaded.close()
 

@@ -73,7 +73,8 @@ def refusal(e: RdmaNetlinkError, new_counter: bool, ever_bound: bool) -> str:
     if e.errno == errno.EOPNOTSUPP:
         return "not supported by the driver (EOPNOTSUPP)"
     if e.errno in (errno.EPERM, errno.EACCES):
-        return f"binding needs CAP_NET_ADMIN ({errno.errorcode[e.errno]})"
+        return (f"binding needs CAP_NET_ADMIN ({errno.errorcode[e.errno]}): serve drops its capabilities once "
+                "attached unless --capabilities.keep=all")
     if e.errno == errno.ENOMEM and new_counter and not ever_bound:
         return "the driver cannot allocate per-QP counters (ENOMEM on the first bind)"
     return ""

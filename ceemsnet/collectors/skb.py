@@ -29,6 +29,7 @@ import logging
 import os
 import struct
 import threading
+import time
 
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution.cgroups import CgroupResolver, scan_cgroup_ids
@@ -234,8 +235,12 @@ class SkbBackend:
         if self.mode != "per-cgroup":
             return
         with self.lock:
+            t0 = time.monotonic()
             ids = scan_cgroup_ids(self.root)
             want = {p: i for i, p in ids.items() if fnmatch.fnmatchcase(p, self.pattern)}
+            took = time.monotonic() - t0
+            if took > 0.5:
+                log.debug("skb: following cgroups: a scan of %d cgroups took %.1f s", len(ids), took)
             gone = [p for p, (cid, _) in self.attached.items() if want.get(p) != cid]
             if gone:
                 # keep the final counts in FINAL (pinned), before the links go: the storage dies
@@ -247,14 +252,19 @@ class SkbBackend:
                     cid, links = self.attached[p]
                     if self.ledger is not None:
                         self.ledger.record({cid: p})  # its path, for a restart that finds its counts
+                    kept = 0
                     for k, v in live.items():
                         if k[0] == cid:
                             self.final.update(pack_skb_key(*k), _FINAL_VALUE.pack(*v))
+                            kept += 1
+                    log.debug("skb: %s (id %d) is gone: %d final counts kept of %d storage keys", p, cid, kept,
+                              len(live))
                     del self.attached[p]
                     self.coll.detach(links)
             for p, cid in want.items():
                 if p not in self.attached:
                     try:
+                        log.debug("skb: attaching to %s (id %d)", p, cid)
                         self._attach(p, os.path.join(self.root, p.lstrip("/")))
                     except OSError as e:
                         if e.errno != errno.ENOENT:  # removed while we looked: not an error

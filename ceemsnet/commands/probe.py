@@ -14,6 +14,7 @@ import platform
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution.cgroups import host_hierarchy
 from ceemsnet.commands.shared import add_hierarchy, add_hook, add_json, add_log_level, add_maxactive, running_kernel
+from ceemsnet.collectors.rdma_counters import QpCounters, cgroup_of_pid
 from ceemsnet.pinned import continuity
 from ceemsnet.planning.catalogue import NOT_COUNTED, SUBSYSTEM_MODULES, SUBSYSTEMS, slots_twin
 from ceemsnet.planning.choice import check_supported, family_order, plan_family
@@ -85,6 +86,8 @@ def probe_report(args) -> dict:
                 "continuity": _continuity(plan.family if plan else "none", kver, args.maxactive),
             }
             report["hooks"] += [h.as_dict() for h in rows]
+        if "rdma" in report["subsystems"]:
+            report["subsystems"]["rdma"]["hw_counters"] = _hw_counters(hier)
         return report
     kver = parse_kernel_version(args.kernel)
     check_supported(kver)
@@ -114,6 +117,16 @@ def probe_report(args) -> dict:
         rows = chosen.hooks if chosen else plan.hooks
         report["hooks"] += [h.as_dict() for h in rows]
     return report
+
+
+def _hw_counters(hier) -> list[dict]:
+    """Each RDMA device's per-QP hardware byte counters, as the rdma collector would find them
+    (collectors/rdma_counters.py); [] without RDMA devices or netlink."""
+    q = QpCounters(lambda pid: cgroup_of_pid(pid, hier.version, hier.controller))
+    try:
+        return [{"device": d, "ok": ok, "reason": r} for d, ok, r in q.binding_status()]
+    finally:
+        q.close()
 
 
 def _layout_by_rules(obj) -> str:
@@ -154,6 +167,8 @@ def format_probe(report: dict) -> str:
         if info.get("continuity"):
             c = info["continuity"]
             lines.append(f"  continuity across exporter restarts: {'yes' if c['pinned'] else 'no'}: {c['reason']}")
+        for hw in info.get("hw_counters", ()):
+            lines.append(f"  {hw['device']}: {hw['reason']}")
     rows = [("FUNCTION", "HOOK", "OBJECT", "STATUS", "REASON")]
     rows += [(h["function"], h["hook"], h["object"] or "-", h["status"], h["reason"]) for h in report["hooks"]]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -732,8 +732,9 @@ NOT_COUNTED = {
     "vfs": "IO through mmap()ed files (page faults, msync); what the kernel does later on the job's behalf "
            "(writeback, readahead); IO of kernel threads for no job's call (nfsd serving others, loop devices); "
            "files that are not regular files (pipes, sockets, devices)",
-    "rdma": "bytes on hardware RDMA devices (mlx5 and others move data without the kernel: only the ports' "
-            "node-wide counters, ceemsnet_rdma_port_bytes_total); RDMA objects made by the kernel itself "
+    "rdma": "bytes on hardware RDMA devices (mlx5 and others move data without the kernel), except through "
+            "the adapter's own per-QP counters where it has them (mlx5 on 6.15+ with optional counters enabled: "
+            "ceemsnet_rdma_hw_bytes_total; always the ports' node-wide ceemsnet_rdma_port_bytes_total); RDMA objects made by the kernel itself "
             "(NFS over RDMA, iSER, the GSI queue pairs); objects and queue pairs created before the collector "
             "first started since boot (their bytes count under cgroup \"\"; its pins keep the owners across "
             "restarts); atomic operations' 8-byte operands",

@@ -145,3 +145,17 @@ def test_default_does_not_bind_without_byte_counters(bed, holder):
         assert status[bed.device][0] is False and "has no rdma_tx_bytes/rdma_rx_bytes" in status[bed.device][1]
     finally:
         q.close()
+
+
+def test_probe_says_why_no_per_qp_counter_is_bound(bed):
+    """`ceemsnet probe` names each RDMA device with what its per-QP hardware counters allow."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "probe", "--json"], cwd=root, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    hw = {x["device"]: x for x in json.loads(p.stdout)["subsystems"]["rdma"]["hw_counters"]}
+    assert bed.device in hw, hw
+    assert hw[bed.device]["ok"] is False and "rdma_tx_bytes" in hw[bed.device]["reason"], hw
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "probe"], cwd=root, capture_output=True, text=True,
+                       timeout=300)
+    assert f"  {bed.device}: {hw[bed.device]['reason']}" in p.stdout, p.stdout

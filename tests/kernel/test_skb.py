@@ -238,7 +238,7 @@ def test_per_cgroup_final_counts_of_a_removed_cgroup_survive_restarts(how, make_
     pin_path = f"/sys/fs/bpf/ceemsnet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     prefix = f"ceemsnet-skbfinal-{uuid.uuid4().hex[:6]}"
     args = (f"--bpf.pin-path={pin_path}", "--skb.mode=per-cgroup", f"--skb.cgroups=/{prefix}-*",
-            "--skb.sync-interval=0.2s", "--cgroup.retention=600", "--log.level=info")
+            "--skb.sync-interval=0.2s", "--cgroup.retention=600", "--log.level=debug")
     sizes = [1000, 3000]
     want = sum(n + 28 for n in sizes)  # one IPv4 packet per datagram each way: 20 B IP + 8 B UDP header
     cg, away = make_cgroup(prefix), make_cgroup("ceemsnet-away")
