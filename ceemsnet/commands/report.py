@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ceemsnet import report
-from ceemsnet.commands.shared import add_log_level, add_sacct, add_storage_path
-from ceemsnet.common.timeparse import duration_arg
+from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct, add_storage_path
 from ceemsnet.serving.store import DEFAULT_STORE
 
 DEFAULT_SACCT_CACHE = "/var/cache/ceemsnet/sacct.json"
@@ -22,23 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "Prometheus server's HTTP API (exact sample differences, counter resets and "
                                    "exporter restarts handled).")
     add_storage_path(r, None, f"the local store (default {DEFAULT_STORE})")
-    r.add_argument("--prometheus", metavar="URL",
-                   help="report from this Prometheus server instead (e.g. http://prometheus:9090; "
-                        "user:password@ in the URL for basic auth)")
-    r.add_argument("--prometheus.selector", dest="prom_selector", metavar="MATCHERS",
-                   help="label matchers added to every series selector, e.g. 'job=\"ceemsnet\",cluster=\"a\"'")
-    r.add_argument("--prometheus.lookback", dest="prom_lookback", type=duration_arg, default=3600.0,
-                   metavar="DURATION", help="how far before --since to look for a series' starting value "
-                                            "(default 1h; must exceed the scrape interval)")
-    r.add_argument("--prometheus.chunk", dest="prom_chunk", type=duration_arg, default=6 * 3600.0, metavar="DURATION",
-                   help="ask for the range in pieces this long (default 6h), so no query loads more samples "
-                        "than the server's --query.max-samples; smaller for very large clusters")
-    r.add_argument("--prometheus.timeout", dest="prom_timeout", type=duration_arg, default=60.0, metavar="DURATION",
-                   help="per query (default 60s)")
-    r.add_argument("--prometheus.bearer-token-file", dest="prom_token", metavar="FILE",
-                   help="send the token in this file as Authorization: Bearer")
-    r.add_argument("--prometheus.ca-file", dest="prom_ca", metavar="FILE",
-                   help="CA certificates to verify an https:// server with (default: the system's)")
+    add_prometheus(r, "report from this Prometheus server instead (e.g. http://prometheus:9090; "
+                      "user:password@ in the URL for basic auth)")
     r.add_argument("--by", default="job", choices=("job", "cgroup", "user", "account"),
                    help="grouping (default job); user and account are sacct's (without sacct, user falls back "
                         "to the uid in SLURM cgroup v1 paths)")
@@ -50,6 +34,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--slurm.sacct-cache", dest="sacct_cache", default=DEFAULT_SACCT_CACHE, metavar="FILE|none",
                    help=f"finished jobs' sacct facts, kept between reports (default {DEFAULT_SACCT_CACHE}; "
                         "skipped where it cannot be written; running jobs are always asked again)")
+    r.add_argument("--slurm.record-field", dest="record_field", default="SystemComment", metavar="FIELD|none",
+                   help="the job record field `ceemsnet record` writes (default SystemComment): a --job that the "
+                        "store or Prometheus no longer has, and with --prometheus the jobs sacct lists in the range "
+                        "that Prometheus has no series of, are read back from it; 'none': do not")
     r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: everything in "
                                    "the store; 24h with --prometheus)")
     r.add_argument("--until", help="end: ISO date or time, or an age (default: now)")

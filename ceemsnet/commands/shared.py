@@ -15,6 +15,7 @@ import sys
 from packaging.version import Version
 
 from ceemsnet.common.flags import whole_number
+from ceemsnet.common.timeparse import duration_arg
 from ceemsnet.pinned.pins import DEFAULT_PIN_PATH
 from ceemsnet.planning.choice import check_supported
 from ceemsnet.planning.kernel import normalize_arch, parse_kernel_version, running_release
@@ -75,6 +76,25 @@ def add_storage_path(p, default: str | None, help: str) -> None:
 
 def add_sacct(p, help: str) -> None:
     p.add_argument("--slurm.sacct", dest="sacct", default="sacct", metavar="PROGRAM|none", help=help)
+
+
+def add_prometheus(p, help: str) -> None:
+    """--prometheus URL and how to ask it (report, record)."""
+    p.add_argument("--prometheus", metavar="URL", help=help)
+    p.add_argument("--prometheus.selector", dest="prom_selector", metavar="MATCHERS",
+                   help="label matchers added to every series selector, e.g. 'job=\"ceemsnet\",cluster=\"a\"'")
+    p.add_argument("--prometheus.lookback", dest="prom_lookback", type=duration_arg, default=3600.0,
+                   metavar="DURATION", help="how far before the range's start to look for a series' starting value "
+                                            "(default 1h; must exceed the scrape interval)")
+    p.add_argument("--prometheus.chunk", dest="prom_chunk", type=duration_arg, default=6 * 3600.0, metavar="DURATION",
+                   help="ask for the range in pieces this long (default 6h), so no query loads more samples "
+                        "than the server's --query.max-samples; smaller for very large clusters")
+    p.add_argument("--prometheus.timeout", dest="prom_timeout", type=duration_arg, default=60.0, metavar="DURATION",
+                   help="per query (default 60s)")
+    p.add_argument("--prometheus.bearer-token-file", dest="prom_token", metavar="FILE",
+                   help="send the token in this file as Authorization: Bearer")
+    p.add_argument("--prometheus.ca-file", dest="prom_ca", metavar="FILE",
+                   help="CA certificates to verify an https:// server with (default: the system's)")
 
 
 def add_json(p) -> None:

@@ -268,9 +268,10 @@ def _key_of(by: str):
     return {"job": slurm_job, "user": user_of, "cgroup": lambda p: p if p.startswith("/") else None}[by]
 
 
-def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
+def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen, by_instance=False) -> None:
     """Add what every cgroup's counters grew by inside (since, until] to per_cg,
-    and widen seen[cgroup] = [first, last] by when its series were there."""
+    and widen seen[cgroup] = [first, last] by when its series were there.
+    by_instance: per_cg is keyed by (instance, cgroup), each exporter's counts apart."""
     rng, window = _dur(until - since), _dur(until - since + lookback)
 
     # 1. exporters whose counters restarted or went backwards in the window
@@ -304,13 +305,15 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
         row = per_cg.setdefault(cgroup, {})
         row[col] = row.get(col, 0.0) + v
 
+    by = "instance, cgroup" if by_instance else "cgroup"
     for col, m in METRICS.items():
         tick(f"growth of {_sel(m, SERIES[col])}")
         s = _sel(m, _matchers([cg, SERIES[col]], [inst_out]))
-        expr = (f"sum by (cgroup) (last_over_time({s}[{rng}]) - "
+        expr = (f"sum by ({by}) (last_over_time({s}[{rng}]) - "
                 f"(last_over_time({s}[{_dur(lookback)}] offset {rng}) or last_over_time({s}[{rng}]) * 0))")
         for r in api.query(expr, until)[1]:
-            add(r["metric"].get("cgroup", ""), col, max(0.0, float(r["value"][1])))
+            key = r["metric"].get("cgroup", "")
+            add((r["metric"].get("instance", ""), key) if by_instance else key, col, max(0.0, float(r["value"][1])))
         if raw_inst:
             s = _sel(m, _matchers([cg, SERIES[col]], [inst_in]))
             merged = merge_series(api.query(f"{s}[{window}]", until)[1])
@@ -319,7 +322,7 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen) -> None:
             for key, samples in merged.items():
                 inc = exact_increase(samples, since, starts.get(key[0]), states.get((key[0], sub)), base.get(key))
                 if inc is not None:
-                    add(key[1], col, inc)
+                    add(key[:2] if by_instance else key[1], col, inc)
 
     # 3. first and last seen, to within 1/250 of the chunk
     names = "|".join(sorted(set(METRICS.values())))
@@ -383,6 +386,45 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
 
     return [make_row(by, k, {c: round(v) for c, v in g["cols"].items()}, g["first"], g["last"])
             for k, g in sorted(groups.items())]
+
+
+def job_by_instance(api: PrometheusAPI, job: str, since: float, until: float, selector: str | None = None,
+                    lookback: float = 3600.0, chunk: float = 6 * 3600.0) -> dict[str, dict[str, float]]:
+    """{instance: {column: growth inside (since, until]}} of one job's cgroups, each exporter apart
+    (the same arithmetic as query(); `ceemsnet record`)."""
+    if since >= until:
+        raise CeemsnetError("empty time range: --since is not before --until")
+    since, until = round(since, 3), round(until, 3)
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    cg = _matchers(common, [job_matcher(job)])
+    bounds = [since]
+    while bounds[-1] < until:
+        bounds.append(min(until, round(bounds[-1] + chunk, 3)))
+    per: dict[tuple, dict[str, float]] = {}
+    for a, b in zip(bounds, bounds[1:]):
+        _chunk(api, a, b, common, cg, lookback, lambda what: None, per, {}, by_instance=True)
+    out: dict[str, dict[str, float]] = {}
+    for (inst, path), vals in per.items():
+        if slurm_job(path) != job:
+            continue
+        row = out.setdefault(inst, {})
+        for c, v in vals.items():
+            row[c] = row.get(c, 0.0) + v
+    return out
+
+
+def job_instances(api: PrometheusAPI, job: str, at: float, window: float, selector: str | None = None,
+                  after: float | None = None) -> set[str]:
+    """The exporters (instance labels) with a sample of one job's series in (at - window, at],
+    or, with `after`, in (after, at]: those that have scraped since then."""
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    names = "|".join(sorted(set(METRICS.values())))
+    sel = "{" + _matchers([f'__name__=~"{names}"'], common, [job_matcher(job)]) + "}"
+    span = window if after is None else at - after
+    if span <= 0:
+        return set()
+    _, res = api.query(f"group by (instance) (count_over_time({sel}[{_dur(span)}]))", at)
+    return {r["metric"].get("instance", "") for r in res}
 
 
 def stderr_progress():

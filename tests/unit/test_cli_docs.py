@@ -49,7 +49,7 @@ def synopsis(prog: str, actions) -> str:
     lines, line = [], prog
     indent = " " * (len(prog) + 1)
     for a in actions:
-        item = f"[{_flag(a)}]" if a.option_strings else _flag(a)
+        item = f"[{_flag(a)}]" if a.option_strings or a.nargs in ("?", "*") else _flag(a)
         if len(line) + 1 + len(item) > WIDTH and line.strip():
             lines.append(line)
             line = indent + item
@@ -133,7 +133,7 @@ def test_every_flag_of_every_command_is_documented():
     parser = build_parser()
     text = markdown(parser)
     _, subs = _subcommands(parser)
-    assert set(subs) == {"serve", "probe", "compare", "report", "detach"}
+    assert set(subs) == {"serve", "probe", "compare", "report", "record", "detach"}
     for name, sp in subs.items():
         section = text.split(f"\n## ceemsnet {name}\n", 1)[1].split("\n## ", 1)[0]
         for a in _documented(sp):
