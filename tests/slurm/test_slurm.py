@@ -525,6 +525,153 @@ def test_slurmd_restart_during_a_job(exporters, results):
     FINISHED[job] = {"net": {"tcp/egress": sent, "tcp/ingress": sent}, "vfs": {}, "state": "COMPLETED"}
 
 
+# --- the job's record in SLURM (ceemsnet record, as EpilogSlurmctld) -------------------------------
+
+EPILOG = os.path.join(ROOT, "packaging", "slurm", "ceemsnet-record-epilog.sh")
+
+
+@pytest.fixture(scope="module")
+def prom(exporters, state_dir):
+    """Debian's prometheus scraping the step-level exporter every second, its instance named
+    after the node (as a cluster's scrape config would), so `record` checks nodes."""
+    import pathlib
+    from ..promserver import PROMETHEUS, PrometheusServer
+    if PROMETHEUS is None:
+        pytest.skip("Debian's prometheus is not installed")
+    node = open(os.path.join(os.environ["CEEMSNET_SLURM_DIR"], "node")).read().strip()
+    d = pathlib.Path(tempfile.mkdtemp(dir=state_dir, prefix="prom."))
+    srv = PrometheusServer(d, [], extra_jobs=[{
+        "job_name": "nodes", "targets": [f"127.0.0.1:{exporters['step'].port}"], "honor_labels": True,
+        "relabel_configs": [{"target_label": "instance", "replacement": f"{node}:9977"}]}])
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def epilog(prom, state_dir, job, **env):
+    """The packaged EpilogSlurmctld wrapper, run as slurmctld runs it (SLURM_JOB_ID and the
+    array variables in the environment); its log line."""
+    shim = os.path.join(state_dir, "ceemsnet")
+    if not os.path.exists(shim):
+        with open(shim, "w") as f:
+            f.write(f"#!/bin/sh\ncd {ROOT} && exec {sys.executable} -m ceemsnet.cli \"$@\"\n")
+        os.chmod(shim, 0o755)
+    log = os.path.join(state_dir, f"record-{job}.log")
+    e = {**os.environ, "SLURM_JOB_ID": job, "CEEMSNET_PROMETHEUS": prom.url, "CEEMSNET": shim,
+         "CEEMSNET_RECORD_LOG": log, "CEEMSNET_RECORD_DEFAULTS": "/nonexistent",
+         "CEEMSNET_RECORD_ARGS": "--timeout=90s --per-node", **env}
+    p = subprocess.run([EPILOG], env=e, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    with open(log) as f:
+        return f.read()
+
+
+def field(job, name="SystemComment") -> str:
+    """The field's text in the job's record, as sacct prints it."""
+    out = sh("sacct", "-X", "-n", "-P", "-j", job, f"--format=JobID,{name}")
+    assert out.startswith(job + "|"), out
+    return out[len(job) + 1:].rstrip("\n")
+
+
+def decoded(job, name="SystemComment") -> dict:
+    from ceemsnet.report.record import decode
+    rec = decode(field(job, name))
+    assert rec is not None, f"no ceemsnet record in {name} of {job}: {field(job, name)!r}"
+    return rec
+
+
+def check_record(rec, exporters, job, vfs):
+    """The record's bytes: the ramfs reads and writes exactly the workloads' (the exporters count
+    only ramfs), the net bytes exactly the exporter's own job sums (SLURM's RPCs included)."""
+    sums = job_sums(exporters["step"].samples(), job)
+    for k, want in (("vfs_read_bytes", vfs["read"]), ("vfs_write_bytes", vfs["write"]),
+                    ("net_egress_bytes", sums["ceemsnet_job_net_egress_bytes_total"]),
+                    ("net_ingress_bytes", sums["ceemsnet_job_net_ingress_bytes_total"])):
+        record("ceemsnet record -> sacct SystemComment", TALLIES if k.startswith("vfs") else "the exporter's job sums",
+               f"{k}, job {job}", want, rec.get(k), subsystem="vfs" if k.startswith("vfs") else "net")
+        assert rec.get(k) == want, (k, rec, sums)
+    assert rec["v"] == 1 and rec["complete"] is True and rec["sources"] == 1 and "missing" not in rec, rec
+    assert rec["end"] >= rec["start"] > 0, rec
+
+
+def test_record_multi_step_job_into_system_comment(exporters, ramfs, results, prom, state_dir):
+    """A job of three steps (batch, 0, 1), each doing TCP to itself and ramfs IO; after it ends the
+    epilog writes its totals after a burst buffer's line already in SystemComment, which stays."""
+    script = os.path.join(results, "steps.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n" + workload("self", results, "b", dir=ramfs, send=5_000, file=1_111) + "\n"
+                + "srun -n1 " + workload("self", results, "s0", dir=ramfs, send=7_000, file=2_222) + "\n"
+                + "srun -n1 " + workload("self", results, "s1", dir=ramfs, send=9_000, file=3_333) + "\n")
+    job = sbatch("-n1", "-J", "steps", "-o", f"{results}/out", script)
+    assert wait_job_end(job) == "COMPLETED"
+    ts = [tally(results, n) for n in ("b", "s0", "s1")]
+    vfs = add(*(vfs_of(t) for t in ts))
+    assert vfs == {"read": 6_666, "write": 6_666}
+    wait_labels(exporters, [job])
+    other = "08/20/26 10:00:00 burst_buffer/lua: stage_out: done"
+    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", f"SystemComment={other}")
+    log = epilog(prom, state_dir, job)
+    assert "exit 0" in log, log
+    text = field(job)
+    assert text.split("\n")[0] == other, text          # the other tool's line, byte for byte
+    rec = decoded(job)
+    check_record(rec, exporters, job, vfs)
+    assert set(rec["nodes"]) == {open(os.path.join(os.environ["CEEMSNET_SLURM_DIR"], "node")).read().strip().lower()}
+    # again: the ceemsnet line is replaced, not added
+    epilog(prom, state_dir, job)
+    assert field(job).count("ceemsnet:") == 1 and field(job).startswith(other)
+    # jobstats' JS1: payload in AdminComment must be the whole field: refused, left as it was
+    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", "AdminComment=JS1:abc")
+    log = epilog(prom, state_dir, job, CEEMSNET_RECORD_ARGS="--timeout=30s --field=AdminComment")
+    assert "exit 1" in log and "jobstats" in log, log
+    assert field(job, "AdminComment") == "JS1:abc"
+    # report reads it back for a job the source does not have (here: no store at all)
+    p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={state_dir}/none.db",
+                        f"--job={job}", "--format=json", "--slurm.sacct-cache=none"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)
+    assert (row["job"], row["vfs_read_bytes"], row["net_egress_bytes"], row["state"]) == \
+        (job, 6_666, rec["net_egress_bytes"], "COMPLETED"), row
+
+
+def test_record_array_tasks_each_their_own(exporters, ramfs, results, prom, state_dir):
+    """An array of 2: the epilog of task 0 (whose raw id is the array's: `jobid=<it>` in sacctmgr
+    would name every task) writes task 0's record alone; then task 1's its own."""
+    script = os.path.join(results, "array.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n" + workload("self", results, "t", dir=ramfs, send=3_000, file=500, array=True) + "\n")
+    array = sbatch("-n1", "--array=0-1", "-J", "rec-array", "-o", f"{results}/out-%a", script)
+    for i in range(2):
+        wait_job_end(f"{array}_{i}")
+    raw = dict(line.split("|") for line in sh("sacct", "-n", "-P", "-X", "-j", array,
+                                                "--format=JobID,JobIDRaw").split())
+    wait_labels(exporters, [f"{array}_0", f"{array}_1"])
+    assert raw[f"{array}_0"] == array
+    epilog(prom, state_dir, raw[f"{array}_0"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID="0")
+    assert field(f"{array}_1") == "", "task 1's record was written by task 0's epilog"
+    epilog(prom, state_dir, raw[f"{array}_1"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID="1")
+    for i in range(2):
+        rec = decoded(f"{array}_{i}")
+        assert rec["job"] == f"{array}_{i}", rec
+        check_record(rec, exporters, f"{array}_{i}", {"read": 500 * (i + 1), "write": 500 * (i + 1)})
+
+
+def test_record_cancelled_job(exporters, ramfs, results, prom, state_dir):
+    """scancel of a job whose workload is done and that then sleeps: its record holds its bytes."""
+    script = os.path.join(results, "cancel.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n" + workload("self", results, "c", dir=ramfs, send=4_321, file=777) + "\nsleep 600\n")
+    job = sbatch("-n1", "-J", "rec-cancel", "-o", f"{results}/out", script)
+    wait_until("the workload's tally", lambda: os.path.exists(f"{results}/c.json"), timeout=300)
+    sh("scancel", job)
+    assert wait_job_end(job) == "CANCELLED"
+    wait_labels(exporters, [job])
+    epilog(prom, state_dir, job)
+    check_record(decoded(job), exporters, job, {"read": 777, "write": 777})
+
+
 # --- the report, after the jobs ---------------------------------------------------------
 
 def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir):
