@@ -43,7 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "SLURM before 23.02) nothing is written. On timeout the record is written with what was "
                     "scraped, marked incomplete, and stderr names the nodes missing. Exit status 1 only when "
                     "nothing could be written. As EpilogSlurmctld (packaging/slurm/): the job is "
-                    "$SLURM_JOB_ID. Keys and the field's choice: docs/slurm.md.")
+                    "$SLURM_JOB_ID. Keys and the field's choice: docs/reports.md.")
     r.add_argument("job", nargs="?", metavar="JOBID",
                    help="the job, as SLURM shows it (123, 123_2 for an array task, 100+1) or its raw id "
                         "(default: $SLURM_JOB_ID, as slurmctld sets it for EpilogSlurmctld)")

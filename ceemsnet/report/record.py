@@ -6,7 +6,7 @@ as a backtick, which is what sacctmgr would make of it anyway (it turns
 each quote into one, slurmdb.py): so what is stored is exactly what was
 sent, and reading it back turns the backticks into quotes again. The
 object's strings (node names) never hold a backtick, quote or backslash.
-Keys (docs/slurm.md explains each): `v` (format version, 1), `job`,
+Keys (docs/reports.md ("The job's record in SLURM") explains each): `v` (format version, 1), `job`,
 `complete`, the report's columns that were counted (rows.py: absent when no
 collector counted it, never 0 for "not measured"), `start`, `end` (Unix
 seconds), `sources` (exporters summed), `missing` (nodes or exporters whose

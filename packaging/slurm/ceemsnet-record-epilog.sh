@@ -1,6 +1,6 @@
 #!/bin/sh
 # EpilogSlurmctld for ceemsnet: writes each finished job's network and file IO totals into
-# its SLURM accounting record (`ceemsnet record`, docs/slurm.md). slurmctld runs it as
+# its SLURM accounting record (`ceemsnet record`, docs/reports.md ("The job's record in SLURM")). slurmctld runs it as
 # SlurmUser on its own host, with SLURM_JOB_ID set, once the job has ended.
 #
 # Settings (shell variables) in /etc/default/ceemsnet-record, or the file named by
