@@ -40,12 +40,12 @@ class QueryError(Exception):
 
 
 class PrometheusServer:
-    def __init__(self, workdir, targets, rule_files=(), extra_jobs=()):
+    def __init__(self, workdir, targets, rule_files=(), extra_jobs=(), interval="1s"):
         """rule_files: loaded, evaluated every second; extra_jobs: more scrape jobs, each
         {"job_name": ..., "targets": [...], other scrape_config keys (e.g. "honor_labels": True)}."""
         self.url = f"http://127.0.0.1:{free_port()}"
         cfg = workdir / "prometheus.yml"
-        text = ("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        text = (f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
                 + ("  evaluation_interval: 1s\n" if rule_files else "")
                 + "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
                 f"      - targets: {json.dumps(list(targets))}\n")

@@ -33,7 +33,7 @@ import subprocess
 
 from packaging.version import InvalidVersion, Version
 
-from ceemsnet.attribution.slurm import FINAL_STATES, TIME_FORMAT, SacctError
+from ceemsnet.attribution.slurm import FINAL_STATES, SacctError
 
 # the job record's text fields `sacctmgr modify job set` takes, as sacct names them
 # (Extra from 23.02; the others in 22.05, Debian 12's release, and every one since)
@@ -100,7 +100,7 @@ def _exe(program: str, what: str) -> str:
 def _run(argv: list[str], what: str, timeout: float) -> str:
     try:
         r = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
-                           stdin=subprocess.DEVNULL, env={**os.environ, "SLURM_TIME_FORMAT": TIME_FORMAT})
+                           stdin=subprocess.DEVNULL, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
     except subprocess.TimeoutExpired:
         raise SacctError(f"{what} did not answer within {timeout:g} s") from None
     except OSError as e:
@@ -122,13 +122,11 @@ def sacctmgr_lowers(sacctmgr: str = "sacctmgr", timeout: float = 30.0) -> bool:
 
 
 def _time(text: str) -> float | None:
+    """Start or End as sacct prints it with SLURM_TIME_FORMAT=%s: Unix seconds. (Not an ISO time with
+    %z: 22.05's sacct prints a date into a buffer of the field's width, 19 characters for Start and
+    End, print_fields_date(), and an offset does not fit.)"""
     text = text.strip()
-    if text in ("", "Unknown", "None"):
-        return None
-    try:
-        return dt.datetime.strptime(text, TIME_FORMAT).timestamp()
-    except ValueError:
-        return None
+    return float(text) if text.isdigit() else None
 
 
 def parse_records(text: str, fields: tuple[str, ...]) -> dict[str, dict]:

@@ -159,7 +159,7 @@ def fake_slurm(tmp_path, state="COMPLETED", nodes="n[1-2]", initial=""):
     """Fake sacct and sacctmgr sharing the field's text in a file (sacctmgr as 23.02+: no lower-casing);
     the job ran from 60 s to 30 s ago."""
     now = time.time()
-    start, end = (time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(now - d)) for d in (60, 30))
+    start, end = (int(now - d) for d in (60, 30))   # SLURM_TIME_FORMAT=%s
     field = tmp_path / "field"
     field.write_text(initial)
     sacct = tmp_path / "sacct"
