@@ -418,12 +418,14 @@ def job_instances(api: PrometheusAPI, job: str, at: float, window: float, select
     """The exporters (instance labels) with a sample of one job's series in (at - window, at],
     or, with `after`, in (after, at]: those that have scraped since then."""
     common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
-    names = "|".join(sorted(set(METRICS.values())))
-    sel = "{" + _matchers([f'__name__=~"{names}"'], common, [job_matcher(job)]) + "}"
     span = window if after is None else at - after
     if span <= 0:
         return set()
-    _, res = api.query(f"group by (instance) (count_over_time({sel}[{_dur(span)}]))", at)
+    # one metric name per count_over_time(): the function drops the name, and series of two
+    # families with the same labels would collide ("vector cannot contain metrics with the same labelset")
+    expr = " or ".join(f"group by (instance) (count_over_time({_sel(m, _matchers([SERIES[c]], common, [job_matcher(job)]))}"
+                       f"[{_dur(span)}]))" for c, m in METRICS.items())
+    _, res = api.query(expr, at)
     return {r["metric"].get("instance", "") for r in res}
 
 

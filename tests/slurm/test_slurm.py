@@ -638,8 +638,8 @@ def test_record_multi_step_job_into_system_comment(exporters, ramfs, results, pr
 
 
 def test_record_array_tasks_each_their_own(exporters, ramfs, results, prom, state_dir):
-    """An array of 2: the epilog of task 0 (whose raw id is the array's: `jobid=<it>` in sacctmgr
-    would name every task) writes task 0's record alone; then task 1's its own."""
+    """An array of 2: the epilog of the task whose raw id is the array's (`jobid=<it>` in sacctmgr
+    would name every task) writes that task's record alone; then the other its own."""
     script = os.path.join(results, "array.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\n" + workload("self", results, "t", dir=ramfs, send=3_000, file=500, array=True) + "\n")
@@ -649,11 +649,14 @@ def test_record_array_tasks_each_their_own(exporters, ramfs, results, prom, stat
     raw = dict(line.split("|") for line in sh("sacct", "-n", "-P", "-X", "-j", array,
                                                 "--format=JobID,JobIDRaw").split())
     wait_labels(exporters, [f"{array}_0", f"{array}_1"])
-    assert raw[f"{array}_0"] == array
-    log = epilog(prom, state_dir, raw[f"{array}_0"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID="0")
+    # the task that kept the array's own id (SLURM gives the split-off tasks new ids, so it is
+    # the last one here): `jobid=<it>` in sacctmgr would name every task of the array
+    (first,) = [i for i in range(2) if raw[f"{array}_{i}"] == array]
+    other = 1 - first
+    log = epilog(prom, state_dir, raw[f"{array}_{first}"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID=str(first))
     assert "exit 0" in log and "complete=false" not in log, log
-    assert field(f"{array}_1") == "", "task 1's record was written by task 0's epilog"
-    epilog(prom, state_dir, raw[f"{array}_1"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID="1")
+    assert field(f"{array}_{other}") == "", f"task {other}'s record was written by task {first}'s epilog"
+    epilog(prom, state_dir, raw[f"{array}_{other}"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID=str(other))
     for i in range(2):
         rec = decoded(f"{array}_{i}")
         assert rec["job"] == f"{array}_{i}", rec
