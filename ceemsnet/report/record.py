@@ -96,7 +96,8 @@ def merge(old: str | None, line: str, field: str, lowers: bool) -> str:
     if not old.strip():
         return line
     for prefix, whose in WHOLE_FIELD:
-        if old.lstrip().startswith(prefix):
+        # any case: sacctmgr before 23.02 stored jobstats' own JS1: lower-cased (SchedMD bug 14338)
+        if old.lstrip().lower().startswith(prefix.lower()):
             raise Refused(f"{field} holds {whose}, which must stay the whole field: nothing written "
                           f"(choose another --field, e.g. SystemComment)")
     kept = [ln for ln in old.split("\n") if not ln.strip().lower().startswith(PREFIX)]

@@ -62,6 +62,7 @@ def test_merge_keeps_other_tools_content():
 
 @pytest.mark.parametrize("old,lowers,needle", [
     ("JS1:H4sIAAAAAAAAA6tWKkktLlGyUlAqS8wpTtVRSs7PS8", False, "jobstats"),
+    ("js1:h4siaaaaaaaaa6twkkktlglyuulaqs8wptttvrss7ps8", True, "jobstats"),   # as 22.05's sacctmgr stores it
     ('note: "quoted"', False, "quotes"),
     ("back\\slash", False, "quotes, backslashes"),
     ("Burst_Buffer/lua: Failed", True, "capitals"),
