@@ -63,6 +63,7 @@ No SLURM protocol here: only `squeue -o` and `sacct -P` output is parsed
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -135,7 +136,11 @@ _KEYS = dict(zip(FIELDS[2:], FACTS))
 FINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "TIMEOUT", "REVOKED"}
 BATCH = 200          # job ids per sacct call
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # start, end: ISO 8601 with the node's UTC offset (sacct's default has none)
+# start, end: asked for as Unix seconds, reported as ISO 8601 with the node's UTC offset (sacct's
+# default has none). Not asked for as "%Y-%m-%dT%H:%M:%S%z": 22.05's sacct prints a date into a
+# buffer of the field's width (19 characters for Start and End: print_fields_date()), which cuts
+# the offset off
+TIME_FORMAT = "%s"
 _UNKNOWN = {"", "Unknown", "None", "None assigned"}
 
 
@@ -167,9 +172,19 @@ def parse_sacct(text: str, fields: tuple[str, ...] = FIELDS, key: str = "JobIDRa
             facts[k] = None if v in _UNKNOWN else v
         if facts["state"]:
             facts["state"] = facts["state"].split()[0]  # "CANCELLED by 1000" -> CANCELLED
+        for k in ("start", "end"):
+            facts[k] = _iso(facts[k])
         if row[key].strip():  # an empty SLUID: a job no cgroup is named after
             out[row[key].strip()] = facts
     return out
+
+
+def _iso(v: str | None) -> str | None:
+    """sacct's Unix seconds (SLURM_TIME_FORMAT=%s) -> ISO 8601 in the node's time zone, with its
+    offset; a value already in another form (an older cache, a test's fake sacct) as it is."""
+    if v is None or not v.isdigit():
+        return v
+    return datetime.datetime.fromtimestamp(int(v)).astimezone().isoformat(timespec="seconds")
 
 
 def _valid_facts(v) -> bool:

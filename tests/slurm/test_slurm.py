@@ -16,6 +16,7 @@ ramfs series of a job hold exactly the workloads' bytes, which each workload
 also tallies itself from its calls' return values.
 """
 
+import datetime
 import glob
 import json
 import os
@@ -699,6 +700,9 @@ def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir)
         assert r, f"job {job} not in the report: {sorted(rows)}"
         assert (r["user"], r["account"], r["partition"], r["state"]) == ("root", "ceemsnet", "debug", want["state"]), r
         assert r["nodes"] and r["start"] and r["end"] and r["elapsed"], r
+        # whole ISO 8601 times with the node's offset (22.05 cut it off when asked for %z)
+        start, end = datetime.datetime.fromisoformat(r["start"]), datetime.datetime.fromisoformat(r["end"])
+        assert start.utcoffset() is not None and end >= start, r
         if want["vfs"]:
             for op in ("read", "write"):
                 record("ceemsnet report --by=job, from the store", TALLIES, f"vfs_{op}_bytes (ramfs), job {job}",

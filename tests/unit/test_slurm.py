@@ -4,6 +4,7 @@ sacct is a fake script on PATH in a tmp dir (it stands for SLURM's client,
 not for the kernel); it logs its argv so batching can be checked.
 """
 
+import datetime
 import json
 import os
 import random
@@ -280,7 +281,8 @@ def test_run_sacct_batches_and_uses_the_portable_flags(tmp_path):
     assert len(cs) == 2
     for c in cs:
         assert c[:2] == ["-P", "--noheader"] and c[2] == "--format=" + ",".join(FIELDS)
-    assert (tmp_path / "bin" / "tf.txt").read_text() == "%Y-%m-%dT%H:%M:%S%z"  # ISO 8601 with the offset
+    # Unix seconds: 22.05 cuts an ISO time's offset off (the field is 19 characters wide)
+    assert (tmp_path / "bin" / "tf.txt").read_text() == "%s"
     assert sum(len(c[c.index("-j") + 1].split(",")) for c in cs) == len(ids)
 
 
@@ -618,3 +620,14 @@ def test_report_without_sacct_still_works_and_says_what_is_missing(tmp_path):
     rc, rows, err = report(tmp_path, "--format=table", path_dirs=[str(tmp_path / "bin")])
     assert rc == 0 and "TOTAL" in rows, err
     assert "sacct failed: sacct: error: slurmdbd: Connection refused" in err
+
+
+def test_sacct_seconds_become_iso_times_with_the_offset():
+    start, end = 1796649420, 1796649803
+    out = f"42|42|alice|acct|debug|name|COMPLETED|{start}|{end}|00:06:23|node1\n"
+    facts = parse_sacct(out)["42"]
+    for k, ts in (("start", start), ("end", end)):
+        got = datetime.datetime.fromisoformat(facts[k])
+        assert got.utcoffset() is not None and got.timestamp() == ts, facts
+    # an older cache's (or a fake sacct's) ISO text stays as it is
+    assert parse_sacct(out.replace(str(start), "2026-12-07T13:22:53+0000"))["42"]["start"] == "2026-12-07T13:22:53+0000"
