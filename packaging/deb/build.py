@@ -10,6 +10,7 @@ dependencies are Debian packages, never pip):
   /lib/systemd/system/ceemsnet.service       packaging/systemd/ (not enabled)
   /etc/default/ceemsnet, /etc/ceemsnet/web-config.yml   conffiles
   /usr/share/doc/ceemsnet/README.md.gz, docs/*.md.gz   the documentation (the unit's Documentation=)
+  /usr/lib/ceemsnet/ceemsnet-record-epilog.sh, /usr/share/doc/ceemsnet/slurm.conf.example   packaging/slurm/
 Usage: build.py OUTDIR
 """
 
@@ -65,6 +66,10 @@ def main(outdir):
     put(stage, os.path.join(HERE, "default"), "/etc/default/ceemsnet")
     put(stage, os.path.join(HERE, "web-config.yml"), "/etc/ceemsnet/web-config.yml")
     doc = "/usr/share/doc/ceemsnet/"
+    # SLURM: the EpilogSlurmctld wrapper of `ceemsnet record` and the slurm.conf lines that name it
+    slurm = os.path.join(ROOT, "packaging", "slurm")
+    put(stage, os.path.join(slurm, "ceemsnet-record-epilog.sh"), "/usr/lib/ceemsnet/ceemsnet-record-epilog.sh", 0o755)
+    put(stage, os.path.join(slurm, "slurm.conf.example"), doc + "slurm.conf.example")
     put(stage, os.path.join(HERE, "copyright"), doc + "copyright")
     put(stage, os.path.join(HERE, "lintian-overrides"), "/usr/share/lintian/overrides/ceemsnet")
     # README.md links docs/X.md; here they are docs/X.md.gz beside it

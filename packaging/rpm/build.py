@@ -8,7 +8,8 @@ The .deb's files (packaging/deb/build.py), at the paths RHEL expects:
   /usr/lib/systemd/system/ceemsnet.service   packaging/systemd/, the .deb's unit (not enabled)
   /etc/sysconfig/ceemsnet, /etc/ceemsnet/web-config.yml   %config(noreplace), the .deb's files
   /usr/share/doc/ceemsnet/README.md.gz, docs/*.md.gz, copyright   as in the .deb (the unit's Documentation=)
-Requires, scriptlets: packaging/rpm/ceemsnet.spec.in. Usage: build.py OUTDIR
+Requires, scriptlets: packaging/rpm/ceemsnet.spec.in.   /usr/lib/ceemsnet/ceemsnet-record-epilog.sh, /usr/share/doc/ceemsnet/slurm.conf.example   packaging/slurm/
+Usage: build.py OUTDIR
 """
 
 import glob
@@ -66,6 +67,10 @@ def main(outdir):
     put(stage, os.path.join(DEB, "web-config.yml"), "/etc/ceemsnet/web-config.yml")
     # the .deb's documentation, gzipped alike: the one unit's Documentation= names README.md.gz
     doc = "/usr/share/doc/ceemsnet/"
+    # SLURM: the EpilogSlurmctld wrapper of `ceemsnet record` and the slurm.conf lines that name it
+    slurm = os.path.join(ROOT, "packaging", "slurm")
+    put(stage, os.path.join(slurm, "ceemsnet-record-epilog.sh"), "/usr/lib/ceemsnet/ceemsnet-record-epilog.sh", 0o755)
+    put(stage, os.path.join(slurm, "slurm.conf.example"), doc + "slurm.conf.example")
     put(stage, os.path.join(DEB, "copyright"), doc + "copyright")
     for src in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
         with open(src, "rb") as f:
