@@ -81,7 +81,8 @@ ENGINES = ("tests/kernel/test_vfs_uring.py", "tests/kernel/test_vfs_aio.py")
 NFS = ("tests/kernel/test_vfs_nfs.py",)
 SUITES = {"full": FULL, "exact": EXACT, "edges": EDGES, "hash": HASH, "vfs": VFS, "arm": ARM, "kretprobe": KRETPROBE,
           "slurm": SLURM, "loads": LOADS, "exact-io": EXACT + ENGINES + NFS, "edges-io": EDGES + ENGINES + NFS,
-          "kretprobe-io": KRETPROBE + ENGINES + NFS, "arm-io-rdma": ARM + ENGINES + RDMA, "arm-rdma": ARM + RDMA, "rdma": RDMA}
+          "kretprobe-io": KRETPROBE + ENGINES + NFS, "arm-io-rdma": ARM + ENGINES + RDMA, "arm-rdma": ARM + RDMA, "rdma": RDMA,
+          "exact-rdma": EXACT + RDMA}
 
 
 def pass_key(family: str, hash_layout: bool = False) -> str:
@@ -146,10 +147,12 @@ RUNS = (
         {"fexit:hash": ("net-fexit-5.19-x86.bpf.o", "vfs-fexit-5.12-x86.bpf.o"),
          "tracepoint:vfs": ("", "vfs-tracepoint-5.15-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-5.12-x86.bpf.o")},
-        # its only fexit pass: vfs-fexit-5.12-x86 counts here; kretprobe: RDMA where rxe runs in tasklets
-        pass_suites={"fexit:hash": "exact", "kretprobe": "rdma"},
-        also={"rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
-        minutes=5,
+        # its only fexit pass: vfs-fexit-5.12-x86 counts here; RDMA where rxe runs in tasklets, in both
+        # families (fexit is the one auto takes here)
+        pass_suites={"fexit:hash": "exact-rdma", "kretprobe": "rdma"},
+        also={"rdma-fexit-5.11-x86.bpf.o": "tests/kernel/test_rdma.py",
+              "rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
+        minutes=7,
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
             "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
     Run("6.12", "linux-image-6.12-amd64: bookworm's current 6.12 (6.12.118 on 2026-12-05)", "full",
