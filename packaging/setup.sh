@@ -17,7 +17,7 @@ if [ -n "$missing" ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # prometheus's, munge's and SLURM's postinsts would start their daemons
+    # prometheus's, victoria-metrics', munge's and SLURM's postinsts would start their daemons
     # through systemd/invoke-rc.d; we want the programs only (the SLURM suite
     # starts its own, inside a VM), so keep services from starting.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.ceemsnet

@@ -1,5 +1,8 @@
-"""Debian's prometheus, started by a test on loopback with a 1 s scrape interval and its
-own TSDB in the test's temporary directory; stopped by PID."""
+"""The PromQL engines `ceemsnet report --prometheus` is tested against, started by a test on
+loopback with a 1 s scrape interval and their own storage in the test's temporary directory;
+stopped by PID: Debian's prometheus (PrometheusServer) and Debian's victoria-metrics
+(VictoriaMetricsServer, its single binary scraping with the same scrape config). Both answer
+vector(), query() and wait_for() alike; start_engine() picks one by name."""
 
 import json
 import shutil
@@ -12,6 +15,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
+
+from .programs import require_program
 
 PROMETHEUS = shutil.which("prometheus")
 needs_prometheus = pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus package is not installed "
@@ -39,21 +44,33 @@ class QueryError(Exception):
     pass
 
 
+def scrape_config(targets, extra_jobs=(), evaluation=False, interval="1s"):
+    """The scrape config both engines read: job `ceemsnet` scraping `targets`, then extra_jobs, each
+    {"job_name": ..., "targets": [...], other scrape_config keys (e.g. "honor_labels": True,
+    "metric_relabel_configs": [...])}, every `interval` (1s by default)."""
+    text = (f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
+            + ("  evaluation_interval: 1s\n" if evaluation else "")
+            + "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
+            f"      - targets: {json.dumps(list(targets))}\n")
+    for job in extra_jobs:
+        job = dict(job)
+        text += f"  - job_name: {json.dumps(job.pop('job_name'))}\n"
+        text += f"    static_configs:\n      - targets: {json.dumps(list(job.pop('targets')))}\n"
+        text += "".join(f"    {k}: {json.dumps(v)}\n" for k, v in job.items())
+    return text
+
+
 class PrometheusServer:
+    name = "prometheus"
+    # what every query of the helpers below adds (VictoriaMetricsServer: nocache)
+    query_args: dict = {}
+
     def __init__(self, workdir, targets, rule_files=(), extra_jobs=(), interval="1s"):
-        """rule_files: loaded, evaluated every second; extra_jobs: more scrape jobs, each
-        {"job_name": ..., "targets": [...], other scrape_config keys (e.g. "honor_labels": True)}."""
+        """rule_files: loaded, evaluated every second; extra_jobs: more scrape jobs (scrape_config);
+        interval: the scrape interval (and timeout)."""
         self.url = f"http://127.0.0.1:{free_port()}"
         cfg = workdir / "prometheus.yml"
-        text = (f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
-                + ("  evaluation_interval: 1s\n" if rule_files else "")
-                + "scrape_configs:\n  - job_name: ceemsnet\n    static_configs:\n"
-                f"      - targets: {json.dumps(list(targets))}\n")
-        for job in extra_jobs:
-            job = dict(job)
-            text += f"  - job_name: {json.dumps(job.pop('job_name'))}\n"
-            text += f"    static_configs:\n      - targets: {json.dumps(list(job.pop('targets')))}\n"
-            text += "".join(f"    {k}: {json.dumps(v)}\n" for k, v in job.items())
+        text = scrape_config(targets, extra_jobs, evaluation=bool(rule_files), interval=interval)
         if rule_files:
             text += "rule_files:\n" + "".join(f"  - {json.dumps(str(f))}\n" for f in rule_files)
         cfg.write_text(text)
@@ -61,19 +78,22 @@ class PrometheusServer:
         self.proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
                                       f"--web.listen-address={self.url.split('//')[1]}", "--log.level=warn"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready("/-/ready")
+
+    def _wait_ready(self, path):
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                pytest.fail("prometheus exited: " + self.logs())
+                pytest.fail(f"{self.name} exited: " + self.logs())
             try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=5) as r:
+                with urllib.request.urlopen(self.url + path, timeout=5) as r:
                     if r.status == 200:
                         return
             except OSError:
                 pass
             time.sleep(0.3)
         self.stop()
-        pytest.fail("prometheus was not ready within 90 s: " + self.logs())
+        pytest.fail(f"{self.name} was not ready within 90 s: " + self.logs())
 
     def logs(self):
         self.log.seek(0)
@@ -81,14 +101,14 @@ class PrometheusServer:
 
     def vector(self, expr):
         """[(labels, value)] of an instant query now."""
-        q = urllib.parse.urlencode({"query": expr})
+        q = urllib.parse.urlencode({"query": expr, **self.query_args})
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
             return [(x["metric"], float(x["value"][1])) for x in json.load(r)["data"]["result"]]
 
     def query(self, expr):
         """(resultType, result) of an instant query now; an error Prometheus answers (a bad expression,
         a failed evaluation) raises QueryError with its message."""
-        q = urllib.parse.urlencode({"query": expr})
+        q = urllib.parse.urlencode({"query": expr, **self.query_args})
         try:
             with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
                 body = json.load(r)
@@ -121,8 +141,43 @@ class PrometheusServer:
             except OSError:
                 pass
             time.sleep(0.3)
-        pytest.fail(f"Prometheus never saw {expr} = {want} (last {got}): {self.logs()}")
+        pytest.fail(f"{self.name} never saw {expr} = {want} (last {got}): {self.logs()}")
 
     def stop(self):
         stop_by_pid(self.proc)
         self.log.close()
+
+
+class VictoriaMetricsServer(PrometheusServer):
+    """Debian's victoria-metrics (single node) scraping with the same scrape config, every flag
+    but where it listens and stores at its default: a report must be right against the server
+    as an admin installs it (its -search.latencyOffset of 30 s included)."""
+
+    name = "victoria-metrics"
+    # without it, VictoriaMetrics evaluates a query at `now` 30 s earlier (-search.latencyOffset)
+    query_args = {"nocache": "1"}
+
+    def __init__(self, workdir, targets, extra_jobs=()):
+        # not super().__init__(), which starts prometheus; the methods are shared
+        program = require_program("victoria-metrics", skip=True)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        cfg = workdir / "victoria-metrics.yml"
+        cfg.write_text(scrape_config(targets, extra_jobs))
+        self.log = open(workdir / "victoria-metrics.log", "w+")
+        self.proc = subprocess.Popen([program, f"-promscrape.config={cfg}", f"-storageDataPath={workdir / 'vmdata'}",
+                                      f"-httpListenAddr={self.url.split('//')[1]}", "-loggerLevel=WARN"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready("/health")
+
+
+ENGINES = {"prometheus": PrometheusServer, "victoria-metrics": VictoriaMetricsServer}
+
+
+def start_engine(name, workdir, targets, extra_jobs=()):
+    """The engine `name` (a key of ENGINES) scraping targets and extra_jobs every second, in its own
+    subdirectory of workdir; the test skips, saying which package to install, if it is missing."""
+    if name == "prometheus" and PROMETHEUS is None:
+        require_program("prometheus", skip=True)
+    d = workdir / name
+    d.mkdir(exist_ok=True)
+    return ENGINES[name](d, targets, extra_jobs=extra_jobs)
