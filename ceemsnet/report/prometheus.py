@@ -101,7 +101,10 @@ class PrometheusAPI:
     def query(self, expr: str, at: float) -> tuple[str, list]:
         """(resultType, result) of an instant query evaluated at `at`."""
         self.queries += 1
-        body = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"}).encode()
+        # nocache=1: VictoriaMetrics otherwise moves an instant query's time back to now minus its
+        # -search.latencyOffset (30 s by default) when it is closer to now than that (and may answer
+        # from its response cache); Prometheus ignores the parameter
+        body = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "nocache": "1"}).encode()
         req = urllib.request.Request(self.base + "/api/v1/query", data=body, headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as r:

@@ -1,5 +1,6 @@
 """report --prometheus without a kernel: the exact-growth arithmetic, bad input, and
-the PromQL itself against a real Prometheus scraping exporters this test plays."""
+the PromQL itself against each real engine (Prometheus, VictoriaMetrics) scraping exporters
+this test plays."""
 
 import datetime as dt
 import json
@@ -12,7 +13,7 @@ import pytest
 
 from ceemsnet.report.prometheus import _label_regex, exact_increase, fold_baselines, job_matcher, merge_series, query
 
-from ..promserver import PrometheusServer, free_port, needs_prometheus
+from ..promserver import ENGINES, free_port, start_engine
 from .test_cli import assert_one_line_error, run
 
 
@@ -167,8 +168,8 @@ class FakeExporter:
         self.target = self.srv.url.split("//")[1]
 
 
-@needs_prometheus
-def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_promql_baseline_and_reset_against_each_engine(engine, tmp_path):
     a, b = FakeExporter(), FakeExporter()   # a: only grows; b: goes down once (a reset, same start time)
     prom = None
 
@@ -187,7 +188,7 @@ def test_promql_baseline_and_reset_against_real_prometheus(tmp_path):
         return {r["cgroup"]: r["net_egress_bytes"] for r in json.loads(out)}
 
     try:
-        prom = PrometheusServer(tmp_path, [a.target, b.target])
+        prom = start_engine(engine, tmp_path, [a.target, b.target])
         t0 = time.time() - 1
         a.value, b.value = 100, 500
         t1 = scraped(100, 500)
@@ -272,8 +273,8 @@ class RdmaExporter:
         self.target = self.srv.url.split("//")[1]
 
 
-@needs_prometheus
-def test_promql_rdma_columns_against_real_prometheus(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_promql_rdma_columns_against_each_engine(engine, tmp_path):
     a, b = RdmaExporter(), RdmaExporter()   # a: only grows (fast path); b: restarts (exact path)
     prom = None
 
@@ -293,7 +294,7 @@ def test_promql_rdma_columns_against_real_prometheus(tmp_path):
                 for r in json.loads(out)]
 
     try:
-        prom = PrometheusServer(tmp_path, [a.target, b.target])
+        prom = start_engine(engine, tmp_path, [a.target, b.target])
         t0 = time.time() - 1
         a.egress, a.ingress, b.egress, b.ingress = 1000, 10, 5000, 50
         t1 = scraped((1000, 5000))
