@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import socket
 import ssl
@@ -207,6 +208,13 @@ def exact_increase(samples, since: float, starts=None, states=None, baselines=No
     return total if seen else None
 
 
+def samples_of(result) -> list[tuple[float, float]]:
+    """A raw range result's [(t, v)], without staleness markers: VictoriaMetrics returns the marker
+    a scrape writes when a series goes (its exporter stopped, the series left /metrics) as a NaN
+    sample, where Prometheus leaves it out. The series' real samples are the counter."""
+    return [(t, v) for t, v in ((float(t), float(v)) for t, v in result["values"]) if not math.isnan(v)]
+
+
 def merge_series(results) -> dict[tuple, list]:
     """Raw range results -> {(instance, cgroup, other labels): [(t, v)] in time order}: series that
     differ only in labels derived from the cgroup (DERIVED: SLURM's job and step names, which
@@ -217,8 +225,7 @@ def merge_series(results) -> dict[tuple, list]:
         key = (m.get("instance", ""), m.get("cgroup", ""),
                tuple(sorted((k, v) for k, v in m.items() if k not in _NOT_KEY)))
         acc = out.setdefault(key, {})
-        for t, v in r["values"]:
-            t, v = float(t), float(v)
+        for t, v in samples_of(r):
             acc[t] = max(v, acc.get(t, v))
     return {k: sorted(v.items()) for k, v in out.items()}
 
@@ -261,7 +268,7 @@ def _states(results) -> dict[tuple, list]:
         m = r["metric"]
         st = (m.get("generation", ""), m.get("aggregate", ""))
         out.setdefault((m.get("instance", ""), m.get("subsystem", "")), []).extend(
-            (float(t), st) for t, _ in r["values"])
+            (t, st) for t, _ in samples_of(r))
     for v in out.values():
         v.sort(key=lambda x: x[0])
     return out
@@ -298,13 +305,15 @@ def _chunk(api, since, until, common, cg, lookback, tick, per_cg, seen, by_insta
         inst_in, inst_out = f'instance=~"{inst_re}"', f'instance!~"{inst_re}"'
         _, res = api.query(_sel(START_TIME, _matchers(common, [inst_in])) + f"[{window}]", until)
         for r in res:
-            starts[r["metric"].get("instance", "")] = [(float(t), float(v)) for t, v in r["values"]]
+            starts[r["metric"].get("instance", "")] = samples_of(r)
     tick("counter generations")
     if raw_inst:
         states = _states(api.query(_sel(COUNTERS_INFO, _matchers(common, [inst_in])) + f"[{window}]", until)[1])
 
     # 2. per cgroup and column: the fast path for regular series, the exact path for the rest
     def add(cgroup, col, v):
+        if math.isnan(v):   # no answer a server should give (see samples_of); never a traceback
+            return
         row = per_cg.setdefault(cgroup, {})
         row[col] = row.get(col, 0.0) + v
 

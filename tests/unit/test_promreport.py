@@ -46,6 +46,16 @@ def test_exact_increase_continues_pinned_counters_across_a_restart():
     assert exact_increase(down, since=0.5, starts=starts, states=same) == 100 + 40 + 50
 
 
+def test_staleness_markers_are_no_samples():
+    """VictoriaMetrics answers a raw range (m[5m]) with the staleness marker its scrape wrote when
+    the exporter stopped, as a NaN sample (Prometheus leaves it out): the counter is the others."""
+    results = [{"metric": {"instance": "n1", "cgroup": STEP, "proto": "udp"},
+                "values": [[1, "500"], [2, "600"], [3, "NaN"], [5, "40"], [6, "90"]]}]
+    (samples,) = merge_series(results).values()
+    assert samples == [(1.0, 500.0), (2.0, 600.0), (5.0, 40.0), (6.0, 90.0)]
+    assert exact_increase(samples, since=1.5) == 100 + 40 + 50     # the restart: from zero, once
+
+
 def test_a_fold_change_counts_each_byte_once():
     """task -> step over continuing counters: the step series starts from its tasks' last values."""
     j = "/system.slice/slurmstepd.scope/job_9"
