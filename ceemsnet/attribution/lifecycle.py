@@ -140,7 +140,10 @@ class Lifecycle:
             except OSError:
                 found = {}
             if not expect.items() <= found.items():  # all alive: checked in C without a set of items
-                gone.update(cid for _, cid in expect.items() - found.items())
+                # each one the listing lacks is checked on its own: a directory that could not be read
+                # (found empty) must not retire every live cgroup in it
+                gone.update(cid for name, cid in expect.items() - found.items()
+                            if not self._alive_at(cid, os.path.join(where, name)))
         return gone & ids
 
     def _group(self, paths: dict[int, str]):

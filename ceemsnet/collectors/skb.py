@@ -90,6 +90,14 @@ def _cid_of(link_name: str) -> int:
     return int(link_name.rpartition("__")[2])
 
 
+def _is_cgroup(path: str, cid: int) -> bool:
+    """Is the cgroup at path the one with this id (its directory's inode)?"""
+    try:
+        return os.stat(path).st_ino == cid
+    except OSError:
+        return False
+
+
 class SkbBackend:
     """The loaded skb object and its links: one pair at the root, or one pair per matching cgroup.
 
@@ -241,7 +249,11 @@ class SkbBackend:
             took = time.monotonic() - t0
             if took > 0.5:
                 log.debug("skb: following cgroups: a scan of %d cgroups took %.1f s", len(ids), took)
-            gone = [p for p, (cid, _) in self.attached.items() if want.get(p) != cid]
+            # a cgroup the scan did not list is gone once a stat says so: a scan can miss a live one
+            # (a directory it could not read is left out), and a cgroup wrongly let go loses the
+            # counts of its storage from then on
+            gone = [p for p, (cid, _) in self.attached.items()
+                    if want.get(p) != cid and not _is_cgroup(os.path.join(self.root, p.lstrip("/")), cid)]
             if gone:
                 # keep the final counts in FINAL (pinned), before the links go: the storage dies
                 # with them. Absolute writes: a crash before the detach only means they are

@@ -221,3 +221,23 @@ def test_start_registers_the_watcher_for_its_root(root):
         assert life.full_checks == 1
     finally:
         cgwatch._running.pop(w.root, None)
+
+
+def test_a_directory_that_cannot_be_read_retires_none_of_its_live_cgroups(root, monkeypatch):
+    """The full check lists siblings with one scandir of their parent; a listing that fails (or
+    misses entries) must not retire the live cgroups it left out: each is checked on its own."""
+    paths = {make(root, f"/job_{i}"): f"/job_{i}" for i in range(20)}  # >= 16 siblings: one listing
+    victim = make(root, "/job_gone")
+    paths[victim] = "/job_gone"
+    os.rmdir(os.path.join(root, "job_gone"))
+    life = Lifecycle(root, retention=600, watcher=False)
+    scandir = os.scandir
+
+    def failing(path="."):
+        if os.path.normpath(os.fspath(path)) == root:
+            raise OSError(12, "Cannot allocate memory")
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", failing)
+    stats, deleted = stats_of(paths), []
+    scrape(life, stats, paths, deleted)
+    assert life.gone_ids == {victim} and deleted == [(victim, 0)]

@@ -1,3 +1,4 @@
+import os
 import struct
 
 import pytest
@@ -90,3 +91,24 @@ def test_skb_backend_hands_the_pinning_sequence_its_own_steps():
     assert root.subtree == "/a" and root.coll is None and not root.attached
     with pytest.raises(CeemsnetError, match="needs --skb.cgroups"):
         SkbBackend("/sys/fs/cgroup", "per-cgroup")
+
+
+def test_per_cgroup_sync_lets_go_only_of_cgroups_a_stat_finds_gone(tmp_path, monkeypatch):
+    """A scan that misses a live cgroup (a directory it could not read) must not detach it: its
+    storage and the counts in it would go. One that is gone is let go of."""
+    from ceemsnet.collectors import skb as skbmod
+    live, dead = tmp_path / "job_1", tmp_path / "job_2"
+    live.mkdir()
+    dead.mkdir()
+    b = skbmod.SkbBackend(str(tmp_path), mode="per-cgroup", pattern="/job_*")
+    b.attached = {"/job_1": (live.stat().st_ino, []), "/job_2": (dead.stat().st_ino, [])}
+    dead.rmdir()
+
+    class Coll:
+        def detach(self, links):
+            pass
+    b.coll = Coll()
+    b._read_storage = lambda: {}
+    monkeypatch.setattr(skbmod, "scan_cgroup_ids", lambda root: {os.stat(root).st_ino: "/"})  # saw nothing
+    b.sync()
+    assert list(b.attached) == ["/job_1"]
