@@ -10,12 +10,12 @@ import logging
 import sys
 
 from ceemsnet import CeemsnetError, __version__
-from ceemsnet.commands import compare, detach, probe, record, report, serve
+from ceemsnet.commands import compare, detach, job, probe, record, report, serve
 from ceemsnet.commands.shared import Parser
 
 log = logging.getLogger("ceemsnet")
 
-COMMANDS = (serve, report, record, detach, compare, probe)  # in the order --help lists them
+COMMANDS = (serve, report, job, record, detach, compare, probe)  # in the order --help lists them
 
 
 def build_parser() -> Parser:

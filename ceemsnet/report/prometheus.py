@@ -400,10 +400,10 @@ def query(api: PrometheusAPI, by: str, since: float, until: float, job: str | No
             for k, g in sorted(groups.items())]
 
 
-def job_by_instance(api: PrometheusAPI, job: str, since: float, until: float, selector: str | None = None,
-                    lookback: float = 3600.0, chunk: float = 6 * 3600.0) -> dict[str, dict[str, float]]:
-    """{instance: {column: growth inside (since, until]}} of one job's cgroups, each exporter apart
-    (the same arithmetic as query(); `ceemsnet record`)."""
+def job_split(api: PrometheusAPI, job: str, since: float, until: float, selector: str | None = None,
+              lookback: float = 3600.0, chunk: float = 6 * 3600.0) -> dict[tuple, dict[str, float]]:
+    """{(instance, cgroup): {column: growth inside (since, until]}} of one job's cgroups (the same
+    arithmetic as query(); `ceemsnet job` splits them per step and per node)."""
     if since >= until:
         raise CeemsnetError("empty time range: --since is not before --until")
     since, until = round(since, 3), round(until, 3)
@@ -415,14 +415,63 @@ def job_by_instance(api: PrometheusAPI, job: str, since: float, until: float, se
     per: dict[tuple, dict[str, float]] = {}
     for a, b in zip(bounds, bounds[1:]):
         _chunk(api, a, b, common, cg, lookback, lambda what: None, per, {}, by_instance=True)
+    return {k: v for k, v in per.items() if slurm_job(k[1]) == job}
+
+
+def job_by_instance(api: PrometheusAPI, job: str, since: float, until: float, selector: str | None = None,
+                    lookback: float = 3600.0, chunk: float = 6 * 3600.0) -> dict[str, dict[str, float]]:
+    """{instance: {column: growth inside (since, until]}} of one job's cgroups, each exporter apart
+    (the same arithmetic as query(); `ceemsnet record`)."""
     out: dict[str, dict[str, float]] = {}
-    for (inst, path), vals in per.items():
-        if slurm_job(path) != job:
-            continue
+    for (inst, path), vals in job_split(api, job, since, until, selector, lookback, chunk).items():
         row = out.setdefault(inst, {})
         for c, v in vals.items():
             row[c] = row.get(c, 0.0) + v
     return out
+
+
+def job_by_label(api: PrometheusAPI, job: str, since: float, until: float, metric: str, label: str,
+                 selector: str | None = None, lookback: float = 3600.0) -> dict[str, float]:
+    """{label value: growth inside (since, until]} of one metric family over one job's series, e.g.
+    its file writes by `fstype` (`ceemsnet job`'s notes). The fast path of query() alone: a counter
+    reset inside the range (an exporter restarting without pinned counters) makes it low."""
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    s = _sel(metric, _matchers(common, [job_matcher(job)]))
+    rng = _dur(max(1.0, until - since))
+    expr = (f"sum by (cgroup, {label}) (last_over_time({s}[{rng}]) - "
+            f"(last_over_time({s}[{_dur(lookback)}] offset {rng}) or last_over_time({s}[{rng}]) * 0))")
+    out: dict[str, float] = {}
+    for r in api.query(expr, until)[1]:
+        if slurm_job(r["metric"].get("cgroup", "")) != job:
+            continue
+        k = r["metric"].get(label, "")
+        out[k] = out.get(k, 0.0) + max(0.0, float(r["value"][1]))
+    return out
+
+
+def label_values(api: PrometheusAPI, metric: str, label: str, since: float, until: float,
+                 selector: str | None = None) -> set[str]:
+    """The values of `label` any series of `metric` had in (since, until], any cgroup's."""
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    expr = f"group by ({label}) (last_over_time({_sel(metric, _matchers(common))}[{_dur(max(1.0, until - since))}]))"
+    return {r["metric"].get(label, "") for r in api.query(expr, until)[1]}
+
+
+def job_rates(api: PrometheusAPI, job: str, column: str, since: float, until: float, points: int = 60,
+              selector: str | None = None, window: float = 60.0) -> list[tuple[float, float]]:
+    """[(t, bytes or calls per second)] of one column summed over one job's series, `points` steps
+    across (since, until]: rate() over max(step, window) seconds, as a subquery evaluated at until.
+    Rates are Prometheus' estimates, for a picture only; totals come from job_split()."""
+    common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
+    step = max(1.0, (until - since) / max(1, points))
+    s = _sel(METRICS[column], _matchers([SERIES[column]], common, [job_matcher(job)]))
+    expr = f"sum(rate({s}[{_dur(max(step, window))}]))[{_dur(until - since)}:{_dur(step)}]"
+    _, res = api.query(expr, until)
+    out: dict[float, float] = {}
+    for r in res:
+        for t, v in r.get("values", []):
+            out[float(t)] = out.get(float(t), 0.0) + float(v)
+    return sorted(out.items())
 
 
 def job_instances(api: PrometheusAPI, job: str, at: float, window: float, selector: str | None = None,

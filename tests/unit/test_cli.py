@@ -111,7 +111,7 @@ def test_shared_flags_mean_the_same_everywhere():
     """--hook, --cgroup.hierarchy, --kretprobe.maxactive and --log.level are declared once
     (ceemsnet/commands/shared.py): every subcommand taking one parses it alike."""
     subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert list(subs) == ["serve", "report", "record", "detach", "compare", "probe"]  # the order --help lists them
+    assert list(subs) == ["serve", "report", "job", "record", "detach", "compare", "probe"]  # the order --help lists them
 
     def flag(command, name):
         a = next(a for a in subs[command]._actions if name in a.option_strings)

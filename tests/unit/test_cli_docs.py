@@ -133,12 +133,14 @@ def test_every_flag_of_every_command_is_documented():
     parser = build_parser()
     text = markdown(parser)
     _, subs = _subcommands(parser)
-    assert set(subs) == {"serve", "probe", "compare", "report", "record", "detach"}
+    assert set(subs) == {"serve", "probe", "compare", "report", "job", "record", "detach"}
     for name, sp in subs.items():
         section = text.split(f"\n## ceemsnet {name}\n", 1)[1].split("\n## ", 1)[0]
         for a in _documented(sp):
             assert f"- `{_flag(a)}`: " in section, (name, a.option_strings)
-            assert f"[{_flag(a)}]" in section.replace("\n" + " " * len(f"ceemsnet {name} "), " "), \
+            # in the synopsis: optional ones in brackets, a required positional (job's JOBID) as it is
+            item = f"[{_flag(a)}]" if a.option_strings or a.nargs in ("?", "*") else f" {_flag(a)}"
+            assert item in section.replace("\n" + " " * len(f"ceemsnet {name} "), " "), \
                 (name, a.option_strings)
     # the flags the README's old hand-written synopsis had lost
     for flag in ("--cgroup.aggregate=LEVEL", "--slurm.sacct=PROGRAM|none", "--slurm.squeue=PROGRAM|none",

@@ -20,7 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ceemsnet import cli
-from ceemsnet.commands import compare, detach, probe, record, report, serve
+from ceemsnet.commands import compare, detach, job, probe, record, report, serve
 from ceemsnet.serving.store import Store
 
 from .conftest import examples, tally, within
@@ -144,7 +144,7 @@ def stand_ins():
     def fake(args):
         raise Ran(args.command)
     with pytest.MonkeyPatch.context() as mp:
-        for mod in (serve, report, record, detach, compare, probe):
+        for mod in (serve, report, job, record, detach, compare, probe):
             mp.setattr(mod, "run", fake)
         yield
 

@@ -1,0 +1,275 @@
+"""`ceemsnet job JOBID` without SLURM: the pure view (sparklines, the notes' rules and their
+config, the split per step and node, the JSON keys, a fixed job rendered) and the command end
+to end against a fake sacct and a fake Prometheus (HTTP on loopback)."""
+
+import json
+import stat
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ceemsnet import CeemsnetError
+from ceemsnet.report import final
+from ceemsnet.report import job as jv
+from ceemsnet.report.record import build, encode
+from ceemsnet.serving.store import COLUMNS
+
+from .test_cli import assert_one_line_error, run
+
+JOB = "/system.slice/slurmstepd.scope/job_125"
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+def test_sparkline_scales_to_the_peak_and_shows_gaps():
+    assert jv.sparkline([0, 1, 2, 4, 8, None, 8]) == "▁▂▃▅█ █"
+    assert jv.sparkline([0, 0]) == "▁▁"
+    assert jv.sparkline([None, None]) == "  "
+    assert jv.sparkline([1e-9, 1000]) == "▂█"  # anything above zero shows
+
+
+def test_resample_averages_buckets_and_leaves_empty_ones_none():
+    vals = jv.resample([(1, 2.0), (2, 4.0), (9, 10.0)], 0, 10, 5)
+    assert vals == [2.0, 4.0, None, None, 10.0]
+
+
+def test_split_per_step_and_per_node():
+    per = {("n1:9977", JOB + "/step_0"): {"net_egress_bytes": 100.0, "vfs_ops": 3.0},
+           ("n2:9977", JOB + "/step_0"): {"net_egress_bytes": 50.0},
+           ("n1:9977", JOB + "/step_batch"): {"net_egress_bytes": 7.0},
+           ("n1:9977", JOB + "/step_10"): {"net_egress_bytes": 1.0},
+           ("n1:9977", JOB): {"vfs_ops": 2.0}}
+    totals, steps, nodes = jv.split(per, final.node_of)
+    assert totals["net_egress_bytes"] == 158 and totals["vfs_ops"] == 5 and totals["net_ingress_bytes"] is None
+    assert [s["step"] for s in steps] == ["0", "10", "batch", "job"]
+    assert steps[0]["net_egress_bytes"] == 150 and steps[0]["vfs_ops"] == 3
+    assert [(n["node"], n["net_egress_bytes"]) for n in nodes] == [("n1", 108), ("n2", 50)]
+
+
+def _view(**over):
+    totals = {c: None for c in COLUMNS}
+    totals.update(net_egress_bytes=10, net_ingress_bytes=10, vfs_write_bytes=5 << 30, vfs_ops=20)
+    v = {"job": "123_2", "job_id": "125", "node_names": ["n1", "n2"], "totals": totals,
+         "facts": {"user": "ann", "account": "phys", "partition": "cpu", "job_name": "sim", "state": "COMPLETED",
+                   "start": "2026-12-07T10:00:00+00:00", "end": "2026-12-07T10:10:00+00:00",
+                   "elapsed": "00:10:00", "nodes": "n[1-2]"},
+         "source": "prometheus", "source_detail": "Prometheus at http://prom:9090",
+         "steps": [{"step": "0", **totals}], "nodes": [{"node": "n1", **totals}], "rates": {}, "notes": []}
+    v.update(over)
+    return v
+
+
+def test_rules_fire_above_their_thresholds_and_only_then():
+    rules = jv.load_rules(None)
+    view = _view()
+    got = jv.notes(rules, view, {"nfs": 5 << 30, "lustre": 1}, {"nfs", "lustre"}, {"open": 2_000_000})
+    assert [n["rule"] for n in got] == ["home_nfs_writes", "no_internode_traffic", "many_opens"]
+    assert "5.0 GiB" in got[0]["message"] and "lustre" in got[0]["message"]
+    assert "2 nodes" in got[1]["message"] and "2000000" in got[2]["message"]
+    # no scratch on the cluster; traffic above 1 MiB; opens below; a one-node job
+    view["totals"]["net_egress_bytes"] = 2 << 20
+    assert jv.notes(rules, view, {"nfs": 5 << 30}, {"nfs"}, {"open": 10}) == []
+    assert jv.notes(rules, _view(node_names=["n1"], nodes=[]), None, None, None) == []
+    # nothing measured: no note (no net collector: no claim of no traffic)
+    quiet = _view()
+    quiet["totals"]["net_egress_bytes"] = None
+    assert jv.notes(rules, quiet, None, None, None) == []
+
+
+def test_config_overrides_disables_and_refuses_nonsense(tmp_path):
+    rules = jv.load_rules(None, "rules:\n  many_opens:\n    threshold: 5\n    message: 'opened {value}'\n"
+                                "  no_internode_traffic:\n    enabled: false\n")
+    assert "no_internode_traffic" not in rules and rules["many_opens"]["threshold"] == 5
+    got = jv.notes(rules, _view(), None, None, {"open": 6})
+    assert got == [{"rule": "many_opens", "message": "opened 6"}]
+    for text, needle in (("rules:\n  nope: {}\n", "unknown rule"),
+                         ("rules:\n  many_opens:\n    threshold: -1\n", "threshold"),
+                         ("rules:\n  many_opens:\n    thresh: 1\n", "unknown setting"),
+                         ("rules:\n  home_nfs_writes:\n    home_fstypes: nfs\n", "list"),
+                         ("rules: [\n", "not YAML"),
+                         ("- 1\n", "rules:")):
+        with pytest.raises(CeemsnetError, match=needle):
+            jv.load_rules(None, text)
+    with pytest.raises(CeemsnetError, match="cannot read"):
+        jv.load_rules(str(tmp_path / "missing.yml"))
+
+
+def test_render_a_fixed_job():
+    view = _view(range=[1000.0, 1600.0],
+                 rates={"net_egress_bytes": [(1000.0 + 10 * i, float(i)) for i in range(60)]},
+                 notes=[{"rule": "many_opens", "message": "opened 2 files"}])
+    text = jv.render(view, width=6)
+    lines = text.split("\n")
+    assert lines[0] == "Job 123_2 (raw id 125)  sim"
+    assert "  User:      ann" in lines and "  Nodes:     n[1-2]" in lines
+    assert "  WRITTEN:   5.0 GiB" in lines
+    step = next(ln for ln in lines if ln.startswith("  0 "))
+    assert "10 B" in step and "5.0 GiB" in step
+    spark = next(ln for ln in lines if ln.startswith("  NET OUT   "))
+    # bucket means 4.5, 14.5, ... 54.5 of 7 steps: 0.58 -> 1, 1.86 -> 2, 3.15, 4.43, 5.72, 7
+    assert spark.split()[2] == "▂▃▄▅▇█" and spark.endswith("peak 54 B/s")
+    assert "  - opened 2 files  [many_opens]" in lines
+    assert lines[-1] == "Source: Prometheus at http://prom:9090"
+
+
+def test_json_keys():
+    doc = json.loads(jv.to_json(_view(range=[1.0, 2.0], rates={"vfs_read_bytes": [(1.0, 2.5)]})))
+    assert set(doc) == {"job", "job_id", "facts", "node_names", "source", "source_detail", "totals", "steps",
+                        "nodes", "rates", "notes", "range"}
+    assert set(doc["facts"]) == {"user", "account", "partition", "job_name", "state", "start", "end", "elapsed",
+                                 "nodes"}
+    assert set(doc["totals"]) == set(COLUMNS) and doc["rates"] == {"vfs_read_bytes": [[1.0, 2.5]]}
+
+
+# ---- the command, end to end, with fakes -------------------------------------------------------
+
+def fake_sacct(tmp_path, state="COMPLETED", nodes="n[1-2]", field="", known=True):
+    """A fake sacct: the job 123_2 (raw 125) ran from 600 s to 30 s ago on `nodes`."""
+    now = time.time()
+    start, end = (int(now - d) for d in (600, 30))
+    (tmp_path / "field").write_text(field)
+    p = tmp_path / "sacct"
+    body = f"""#!/bin/sh
+case "$*" in
+  *NodeList,SystemComment*) printf '125|123_2|{state}|{start}|{end}|{nodes}|%s\\n' "$(cat {tmp_path}/field)";;
+  *User,Account*) echo '125|123_2|ann|phys|cpu|sim|{state}|{start}|{end}|00:09:30|{nodes}';;
+esac
+""" if known else "#!/bin/sh\nexit 0\n"
+    p.write_text(body)
+    p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    return str(p), start
+
+
+class FakePrometheus:
+    """Answers `ceemsnet job`'s queries: growth per (instance, cgroup) for net egress and file writes,
+    file writes by fstype, opens by op, the fstypes present, and a rising rate."""
+
+    def __init__(self, growth, by_fstype=None, ops=None, fstypes=()):
+        self.growth, self.by_fstype, self.ops, self.fstypes = growth, by_fstype or {}, ops or {}, fstypes
+        self.queries = []
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                q = urllib.parse.parse_qs(body)
+                rtype, res = fake.answer(q.get("query", [""])[0], float(q.get("time", ["0"])[0]))
+                data = json.dumps({"status": "success", "data": {"resultType": rtype, "result": res}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, expr, at):
+        self.queries.append(expr)
+        for col in ("net_egress_bytes", "vfs_write_bytes"):
+            if expr.startswith(f"sum by (instance, cgroup) (last_over_time(ceemsnet_{col}_total"):
+                return "vector", [{"metric": {"instance": i, "cgroup": cg}, "value": [at, str(v[col])]}
+                                  for (i, cg), v in self.growth.items() if col in v]
+        if expr.startswith("sum by (cgroup, fstype) (last_over_time(ceemsnet_vfs_write_bytes_total"):
+            return "vector", [{"metric": {"cgroup": JOB + "/step_0", "fstype": k}, "value": [at, str(v)]}
+                              for k, v in self.by_fstype.items()]
+        if expr.startswith("sum by (cgroup, op) (last_over_time(ceemsnet_vfs_ops_total"):
+            return "vector", [{"metric": {"cgroup": JOB + "/step_0", "op": k}, "value": [at, str(v)]}
+                              for k, v in self.ops.items()]
+        if expr.startswith("group by (fstype)"):
+            return "vector", [{"metric": {"fstype": f}, "value": [at, "1"]} for f in self.fstypes]
+        if expr.startswith("sum(rate(ceemsnet_net_egress_bytes_total"):
+            return "matrix", [{"metric": {}, "values": [[at - 600 + 10 * i, str(i * 100)] for i in range(60)]}]
+        return "vector", []
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def prom_fake():
+    made = []
+
+    def make(*a, **kw):
+        p = FakePrometheus(*a, **kw)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_job_command_from_prometheus_with_steps_nodes_rates_and_notes(tmp_path, prom_fake):
+    prom = prom_fake({("n1:9977", JOB + "/step_0"): {"net_egress_bytes": 600, "vfs_write_bytes": 3 << 30},
+                      ("n2:9977", JOB + "/step_0"): {"net_egress_bytes": 400},
+                      ("n1:9977", JOB + "/step_batch"): {"net_egress_bytes": 24}},
+                     by_fstype={"nfs": 3 << 30}, ops={"open": 1_500_000}, fstypes=("nfs", "lustre"))
+    sacct, start = fake_sacct(tmp_path)
+    rc, out, err = run("job", "123_2", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", "--format=json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["job"], doc["job_id"], doc["source"]) == ("123_2", "125", "prometheus")
+    assert doc["facts"]["user"] == "ann" and doc["facts"]["elapsed"] == "00:09:30"
+    assert doc["totals"]["net_egress_bytes"] == 1024 and doc["totals"]["vfs_write_bytes"] == 3 << 30
+    assert [(s["step"], s["net_egress_bytes"]) for s in doc["steps"]] == [("0", 1000), ("batch", 24)]
+    assert [(n["node"], n["net_egress_bytes"]) for n in doc["nodes"]] == [("n1", 624), ("n2", 400)]
+    assert len(doc["rates"]["net_egress_bytes"]) == 60
+    assert [n["rule"] for n in doc["notes"]] == ["home_nfs_writes", "no_internode_traffic", "many_opens"]
+    # the job is asked for from (just before) its start
+    assert any(q.startswith("sum(rate(") for q in prom.queries)
+    rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}")
+    assert rc == 0, err
+    assert out.startswith("Job 123_2 (raw id 125)  sim") and "Per step" in out and "Per node" in out
+    assert "NET OUT" in out and "█" in out and f"Source: Prometheus at {prom.url}" in out
+
+
+def test_job_command_config_file_thresholds(tmp_path, prom_fake):
+    prom = prom_fake({("n1:9977", JOB + "/step_0"): {"net_egress_bytes": 5 << 20}}, ops={"open": 50})
+    sacct, _ = fake_sacct(tmp_path, nodes="n1")
+    cfg = tmp_path / "notes.yml"
+    cfg.write_text("rules:\n  many_opens:\n    threshold: 10\n")
+    rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}",
+                       "--format=json")
+    assert rc == 0, err
+    assert [n["rule"] for n in json.loads(out)["notes"]] == ["many_opens"]
+    cfg.write_text("rules:\n  many_opens:\n    threshold: x\n")
+    rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}")
+    assert_one_line_error(rc, err, "threshold must be a number")
+
+
+def test_job_command_falls_back_to_the_record(tmp_path, prom_fake):
+    rec = build("123_2", {"net_egress_bytes": 1234, "vfs_read_bytes": 55}, 1_000_000, 1_000_060, 2,
+                nodes={"n1": {"net_egress_bytes": 1000}, "n2": {"net_egress_bytes": 234}})
+    sacct, _ = fake_sacct(tmp_path, field="burst_buffer/lua: ok\n" + encode(rec))
+    empty = prom_fake({})
+    for extra in ([f"--prometheus={empty.url}"], []):
+        rc, out, err = run("job", "123_2", f"--slurm.sacct={sacct}", "--format=json", *extra)
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert doc["source"] == "record" and doc["totals"]["net_egress_bytes"] == 1234
+        assert [(n["node"], n["net_egress_bytes"]) for n in doc["nodes"]] == [("n1", 1000), ("n2", 234)]
+        assert "SystemComment" in doc["source_detail"]
+        assert ("has no series" if extra else "no --prometheus given") in doc["source_detail"]
+    # no record either: the facts alone, and the output says there is nothing
+    sacct, _ = fake_sacct(tmp_path)
+    rc, out, err = run("job", "123_2", f"--slurm.sacct={sacct}")
+    assert rc == 0, err
+    assert "Totals: nothing counted" in out and "Source: nothing: no --prometheus given" in out
+
+
+def test_job_command_errors_are_one_line(tmp_path):
+    sacct, _ = fake_sacct(tmp_path, known=False)
+    rc, out, err = run("job", "999", f"--slurm.sacct={sacct}")
+    assert_one_line_error(rc, err, "sacct knows no job '999'")
+    rc, out, err = run("job", "999", f"--slurm.sacct={tmp_path}/no-such-sacct")
+    assert_one_line_error(rc, err, "not installed")
+    sacct, _ = fake_sacct(tmp_path)
+    rc, out, err = run("job", "125", f"--slurm.sacct={sacct}", "--prometheus=http://127.0.0.1:1")
+    assert_one_line_error(rc, err, "cannot reach Prometheus")
