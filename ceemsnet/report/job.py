@@ -241,7 +241,8 @@ def render(view: dict, width: int = 60) -> str:
         t0, t1 = view["range"]
         lines += ["", f"Rates over the job's life ({_when(t0)} .. {_when(t1)})"]
         for c in drawn:
-            vals = resample(rates[c], t0, t1, width)
+            # a short job has fewer samples than the width: one character each, no gaps between them
+            vals = [v for _, v in rates[c]] if len(rates[c]) <= width else resample(rates[c], t0, t1, width)
             peak = max(v for v in vals if v is not None)
             lines.append(f"  {HEADERS[c]:<9} {sparkline(vals)}  peak {_rate(peak)}")
     if view.get("notes"):

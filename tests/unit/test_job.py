@@ -17,6 +17,9 @@ from ceemsnet.report import job as jv
 from ceemsnet.report.record import build, encode
 from ceemsnet.serving.store import COLUMNS
 
+from ..promserver import PrometheusServer, needs_prometheus
+from .test_promreport import Served
+
 from .test_cli import assert_one_line_error, run
 
 JOB = "/system.slice/slurmstepd.scope/job_125"
@@ -126,10 +129,10 @@ def test_json_keys():
 
 # ---- the command, end to end, with fakes -------------------------------------------------------
 
-def fake_sacct(tmp_path, state="COMPLETED", nodes="n[1-2]", field="", known=True):
-    """A fake sacct: the job 123_2 (raw 125) ran from 600 s to 30 s ago on `nodes`."""
+def fake_sacct(tmp_path, state="COMPLETED", nodes="n[1-2]", field="", known=True, start=None, end=None):
+    """A fake sacct: the job 123_2 (raw 125) ran from 600 s to 30 s ago (or start to end) on `nodes`."""
     now = time.time()
-    start, end = (int(now - d) for d in (600, 30))
+    start, end = int(start or now - 600), ("" if state == "RUNNING" else int(end or now - 30))
     (tmp_path / "field").write_text(field)
     p = tmp_path / "sacct"
     body = f"""#!/bin/sh
@@ -273,3 +276,71 @@ def test_job_command_errors_are_one_line(tmp_path):
     sacct, _ = fake_sacct(tmp_path)
     rc, out, err = run("job", "125", f"--slurm.sacct={sacct}", "--prometheus=http://127.0.0.1:1")
     assert_one_line_error(rc, err, "cannot reach Prometheus")
+
+
+# ---- against a real Prometheus -----------------------------------------------------------------
+
+class JobExporter:
+    """Serves job 125's counters (step 0 and the batch step) as one node's exporter would, the values
+    the test sets; and another job's Lustre writes (so a scratch file system exists)."""
+
+    def __init__(self):
+        self.net = self.batch = self.nfs = self.opens = 0
+        self.start = time.time()
+
+        def answer(path):
+            s0, sb = JOB + "/step_0", JOB + "/step_batch"
+            body = (f'ceemsnet_net_egress_bytes_total{{cgroup="{s0}",proto="tcp",family="ipv4"}} {self.net}\n'
+                    f'ceemsnet_net_ingress_bytes_total{{cgroup="{s0}",proto="tcp",family="ipv4"}} {self.net // 2}\n'
+                    f'ceemsnet_net_egress_bytes_total{{cgroup="{sb}",proto="tcp",family="ipv4"}} {self.batch}\n'
+                    f'ceemsnet_vfs_write_bytes_total{{cgroup="{s0}",fstype="nfs"}} {self.nfs}\n'
+                    f'ceemsnet_vfs_ops_total{{cgroup="{s0}",op="open"}} {self.opens}\n'
+                    'ceemsnet_vfs_write_bytes_total{cgroup="/system.slice/slurmstepd.scope/job_9/step_0",'
+                    'fstype="lustre"} 7\n'
+                    f"ceemsnet_process_start_time_seconds {self.start}\n").encode()
+            return 200, "text/plain; version=0.0.4", body
+        self.srv = Served(answer)
+        self.target = self.srv.url.split("//")[1]
+
+
+@needs_prometheus
+def test_job_command_against_real_prometheus(tmp_path):
+    """The PromQL of job_split, job_by_label, label_values and job_rates as a real Prometheus answers
+    it: two nodes (instances relabelled n1, n2), exact totals per step and per node, sparklines, notes."""
+    a, b = JobExporter(), JobExporter()
+    prom = None
+    jobs = [{"job_name": f"node{i}", "targets": [e.target], "relabel_configs": [
+        {"target_label": "instance", "replacement": f"n{i}:9977"}]} for i, e in ((1, a), (2, b))]
+    t0 = time.time() - 2
+    sacct, _ = fake_sacct(tmp_path, state="RUNNING", start=t0)
+    cfg = tmp_path / "notes.yml"
+    cfg.write_text("rules:\n  home_nfs_writes:\n    threshold: 1000000\n  many_opens:\n    threshold: 1000\n")
+    try:
+        prom = PrometheusServer(tmp_path, [], extra_jobs=jobs)
+        for phase in range(1, 6):
+            a.net, a.batch, a.nfs, a.opens = 1000 * phase ** 2, 10 * phase, 600_000 * phase, 300 * phase
+            b.net = 500 * phase
+            prom.wait_for("sum(ceemsnet_net_egress_bytes_total)", 1000 * phase ** 2 + 10 * phase + 500 * phase)
+            time.sleep(1.5)
+        rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}",
+                           "--format=json")
+        assert rc == 0, err
+        doc = json.loads(out)
+        assert doc["totals"]["net_egress_bytes"] == 25000 + 50 + 2500
+        assert doc["totals"]["net_ingress_bytes"] == 12500 + 1250
+        assert [(s["step"], s["net_egress_bytes"]) for s in doc["steps"]] == [("0", 27500), ("batch", 50)]
+        assert [(n["node"], n["net_egress_bytes"]) for n in doc["nodes"]] == [("n1", 25050), ("n2", 2500)]
+        assert doc["totals"]["vfs_write_bytes"] == 3_000_000 and doc["totals"]["vfs_ops"] == 1500
+        # 2 nodes and 41 KB of socket traffic: below the default 1 MiB of no_internode_traffic too
+        assert [n["rule"] for n in doc["notes"]] == ["home_nfs_writes", "no_internode_traffic", "many_opens"]
+        rates = doc["rates"]["net_egress_bytes"]
+        assert rates and max(v for _, v in rates) > 0
+        rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}")
+        assert rc == 0, err
+        assert "█" in out and "Per node" in out
+        print(out)   # docs/reports.md shows such a run (pytest -s)
+    finally:
+        if prom:
+            prom.stop()
+        a.srv.close()
+        b.srv.close()
