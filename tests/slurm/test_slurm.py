@@ -679,6 +679,49 @@ def test_record_cancelled_job(exporters, ramfs, results, prom, state_dir):
     check_record(decoded(job), exporters, job, {"read": 777, "write": 777})
 
 
+# --- ceemsnet job: one job as its user reads it -----------------------------------------
+
+def test_job_view_of_a_multi_step_job(exporters, ramfs, results, prom, state_dir):
+    """`ceemsnet job J`: sacct's facts, the job's totals per step exactly the workloads' ramfs bytes,
+    its node, rate lines; after its record is written, the same totals from the record alone
+    (no --prometheus). The table is printed for docs/reports.md (pytest -s)."""
+    script = os.path.join(results, "view.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\n" + workload("self", results, "vb", dir=ramfs, send=5_000, file=1_111) + "\nsleep 4\n"
+                + "srun -n1 " + workload("self", results, "v0", dir=ramfs, send=70_000, file=200_000) + "\nsleep 4\n"
+                + "srun -n1 " + workload("self", results, "v1", dir=ramfs, send=9_000, file=3_333) + "\n")
+    job = sbatch("-n1", "-J", "view", "-o", f"{results}/out", script)
+    assert wait_job_end(job) == "COMPLETED"
+    wait_labels(exporters, [job])
+    log = epilog(prom, state_dir, job)   # waits for the final scrape, and writes the record
+    assert "exit 0" in log, log
+    base = [sys.executable, "-m", "ceemsnet.cli", "job", job]
+    p = subprocess.run(base + [f"--prometheus={prom.url}", "--format=json"], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["source"] == "prometheus" and doc["facts"]["state"] == "COMPLETED" and doc["facts"]["user"] == "root"
+    steps = {s["step"]: s for s in doc["steps"]}
+    for step, n in (("batch", 1_111), ("0", 200_000), ("1", 3_333)):
+        record("ceemsnet job, per step", TALLIES, f"vfs_write_bytes (ramfs), step {step}", n,
+               steps.get(step, {}).get("vfs_write_bytes"))
+        assert (steps[step]["vfs_read_bytes"], steps[step]["vfs_write_bytes"]) == (n, n), steps
+    assert doc["totals"]["vfs_write_bytes"] == 204_444 and len(doc["nodes"]) == 1, doc
+    sums = job_sums(exporters["step"].samples(), job)
+    assert doc["totals"]["net_egress_bytes"] == sums["ceemsnet_job_net_egress_bytes_total"], (doc, sums)
+    assert doc["rates"].get("vfs_write_bytes"), doc["rates"]
+    p = subprocess.run(base + [f"--prometheus={prom.url}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0 and "Per step" in p.stdout, p.stderr
+    print("\n" + p.stdout)
+    rec = decoded(job)
+    p = subprocess.run(base + ["--format=json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    back = json.loads(p.stdout)
+    assert back["source"] == "record" and back["totals"]["vfs_write_bytes"] == rec["vfs_write_bytes"] == 204_444
+    p = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    print("\n" + p.stdout)
+
+
 # --- the report, after the jobs ---------------------------------------------------------
 
 def test_report_by_job_carries_exact_bytes_and_sacct_facts(exporters, state_dir):
