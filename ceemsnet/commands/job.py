@@ -11,6 +11,7 @@ from ceemsnet import CeemsnetError
 from ceemsnet.attribution import slurmdb
 from ceemsnet.attribution.slurm import FactsCache, SacctError, job_facts
 from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct
+from ceemsnet.common.timeparse import duration_arg
 from ceemsnet.report import job as view_of
 from ceemsnet.report import record
 from ceemsnet.serving.store import COLUMNS
@@ -44,6 +45,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--config", metavar="FILE",
                    help=f"the notes' thresholds, YAML (default {view_of.DEFAULT_CONFIG} if it exists, else "
                         "built-in defaults)")
+    r.add_argument("--rates.step", dest="rates_step", type=duration_arg, default=30.0, metavar="DURATION",
+                   help="the sparklines' shortest step (default 30s): at least Prometheus' scrape interval, or a "
+                        "step without a new sample shows as idle; a job longer than 60 steps gets 60 wider ones")
     r.add_argument("--format", default="table", choices=("table", "json"), help="output (default table)")
     add_sacct(r, "the sacct that knows the job (default sacct on PATH)")
     r.add_argument("--slurm.record-field", dest="record_field", type=_field_arg, default="SystemComment",
@@ -76,7 +80,7 @@ def _from_prometheus(args, raw: str, start: float, until: float) -> dict | None:
     if not per:
         return None
     totals, steps, nodes = view_of.split(per, final.node_of)
-    rates = {c: prometheus.job_rates(api, raw, c, start, until, POINTS, sel)
+    rates = {c: prometheus.job_rates(api, raw, c, start, until, POINTS, sel, args.rates_step)
              for c in view_of.RATE_COLUMNS if totals.get(c) is not None}
     extra = {
         "writes_by_fstype": prometheus.job_by_label(api, raw, start - 60.0, until, COLUMNS["vfs_write_bytes"]

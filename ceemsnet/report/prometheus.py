@@ -458,20 +458,33 @@ def label_values(api: PrometheusAPI, metric: str, label: str, since: float, unti
 
 
 def job_rates(api: PrometheusAPI, job: str, column: str, since: float, until: float, points: int = 60,
-              selector: str | None = None, window: float = 60.0) -> list[tuple[float, float]]:
-    """[(t, bytes or calls per second)] of one column summed over one job's series, `points` steps
-    across (since, until]: rate() over max(step, window) seconds, as a subquery evaluated at until.
-    Rates are Prometheus' estimates, for a picture only; totals come from job_split()."""
+              selector: str | None = None, min_step: float = 30.0) -> list[tuple[float, float]]:
+    """[(t, bytes or calls per second)] of one column over one job's series: what its counters grew
+    by in each of `points` steps across (since, until], divided by the step. Asked as a subquery of
+    each (instance, cgroup)'s last value per step; a series counts from zero at its first value
+    (rate() would miss what a step moved before its first scrape) and a value going down is a reset
+    (the new value counted). The step is at least min_step: below the scrape interval, a step with no
+    new sample would show as idle. For a picture only; totals come from job_split()."""
     common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
-    step = max(1.0, (until - since) / max(1, points))
+    step = max(1.0, min_step, (until - since) / max(1, points))
     s = _sel(METRICS[column], _matchers([SERIES[column]], common, [job_matcher(job)]))
-    expr = f"sum(rate({s}[{_dur(max(step, window))}]))[{_dur(until - since)}:{_dur(step)}]"
-    _, res = api.query(expr, until)
-    out: dict[float, float] = {}
+    inner = (f"sum by (instance, cgroup) (max without ({', '.join(DERIVED)}) "
+             f"(last_over_time({s}[{_dur(step)}])))")
+    _, res = api.query(f"({inner})[{_dur(until - since + step)}:{_dur(step)}]", until)
+    grown: dict[float, float] = {}
     for r in res:
+        if slurm_job(r["metric"].get("cgroup", "")) != job:
+            continue
+        prev = None
         for t, v in r.get("values", []):
-            out[float(t)] = out.get(float(t), 0.0) + float(v)
-    return sorted(out.items())
+            t, v = float(t), float(v)
+            if prev is None:
+                inc = v      # a job's series are born with it: the first value counts from zero
+            else:
+                inc = v - prev if v >= prev else v
+            grown[t] = grown.get(t, 0.0) + inc
+            prev = v
+    return [(t, grown[t] / step) for t in sorted(grown)]
 
 
 def job_instances(api: PrometheusAPI, job: str, at: float, window: float, selector: str | None = None,

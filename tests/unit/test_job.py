@@ -187,8 +187,12 @@ class FakePrometheus:
                               for k, v in self.ops.items()]
         if expr.startswith("group by (fstype)"):
             return "vector", [{"metric": {"fstype": f}, "value": [at, "1"]} for f in self.fstypes]
-        if expr.startswith("sum(rate(ceemsnet_net_egress_bytes_total"):
-            return "matrix", [{"metric": {}, "values": [[at - 600 + 10 * i, str(i * 100)] for i in range(60)]}]
+        if expr.startswith("(sum by (instance, cgroup) (max without (job, step, exported_job, exported_step, "
+                           "unit, pod) (last_over_time(ceemsnet_net_egress_bytes_total"):
+            return "matrix", [{"metric": {"instance": "n1:9977", "cgroup": JOB + "/step_0"},
+                               "values": [[at - 600 + 10 * i, str(i * i * 100)] for i in range(60)]},
+                              {"metric": {"instance": "n1:9977", "cgroup": "/elsewhere/job_1255"},
+                               "values": [[at, "1e12"]]}]
         return "vector", []
 
     def close(self):
@@ -215,7 +219,8 @@ def test_job_command_from_prometheus_with_steps_nodes_rates_and_notes(tmp_path, 
                       ("n1:9977", JOB + "/step_batch"): {"net_egress_bytes": 24}},
                      by_fstype={"nfs": 3 << 30}, ops={"open": 1_500_000}, fstypes=("nfs", "lustre"))
     sacct, start = fake_sacct(tmp_path)
-    rc, out, err = run("job", "123_2", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", "--format=json")
+    rc, out, err = run("job", "123_2", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", "--format=json",
+                       "--rates.step=1s")
     assert rc == 0, err
     doc = json.loads(out)
     assert (doc["job"], doc["job_id"], doc["source"]) == ("123_2", "125", "prometheus")
@@ -223,10 +228,14 @@ def test_job_command_from_prometheus_with_steps_nodes_rates_and_notes(tmp_path, 
     assert doc["totals"]["net_egress_bytes"] == 1024 and doc["totals"]["vfs_write_bytes"] == 3 << 30
     assert [(s["step"], s["net_egress_bytes"]) for s in doc["steps"]] == [("0", 1000), ("batch", 24)]
     assert [(n["node"], n["net_egress_bytes"]) for n in doc["nodes"]] == [("n1", 624), ("n2", 400)]
-    assert len(doc["rates"]["net_egress_bytes"]) == 60
+    # growth per step over the step: a counter i*i*100 every 10 s grows (2i - 1) * 100 in step i, the first
+    # value counts from zero; another job's cgroup (a prefix match only) is left out
+    rates = doc["rates"]["net_egress_bytes"]
+    assert len(rates) == 60 and rates[0][1] == 0 and max(v for _, v in rates) < 1e6
+    assert [v for _, v in rates[1:4]] == pytest.approx([10, 30, 50], rel=0.01)   # per second, steps of ~10 s
     assert [n["rule"] for n in doc["notes"]] == ["home_nfs_writes", "no_internode_traffic", "many_opens"]
     # the job is asked for from (just before) its start
-    assert any(q.startswith("sum(rate(") for q in prom.queries)
+    assert any(q.startswith("(sum by (instance, cgroup)") for q in prom.queries)
     rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}")
     assert rc == 0, err
     assert out.startswith("Job 123_2 (raw id 125)  sim") and "Per step" in out and "Per node" in out
@@ -323,7 +332,7 @@ def test_job_command_against_real_prometheus(tmp_path):
             prom.wait_for("sum(ceemsnet_net_egress_bytes_total)", 1000 * phase ** 2 + 10 * phase + 500 * phase)
             time.sleep(1.5)
         rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}",
-                           "--format=json")
+                           "--format=json", "--rates.step=2s")
         assert rc == 0, err
         doc = json.loads(out)
         assert doc["totals"]["net_egress_bytes"] == 25000 + 50 + 2500
@@ -335,7 +344,8 @@ def test_job_command_against_real_prometheus(tmp_path):
         assert [n["rule"] for n in doc["notes"]] == ["home_nfs_writes", "no_internode_traffic", "many_opens"]
         rates = doc["rates"]["net_egress_bytes"]
         assert rates and max(v for _, v in rates) > 0
-        rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}")
+        rc, out, err = run("job", "125", f"--prometheus={prom.url}", f"--slurm.sacct={sacct}", f"--config={cfg}",
+                           "--rates.step=2s")
         assert rc == 0, err
         assert "█" in out and "Per node" in out
         print(out)   # docs/reports.md shows such a run (pytest -s)
