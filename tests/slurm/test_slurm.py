@@ -695,7 +695,7 @@ def test_job_view_of_a_multi_step_job(exporters, ramfs, results, prom, state_dir
     wait_labels(exporters, [job])
     log = epilog(prom, state_dir, job)   # waits for the final scrape, and writes the record
     assert "exit 0" in log, log
-    base = [sys.executable, "-m", "ceemsnet.cli", "job", job]
+    base = [sys.executable, "-m", "ceemsnet.cli", "job", job, "--rates.step=3s"]   # the guest scrapes every 3 s
     p = subprocess.run(base + [f"--prometheus={prom.url}", "--format=json"], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr
