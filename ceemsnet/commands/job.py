@@ -110,6 +110,8 @@ def _from_record(args, rec_text: str | None) -> dict | None:
 
 def run(args) -> int:
     rules = _rules(args)
+    if args.sacct == "none":
+        raise CeemsnetError("--slurm.sacct=none: ceemsnet job needs sacct to find the job (its id, start and nodes)")
     field = args.record_field if args.record_field != "none" else "SystemComment"
     try:
         sj = slurmdb.job_end(args.job, field, args.sacct)

@@ -282,6 +282,8 @@ def test_job_command_errors_are_one_line(tmp_path):
     assert_one_line_error(rc, err, "sacct knows no job '999'")
     rc, out, err = run("job", "999", f"--slurm.sacct={tmp_path}/no-such-sacct")
     assert_one_line_error(rc, err, "not installed")
+    rc, out, err = run("job", "999", "--slurm.sacct=none")
+    assert_one_line_error(rc, err, "needs sacct")
     sacct, _ = fake_sacct(tmp_path)
     rc, out, err = run("job", "125", f"--slurm.sacct={sacct}", "--prometheus=http://127.0.0.1:1")
     assert_one_line_error(rc, err, "cannot reach Prometheus")
