@@ -102,8 +102,9 @@ def _from_record(args, rec_text: str | None) -> dict | None:
     totals = {c: rec.get(c) if isinstance(rec.get(c), int) else None for c in COLUMNS}
     nodes = [{"node": n, **{c: v.get(c) if isinstance(v.get(c), int) else None for c in COLUMNS}}
              for n, v in sorted((rec.get("nodes") or {}).items()) if isinstance(v, dict)]
-    detail = f"the job's SLURM record ({args.record_field}, written by ceemsnet record"
-    detail += ")" if rec.get("complete", True) else "; incomplete: " + ", ".join(rec.get("missing") or []) + ")"
+    detail = f"the job's SLURM record in {args.record_field}, written by ceemsnet record"
+    if not rec.get("complete", True):
+        detail += " (incomplete: " + ", ".join(rec.get("missing") or []) + " not scraped)"
     return {"source": "record", "source_detail": detail, "totals": totals, "steps": [], "nodes": nodes,
             "rates": {}, "_extra": {}}
 
@@ -140,7 +141,7 @@ def run(args) -> int:
                     "no ceemsnet line" if args.record_field != "none" else f"nothing: {why}",
                     "totals": {c: None for c in COLUMNS}, "steps": [], "nodes": [], "rates": {}, "_extra": {}}
         else:
-            part["source_detail"] += f" ({why})"
+            part["source_detail"] += f"; {why}"
     extra = part.pop("_extra")
     view = {"job": sj["job"], "job_id": raw, "facts": facts.get(raw, {}), "node_names": sj["nodes"], **part}
     view["notes"] = view_of.notes(rules, view, **extra)
