@@ -5,6 +5,7 @@ stopped by PID: Debian's prometheus (PrometheusServer) and Debian's victoria-met
 vector(), query() and wait_for() alike; start_engine() picks one by name."""
 
 import json
+import threading
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -181,3 +183,36 @@ def start_engine(name, workdir, targets, extra_jobs=()):
     d = workdir / name
     d.mkdir(exist_ok=True)
     return ENGINES[name](d, targets, extra_jobs=extra_jobs)
+
+
+class FakeQueryAPI:
+    """A stand-in for a Prometheus server's query API on loopback, for commands' unit tests: each
+    POSTed query (as ceemsnet's PrometheusAPI sends them) is answered by answer(expr, at) ->
+    (resultType, result). A subclass gives answer(); close() stops it."""
+
+    def __init__(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                q = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                rtype, res = fake.answer(q.get("query", [""])[0], float(q.get("time", ["0"])[0]))
+                data = json.dumps({"status": "success", "data": {"resultType": rtype, "result": res}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, expr: str, at: float) -> tuple[str, list]:
+        raise NotImplementedError
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

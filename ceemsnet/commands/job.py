@@ -10,22 +10,13 @@ import time
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution import slurmdb
 from ceemsnet.attribution.slurm import FactsCache, SacctError, job_facts
-from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct
+from ceemsnet.commands.shared import add_log_level, add_prometheus, add_record_field, add_sacct
 from ceemsnet.common.timeparse import duration_arg
 from ceemsnet.report import job as view_of
 from ceemsnet.report import record
 from ceemsnet.serving.store import COLUMNS
 
 POINTS = 60
-
-
-def _field_arg(text: str) -> str:
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        return slurmdb.field_name(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -50,9 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "step without a new sample shows as idle; a job longer than 60 steps gets 60 wider ones")
     r.add_argument("--format", default="table", choices=("table", "json"), help="output (default table)")
     add_sacct(r, "the sacct that knows the job (default sacct on PATH)")
-    r.add_argument("--slurm.record-field", dest="record_field", type=_field_arg, default="SystemComment",
-                   metavar="FIELD|none", help="the job record field `ceemsnet record` writes (default "
-                                              "SystemComment), read when Prometheus has nothing; 'none': do not")
+    add_record_field(r, "read when Prometheus has nothing")
     add_log_level(r)
     return r
 

@@ -11,7 +11,7 @@ import time
 from ceemsnet import CeemsnetError
 from ceemsnet.attribution.slurm import SacctError
 from ceemsnet.attribution import slurmdb
-from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct
+from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct, record_field_arg
 from ceemsnet.common.timeparse import duration_arg, duration_or_zero_arg
 from ceemsnet.report import record
 from ceemsnet.serving.store import COLUMNS
@@ -19,13 +19,6 @@ from ceemsnet.serving.store import COLUMNS
 DEFAULT_FIELD = "SystemComment"
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_SETTLE = 5.0
-
-
-def field_arg(text: str) -> str:
-    try:
-        return slurmdb.field_name(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -47,7 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("job", nargs="?", metavar="JOBID",
                    help="the job, as SLURM shows it (123, 123_2 for an array task, 100+1) or its raw id "
                         "(default: $SLURM_JOB_ID, as slurmctld sets it for EpilogSlurmctld)")
-    r.add_argument("--field", type=field_arg, default=DEFAULT_FIELD, metavar="FIELD",
+    r.add_argument("--field", type=lambda t: record_field_arg(t, allow_none=False), default=DEFAULT_FIELD, metavar="FIELD",
                    help=f"the job record's field to write (default {DEFAULT_FIELD}, which no common tool but "
                         "SLURM's burst buffer plugins writes, and only administrators can change; AdminComment "
                         "is jobstats'; Comment can be changed by the job's own user; Extra needs SLURM 23.02+)")

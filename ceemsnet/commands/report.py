@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ceemsnet import report
-from ceemsnet.commands.shared import add_log_level, add_prometheus, add_sacct, add_storage_path
+from ceemsnet.commands.shared import add_log_level, add_prometheus, add_record_field, add_sacct, add_storage_path
 from ceemsnet.serving.store import DEFAULT_STORE
 
 DEFAULT_SACCT_CACHE = "/var/cache/ceemsnet/sacct.json"
@@ -34,10 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--slurm.sacct-cache", dest="sacct_cache", default=DEFAULT_SACCT_CACHE, metavar="FILE|none",
                    help=f"finished jobs' sacct facts, kept between reports (default {DEFAULT_SACCT_CACHE}; "
                         "skipped where it cannot be written; running jobs are always asked again)")
-    r.add_argument("--slurm.record-field", dest="record_field", default="SystemComment", metavar="FIELD|none",
-                   help="the job record field `ceemsnet record` writes (default SystemComment): a --job that the "
-                        "store or Prometheus no longer has, and with --prometheus the jobs sacct lists in the range "
-                        "that Prometheus has no series of, are read back from it; 'none': do not")
+    add_record_field(r, "a --job that the store or Prometheus no longer has, and with --prometheus the jobs sacct "
+                        "lists in the range that Prometheus has no series of, are read back from it")
     r.add_argument("--since", help="start: ISO date or time, or an age such as 24h, 7d (default: everything in "
                                    "the store; 24h with --prometheus)")
     r.add_argument("--until", help="end: ISO date or time, or an age (default: now)")

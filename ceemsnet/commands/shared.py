@@ -14,6 +14,7 @@ import sys
 
 from packaging.version import Version
 
+from ceemsnet.attribution import slurmdb
 from ceemsnet.common.flags import whole_number
 from ceemsnet.common.timeparse import duration_arg
 from ceemsnet.pinned.pins import DEFAULT_PIN_PATH
@@ -113,3 +114,20 @@ def running_kernel() -> tuple[str, Version, str]:
     kver = parse_kernel_version(running_release())
     check_supported(kver)
     return release, kver, normalize_arch(platform.machine())
+
+
+def record_field_arg(text: str, allow_none: bool = True) -> str:
+    """A SLURM job record field `ceemsnet record` writes (slurmdb.field_name), or 'none'."""
+    if allow_none and text.strip().lower() == "none":
+        return "none"
+    try:
+        return slurmdb.field_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_record_field(parser, what: str) -> None:
+    """--slurm.record-field (report, job): where the job's record is read back from."""
+    parser.add_argument("--slurm.record-field", dest="record_field", type=record_field_arg, default="SystemComment",
+                        metavar="FIELD|none", help="the job record field `ceemsnet record` writes (default "
+                                                   f"SystemComment): {what}; 'none': do not")

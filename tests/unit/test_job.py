@@ -4,10 +4,7 @@ to end against a fake sacct and a fake Prometheus (HTTP on loopback)."""
 
 import json
 import stat
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,7 +14,7 @@ from ceemsnet.report import job as jv
 from ceemsnet.report.record import build, encode
 from ceemsnet.serving.store import COLUMNS
 
-from ..promserver import PrometheusServer, needs_prometheus
+from ..promserver import FakeQueryAPI, PrometheusServer, needs_prometheus
 from .test_promreport import Served
 
 from .test_cli import assert_one_line_error, run
@@ -146,32 +143,14 @@ esac
     return str(p), start
 
 
-class FakePrometheus:
+class FakePrometheus(FakeQueryAPI):
     """Answers `ceemsnet job`'s queries: growth per (instance, cgroup) for net egress and file writes,
     file writes by fstype, opens by op, the fstypes present, and a rising rate."""
 
     def __init__(self, growth, by_fstype=None, ops=None, fstypes=()):
         self.growth, self.by_fstype, self.ops, self.fstypes = growth, by_fstype or {}, ops or {}, fstypes
         self.queries = []
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                q = urllib.parse.parse_qs(body)
-                rtype, res = fake.answer(q.get("query", [""])[0], float(q.get("time", ["0"])[0]))
-                data = json.dumps({"status": "success", "data": {"resultType": rtype, "result": res}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__()
 
     def answer(self, expr, at):
         self.queries.append(expr)
@@ -195,9 +174,6 @@ class FakePrometheus:
                                "values": [[at, "1e12"]]}]
         return "vector", []
 
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -5,10 +5,7 @@ sacct's output with free text, node names, and the bounded wait, against a fake 
 import json
 import os
 import stat
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +13,7 @@ from ceemsnet.attribution.slurmdb import expand_hostlist, field_name, parse_reco
 from ceemsnet.report import final
 from ceemsnet.report.record import Refused, build, decode, encode, merge, row
 
+from ..promserver import FakeQueryAPI
 from .test_cli import assert_one_line_error, run
 
 JOBDIR = "/system.slice/slurmstepd.scope/job_125"
@@ -183,45 +181,23 @@ echo " Modified jobs..."; echo "  125 submitted at now"
     return str(sacct), str(mgr), field
 
 
-class FakePrometheus:
+class FakePrometheus(FakeQueryAPI):
     """Answers record's queries (POSTed, as PrometheusAPI sends them): instances `fresh` scraped
     after the end; net egress growth per instance; nothing else."""
 
     def __init__(self, fresh, growth):
         self.fresh, self.growth = fresh, growth
-        fake = self
+        super().__init__()
 
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                data = json.dumps({"status": "success", "data": {"resultType": "vector",
-                                                                 "result": fake.answer(body)}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def answer(self, body):
-        expr = urllib.parse.parse_qs(body).get("query", [""])[0]
+    def answer(self, expr, at):
         if expr.startswith("group by (instance) (count_over_time("):
             span = float(expr.rsplit("[", 1)[1].split("ms]")[0]) / 1000
             insts = self.growth if span > 3600 else self.fresh
-            return [{"metric": {"instance": i}, "value": [0, "1"]} for i in insts]
+            return "vector", [{"metric": {"instance": i}, "value": [0, "1"]} for i in insts]
         if expr.startswith("sum by (instance, cgroup) (last_over_time(ceemsnet_net_egress_bytes_total"):
-            return [{"metric": {"instance": i, "cgroup": JOBDIR + "/step_0"}, "value": [0, str(v)]}
-                    for i, v in self.growth.items()]
-        return []
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+            return "vector", [{"metric": {"instance": i, "cgroup": JOBDIR + "/step_0"}, "value": [0, str(v)]}
+                              for i, v in self.growth.items()]
+        return "vector", []
 
 
 @pytest.fixture
