@@ -98,7 +98,7 @@ class Lifecycle:
         those whose path the watcher saw removed since the last scrape; all of them after
         `recheck` seconds or when the watcher may have missed a removal."""
         now = self._clock()
-        removed, self._cursor = w.removed(self._cursor)
+        removed, self._cursor = w.removed(self._cursor, reader=self)
         known = self._known
         if removed is None or self._checked_at is None or now - self._checked_at >= self.recheck:
             gone = self._gone_all(ids, paths)

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from .helpers import Exporter, require_program, traffic_argv
+from .helpers import Exporter, host_only, require_program, traffic_argv
 from .peer import Peer
 
 
@@ -89,3 +89,52 @@ def test_a_cgroup_made_and_removed_between_two_scrapes_keeps_its_path(make_cgrou
 def make_cgroup_below(parent, name):
     from .helpers import Cgroup
     return Cgroup(parent.root, f"{parent.rel.lstrip('/')}/{name}")
+
+
+def inotify_watched_inodes(pid):
+    """The inodes a process's inotify fds watch (fdinfo's `inotify wd:.. ino:<hex>` lines)."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("inotify "):
+                        fields = dict(x.split(":", 1) for x in line.split()[1:])
+                        out.add(int(fields["ino"], 16))
+        except OSError:
+            continue
+    return out
+
+
+@host_only("the cgroup watcher does not depend on the hook family")
+def test_removed_cgroups_give_their_inotify_watches_back(make_cgroup):
+    """cgroupfs keeps a removed cgroup's inode cached, so the kernel drops its watch (IN_IGNORED)
+    only under memory pressure: the watcher takes it off itself, or every cgroup ever made would
+    hold a watch (fs.inotify.max_user_watches) and a path in the exporter's memory."""
+    e = Exporter()
+    parent = make_cgroup()
+    try:
+        e.samples()
+        ids = []
+        for i in range(300):
+            d = os.path.join(parent.path, f"w{i}")
+            os.mkdir(d)
+            ids.append(os.stat(d).st_ino)
+        deadline = time.time() + 30
+        while not set(ids) <= inotify_watched_inodes(e.proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert set(ids) <= inotify_watched_inodes(e.proc.pid), "the new cgroups were not watched"
+        for i in range(300):
+            os.rmdir(os.path.join(parent.path, f"w{i}"))
+        e.samples()
+        deadline = time.time() + 30
+        while set(ids) & inotify_watched_inodes(e.proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        held = set(ids) & inotify_watched_inodes(e.proc.pid)
+        assert not held, f"{len(held)} of 300 removed cgroups still hold an inotify watch"
+        assert parent.id in inotify_watched_inodes(e.proc.pid), "the live parent lost its watch"
+    finally:
+        rc, err = e.stop()
+    assert rc == 0, err

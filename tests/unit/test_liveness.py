@@ -140,7 +140,7 @@ class Deaf:
     def __init__(self):
         self.lost = False
 
-    def removed(self, cursor):
+    def removed(self, cursor, reader=None):
         return (None if self.lost or cursor is None else []), 0
 
 
@@ -204,6 +204,66 @@ def test_the_watcher_logs_removals_for_each_reader(root):
     assert w.removed(c1) == ([], c1)
     w._note_gone(None)  # a lost event (what a queue overflow logs)
     assert w.removed(c1)[0] is None
+
+
+def test_the_removal_log_keeps_only_what_a_named_reader_has_not_been_given(root):
+    """The log's memory follows one scrape's removals, not the exporter's life: what every named
+    reader was given is dropped (an exporter churning 5,000 cgroups a round kept every path before)."""
+    import gc
+
+    class Reader:
+        cursor = None
+
+    w = cgwatch.CgroupWatcher(root, lambda cid, path: None)
+    a, b = Reader(), Reader()
+    _, a.cursor = w.removed(None, reader=a)
+    _, b.cursor = w.removed(None, reader=b)
+    for i in range(5):
+        make(root, f"/c{i}")
+    time.sleep(0.05)
+    for i in range(5):
+        os.rmdir(os.path.join(root, f"c{i}"))
+    _, anon = w.removed(None)            # an unnamed caller holds nothing back
+    got, a.cursor = w.removed(a.cursor, reader=a)
+    assert got == [f"/c{i}" for i in range(5)]
+    assert len(w._gone) == 5             # b has not been given them yet
+    got, b.cursor = w.removed(b.cursor, reader=b)
+    assert got == [f"/c{i}" for i in range(5)]
+    assert w._gone == []                 # every named reader has them: dropped
+    assert w.removed(a.cursor, reader=a) == ([], a.cursor)
+    make(root, "/d")
+    time.sleep(0.05)
+    os.rmdir(os.path.join(root, "d"))
+    del b                                # a reader its owner dropped holds nothing back
+    gc.collect()
+    got, a.cursor = w.removed(a.cursor, reader=a)
+    assert got == ["/d"] and w._gone == []
+    # the unnamed caller's cursor (taken before the five went) is behind what the log kept now:
+    # it is told the log is incomplete, and checks every cgroup itself
+    assert anon < a.cursor and w.removed(anon)[0] is None
+
+
+def test_a_renamed_cgroup_is_born_under_its_new_path_and_gone_from_its_old(root):
+    born = []
+    w = cgwatch.CgroupWatcher(root, lambda cid, path: born.append(path))
+    _, cur = w.removed(None)
+    make(root, "/a")
+    time.sleep(0.05)
+    w.sync()
+    make(root, "/a/sub")
+    time.sleep(0.05)
+    w.sync()
+    os.rename(os.path.join(root, "a"), os.path.join(root, "b"))
+    time.sleep(0.05)
+    got, cur = w.removed(cur)
+    assert got == ["/a"]
+    assert born[-1] in ("/b", "/b/sub") and "/b" in born
+    assert sorted(w._path_wd) == sorted(["", "/b", "/b/sub"])  # the old paths' entries are gone
+    assert sorted(w._wd.values()) == sorted(["", "/b", "/b/sub"])
+    os.rmdir(os.path.join(root, "b", "sub"))
+    time.sleep(0.05)
+    got, cur = w.removed(cur)
+    assert got == ["/b/sub"] and "/b/sub" not in w._path_wd
 
 
 def test_start_registers_the_watcher_for_its_root(root):
