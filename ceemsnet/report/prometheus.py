@@ -47,6 +47,7 @@ import re
 import socket
 import ssl
 import sys
+import time as _time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -457,33 +458,91 @@ def label_values(api: PrometheusAPI, metric: str, label: str, since: float, unti
     return {r["metric"].get(label, "") for r in api.query(expr, until)[1]}
 
 
+# the last seconds before now that job_rates() reads as raw samples: a subquery at the top of an
+# instant query is a range query to VictoriaMetrics, which replaces its points of the last
+# -search.latencyOffset (30 s by default) with the value before them, `nocache` or not
+RATES_RAW_TAIL = 120.0
+
+
+def _last_per_step(samples, ends, step):
+    """{end: the last value in (end - step, end]} of one series' [(t, v)], for each bucket end."""
+    out, i = {}, 0
+    for end in ends:
+        last = None
+        while i < len(samples) and samples[i][0] <= end:
+            if samples[i][0] > end - step:
+                last = samples[i][1]
+            i += 1
+        if last is not None:
+            out[end] = last
+    return out
+
+
 def job_rates(api: PrometheusAPI, job: str, column: str, since: float, until: float, points: int = 60,
-              selector: str | None = None, min_step: float = 30.0) -> list[tuple[float, float]]:
+              selector: str | None = None, min_step: float = 30.0, now: float | None = None
+              ) -> list[tuple[float, float]]:
     """[(t, bytes or calls per second)] of one column over one job's series: what its counters grew
-    by in each of `points` steps across (since, until], divided by the step. Asked as a subquery of
-    each (instance, cgroup)'s last value per step; a series counts from zero at its first value
-    (rate() would miss what a step moved before its first scrape) and a value going down is a reset
-    (the new value counted). The step is at least min_step: below the scrape interval, a step with no
-    new sample would show as idle. For a picture only; totals come from job_split()."""
+    by in each of `points` steps across (since, until], divided by the step. Each (instance, cgroup)'s
+    last value per step: asked as a subquery, except for the steps of the last RATES_RAW_TAIL
+    seconds before `now` (default: the clock), read as raw samples and stepped here alike. A series
+    counts from zero at its first value (rate() would miss what a step moved before its first
+    scrape); a value going down is a reset (the new value counted), and so is a change of the
+    exporter's counter generation (ceemsnet_counters_info: an exporter restarted without pins, its
+    counters from zero, even where a series grew past its old value). The step is at least
+    min_step: below the scrape interval, a step with no new sample would show as idle. For a
+    picture only; totals come from job_split()."""
     common = [selector.strip().strip("{}")] if selector and selector.strip().strip("{}") else []
-    step = max(1.0, min_step, (until - since) / max(1, points))
+    now = _time.time() if now is None else now
+    step_ms = max(1000, round(1000 * max(min_step, (until - since) / max(1, points))))
+    step = step_ms / 1000
     s = _sel(METRICS[column], _matchers([SERIES[column]], common, [job_matcher(job)]))
-    inner = (f"sum by (instance, cgroup) (max without ({', '.join(DERIVED)}) "
-             f"(last_over_time({s}[{_dur(step)}])))")
-    _, res = api.query(f"({inner})[{_dur(until - since + step)}:{_dur(step)}]", until)
+    info = _sel(COUNTERS_INFO, _matchers(common, [f'subsystem="{column.split("_", 1)[0]}"']))
+    # the steps end at multiples of the step (where Prometheus puts a subquery's points); those after
+    # `split` come from raw samples
+    split_ms = min(round(until * 1000), round((now - RATES_RAW_TAIL) * 1000)) // step_ms * step_ms
+    first_ms = (round(since * 1000) // step_ms) * step_ms
+    values: dict[tuple, dict[float, float]] = {}   # (instance, cgroup) -> {t: last value}
+    gens: dict[str, dict[float, str]] = {}         # instance -> {t: counter generation}
+    if split_ms > first_ms:
+        window = f"[{split_ms - first_ms}ms:{step_ms}ms]"
+        inner = (f"sum by (instance, cgroup) (max without ({', '.join(DERIVED)}) "
+                 f"(last_over_time({s}[{step_ms}ms])))")
+        for r in api.query(f"({inner}){window}", split_ms / 1000)[1]:
+            key = (r["metric"].get("instance", ""), r["metric"].get("cgroup", ""))
+            values.setdefault(key, {}).update(samples_of(r))
+        for r in api.query(f"(max by (instance, generation) (last_over_time({info}[{step_ms}ms]))){window}",
+                           split_ms / 1000)[1]:
+            at = gens.setdefault(r["metric"].get("instance", ""), {})
+            for t, _ in samples_of(r):
+                at[t] = r["metric"].get("generation", "")
+    tail_from = max(split_ms, first_ms)
+    if round(until * 1000) > tail_from:
+        ends = [min(until, t / 1000) for t in range(tail_from + step_ms, round(until * 1000) + step_ms, step_ms)]
+        tail = f"[{round(until * 1000) - tail_from}ms]"
+        for (inst, cgroup, _), samples in merge_series(api.query(f"{s}{tail}", until)[1]).items():
+            row = values.setdefault((inst, cgroup), {})
+            for t, v in _last_per_step(samples, ends, step).items():
+                row[t] = row.get(t, 0.0) + v
+        for r in api.query(f"{info}{tail}", until)[1]:
+            at = gens.setdefault(r["metric"].get("instance", ""), {})
+            for t in _last_per_step(samples_of(r), ends, step):
+                at[t] = r["metric"].get("generation", "")
     grown: dict[float, float] = {}
-    for r in res:
-        if slurm_job(r["metric"].get("cgroup", "")) != job:
+    for (inst, cgroup), series in values.items():
+        if slurm_job(cgroup) != job:
             continue
-        prev = None
-        for t, v in r.get("values", []):
-            t, v = float(t), float(v)
+        gen_at = gens.get(inst, {})
+        prev = prev_gen = None
+        for t, v in sorted(series.items()):
+            gen = gen_at.get(t)
             if prev is None:
                 inc = v      # a job's series are born with it: the first value counts from zero
+            elif v < prev or (gen is not None and prev_gen is not None and gen != prev_gen):
+                inc = v      # a reset: counted from zero
             else:
-                inc = v - prev if v >= prev else v
+                inc = v - prev
             grown[t] = grown.get(t, 0.0) + inc
-            prev = v
+            prev, prev_gen = v, gen if gen is not None else prev_gen
     return [(t, grown[t] / step) for t in sorted(grown)]
 
 

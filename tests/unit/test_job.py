@@ -11,6 +11,7 @@ import pytest
 from ceemsnet import CeemsnetError
 from ceemsnet.report import final
 from ceemsnet.report import job as jv
+from ceemsnet.report.prometheus import _last_per_step
 from ceemsnet.report.record import build, encode
 from ceemsnet.serving.store import COLUMNS
 
@@ -34,6 +35,13 @@ def test_sparkline_scales_to_the_peak_and_shows_gaps():
 def test_resample_averages_buckets_and_leaves_empty_ones_none():
     vals = jv.resample([(1, 2.0), (2, 4.0), (9, 10.0)], 0, 10, 5)
     assert vals == [2.0, 4.0, None, None, 10.0]
+
+
+def test_last_per_step_takes_each_steps_last_sample():
+    samples = [(1.0, 5.0), (2.0, 6.0), (3.5, 7.0), (9.0, 8.0)]
+    # (0, 2]: 6; (2, 4]: 7; (4, 6] and (6, 8]: nothing (a gap shows as no point); (8, 9]: 8
+    assert _last_per_step(samples, [2.0, 4.0, 6.0, 8.0, 9.0], 2.0) == {2.0: 6.0, 4.0: 7.0, 9.0: 8.0}
+    assert _last_per_step([], [1.0], 1.0) == {}
 
 
 def test_split_per_step_and_per_node():
