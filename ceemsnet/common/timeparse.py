@@ -68,8 +68,11 @@ def parse_time(text: str | None, now: float, default: float) -> float:
     got = _seconds(text)
     if got is not None and got[1]:
         return now - got[0]
+    iso = text.strip()
+    if iso[-1:] in ("Z", "z"):   # UTC: Python 3.11's fromisoformat reads a Z, 3.9's and 3.10's do not
+        iso = iso[:-1] + "+00:00"
     try:
-        t = dt.datetime.fromisoformat(text.strip())
+        t = dt.datetime.fromisoformat(iso)
     except ValueError:
         raise CeemsnetError(f"cannot read time {text!r}: use an ISO date (2026-11-22, 2026-11-22T08:00) "
                             "or an age (30m, 24h, 7d)") from None
