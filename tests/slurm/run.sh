@@ -6,11 +6,12 @@
 # slurmdbd, slurmctld and slurmd with proctrack/cgroup, task/cgroup and
 # CgroupPlugin=cgroup/v2 (IgnoreSystemd=yes: the guest has no systemd, so
 # slurmd makes its cgroups itself, under /system.slice/slurmstepd.scope) --
-# waits until the node is idle and the accounting database knows the cluster,
-# the account "ceemsnet" and root's association with it, then runs CMD as
-# root in the checkout with SLURM_CONF set (sbatch, srun, salloc, sacct, ...
-# answer; ceemsnet is not started), stops every daemon it started and exits
-# with CMD's status.
+# waits until the accounting database knows the cluster, the account
+# "ceemsnet" and root's association with it (root's default account), slurmctld's
+# association cache has it (AccountingStorageEnforce=associations, as sites run
+# it: jobs name no account) and the node is idle, then runs CMD as root in the
+# checkout with SLURM_CONF set (sbatch, srun, salloc, sacct, ... answer; ceemsnet
+# is not started), stops every daemon it started and exits with CMD's status.
 #
 # All state (configuration, munge key, MariaDB data, spool, logs) lives in
 # one private directory under the guest's /run (a tmpfs: nothing reaches the
@@ -162,13 +163,30 @@ munged --force --num-threads=10 --socket="$S/munge.sock" --key-file="$S/munge.ke
 wait_for 30 munged "$S/munged.log" test -S "$S/munge.sock"
 say "munged up"
 
-# --- MariaDB: a private data directory, loopback TCP only, no grant tables
-# (nothing but slurmdbd can reach it: the guest's own loopback)
+# --- MariaDB: a private data directory, loopback TCP only, slurmdbd's own database user.
+# The data directory gets the server's system tables first, as a package's install does
+# (mariadb-install-db, whose my_print_defaults is in a client package the suite does not
+# install: the same SQL, from the server package, through mariadbd --bootstrap). Without them
+# there is no mysql.proc, so slurmdbd's stored procedures (get_parent_limits) do not exist,
+# every association query stops at the first account below root, and slurmctld never sees a
+# user's association or default account (docs/testing.md, "The SLURM suite").
 mkdir "$S/db"
-mariadbd --no-defaults --user=root --datadir="$S/db" --socket="$S/mariadbd.sock" --pid-file="$S/mariadbd.pid" \
-    --log-error="$S/mariadbd.log" --bind-address=127.0.0.1 --port=3306 --skip-grant-tables \
-    --innodb-flush-method=fsync --innodb-use-native-aio=0 --innodb-log-file-size=8M \
-    --innodb-buffer-pool-size=32M >/dev/null 2>&1 &
+dbopts="--no-defaults --user=root --datadir=$S/db --skip-name-resolve --innodb-flush-method=fsync \
+--innodb-use-native-aio=0 --innodb-log-file-size=8M --innodb-buffer-pool-size=32M"
+{
+    echo "create database if not exists mysql;"
+    echo "use mysql;"
+    echo "SET @auth_root_socket='root';"
+    cat /usr/share/mysql/mysql_system_tables.sql /usr/share/mysql/mysql_system_tables_data.sql
+} | mariadbd $dbopts --bootstrap --log-warnings=0 --enforce-storage-engine= >"$S/mariadb-bootstrap.log" 2>&1 ||
+    die "mariadbd --bootstrap could not make the system tables: $(logtail "$S/mariadb-bootstrap.log")"
+# slurmdbd's user, as SLURM's accounting guide makes it (a password, the accounting database only)
+dbpass=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+printf '%s\n' \
+    "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$dbpass';" \
+    "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" >"$S/db-init.sql"
+mariadbd $dbopts --socket="$S/mariadbd.sock" --pid-file="$S/mariadbd.pid" --log-error="$S/mariadbd.log" \
+    --bind-address=127.0.0.1 --port=3306 --init-file="$S/db-init.sql" >/dev/null 2>&1 &
 wait_for 180 mariadbd "$S/mariadbd.log" grep -q 'ready for connections' "$S/mariadbd.log"
 say "mariadbd up"
 
@@ -202,6 +220,8 @@ printf '%s\n' \
     "LaunchParameters=use_interactive_step" \
     "InteractiveStepOptions=\"--interactive --preserve-env /bin/sh\"" \
     "AccountingStorageType=accounting_storage/slurmdbd" \
+    "# as sites run it: a job needs an association (root's default account ceemsnet here)" \
+    "AccountingStorageEnforce=associations" \
     "AccountingStorageHost=127.0.0.1" \
     "# for slurmdbd connections, auth/munge takes its socket from here, not AuthInfo" \
     "AccountingStoragePass=$S/munge.sock" \
@@ -237,7 +257,8 @@ printf '%s\n' \
     "StorageType=accounting_storage/mysql" \
     "StorageHost=127.0.0.1" \
     "StoragePort=3306" \
-    "StorageUser=root" \
+    "StorageUser=slurm" \
+    "StoragePass=$dbpass" \
     "StorageLoc=slurm_acct_db" \
     "PidFile=$S/slurmdbd.pid" \
     "LogFile=$S/slurmdbd.log" \
@@ -255,22 +276,23 @@ sacctmgr -i add account "$account" cluster="$cluster" description="ceemsnet test
 sacctmgr -i add user root account="$account" cluster="$cluster" >/dev/null || die "sacctmgr could not add root to $account"
 sacctmgr -i modify user where name=root cluster="$cluster" set defaultaccount="$account" >/dev/null ||
     die "sacctmgr could not make $account root's default account"
-sacctmgr -n -P list association cluster="$cluster" user=root account="$account" format=account | grep -qx "$account" ||
-    die "sacctmgr shows no association of root with $account"
+# the whole list, as slurmctld asks for it (with user=root, sacctmgr showed root's association
+# even while the unfiltered list, slurmctld's, stopped short of it)
+sacctmgr -n -P list association cluster="$cluster" format=account,user | grep -qx "$account|root" ||
+    die "sacctmgr's association list of $cluster has no association of root with $account: $(sacctmgr -n -P list association cluster="$cluster" format=account,user 2>&1 | tr '\n' ' ')"
 say "slurmdbd up: cluster $cluster, account $account with root"
 
 "$S/bin/slurmctld" -f "$SLURM_CONF" >>"$S/slurmctld.out" 2>&1 ||
     die "slurmctld did not start: $(logtail "$S/slurmctld.out") $(logtail "$S/slurmctld.log")"
 wait_for 120 "slurmctld (sinfo answering)" "$S/slurmctld.log" sinfo -h
+# jobs are refused until slurmctld's association cache has root with its default account
+assoc_loaded() { scontrol show assoc_mgr users=root flags=users 2>/dev/null | grep -q "DefAccount=$account "; }
+wait_for 60 "root's default account $account in slurmctld's association cache (scontrol show assoc_mgr)" \
+    "$S/slurmctld.log" assoc_loaded
 say "slurmctld up"
 start_slurmd node_idle
 say "slurmd up: node $node idle; running $*"
 
-# every job names its account: slurmctld's association cache here has root's user record
-# with no default account (scontrol show assoc_mgr: DefAccount=(null)) although sacctmgr
-# shows ceemsnet as root's default, so jobs were recorded with no account at all, and with
-# AccountingStorageEnforce=associations refused ("Invalid account")
-export SBATCH_ACCOUNT=$account SALLOC_ACCOUNT=$account SLURM_ACCOUNT=$account
 cd "$repo"
 set +e
 "$@"

@@ -312,15 +312,24 @@ def wait_labels(exporters, labels, timeout=120):
 # --- scenarios -----------------------------------------------------------------------
 
 def test_the_cluster_runs_jobs_in_cgroup_v2_steps():
-    """The environment itself: slurmd's cgroup/v2 scope, the account the tests' jobs get."""
+    """The environment itself: slurmd's cgroup/v2 scope; AccountingStorageEnforce=associations, as
+    sites run it: a job naming no account gets root's default account, one naming an account root
+    has no association with is refused."""
     assert os.path.isdir(CGROOT + SCOPE), f"no {SCOPE}: slurmd's cgroup/v2 plugin made its scope elsewhere"
-    out = sh("srun", "-n1", "sh", "-c", "cat /proc/self/cgroup; echo $SLURM_JOB_ID")
+    conf = sh("scontrol", "show", "config")
+    (enforce,) = [ln.split("=", 1)[1].strip() for ln in conf.splitlines() if ln.startswith("AccountingStorageEnforce")]
+    assert "associations" in enforce.split(","), enforce
+    # no account from the environment: the job's account must come from slurmctld's association cache
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_ACCOUNT")}
+    out = sh("srun", "-n1", "sh", "-c", "cat /proc/self/cgroup; echo $SLURM_JOB_ID", env=env)
     cg, job = out.split()
     # 0::/system.slice/slurmstepd.scope/job_<j>/step_0/user/task_0; seen in 22.05 with
     # task/cgroup constraining nothing: user/task_special (slurmstepd's cgroup for tasks)
     assert cg in (f"0::{SCOPE}/job_{job}/step_0/user/task_0", f"0::{SCOPE}/job_{job}/step_0/user/task_special"), cg
-    assoc = sh("sacctmgr", "-n", "-P", "show", "user", "root", "format=DefaultAccount").strip()
-    assert assoc == "ceemsnet"
+    assert "Account=ceemsnet " in sh("scontrol", "show", "job", "-o", job), sh("scontrol", "show", "job", "-o", job)
+    assert "DefAccount=ceemsnet " in sh("scontrol", "show", "assoc_mgr", "users=root", "flags=users")
+    p = subprocess.run(["sbatch", "-A", "nosuch", "--wrap", "true"], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode != 0 and "Invalid account" in p.stderr, (p.returncode, p.stdout, p.stderr)
 
 
 def test_two_step_job_tcp_udp_and_files_exact_per_job_and_step(exporters, ramfs, results):
