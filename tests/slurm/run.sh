@@ -13,6 +13,11 @@
 # checkout with SLURM_CONF set (sbatch, srun, salloc, sacct, ... answer; ceemsnet
 # is not started), stops every daemon it started and exits with CMD's status.
 #
+# EpilogSlurmctld is the packaged packaging/slurm/ceemsnet-record-epilog.sh; its
+# settings are in the guest's /etc/default/ceemsnet-record (a copy of /etc/default
+# mounted over it in the guest alone), named to CMD by CEEMSNET_SLURM_RECORD_DEFAULTS;
+# it writes nothing until a test adds CEEMSNET_PROMETHEUS there.
+#
 # All state (configuration, munge key, MariaDB data, spool, logs) lives in
 # one private directory under the guest's /run (a tmpfs: nothing reaches the
 # host, whose file system the guest shares) and is removed at the end. CMD
@@ -114,7 +119,7 @@ for p in munged mungekey mariadbd slurmdbd slurmctld-wlm slurmd-wlm slurmstepd-w
 done
 
 S=$(mktemp -d /run/ceemsnet-slurm.XXXXXX)
-extra_addr=
+extra_addr= etc_default=
 export CEEMSNET_SLURM_DIR="$S"
 export SLURM_CONF="$S/slurm.conf"
 node=$(uname -n)
@@ -130,6 +135,7 @@ done
 
 cleanup() {
     trap - EXIT INT TERM
+    [ -z "$etc_default" ] || umount /etc/default 2>/dev/null || true
     # jobs first, so that slurmd can still end their steps
     if pid_alive "$S/slurmctld.pid"; then
         scancel --quiet --full --user=root >/dev/null 2>&1 || true
@@ -227,6 +233,10 @@ printf '%s\n' \
     "AccountingStoragePass=$S/munge.sock" \
     "AccountingStoragePort=6819" \
     "JobCompType=jobcomp/none" \
+    "# ceemsnet's record of each job, as packaging/slurm/slurm.conf.example sets it up; the" \
+    "# wrapper reads /etc/default/ceemsnet-record (below) and does nothing until it names a" \
+    "# Prometheus server (tests/slurm/test_slurm.py's record tests start one)" \
+    "EpilogSlurmctld=$repo/packaging/slurm/ceemsnet-record-epilog.sh" \
     "MpiDefault=none" \
     "SchedulerType=sched/backfill" \
     "SelectType=select/cons_tres" \
@@ -266,6 +276,29 @@ printf '%s\n' \
     >"$S/slurmdbd.conf"
 chmod 600 "$S/slurmdbd.conf"
 mkdir "$S/ctld" "$S/spool"
+
+# --- the record epilog's settings, where the packaged wrapper reads them: slurmctld runs its
+# EpilogSlurmctld with SLURM_* variables alone (no PATH, no SLURM_CONF, nothing of its own
+# environment), so /etc/default/ceemsnet-record it is. The guest's /etc is the host's, read-only:
+# a copy of /etc/default is mounted over it in the guest alone, for the run.
+mkdir "$S/etc-default"
+cp -a /etc/default/. "$S/etc-default/"
+mount --bind "$S/etc-default" /etc/default || die "cannot mount $S/etc-default on /etc/default in the guest"
+etc_default=1
+# ceemsnet from this checkout (python -m in the checkout: .venv's own entry point may be
+# another checkout's editable install)
+printf '%s\n' '#!/bin/sh' "cd '$repo' && exec '$repo/.venv/bin/python' -m ceemsnet.cli \"\$@\"" >"$S/bin/ceemsnet"
+chmod 755 "$S/bin/ceemsnet"
+printf '%s\n' \
+    "# tests/slurm/run.sh: this guest's cluster (packaging/slurm/ceemsnet-record-epilog.sh reads it)" \
+    "CEEMSNET=$S/bin/ceemsnet" \
+    "CEEMSNET_RECORD_LOG=$S/record.log" \
+    "# sacct and sacctmgr find this cluster by its slurm.conf, which is not /etc/slurm/slurm.conf" \
+    "SLURM_CONF=$SLURM_CONF" \
+    "export SLURM_CONF" \
+    >/etc/default/ceemsnet-record
+# the record tests add CEEMSNET_PROMETHEUS (and CEEMSNET_RECORD_ARGS) here once their Prometheus runs
+export CEEMSNET_SLURM_RECORD_DEFAULTS=/etc/default/ceemsnet-record
 
 # --- slurmdbd, then the cluster, account and association, then the daemons
 slurmdbd >>"$S/slurmdbd.out" 2>&1 || die "slurmdbd did not start: $(logtail "$S/slurmdbd.out") $(logtail "$S/slurmdbd.log")"

@@ -538,12 +538,16 @@ def test_slurmd_restart_during_a_job(exporters, results):
 # --- the job's record in SLURM (ceemsnet record, as EpilogSlurmctld) -------------------------------
 
 EPILOG = os.path.join(ROOT, "packaging", "slurm", "ceemsnet-record-epilog.sh")
+# the multi-step job and its record as the real epilog wrote it, for the test that runs the wrapper by hand
+RECORDED: dict[str, dict] = {}
 
 
 @pytest.fixture(scope="module")
 def prom(exporters, state_dir):
     """Debian's prometheus scraping the step-level exporter every second, its instance named
-    after the node (as a cluster's scrape config would), so `record` checks nodes."""
+    after the node (as a cluster's scrape config would), so `record` checks nodes. While it runs,
+    the cluster's EpilogSlurmctld (the packaged wrapper, tests/slurm/run.sh) writes every job's
+    record: its settings file names this server."""
     import pathlib
     from ..promserver import PROMETHEUS, PrometheusServer
     if PROMETHEUS is None:
@@ -554,15 +558,54 @@ def prom(exporters, state_dir):
         "job_name": "nodes", "targets": [f"127.0.0.1:{exporters['step'].port}"], "honor_labels": True,
         "relabel_configs": [{"target_label": "instance", "replacement": f"{node}:9977"}]}],
         interval="3s")  # three exporters in an emulated guest: a 1 s scrape may time out
+    defaults = os.environ["CEEMSNET_SLURM_RECORD_DEFAULTS"]
+    with open(defaults) as f:
+        before = f.read()
     try:
+        with open(defaults, "a") as f:
+            f.write(f"CEEMSNET_PROMETHEUS={srv.url}\nCEEMSNET_RECORD_ARGS=\"{RECORD_ARGS}\"\n")
         yield srv
     finally:
+        with open(defaults, "w") as f:
+            f.write(before)
         srv.stop()
 
 
-def epilog(prom, state_dir, job, **env):
-    """The packaged EpilogSlurmctld wrapper, run as slurmctld runs it (SLURM_JOB_ID and the
-    array variables in the environment); its log line."""
+RECORD_ARGS = "--timeout=90s --per-node"
+# the real epilog's log (CEEMSNET_RECORD_LOG in the settings tests/slurm/run.sh writes)
+RECORD_LOG = os.path.join(os.environ.get("CEEMSNET_SLURM_DIR", ""), "record.log")
+
+
+def real_record_log(job) -> str:
+    """The real epilog's log lines of this job (raw id), as the wrapper wrote them."""
+    try:
+        with open(RECORD_LOG) as f:
+            return "".join(ln for ln in f if f" job {job}: " in ln)
+    except FileNotFoundError:
+        return ""
+
+
+def wait_record(job, raw=None, name="SystemComment", timeout=180) -> dict:
+    """After the job ended: wait (bounded) until slurmctld's EpilogSlurmctld has written the job's
+    record and sacct shows it; the record, decoded. The epilog waits for the final scrape (at most
+    its --timeout, 90 s) while slurmctld holds the job COMPLETING."""
+    from ceemsnet.report.record import decode
+    try:
+        text = wait_until(f"the ceemsnet record of job {job} in sacct's {name} (written by EpilogSlurmctld)",
+                          lambda: "ceemsnet:" in (t := field(job, name)) and t, timeout=timeout, every=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; sacct shows {field(job, name)!r}; the epilog's log: "
+                             f"{real_record_log(raw or job)!r}") from None
+    log = real_record_log(raw or job)
+    assert "exit 0" in log and "complete=false" not in log, log
+    rec = decode(text)
+    assert rec is not None, f"no ceemsnet record in {name} of {job}: {text!r}"
+    return rec
+
+
+def epilog_by_hand(prom, state_dir, job, **env):
+    """The packaged EpilogSlurmctld wrapper, run by hand as slurmctld runs it (SLURM_JOB_ID in the
+    environment), with its settings from the environment; its log line."""
     shim = os.path.join(state_dir, "ceemsnet")
     if not os.path.exists(shim):
         with open(shim, "w") as f:
@@ -571,7 +614,7 @@ def epilog(prom, state_dir, job, **env):
     log = os.path.join(state_dir, f"record-{job}.log")
     e = {**os.environ, "SLURM_JOB_ID": job, "CEEMSNET_PROMETHEUS": prom.url, "CEEMSNET": shim,
          "CEEMSNET_RECORD_LOG": log, "CEEMSNET_RECORD_DEFAULTS": "/nonexistent",
-         "CEEMSNET_RECORD_ARGS": "--timeout=90s --per-node", **env}
+         "CEEMSNET_RECORD_ARGS": RECORD_ARGS, **env}
     p = subprocess.run([EPILOG], env=e, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     with open(log) as f:
@@ -607,8 +650,9 @@ def check_record(rec, exporters, job, vfs):
 
 
 def test_record_multi_step_job_into_system_comment(exporters, ramfs, results, prom, state_dir):
-    """A job of three steps (batch, 0, 1), each doing TCP to itself and ramfs IO; after it ends the
-    epilog writes its totals after a burst buffer's line already in SystemComment, which stays."""
+    """A job of three steps (batch, 0, 1), each doing TCP to itself and ramfs IO: once it ends,
+    slurmctld's EpilogSlurmctld (the packaged wrapper) writes its totals into SystemComment, and
+    `report` reads them back for a job its source does not have."""
     script = os.path.join(results, "steps.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\n" + workload("self", results, "b", dir=ramfs, send=5_000, file=1_111) + "\n"
@@ -619,24 +663,12 @@ def test_record_multi_step_job_into_system_comment(exporters, ramfs, results, pr
     ts = [tally(results, n) for n in ("b", "s0", "s1")]
     vfs = add(*(vfs_of(t) for t in ts))
     assert vfs == {"read": 6_666, "write": 6_666}
-    wait_labels(exporters, [job])
-    other = "08/20/26 10:00:00 burst_buffer/lua: stage_out: done"
-    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", f"SystemComment={other}")
-    log = epilog(prom, state_dir, job)
-    assert "exit 0" in log and "complete=false" not in log, log
-    text = field(job)
-    assert text.split("\n")[0] == other, text          # the other tool's line, byte for byte
-    rec = decoded(job)
+    rec = wait_record(job)
+    wait_labels(exporters, [job])   # the exporter's own job sums, to compare the net bytes with
     check_record(rec, exporters, job, vfs)
     assert set(rec["nodes"]) == {open(os.path.join(os.environ["CEEMSNET_SLURM_DIR"], "node")).read().strip().lower()}
-    # again: the ceemsnet line is replaced, not added
-    epilog(prom, state_dir, job)
-    assert field(job).count("ceemsnet:") == 1 and field(job).startswith(other)
-    # jobstats' JS1: payload in AdminComment must be the whole field: refused, left as it was
-    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", "AdminComment=JS1:abc")
-    log = epilog(prom, state_dir, job, CEEMSNET_RECORD_ARGS="--timeout=30s --field=AdminComment")
-    assert "exit 1" in log and "jobstats" in log, log
-    assert field(job, "AdminComment").lower() == "js1:abc"   # 22.05's sacctmgr lower-cased it itself
+    assert field(job).count("ceemsnet:") == 1, field(job)
+    RECORDED["steps"] = {"job": job, "rec": rec, "vfs": vfs}
     # report reads it back for a job the source does not have (here: no store at all)
     p = subprocess.run([sys.executable, "-m", "ceemsnet.cli", "report", f"--storage.path={state_dir}/none.db",
                         f"--job={job}", "--format=json", "--slurm.sacct-cache=none"],
@@ -647,9 +679,40 @@ def test_record_multi_step_job_into_system_comment(exporters, ramfs, results, pr
         (job, 6_666, rec["net_egress_bytes"], "COMPLETED"), row
 
 
+def test_record_by_hand_keeps_other_tools_content(exporters, prom, state_dir):
+    """What slurmctld's own runs cannot show here (no burst buffer, no jobstats in this cluster):
+    the wrapper, run by hand as slurmctld runs it, on the multi-step job. A burst buffer's line
+    already in SystemComment stays byte for byte, the ceemsnet line after it holds the same bytes
+    as the real epilog's record; a second run replaces that line, not adds one; jobstats' JS1:
+    payload in AdminComment is refused and left as it was."""
+    if "steps" not in RECORDED:
+        pytest.skip("needs test_record_multi_step_job_into_system_comment's job")
+    job, real, vfs = RECORDED["steps"]["job"], RECORDED["steps"]["rec"], RECORDED["steps"]["vfs"]
+    other = "08/20/26 10:00:00 burst_buffer/lua: stage_out: done"
+    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", f"SystemComment={other}")
+    assert field(job) == other
+    log = epilog_by_hand(prom, state_dir, job)
+    assert "exit 0" in log and "complete=false" not in log, log
+    text = field(job)
+    assert text.split("\n")[0] == other, text          # the other tool's line, byte for byte
+    rec = decoded(job)
+    check_record(rec, exporters, job, vfs)
+    from ceemsnet.report.record import COLUMNS
+    assert {c: rec.get(c) for c in COLUMNS} == {c: real.get(c) for c in COLUMNS}, (rec, real)
+    # again: the ceemsnet line is replaced, not added
+    epilog_by_hand(prom, state_dir, job)
+    assert field(job).count("ceemsnet:") == 1 and field(job).startswith(other)
+    # jobstats' JS1: payload in AdminComment must be the whole field: refused, left as it was
+    sh("sacctmgr", "-i", "modify", "job", "where", f"jobid={job}", "set", "AdminComment=JS1:abc")
+    log = epilog_by_hand(prom, state_dir, job, CEEMSNET_RECORD_ARGS="--timeout=30s --field=AdminComment")
+    assert "exit 1" in log and "jobstats" in log, log
+    assert field(job, "AdminComment").lower() == "js1:abc"   # 22.05's sacctmgr lower-cased it itself
+
+
 def test_record_array_tasks_each_their_own(exporters, ramfs, results, prom, state_dir):
-    """An array of 2: the epilog of the task whose raw id is the array's (`jobid=<it>` in sacctmgr
-    would name every task) writes that task's record alone; then the other its own."""
+    """An array of 2: slurmctld runs the epilog once per task, with the task's raw id (one of them
+    keeps the array's own id, which as `jobid=<it>` in sacctmgr would name every task); each task's
+    record holds that task's bytes alone."""
     script = os.path.join(results, "array.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\n" + workload("self", results, "t", dir=ramfs, send=3_000, file=500, array=True) + "\n")
@@ -658,23 +721,17 @@ def test_record_array_tasks_each_their_own(exporters, ramfs, results, prom, stat
         wait_job_end(f"{array}_{i}")
     raw = dict(line.split("|") for line in sh("sacct", "-n", "-P", "-X", "-j", array,
                                                 "--format=JobID,JobIDRaw").split())
+    assert array in raw.values(), raw   # one task kept the array's id
+    recs = {i: wait_record(f"{array}_{i}", raw=raw[f"{array}_{i}"]) for i in range(2)}
     wait_labels(exporters, [f"{array}_0", f"{array}_1"])
-    # the task that kept the array's own id (SLURM gives the split-off tasks new ids, so it is
-    # the last one here): `jobid=<it>` in sacctmgr would name every task of the array
-    (first,) = [i for i in range(2) if raw[f"{array}_{i}"] == array]
-    other = 1 - first
-    log = epilog(prom, state_dir, raw[f"{array}_{first}"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID=str(first))
-    assert "exit 0" in log and "complete=false" not in log, log
-    assert field(f"{array}_{other}") == "", f"task {other}'s record was written by task {first}'s epilog"
-    epilog(prom, state_dir, raw[f"{array}_{other}"], SLURM_ARRAY_JOB_ID=array, SLURM_ARRAY_TASK_ID=str(other))
-    for i in range(2):
-        rec = decoded(f"{array}_{i}")
+    for i, rec in recs.items():
         assert rec["job"] == f"{array}_{i}", rec
         check_record(rec, exporters, f"{array}_{i}", {"read": 500 * (i + 1), "write": 500 * (i + 1)})
 
 
 def test_record_cancelled_job(exporters, ramfs, results, prom, state_dir):
-    """scancel of a job whose workload is done and that then sleeps: its record holds its bytes."""
+    """scancel of a job whose workload is done and that then sleeps: the epilog slurmctld runs for
+    the cancelled job writes its bytes."""
     script = os.path.join(results, "cancel.sh")
     with open(script, "w") as f:
         f.write("#!/bin/sh\n" + workload("self", results, "c", dir=ramfs, send=4_321, file=777) + "\nsleep 600\n")
@@ -682,10 +739,9 @@ def test_record_cancelled_job(exporters, ramfs, results, prom, state_dir):
     wait_until("the workload's tally", lambda: os.path.exists(f"{results}/c.json"), timeout=300)
     sh("scancel", job)
     assert wait_job_end(job) == "CANCELLED"
+    rec = wait_record(job)
     wait_labels(exporters, [job])
-    log = epilog(prom, state_dir, job)
-    assert "exit 0" in log and "complete=false" not in log, log
-    check_record(decoded(job), exporters, job, {"read": 777, "write": 777})
+    check_record(rec, exporters, job, {"read": 777, "write": 777})
 
 
 # --- ceemsnet job: one job as its user reads it -----------------------------------------
@@ -702,8 +758,7 @@ def test_job_view_of_a_multi_step_job(exporters, ramfs, results, prom, state_dir
     job = sbatch("-n1", "-J", "view", "-o", f"{results}/out", script)
     assert wait_job_end(job) == "COMPLETED"
     wait_labels(exporters, [job])
-    log = epilog(prom, state_dir, job)   # waits for the final scrape, and writes the record
-    assert "exit 0" in log, log
+    wait_record(job)   # slurmctld's epilog waited for the final scrape, and wrote the record
     base = [sys.executable, "-m", "ceemsnet.cli", "job", job, "--rates.step=3s"]   # the guest scrapes every 3 s
     p = subprocess.run(base + [f"--prometheus={prom.url}", "--format=json"], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
