@@ -68,6 +68,8 @@ LOADS = ("tests/kernel/test_matrix.py", "tests/kernel/test_btf_eras.py",
 # Hypothesis plugin, which the kernel tests do not use and whose compiled part (hypothesis._native,
 # installed for this machine's x86_64) cannot load in the aarch64 guest
 PYTEST_OPTS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+# each pass's log ends with its slowest tests (emulated minutes: where a run's time goes)
+DURATIONS = ("--durations=20", "--durations-min=1")
 # the aarch64 guest (tests/vm/arm64.sh): its emulation is the slowest
 ARM = EXACT[:-1] + ("tests/kernel/test_probe.py::test_arm64_fexit_attaches_from_6_4_and_is_refused_with_524_before",)
 # the real SLURM (tests/slurm/run.sh starts the cluster in the guest, then the suite runs)
@@ -279,7 +281,7 @@ def cmd_guest(args) -> int:
         env = pass_env(run, p)  # the Makefile runs the host's extra passes this way too
         print(f"== {run.kernel} --hook={hook}{' --net.slots=0' if layout == 'hash' else ''}: {suite} suite",
               flush=True)
-        rc |= subprocess.call([sys.executable, "-m", "pytest", *PYTEST_OPTS, "-ra", *SUITES[suite]],
+        rc |= subprocess.call([sys.executable, "-m", "pytest", *PYTEST_OPTS, *DURATIONS, "-ra", *SUITES[suite]],
                               cwd=ROOT, env=env) != 0
     return int(rc)
 
