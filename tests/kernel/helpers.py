@@ -20,7 +20,7 @@ from ..programs import require_program
 from ..promserver import free_port, stop_by_pid
 
 __all__ = ["ROOT", "TRAFFIC", "HOOK", "VM", "Cgroup", "Child", "Exporter", "host_only", "traffic_argv", "require_program",
-           "raise_memlock", "RESTART_VM_RUNS", "attached_programs", "remove_cgroup_dir", "delta", "file_counters",
+           "raise_memlock", "RESTART_VM_RUNS", "once_per_boot", "attached_programs", "remove_cgroup_dir", "delta", "file_counters",
            "exec_in_cgroup"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,6 +52,28 @@ def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):
     everywhere = os.environ.get("CEEMSNET_TEST_EVERYWHERE") == "1"
     return pytest.mark.skipif(bool(VM) and (VM, HOOK) not in unless and not everywhere,
                               reason=f"the host run covers it: {why}{also}")
+
+
+# set by tests/vm/matrix.py's guest: "FILE@HOOK" for each suite entry (a file, or a directory such as
+# tests/kernel) an earlier pass of this VM boot ran, with that pass's hook family
+BOOT_RAN = tuple(os.environ.get("CEEMSNET_TEST_BOOT_RAN", "").split())
+
+
+def once_per_boot(test_file: str, why: str, per_hook: bool = False):
+    """Skip in a VM pass what an earlier pass of the same boot (the same kernel) already ran:
+    checks that depend on the kernel alone, not on the pass's hook family or layout. With per_hook,
+    only where the earlier pass had the same hook family."""
+    rel = os.path.relpath(os.path.abspath(test_file), ROOT)
+
+    def covers(entry: str) -> bool:
+        where, _, hook = entry.rpartition("@")
+        return (rel == where or rel.startswith(where.rstrip("/") + "/")) and (not per_hook or hook == HOOK)
+
+    ran = any(covers(e) for e in BOOT_RAN)
+    everywhere = os.environ.get("CEEMSNET_TEST_EVERYWHERE") == "1"
+    return pytest.mark.skipif(bool(VM) and ran and not everywhere,
+                              reason=f"an earlier pass of this boot ran it{' with this hook family' if per_hook else ''}: "
+                                     f"{why}")
 
 
 class Cgroup:

@@ -19,9 +19,15 @@ from ceemsnet.runtime.collection import LoadRefused
 from ceemsnet.planning.select import load_object
 from ceemsnet.planning.catalogue import CATALOGUE, RECV_FUNCS
 
-from .helpers import HOOK, attached_programs, require_program
+from .helpers import HOOK, attached_programs, once_per_boot, require_program
 
 ERA_BY_NARGS = {6: 1, 5: 2, 4: 3}
+
+# what these tests check depends on the kernel (its BTF) alone, whatever the pass's hook family or
+# layout: a VM run with several passes runs them in its first, and the one that loads the pass's own
+# family once per family
+per_kernel = once_per_boot(__file__, "the BTF checks depend on the kernel, not on the pass")
+per_family = once_per_boot(__file__, "the BTF checks depend on the kernel and the family loaded", per_hook=True)
 
 
 def btf_raw() -> str:
@@ -97,6 +103,7 @@ def era_of(obj):
     return ERA_BY_NARGS[len(hook.expects.params)]
 
 
+@per_kernel
 def test_only_the_matching_era_hooks_recvmsg(kernel):
     kver, arch, btf = kernel
     era = ERA_BY_NARGS[recvmsg_nargs()]
@@ -117,6 +124,7 @@ def test_only_the_matching_era_hooks_recvmsg(kernel):
         assert rows["tcp_sendmsg"].status == "ok"  # the rest of a wrong-era object still serves
 
 
+@per_kernel
 def test_wrong_era_object_loads_without_its_recvmsg_programs(kernel):
     kver, arch, btf = kernel
     era = ERA_BY_NARGS[recvmsg_nargs()]
@@ -140,6 +148,7 @@ def test_wrong_era_object_loads_without_its_recvmsg_programs(kernel):
         loaded.close()
 
 
+@per_kernel
 def test_sendpage_hooks_follow_the_kernel(kernel):
     kver, arch, btf = kernel
     for obj in (o for o in CATALOGUE if arch in o.arches and o.subsystem == "net" and o.layout == "hash" and o.family in ("fexit", "kretprobe")):
@@ -164,6 +173,7 @@ def vfs_era_of(obj) -> int:
 RIGHT_ERA = {"fexit": {1: 1, 2: 2, 3: 3, 4: 4, 5: 5}, "kretprobe": {1: 1, 2: 2, 3: 2, 4: 4, 5: 5}}
 
 
+@per_kernel
 @pytest.mark.parametrize("family", ["fexit", "kretprobe"])
 def test_only_the_matching_vfs_era_serves_every_directory_operation(kernel, family):
     kver, arch, btf = kernel
@@ -189,6 +199,7 @@ def test_only_the_matching_vfs_era_serves_every_directory_operation(kernel, fami
             assert rows["vfs_read"].status == "ok"
 
 
+@per_family
 def test_wrong_vfs_era_object_loads_without_its_mismatched_programs(kernel):
     kver, arch, btf = kernel
     family = HOOK if HOOK in ("fexit", "kretprobe") else "fexit"
