@@ -165,6 +165,7 @@ def check(out, state):
     assert state["path_ids"] == set(LIVE) | {path_id(p) for p in ("/job_1", "/job_2")}
 
 
+@host_only("the ledger's retire steps are map system calls, the same with every hook family")
 @pytest.mark.parametrize("intents", [1024, 2])
 def test_a_crash_after_any_step_of_a_retire_counts_everything_once(intents):
     out, state, steps, _ = scenario(intents=intents)
@@ -183,6 +184,7 @@ def test_a_crash_after_any_step_of_a_retire_counts_everything_once(intents):
             raise AssertionError(f"crash after step {k} of {steps}: {e}") from None
 
 
+@host_only("the ledger's retire steps are map system calls, the same with every hook family")
 def test_a_crash_during_the_restart_after_a_crash_counts_everything_once():
     _, _, steps, _ = scenario()
     runs = 0
