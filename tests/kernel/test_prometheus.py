@@ -16,10 +16,11 @@ import sys
 import time
 
 from ..promserver import PrometheusServer, needs_prometheus
-from .helpers import ROOT, Exporter, traffic_argv
+from .helpers import ROOT, Exporter, host_only, traffic_argv
 from .peer import Peer
 
-pytestmark = needs_prometheus
+pytestmark = [needs_prometheus, host_only("report --prometheus and the store are user space; the counts under each "
+                                           "family are test_net.py's, and the slurm run reports real jobs")]
 
 
 def report(*args):
