@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from .helpers import ROOT, Exporter, traffic_argv
+from .helpers import ROOT, Exporter, host_only, traffic_argv
 from .peer import Peer
 
 
@@ -24,6 +24,7 @@ def send(spawn, cg, peer, size):
     spawn(traffic_argv([{"op": "udp", "family": 4, "addr": peer.udp4, "sizes": [size]}]), cg).go()
 
 
+@host_only("the store's totals across removal, restart and crash are user space, the same with every hook family")
 def test_job_totals_through_removal_restart_and_crash(slurm_tree, spawn, tmp_path):
     job, steps = slurm_tree
     db = str(tmp_path / "accounting.db")
