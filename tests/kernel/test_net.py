@@ -17,7 +17,7 @@ import threading
 import pytest
 
 from .accuracy import record
-from .helpers import VM, Exporter, require_program, traffic_argv
+from .helpers import VM, Exporter, host_only, require_program, traffic_argv
 from .peer import Peer, reply_size
 
 SIZES_UDP4 = [1, 512, 1400, 9000]
@@ -219,6 +219,7 @@ def test_counts_never_decrease_between_scrapes(exporter, make_cgroup, spawn, pee
     assert (first, second) == (300, 600)
 
 
+@host_only("the exposition text is user space, the same with every hook family")
 def test_promtool_accepts_a_real_scrape(exporter, make_cgroup, spawn, peer, tmp_path):
     promtool = require_program("promtool")
     run_plan(spawn, make_cgroup(), [{"op": "udp", "family": 6, "addr": peer.udp6, "sizes": [10]}])
