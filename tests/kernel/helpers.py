@@ -54,20 +54,23 @@ def host_only(why: str, unless: tuple[tuple[str, str], ...] = ()):
                               reason=f"the host run covers it: {why}{also}")
 
 
-# set by tests/vm/matrix.py's guest: "FILE@HOOK" for each suite entry (a file, or a directory such as
-# tests/kernel) an earlier pass of this VM boot ran, with that pass's hook family
+# set by tests/vm/matrix.py's guest: "ENTRY@HOOK" for each suite entry (a directory such as tests/kernel,
+# a file, or a test's node id) an earlier pass of this VM boot ran, with that pass's hook family
 BOOT_RAN = tuple(os.environ.get("CEEMSNET_TEST_BOOT_RAN", "").split())
 
 
-def once_per_boot(test_file: str, why: str, per_hook: bool = False):
+def once_per_boot(test_file: str, why: str, per_hook: bool = False, test: str = ""):
     """Skip in a VM pass what an earlier pass of the same boot (the same kernel) already ran:
     checks that depend on the kernel alone, not on the pass's hook family or layout. With per_hook,
-    only where the earlier pass had the same hook family."""
+    only where the earlier pass had the same hook family; with test (its name), where an earlier
+    pass ran that test by its node id too."""
     rel = os.path.relpath(os.path.abspath(test_file), ROOT)
 
     def covers(entry: str) -> bool:
         where, _, hook = entry.rpartition("@")
-        return (rel == where or rel.startswith(where.rstrip("/") + "/")) and (not per_hook or hook == HOOK)
+        path, _, node = where.partition("::")
+        ran = (rel == path or rel.startswith(path.rstrip("/") + "/")) and (not node or node == test)
+        return ran and (not per_hook or hook == HOOK)
 
     ran = any(covers(e) for e in BOOT_RAN)
     everywhere = os.environ.get("CEEMSNET_TEST_EVERYWHERE") == "1"

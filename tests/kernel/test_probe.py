@@ -14,7 +14,7 @@ from ceemsnet.planning.select import load_object
 from ceemsnet.runtime.btf import KernelBTF
 from ceemsnet.runtime.collection import LoadRefused
 
-from .helpers import HOOK, ROOT, Exporter
+from .helpers import HOOK, ROOT, Exporter, once_per_boot
 
 FAMILIES = ("fexit", "kretprobe", "tracepoint")
 
@@ -89,6 +89,8 @@ def test_forced_family_the_kernel_refuses_is_an_error(auto_report):
     assert err.strip().splitlines()[-1].startswith(f"ceemsnet: error: --hook={fam} cannot be used")
 
 
+@once_per_boot(__file__, "auto's order depends on the kernel, not on the pass",
+               test="test_fexit_goes_last_where_the_kernel_preempts")
 def test_fexit_goes_last_where_the_kernel_preempts(auto_report):
     """A BPF trampoline (and from 7.0 a raw tracepoint) drops events when a task is preempted
     inside our program and another reaches the hook on that CPU

@@ -275,13 +275,13 @@ def cmd_guest(args) -> int:
     x86 cuts at 2048 bytes; a longer one hung the 7.3 guest.)"""
     run = BY_KERNEL[args.kernel]
     rc = 0
-    ran: list[str] = []  # FILE@HOOK: what this boot's earlier passes ran (tests/kernel/helpers.py, once_per_boot)
+    ran: list[str] = []  # ENTRY@HOOK: what this boot's earlier passes ran (tests/kernel/helpers.py, once_per_boot)
     for p in args.passes:
         hook, _, layout = p.partition(":")
         suite = run.suite_for(p)
         env = pass_env(run, p)  # the Makefile runs the host's extra passes this way too
         env["CEEMSNET_TEST_BOOT_RAN"] = " ".join(ran)
-        ran += [f"{t.partition('::')[0]}@{hook}" for t in SUITES[suite] if "::" not in t]
+        ran += [f"{t}@{hook}" for t in SUITES[suite]]
         print(f"== {run.kernel} --hook={hook}{' --net.slots=0' if layout == 'hash' else ''}: {suite} suite",
               flush=True)
         rc |= subprocess.call([sys.executable, "-m", "pytest", *PYTEST_OPTS, *DURATIONS, "-ra", *SUITES[suite]],
