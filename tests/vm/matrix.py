@@ -135,7 +135,8 @@ RUNS = (
         minutes=4,
         why="every unit test; every kernel test with the tracepoint and cgroup_skb programs; what does not "
             "depend on the hook family (churn, dashboard and rules, web config, package, capabilities one by one, "
-            "skb and ledger continuity)"),
+            "skb and ledger continuity, the ledger's crash at every step, the store across a crash, "
+            "report --prometheus, promtool)"),
     Run("5.10", "linux-image-5.10.0-32-amd64 5.10.223-1 (bullseye)", "exact",
         {"fexit": ("net-fexit-5.5-x86.bpf.o", "vfs-fexit-5.5-x86.bpf.o"),
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
@@ -166,7 +167,7 @@ RUNS = (
               "rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
         minutes=19,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
-            "swap, kretprobe maxactive, the capability set, SLURM trees, Prometheus report"),
+            "swap, kretprobe maxactive, the capability set of net and vfs, SLURM trees"),
     Run("slurm", "the 6.12 run's kernel with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
         boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=8,
