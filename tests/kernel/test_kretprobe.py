@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -69,6 +70,12 @@ def missed(samples, fn="udp_recvmsg"):
     return samples.get(("ceemsnet_kretprobe_missed_total", (("function", fn),)))
 
 
+def update_failures(samples):
+    """ceemsnet_map_update_failures_total by map: events a program could not count (a new
+    cgroup's record, or an entry stash, that could not be added)."""
+    return {dict(k[1])["map"]: v for k, v in samples.items() if k[0] == "ceemsnet_map_update_failures_total"}
+
+
 def test_300_blocked_receivers_are_counted_exactly(exporter, make_cgroup):
     need_kretprobe(exporter)
     before = missed(exporter.samples())
@@ -90,12 +97,16 @@ def test_too_small_maxactive_is_visible_as_missed(exporter, make_cgroup):
             s = small.samples()
             counted, lost = udp_in(s, cg, "calls"), missed(s) - before
             # Once (6.1 VM, 1 run of many) a return was neither counted nor missed: 3 + 60.
-            # Not reproduced since; a second round tells a rare event from a broken count.
+            # Not reproduced since (docs/testing.md, One-off failures: 60 rounds on 6.1 all 4 + 60);
+            # a second round tells a rare event from a broken count, and the first round's numbers
+            # are kept as a warning (in the run's log even when the second round passes)
             if counted + lost == 64 or attempt == 2:
                 break
+            warnings.warn(f"64 receivers, --kretprobe.maxactive=4, round 1: {counted:g} returns counted + "
+                          f"{lost:g} missed != 64; map update failures {update_failures(s)}")
             before = missed(s)
     finally:
         small.stop()
     assert lost > 0, "64 sleepers with maxactive 4 must miss returns"
-    assert counted + lost == 64
+    assert counted + lost == 64, f"counted {counted:g} + missed {lost:g}; map update failures {update_failures(s)}"
     assert udp_in(s, cg, "bytes") == counted * SIZE
