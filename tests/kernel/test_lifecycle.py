@@ -9,16 +9,21 @@ from .helpers import VM, Exporter, host_only, require_program, traffic_argv
 from .peer import Peer
 
 
-def map_ids_held_by(pid, name):
-    ids = set()
+def fdinfo_lines(pid, kind):
+    """The fdinfo lines of a process's fds of one anonymous-inode kind ("bpf-map", "inotify")."""
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != f"anon_inode:{kind}":
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                ids |= {int(line.split()[1]) for line in f if line.startswith("map_id:")}
+                lines = f.readlines()
         except OSError:
-            continue
+            continue  # closed meanwhile
+        yield from lines
+
+
+def map_ids_held_by(pid, name):
+    ids = {int(line.split()[1]) for line in fdinfo_lines(pid, "bpf-map") if line.startswith("map_id:")}
     out = json.loads(subprocess.run([require_program("bpftool"), "-j", "map", "show"], capture_output=True, text=True,
                                     check=True).stdout)
     return [m["id"] for m in out if m["id"] in ids and m.get("name") == name]
@@ -98,17 +103,10 @@ def make_cgroup_below(parent, name):
 def inotify_watched_inodes(pid):
     """The inodes a process's inotify fds watch (fdinfo's `inotify wd:.. ino:<hex>` lines)."""
     out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                for line in f:
-                    if line.startswith("inotify "):
-                        fields = dict(x.split(":", 1) for x in line.split()[1:])
-                        out.add(int(fields["ino"], 16))
-        except OSError:
-            continue
+    for line in fdinfo_lines(pid, "inotify"):
+        if line.startswith("inotify "):
+            fields = dict(x.split(":", 1) for x in line.split()[1:])
+            out.add(int(fields["ino"], 16))
     return out
 
 
