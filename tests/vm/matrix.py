@@ -142,7 +142,7 @@ RUNS = (
          "kretprobe": ("net-kretprobe-4.18-x86.bpf.o", "vfs-kretprobe-4.18-x86.bpf.o")},
         # the oldest era: continuity and the capability set too; file IO engines and NFS with kretprobe
         pass_suites={"fexit": "edges", "kretprobe": "exact-io"},
-        minutes=10,
+        minutes=11,
         why="the era-1 objects (RHEL 9's 5.14 and Ubuntu 22.04's 5.15 load these): recvmsg with nonblock, "
             "vfs_* without a namespace argument, *_sendpage; with fexit continuity and the capability set "
             "(BPF memory charged to RLIMIT_MEMLOCK)"),
@@ -155,7 +155,7 @@ RUNS = (
         pass_suites={"fexit:hash": "exact-rdma", "kretprobe": "rdma"},
         also={"rdma-fexit-5.11-x86.bpf.o": "tests/kernel/test_rdma.py",
               "rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
-        minutes=7,
+        minutes=6,
         why="vfs_* with user_namespace; *_sendpage on a 5.19-era kernel; the hash layout of the 5.19 fexit "
             "era (--net.slots=0); the vfs tracepoint object of 5.15 - 6.1 (the net tracepoints are 6.3+)"),
     Run("6.12", "linux-image-6.12-amd64: bookworm's current 6.12 (6.12.118 on 2026-12-05)", "full",
@@ -165,12 +165,12 @@ RUNS = (
         # rdma over soft-RoCE: the fexit pass (whole suite) and the kretprobe pass (RDMA in its suite)
         also={"rdma-fexit-5.11-x86.bpf.o": "tests/kernel/test_rdma.py",
               "rdma-kretprobe-5.11-x86.bpf.o": "tests/kernel/test_rdma.py"},
-        minutes=19,
+        minutes=18,
         why="the whole kernel suite with fexit and kretprobe: continuity across SIGTERM, SIGKILL and a family "
             "swap, kretprobe maxactive, the capability set of net and vfs, SLURM trees"),
     Run("slurm", "the 6.12 run's kernel with Debian's slurm-wlm 22.05 (tests/slurm/run.sh)", "slurm",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.3-x86.bpf.o")},
-        boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=8,
+        boot="6.12", wrapper=("tests/slurm/run.sh",), minutes=7,
         why="a real single-node SLURM (slurmctld, slurmd with cgroup/v2, slurmdbd and MariaDB): sbatch, array, "
             "interactive, scancel and slurmd-restart jobs counted exactly, --cgroup.aggregate levels, the "
             "report with sacct's facts"),
@@ -187,7 +187,7 @@ RUNS = (
             "preemption"),
     Run("6.18-voluntary", "the 6.18 run's kernel booted with preempt=voluntary", "exact-io",
         {"fexit": ("net-fexit-5.19-x86-slots.bpf.o", "vfs-fexit-6.15-x86.bpf.o")},
-        boot="6.18", append="preempt=voluntary", minutes=5,
+        boot="6.18", append="preempt=voluntary", minutes=7,
         why="the 6.15 vfs fexit era, on a kernel that does not preempt inside our programs"),
     Run("7", "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1 (trixie-backports), lazy preemption", "exact",
         {"kretprobe": ("net-kretprobe-5.19-x86.bpf.o", "vfs-kretprobe-6.19-x86.bpf.o"),
@@ -196,7 +196,7 @@ RUNS = (
          "fexit:hash": ("net-fexit-7.1-x86.bpf.o", "vfs-fexit-6.19-x86.bpf.o")},
         # the newest era: continuity and the capability set with auto's family
         pass_suites={"kretprobe": "edges-io", "tracepoint": "loads", "fexit": "loads", "fexit:hash": "loads"},
-        minutes=11,
+        minutes=14,
         why="the newest eras (4-argument recvmsg, 7.1; vfs_create without its directory and the "
             "delegated_inode arguments, 6.19) under lazy preemption: kretprobe (auto's choice) with "
             "continuity, the capability set and cgroup v1 (/proc/cgroups lists fewer controllers than the "
@@ -206,7 +206,7 @@ RUNS = (
         # RDMA over soft-RoCE where rxe runs in tasklets (it retries there), on arm64
         pass_suites={"kretprobe": "arm-rdma"},
         also={"rdma-kretprobe-5.11-arm64.bpf.o": "tests/kernel/test_rdma.py"},
-        minutes=3,
+        minutes=2,
         why="the arm64 objects: kretprobe (this arm64 kernel has no fexit: no ftrace direct calls before 6.4, "
             "the attach fails with error 524); RDMA over soft-RoCE on arm64 where rxe runs in tasklets"),
     # arm64 fexit (6.4+, ftrace direct calls). Debian's arm64 6.18 and 7.3 are built with lazy preemption
@@ -220,13 +220,13 @@ RUNS = (
         # one (tasklets), x86 6.12 kretprobe with work items
         pass_suites={"fexit": "arm-io-rdma"},
         also={"rdma-fexit-6.4-arm64.bpf.o": "tests/kernel/test_rdma.py"},
-        minutes=5,
+        minutes=4,
         why="the arm64 fexit objects counting exactly (auto's choice on an arm64 kernel with ftrace direct "
             "calls that does not preempt in kernel code), in both net layouts; vfs_* with mnt_idmap on arm64; "
             "RDMA over soft-RoCE (work items) with the arm64 fexit object"),
     Run("arm64-5.10", "linux-image-5.10.0-32-arm64 5.10.223-1 (bullseye), aarch64 guest", "arm",
         {"kretprobe": ("net-kretprobe-4.18-arm64.bpf.o", "vfs-kretprobe-4.18-arm64.bpf.o")},
-        minutes=3,
+        minutes=2,
         why="the era-1 arm64 objects; a kernel that inlined vfs_readv/vfs_writev (not in its BTF): readv "
             "and writev counted at the __arm64_sys_* system calls instead"),
     Run("arm64-6.18", "linux-image-6.18.15+deb13-arm64 6.18.15-1~bpo13+1 (trixie-backports), lazy preemption, "
@@ -234,7 +234,7 @@ RUNS = (
         {"kretprobe": ("net-kretprobe-5.19-arm64.bpf.o", "vfs-kretprobe-6.15-arm64.bpf.o"),
          "fexit": ("net-fexit-6.4-arm64-slots.bpf.o", "vfs-fexit-6.15-arm64.bpf.o")},
         pass_suites={"fexit": "loads"},
-        minutes=5,
+        minutes=4,
         why="vfs_mkdir returning a dentry (6.15 - 6.18) on arm64: kretprobe (auto's choice under lazy "
             "preemption) counting exactly; the 6.15 vfs fexit object loads, verifies and attaches"),
     Run("arm64-7", "linux-binary-7.3.4+deb13-arm64 7.3.4-1~bpo13+1 (trixie-backports), lazy preemption, "
@@ -243,7 +243,7 @@ RUNS = (
          "fexit": ("net-fexit-7.1-arm64-slots.bpf.o", "vfs-fexit-6.19-arm64.bpf.o"),
          "fexit:hash": ("net-fexit-7.1-arm64.bpf.o", "vfs-fexit-6.19-arm64.bpf.o")},
         pass_suites={"fexit": "loads", "fexit:hash": "loads"},
-        minutes=5,
+        minutes=4,
         why="the 6.19 vfs era (vfs_create without its directory, delegated_inode arguments) on arm64: "
             "kretprobe counting exactly; the 7.1 net and 6.19 vfs fexit objects load, verify and attach"),
 )
