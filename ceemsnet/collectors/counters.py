@@ -10,11 +10,13 @@ how full the map is and how many events it could not take.
 from __future__ import annotations
 
 import struct
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable
-from itertools import compress, count
+from itertools import accumulate, compress, count
 from operator import itemgetter, ne
 
-from ceemsnet.common.metrics import Family, PrerenderedFamily, _fmt, render_rows, sample_name
+from ceemsnet.common.metrics import Family, PrerenderedFamily, _escape_label, _fmt, sample_name
 from ceemsnet.planning.structs import decode_drops
 
 _first = itemgetter(0)
@@ -159,6 +161,8 @@ class Records:
             if values == self._values:
                 return set()
             changed, gone = self._changed_in_place(keys, values), ()
+        elif not self._keys:  # every record is new (the first read): decoded as read, no record copied out
+            changed, gone = None, ()
         else:
             old, new = self._records(self._keys, self._values), self._records(keys, values)
             changed, gone = new.items() - old.items(), old.keys() - new.keys()
@@ -177,20 +181,25 @@ class Records:
                 ids.remove(key)
                 if not ids:
                     del by_id[cid]
-        if changed:
+        if changed is None:
+            decoded = self.source.decode(keys, values, n)
+        elif changed:
             decoded = self.source.decode(b"".join(kb for kb, _ in changed), b"".join(vb for _, vb in changed),
                                          len(changed))
-            if len(decoded) != len(changed):
-                raise ValueError(f"{self.source.name}: decode gave {len(decoded)} entries for {len(changed)} records")
-            for key, vals in decoded.items():
-                stats[key] = vals
-                cid = key[0]
-                dirty.add(cid)
-                ids = by_id.get(cid)
-                if ids is None:
-                    by_id[cid] = [key]
-                elif key not in ids:  # a few keys per id: a list is a quarter of a set's size
-                    ids.append(key)
+        else:
+            decoded = {}
+        want = n if changed is None else len(changed)
+        if len(decoded) != want:
+            raise ValueError(f"{self.source.name}: decode gave {len(decoded)} entries for {want} records")
+        for key, vals in decoded.items():
+            stats[key] = vals
+            cid = key[0]
+            dirty.add(cid)
+            ids = by_id.get(cid)
+            if ids is None:
+                by_id[cid] = [key]
+            elif key not in ids:  # a few keys per id: a list is a quarter of a set's size
+                ids.append(key)
         return dirty
 
 
@@ -230,11 +239,8 @@ class CounterMap:
 
     def _reset(self) -> None:
         """Forget every cached rendering: the next scrape renders all paths."""
-        self._chunks: dict[str, tuple[bytes, ...]] = {}  # path -> its sample lines, per family
-        self._prefixes: dict[str, dict] = {}         # path -> {label values: rendered labels} of its series
-        self._order: list[str] = []                  # self._chunks' paths, sorted
-        self._index: dict[str, int] = {}             # path -> its place in self._order
-        self._data: list[list[bytes]] = []           # per family: each path's sample lines, in order
+        self._order: list[str] = []                  # the paths with series, sorted
+        self._cols: list[_Column] = []               # per family: every path's series, in that order
         self._prev_paths: dict[int, str] = {}        # cgroup id -> the path its counts went to last scrape
         self._prev_retired: dict[tuple, tuple] = {}  # the lifecycle's retired totals last scrape
 
@@ -326,11 +332,21 @@ class CounterMap:
         return self._skel
 
     def _render(self, dirty: set[str], live: dict, pos: dict[int, str], retired: dict, by_id: dict) -> None:
-        """Render again the rows of the paths in `dirty`, from their counters only."""
+        """Render again the series of the paths in `dirty`, from their counters only, a batch of
+        paths at a time (the first scrape after 10,000 cgroups appear holds one batch's rows, not
+        every cgroup's: transient objects are what keeps the heap at its peak)."""
+        skel = self._skeleton()
+        todo = sorted(dirty)
+        for b in range(0, len(todo), RENDER_BATCH):
+            self._apply(self._segments(set(todo[b:b + RENDER_BATCH]), live, pos, retired, by_id, skel), len(skel))
+
+    def _segments(self, part: set[str], live: dict, pos: dict[int, str], retired: dict, by_id: dict,
+                  skel: list[Family]) -> dict[str, tuple | None]:
+        """path -> per family (its series' rendered labels, their values), None: no series now."""
         sub: dict[tuple, tuple] = {}
         sub_paths: dict[int, str] = {}
         for cid, p in pos.items():
-            if p in dirty:
+            if p in part:
                 sub_paths[cid] = p
                 for k in by_id.get(cid, ()):
                     v = live.get(k)
@@ -339,14 +355,13 @@ class CounterMap:
         sid: dict[str, int] = {}
         for rk, v in retired.items():
             p = rk[0]
-            if p in dirty:
+            if p in part:
                 i = sid.get(p)
                 if i is None:
                     i = sid[p] = -1 - len(sid)
                     sub_paths[i] = p
                 sub[(i,) + rk[1:]] = v
         has_input = {sub_paths[k[0]] for k in sub}
-        skel = self._skeleton()
         fams = self.families(sub, sub_paths)
         if [f.name for f in fams] != [f.name for f in skel]:
             raise ValueError(f"{self.source.name}: the renderer's families changed with its input")
@@ -354,40 +369,106 @@ class CounterMap:
         for i, f in enumerate(fams):
             for row in f.rows:
                 rows[row[0][0]][i].append(row)
-        chunks = self._chunks
-        samples = [sample_name(f) for f in skel]
-        reorder = False
-        for p in dirty:
+        out: dict[str, tuple | None] = {}
+        # per family '{name="%s",...}'; escaped label values of this batch (a path's, a protocol's)
+        tmpls = [("{" + ",".join(f'{n}="%s"' for n in f.labels) + "}") if f.labels else "" for f in skel]
+        esc: dict[str, str] = {}
+        for p in part:
             r = rows.get(p)
             if r is None:
-                reorder |= chunks.pop(p, None) is not None
-                self._prefixes.pop(p, None)
+                out[p] = None
                 continue
-            pre = self._prefixes.get(p)
-            if pre is None:
-                pre = self._prefixes[p] = {}
-            lines = chunks[p] = tuple(self._lines(samples[i], f.labels, r[i], pre) for i, f in enumerate(skel))
-            at = self._index.get(p)
-            if at is None:
-                reorder = True
-            elif not reorder:
-                for i, col in enumerate(self._data):
-                    col[at] = lines[i]
-        if reorder:
-            self._order = sorted(chunks)
-            self._index = {p: i for i, p in enumerate(self._order)}
-            self._data = [[chunks[p][i] for p in self._order] for i in range(len(skel))]
+            seen: dict[tuple, bytes] = {}  # label values -> '{...}': one object for the families that share it
+            seg = []
+            for tmpl, fr in zip(tmpls, r):
+                for values, _ in fr:
+                    if values not in seen:
+                        parts = []
+                        for x in values:
+                            e = esc.get(x)
+                            if e is None:
+                                e = esc[x] = _escape_label(x)
+                            parts.append(e)
+                        seen[values] = (tmpl % tuple(parts)).encode()
+                seg.append(([seen[values] for values, _ in fr], [v for _, v in fr]))
+            out[p] = tuple(seg)
+        return out
 
-    @staticmethod
-    def _lines(sample: str, names: tuple[str, ...], rows, prefixes: dict) -> bytes:
-        """render_rows(), with each series' rendered labels kept (prefixes: label values -> '{...}')."""
-        out = []
-        for values, v in rows:
-            pre = prefixes.get(values)
-            if pre is None:
-                pre = prefixes[values] = render_rows("", names, ((values, 0),))[:-3]
-            out.append(f"{sample}{pre} {_fmt(v)}\n")
-        return "".join(out).encode()
+    def _apply(self, segs: dict[str, tuple | None], nf: int) -> None:
+        """Put the paths' new series in place: in the columns' copies (the families of the last
+        scrape may still be rendering the lists they were given), in path order."""
+        order = self._order
+        if not self._cols:
+            self._cols = [_Column() for _ in range(nf)]
+        cols = self._cols
+        changes = []
+        moves = 0  # paths that come or go before the last one: each moves what follows it in every column
+        n = len(order)
+        for p, seg in segs.items():
+            k = bisect_left(order, p)
+            exists = k < n and order[k] == p
+            if seg is None and not exists:
+                continue
+            moves += k < n and (seg is None or not exists)
+            changes.append((k, exists, p, seg))
+        if not changes:
+            return
+        if moves * REBUILD_SHARE > n:
+            self._rebuild(segs, nf)
+            return
+        starts = [list(accumulate(c.cnt, initial=0)) for c in cols]
+        new = [c.copy() for c in cols]
+        # from the last place to the first: a change leaves the places before it where they were
+        changes.sort(key=lambda c: (c[0], c[1], c[2]), reverse=True)
+        for k, exists, p, seg in changes:
+            for i, c in enumerate(new):
+                s = starts[i][k]
+                old = c.cnt[k] if exists else 0
+                if seg is None:
+                    del c.pre[s:s + old]
+                    del c.vals[s:s + old]
+                    del c.cnt[k]
+                else:
+                    pres, vals = seg[i]
+                    c.pre[s:s + old] = pres
+                    c.put(s, old, vals)
+                    if exists:
+                        c.cnt[k] = len(pres)
+                    else:
+                        c.cnt.insert(k, len(pres))
+            if seg is None:
+                del order[k]
+            elif not exists:
+                order.insert(k, p)
+        self._cols = new
+
+    def _rebuild(self, segs: dict[str, tuple | None], nf: int) -> None:
+        """Every column anew, path by path (many paths came or went)."""
+        old_order, old = self._order, self._cols
+        starts = [list(accumulate(c.cnt, initial=0)) for c in old]
+        at = {p: k for k, p in enumerate(old_order)}
+        keep = set(old_order)
+        keep.update(p for p, s in segs.items() if s is not None)
+        keep.difference_update(p for p, s in segs.items() if s is None)
+        order = sorted(keep)
+        new = [_Column() for _ in range(nf)]
+        for p in order:
+            seg = segs.get(p)
+            if seg is None:
+                k = at[p]
+                for i, c in enumerate(new):
+                    a, b = starts[i][k], starts[i][k + 1]
+                    o = old[i]
+                    c.pre += o.pre[a:b]
+                    c.add(o.vals[a:b])
+                    c.cnt.append(b - a)
+            else:
+                for i, c in enumerate(new):
+                    pres, vals = seg[i]
+                    c.pre += pres
+                    c.add(vals)
+                    c.cnt.append(len(pres))
+        self._order, self._cols = order, new
 
     def _assemble(self, rows_of) -> list[Family]:
         """The families of this scrape; rows_of() gives all their rows (the renderer over everything),
@@ -401,8 +482,63 @@ class CounterMap:
                 built.append(rows_of())
             return built[0][i].rows
         for i, f in enumerate(skel):
-            # the lines stay in parts (each path's): joined only while a scrape is rendered, so the
-            # text of every series is held once (in self._chunks), not again by the last families
-            out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels,
-                                         self._data[i][:] if self._data else [], lambda i=i: rows(i)))
+            # the text is made when the scrape is sent, from this scrape's columns (the next scrape
+            # changes copies of them): no family's text is kept between scrapes
+            text = self._cols[i].text(sample_name(f)) if self._cols else list
+            out.append(PrerenderedFamily(f.name, f.help, f.kind, f.labels, text, lambda i=i: rows(i)))
         return out
+
+
+# paths rendered at once by a scrape (the first after many cgroups appear renders them all)
+RENDER_BATCH = 1000
+# the columns are built anew when more than 1/REBUILD_SHARE of the paths came or went before the last
+# path in one batch (each such insertion or removal in place moves the rest of every column; paths
+# that sort after every other, as a first scrape's batches do, are appended); 0: always in place
+REBUILD_SHARE = 4
+
+
+class _Column:
+    """One family's series, every path's in path order: each series' rendered labels (bytes shared
+    by the path's families with the same label values), its value (packed as u64 while every value
+    is one), and per path how many series it has."""
+
+    __slots__ = ("pre", "vals", "cnt")
+
+    def __init__(self, pre=None, vals=None, cnt=None):
+        self.pre: list[bytes] = [] if pre is None else pre
+        self.vals = array("Q") if vals is None else vals
+        self.cnt: list[int] = [] if cnt is None else cnt
+
+    def copy(self) -> _Column:
+        return _Column(self.pre[:], self.vals[:], self.cnt[:])
+
+    def _unpack(self) -> None:
+        self.vals = self.vals.tolist() if isinstance(self.vals, array) else self.vals
+
+    def put(self, s: int, n: int, vals: list) -> None:
+        """Replace the n values at s by vals."""
+        if isinstance(self.vals, array):
+            try:
+                self.vals[s:s + n] = array("Q", vals)
+                return
+            except (OverflowError, TypeError):
+                self._unpack()
+        self.vals[s:s + n] = vals
+
+    def add(self, vals) -> None:
+        if isinstance(self.vals, array):
+            try:
+                self.vals.extend(vals if isinstance(vals, array) else array("Q", vals))
+                return
+            except (OverflowError, TypeError):
+                self._unpack()
+        self.vals.extend(vals)
+
+    def text(self, sample: str):
+        """A function making the family's sample lines (one bytes) from the series as they are now."""
+        pre, vals = self.pre, self.vals
+        if isinstance(vals, array):
+            line = sample.encode() + b"%s %d\n"
+            return lambda: [b"".join(map(line.__mod__, zip(pre, vals)))]
+        line = sample.encode() + b"%s %s\n"
+        return lambda: [b"".join(map(line.__mod__, zip(pre, (_fmt(v).encode() for v in vals))))]

@@ -102,8 +102,10 @@ def render_rows(sample: str, names: tuple[str, ...], rows, label=_escape_label) 
 
 class PrerenderedFamily(Family):
     """A family whose sample lines come already rendered, in parts (each a bytes of
-    whole lines, joined when rendered: `data`); its rows are built only when
-    something reads them (OpenMetrics, the store, --unit)."""
+    whole lines, joined when rendered: `data`), or from a function making those
+    parts each time they are read (the text is then made only while a scrape is
+    sent, and kept by no one); its rows are built only when something reads them
+    (OpenMetrics, the store, --unit)."""
 
     def __init__(self, name: str, help: str, kind: str, labels: tuple[str, ...], parts: list[bytes], rows_of):
         self.name, self.help, self.kind, self.labels = name, help, kind, labels
@@ -113,12 +115,19 @@ class PrerenderedFamily(Family):
 
     @property
     def data(self):
-        return None if self._parts is None else b"".join(self._parts)
+        parts = self.parts
+        return None if parts is None else b"".join(parts)
 
     @property
     def parts(self):
         """The sample lines in their parts, not joined (None: render the rows)."""
-        return self._parts
+        p = self._parts
+        return p() if callable(p) else p
+
+    @property
+    def maker(self):
+        """The function making the parts when they are read, if they are made so (else None)."""
+        return self._parts if callable(self._parts) else None
 
     @property
     def rows(self):
@@ -155,14 +164,25 @@ class TextRenderer:
 
     def render_parts(self, families: list[Family], openmetrics: bool = False) -> list[bytes]:
         """The exposition as a list of UTF-8 parts (a WSGI body): families with
-        their sample lines already rendered are not copied, nor joined.
+        their sample lines already rendered are not copied, nor joined."""
+        out: list[bytes] = []
+        for it in self.render_items(families, openmetrics):
+            if callable(it):
+                out += it()
+            else:
+                out.append(it)
+        return out
+
+    def render_items(self, families: list[Family], openmetrics: bool = False) -> list:
+        """The exposition in order, each item UTF-8 bytes or a function making a family's sample
+        lines (a list of bytes) when called (PrerenderedFamily.maker): a body sent as it is made.
 
         openmetrics: OpenMetrics 1.0 instead of the text format 0.0.4. The sample
         lines are the same (counters' samples end in _total, values are integers or
         Python floats, label values escaped alike); HELP and TYPE name the family
         (no _total), HELP escapes double quotes too, and the text ends in # EOF."""
         self._prev, self._cache = self._cache, {}
-        out: list[bytes] = []
+        out: list = []
         app = out.append
         for f in families:
             sample = sample_name(f)
@@ -170,8 +190,11 @@ class TextRenderer:
                 app(f"# HELP {f.name} {_escape_help_om(f.help)}\n# TYPE {f.name} {f.kind}\n".encode())
             else:
                 app(f"# HELP {sample} {_escape_help(f.help)}\n# TYPE {sample} {f.kind}\n".encode())
-            parts = getattr(f, "parts", None)
-            if parts is not None:
+            maker = getattr(f, "maker", None)
+            parts = None if maker is not None else getattr(f, "parts", None)
+            if maker is not None:
+                app(maker)
+            elif parts is not None:
                 out += parts
             else:
                 data = f.data

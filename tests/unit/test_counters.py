@@ -14,6 +14,7 @@ import struct
 
 import pytest
 
+from ceemsnet.collectors import counters
 from ceemsnet.collectors.counters import CounterMap, Records
 from ceemsnet.collectors.net import net_families
 from ceemsnet.collectors.skb import skb_families
@@ -140,7 +141,12 @@ KINDS = {
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("seed", range(12))
-def test_incremental_text_equals_the_full_renderer(kind, seed):
+@pytest.mark.parametrize("share", [0, 4, 10**9], ids=["in-place", "default", "rebuild"])
+def test_incremental_text_equals_the_full_renderer(kind, seed, share, monkeypatch):
+    """share: when the columns are built anew rather than changed in place (counters.REBUILD_SHARE);
+    RENDER_BATCH 3: a scrape's paths are rendered in several batches."""
+    monkeypatch.setattr(counters, "REBUILD_SHARE", share)
+    monkeypatch.setattr(counters, "RENDER_BATCH", 3)
     pack, decode, ksize, words, families, make_key = KINDS[kind]
     rng = random.Random(seed)
     maps = [FakeMap(f"{kind}_stats", pack, decode, ksize, words, random.Random(seed)) for _ in range(2)]
@@ -217,11 +223,14 @@ def test_caches_stay_bounded_across_cgroup_churn():
             if cid != survivor:
                 del alive[cid]  # removed (the resolver keeps its last path)
         cm.collect()
-        sizes.append((len(cm._chunks), len(cm._index), max(map(len, cm._data)), len(cm._prev_paths),
-                      len(cm._prev_retired), len(cm._records.stats), len(cm._records.by_id), len(cm._prefixes)))
+        cols = cm._cols
+        sizes.append((len(cm._order), max(len(c.cnt) for c in cols), min(len(c.cnt) for c in cols),
+                      len(cm._prev_paths), len(cm._prev_retired), len(cm._records.stats), len(cm._records.by_id),
+                      max(len(c.pre) for c in cols)))
+        assert all(len(c.pre) == len(c.vals) == sum(c.cnt) for c in cols)
     # retention 2 s, one round a second: only the last rounds' cgroups are still exported (retired)
     assert max(s[0] for s in sizes[5:]) <= 3 * 200 + 1 and sizes[-1] == sizes[-2]
-    assert all(s[1] == s[0] == s[2] == s[7] for s in sizes)
+    assert all(s[1] == s[0] == s[2] and s[7] <= 4 * s[0] for s in sizes)
     assert sizes[-1][5] <= 1 + 200 and sizes[-1][6] <= 1 + 200  # only live records are kept decoded
     assert '{cgroup="/survivor",proto="udp",family="ipv4"} 4321\n' in render_text(cm.collect())
 
@@ -244,3 +253,30 @@ def test_records_decode_only_what_changed():
     assert records.update() == {3, 60}
     assert records.stats == decode_net(*m.packed(), NCPUS)
     assert set(records.by_id) == {k[0] for k in records.stats}
+
+
+def test_values_that_are_not_u64_are_rendered_as_the_renderer_does():
+    """A family's values are kept packed as u64 while every value is one; a float or a negative
+    value turns that family's column into plain values, rendered as the text renderer renders them."""
+    def families(stats, paths):
+        fams = net_families(stats, paths)
+        fams[0].rows = [(lab, v / 4 if lab[0] == "/b" else v) for lab, v in fams[0].rows]
+        fams[1].rows = [(lab, -v if lab[0] == "/a" else v) for lab, v in fams[1].rows]
+        return fams
+    maps = [FakeMap("net_stats", pack_net_key, decode_net, 8, 24, random.Random(4)) for _ in range(2)]
+    old, new = (CounterMap(src(m), families, Resolver({7: "/b", 8: "/a", 9: "/c"}))
+                for m, src in zip(maps, (OldSource, RawSource)))
+    texts = []
+    for rnd in range(4):
+        for m in maps:
+            m.put((9,), [rec({0: (10 + rnd, 1, 0)}), rec({})])
+            if rnd >= 1:
+                m.put((7,), [rec({0: (rnd, 1, 0)}), rec({})])  # /b: its values become floats
+            if rnd >= 2:
+                m.put((8,), [rec({0: (5, 1, 0)}), rec({})])  # /a: negative values
+        want = old_render(merge_families(old.collect()))
+        got = render_text(merge_families(new.collect()))
+        assert got == want, f"round {rnd}"
+        texts.append(got)
+    assert "0.75" in texts[3] and "-1" in texts[3]
+    assert [type(c.vals).__name__ for c in new._cols[:3]] == ["list", "list", "array"]
