@@ -127,6 +127,7 @@ def build_context(args) -> Context:
 def run(args) -> int:
     # start-up cost: the HTTP server, TLS and YAML stacks (~28 ms) only serve needs, not every command
     from ceemsnet.serving import exporter
+    exporter.tune_malloc()  # before any thread starts
     names = collectors.parse(args.collectors)
     collectors.check(args)
     exporter.parse_listen_address(args.listen)  # bad flags fail before anything is loaded

@@ -29,3 +29,50 @@ def test_scrape_body_trims_the_heap_when_closed(monkeypatch):
 
 def test_trim_is_callable_here():
     exporter.trim_heap()  # glibc here; a no-op where malloc_trim does not exist
+
+
+ARENAS = """
+import ctypes, sys, threading
+from ceemsnet.serving import exporter
+tuned = exporter.tune_malloc() if sys.argv[1] == "tune" else None
+held, ready, go = [], threading.Barrier(5), threading.Event()
+
+def work():
+    held.append([ctypes.create_string_buffer(4096) for _ in range(64)])  # malloc'd in this thread
+    ready.wait()
+    go.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+ready.wait()  # all four allocated and still hold their blocks
+ctypes.CDLL(None).malloc_stats()  # glibc: one 'Arena N:' block per arena, on stderr
+go.set()
+for t in threads:
+    t.join()
+print(tuned)
+"""
+
+
+def _arenas(mode, env=None):
+    import os
+    import subprocess
+    import sys
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    e.update(env or {})
+    out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, timeout=60, env=e)
+    assert out.returncode == 0, out.stderr
+    return out.stderr.count("Arena "), out.stdout.strip()
+
+
+def test_tuned_malloc_keeps_threads_in_one_arena():
+    """What tune_malloc() is for (serve calls it first): threads that allocate (an HTTP connection's)
+    share glibc's one arena, where untuned each gets its own, which keeps what a scrape freed."""
+    import pytest
+    untuned, _ = _arenas("plain")
+    if untuned == 0:
+        pytest.skip("no glibc malloc_stats() here")
+    tuned, ok = _arenas("tune")
+    assert ok == "True" and tuned == 1 and untuned > 1
+    # the site's own setting wins: the environment's MALLOC_ARENA_MAX is left as it is
+    n, ok = _arenas("tune", {"MALLOC_ARENA_MAX": "4"})
+    assert ok == "False" and n > 1

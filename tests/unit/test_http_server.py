@@ -30,11 +30,19 @@ PROMETHEUS_3 = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8
 
 
 class Stub:
-    """net-like families: one with rows, one prerendered in many parts (as CounterMap gives them)."""
+    """net-like families: one with rows, one prerendered in many parts, made when read as CounterMap's
+    are (lazy; else ready: then the body has a known length); fail: making them raises."""
     name = "net"
 
-    def __init__(self, paths=3):
+    def __init__(self, paths=3, lazy=True, fail=False):
         self.paths = paths
+        self.lazy = lazy
+        self.fail = fail
+
+    def _parts(self, parts):
+        if self.fail:
+            raise RuntimeError("no text today")
+        return parts
 
     def collect(self):
         m = Family("ceemsnet_net_egress_bytes", 'bytes "sent"\\ by a cgroup', "counter", ("cgroup", "proto"))
@@ -43,7 +51,8 @@ class Stub:
         calls = Family("ceemsnet_net_egress_calls", "calls", "counter", ("cgroup",))
         rows = [((f"/job_{i}",), i * 7) for i in range(self.paths)]
         parts = [render_rows(sample_name(calls), calls.labels, [r]).encode() for r in rows]
-        pre = PrerenderedFamily(calls.name, calls.help, calls.kind, calls.labels, parts, lambda: rows)
+        pre = PrerenderedFamily(calls.name, calls.help, calls.kind, calls.labels,
+                                (lambda: self._parts(parts)) if self.lazy else parts, lambda: rows)
         g = Family("ceemsnet_map_entries", "keys", "gauge", ("map",))
         g.add(("net_stats",), 0.5)
         return [m, pre, g]
@@ -55,8 +64,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _server(paths=3):
-    coll = CeemsnetCollector([Stub(paths)], [], {"version": "t", "libbpf": "1", "kernel": "k"})
+def _server(paths=3, **stub):
+    coll = CeemsnetCollector([Stub(paths, **stub)], [], {"version": "t", "libbpf": "1", "kernel": "k"})
     httpd, _ = start_server(f"127.0.0.1:{_free_port()}", lambda: build_registry(coll), coll)
     return httpd, httpd.server_address[1], coll
 
@@ -79,7 +88,20 @@ def _read_response(f):
             break
         k, _, v = h.partition(":")
         headers[k.strip().lower()] = v.strip()
-    body = f.read(int(headers.get("content-length", 0)))
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int(f.readline().split(b";")[0], 16)
+            if not size:
+                assert f.readline() == b"\r\n"  # no trailers
+                break
+            body += f.read(size)
+            assert f.read(2) == b"\r\n"
+    elif "content-length" in headers:
+        body = f.read(int(headers["content-length"]))
+    else:  # up to the connection's end
+        assert headers.get("connection") == "close", headers
+        body = f.read()
     return status, headers, body
 
 
@@ -97,7 +119,8 @@ def test_a_scrape_is_the_text_format_and_the_connection_stays_open(server):
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             status, h, body = _read_response(f)
             assert status == "HTTP/1.1 200 OK" and h["content-type"] == exporter.TEXT_CONTENT_TYPE
-            assert len(body) == int(h["content-length"]) and "connection" not in h
+            # made as it is sent (the counters' families): chunked
+            assert h["transfer-encoding"] == "chunked" and "content-length" not in h and "connection" not in h
             assert b'ceemsnet_net_egress_calls_total{cgroup="/job_2"} 14\n' in body
             assert b"# TYPE ceemsnet_net_egress_bytes_total counter\n" in body
         s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -184,12 +207,64 @@ def test_a_large_body_goes_out_whole_from_its_parts():
     httpd, port, coll = _server(paths=30000)
     try:
         status, h, body = _get(port)
-        assert status == "HTTP/1.1 200 OK" and len(body) == int(h["content-length"]) > 1_500_000
+        assert status == "HTTP/1.1 200 OK" and h["transfer-encoding"] == "chunked" and len(body) > 1_500_000
         lines = [ln for ln in body.split(b"\n") if ln.startswith(b"ceemsnet_net_egress_calls_total")]
         assert lines == [f'ceemsnet_net_egress_calls_total{{cgroup="/job_{i}"}} {i * 7}'.encode() for i in range(30000)]
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_body_of_ready_parts_has_its_length():
+    """Families whose text is all there (no CounterMap's): Content-Length, not chunked, and from the
+    same text a body made as it is sent gives."""
+    got = {}
+    for lazy in (False, True):
+        httpd, port, _ = _server(paths=500, lazy=lazy)
+        try:
+            status, h, body = _get(port)
+            assert status == "HTTP/1.1 200 OK" and ("content-length" in h) is (not lazy)
+            if not lazy:
+                assert len(body) == int(h["content-length"]) and "transfer-encoding" not in h
+            got[lazy] = [ln for ln in body.split(b"\n") if ln.startswith(b"ceemsnet_net_")]
+        finally:
+            httpd.shutdown()
+            httpd.server_close()
+    assert got[True] == got[False] and len(got[True]) == 1000
+
+
+def test_http_1_0_gets_the_body_up_to_the_connections_end(server):
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s, s.makefile("rb") as f:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, h, body = _read_response(f)
+        assert status == "HTTP/1.1 200 OK" and h["connection"] == "close" and "transfer-encoding" not in h
+        assert b'ceemsnet_net_egress_calls_total{cgroup="/job_2"} 14\n' in body
+        assert body.endswith(b"\n") and b"ceemsnet_process_open_fds" in body
+
+
+def test_a_body_that_fails_while_it_is_made_is_cut_not_shortened():
+    """The head is out when a family's text fails: no 500 can follow; the last chunk never comes and
+    the connection ends, so a client cannot take a short body for a whole one."""
+    httpd, port, _ = _server(fail=True)
+    errors = Errors()
+    logging.getLogger("ceemsnet.serving.exporter").addHandler(errors)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s, s.makefile("rb") as f:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            with pytest.raises((AssertionError, ValueError)):
+                _read_response(f)  # no terminating chunk: the body ends early
+        assert any("after its head was sent" in r.getMessage() for r in errors.records)
+        assert _server_alive(port)
+    finally:
+        logging.getLogger("ceemsnet.serving.exporter").removeHandler(errors)
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _server_alive(port):
+    status, _, body = _get(port, "/")
+    return status == "HTTP/1.1 200 OK" and b"<h1>ceemsnet</h1>" in body
 
 
 def test_head_sends_the_headers_only(server):
