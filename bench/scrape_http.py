@@ -88,12 +88,24 @@ def client(port: int) -> None:
             k, _, v = h.decode("latin-1").partition(":")
             headers[k.strip().lower()] = v.strip()
         n = headers.get("content-length")
-        wire = f.read(int(n)) if n is not None else f.read()
+        chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+        if chunked:  # a body made as it is sent (the exporter's counters)
+            parts = []
+            while True:
+                size = int(f.readline().split(b";")[0], 16)
+                if not size:
+                    f.readline()
+                    break
+                parts.append(f.read(size))
+                f.read(2)
+            wire = b"".join(parts)
+        else:
+            wire = f.read(int(n)) if n is not None else f.read()
         body = zlib.decompress(wire, 31) if headers.get("content-encoding") == "gzip" else wire
         dt = time.perf_counter() - t0
         if not status.startswith(b"HTTP/1.") or status.split()[1:2] != [b"200"]:
             raise SystemExit(f"scrape failed: {status!r}")
-        if status.startswith(b"HTTP/1.0") or headers.get("connection", "").lower() == "close" or n is None:
+        if status.startswith(b"HTTP/1.0") or headers.get("connection", "").lower() == "close" or (n is None and not chunked):
             f.close()
             s.close()
             s = f = None

@@ -13,13 +13,18 @@ import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
-from itertools import accumulate, chain, compress, count
-from operator import itemgetter, ne
+from itertools import accumulate, chain, compress, count, groupby, islice
+from operator import itemgetter, le, ne
 
 from ceemsnet.common.metrics import Family, PrerenderedFamily, _escape_label, _fmt, sample_name
 from ceemsnet.planning.structs import decode_drops
 
 _first = itemgetter(0)
+_NO_SERIES = ((), ())  # a path's series in a family where it has none
+
+
+def _path_of(row) -> str:
+    return row[0][0]
 
 
 class HashSource:
@@ -361,37 +366,41 @@ class CounterMap:
                     i = sid[p] = -1 - len(sid)
                     sub_paths[i] = p
                 sub[(i,) + rk[1:]] = v
-        has_input = {sub_paths[k[0]] for k in sub}
         fams = self.families(sub, sub_paths)
         if [f.name for f in fams] != [f.name for f in skel]:
             raise ValueError(f"{self.source.name}: the renderer's families changed with its input")
-        rows: dict[str, tuple[list, ...]] = {p: tuple([] for _ in fams) for p in has_input}
-        for i, f in enumerate(fams):
-            for row in f.rows:
-                rows[row[0][0]][i].append(row)
-        out: dict[str, tuple | None] = {}
-        # per family '{name="%s",...}'; escaped label values of this batch (a path's, a protocol's)
+        nf = len(fams)
+        out: dict[str, list | None] = dict.fromkeys(part)
+        # per family '{name="%s",...}'; families with the same label names share their series' prefixes
         tmpls = [("{" + ",".join(f'{n}="%s"' for n in f.labels) + "}") if f.labels else "" for f in skel]
-        esc: dict[str, str] = {}
-        for p in part:
-            r = rows.get(p)
-            if r is None:
-                out[p] = None
-                continue
-            seen: dict[tuple, bytes] = {}  # label values -> '{...}': one object for the families that share it
-            seg = []
-            for tmpl, fr in zip(tmpls, r):
-                for values, _ in fr:
-                    if values not in seen:
-                        parts = []
-                        for x in values:
-                            e = esc.get(x)
-                            if e is None:
-                                e = esc[x] = _escape_label(x)
-                            parts.append(e)
-                        seen[values] = (tmpl % tuple(parts)).encode()
-                seg.append(([seen[values] for values, _ in fr], [v for _, v in fr]))
-            out[p] = tuple(seg)
+        seen: dict[str, dict[tuple, bytes]] = {t: {} for t in tmpls}  # template -> label values -> prefix
+        esc: dict[str, str] = {}  # escaped label values of this batch (a path's, a protocol's)
+        for i, (f, tmpl) in enumerate(zip(fams, tmpls)):
+            rows = f.rows
+            paths = [values[0] for values, _ in rows]
+            if not all(map(le, paths, islice(paths, 1, None))):  # the renderers give them in path order
+                rows = sorted(rows, key=_path_of)
+                paths = [values[0] for values, _ in rows]
+            known = seen[tmpl]
+            for values, _ in rows:
+                if values not in known:
+                    parts = []
+                    for x in values:
+                        e = esc.get(x)
+                        if e is None:
+                            e = esc[x] = _escape_label(x)
+                        parts.append(e)
+                    known[values] = (tmpl % tuple(parts)).encode()
+            pres = [known[values] for values, _ in rows]
+            vals = [v for _, v in rows]
+            at = 0
+            for p, run in groupby(paths):
+                n = len(list(run))
+                seg = out[p]
+                if seg is None:
+                    seg = out[p] = [_NO_SERIES] * nf
+                seg[i] = (pres[at:at + n], vals[at:at + n])
+                at += n
         return out
 
     def _apply(self, segs: dict[str, tuple | None], nf: int) -> None:
@@ -420,22 +429,24 @@ class CounterMap:
         new = [c.copy() for c in cols]
         # from the last place to the first: a change leaves the places before it where they were
         changes.sort(key=lambda c: (c[0], c[1], c[2]), reverse=True)
-        for k, exists, p, seg in changes:
-            for i, c in enumerate(new):
-                s = starts[i][k]
-                old = c.cnt[k] if exists else 0
+        for i, c in enumerate(new):  # a family at a time: its lists at hand
+            st, pre, cnt = starts[i], c.pre, c.cnt
+            for k, exists, _, seg in changes:
+                s = st[k]
+                old = cnt[k] if exists else 0
                 if seg is None:
-                    del c.pre[s:s + old]
+                    del pre[s:s + old]
                     del c.vals[s:s + old]
-                    del c.cnt[k]
+                    del cnt[k]
+                    continue
+                pres, vals = seg[i]
+                pre[s:s + old] = pres
+                c.put(s, old, vals)
+                if exists:
+                    cnt[k] = len(pres)
                 else:
-                    pres, vals = seg[i]
-                    c.pre[s:s + old] = pres
-                    c.put(s, old, vals)
-                    if exists:
-                        c.cnt[k] = len(pres)
-                    else:
-                        c.cnt.insert(k, len(pres))
+                    cnt.insert(k, len(pres))
+        for k, exists, p, seg in changes:
             if seg is None:
                 del order[k]
             elif not exists:

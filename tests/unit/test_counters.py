@@ -280,3 +280,20 @@ def test_values_that_are_not_u64_are_rendered_as_the_renderer_does():
         texts.append(got)
     assert "0.75" in texts[3] and "-1" in texts[3]
     assert [type(c.vals).__name__ for c in new._cols[:3]] == ["list", "list", "array"]
+
+
+def test_rows_out_of_path_order_still_give_each_series_once():
+    """The renderers give rows in path order (the text equals theirs only so); one that does not
+    still gets every series once, in path order."""
+    def backwards(stats, paths):
+        fams = net_families(stats, paths)
+        for f in fams:
+            f.rows = f.rows[::-1]
+        return fams
+    m = FakeMap("net_stats", pack_net_key, decode_net, 8, 24, random.Random(5))
+    names = {c: f"/p{c % 7}/c{c}" for c in range(40)}
+    for c in names:
+        m.put((c,), [rec({0: (c + 1, 1, 0), 5: (7, 1, 1)}), rec({})])
+    full = net_families(decode_net(*m.packed(), NCPUS), names)
+    got = render_text(CounterMap(RawSource(m), backwards, Resolver(names)).collect()[:len(full)])
+    assert got == render_text(full) and got.count("\n") > 40 * 4  # net_families' own order: by path
