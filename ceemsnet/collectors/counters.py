@@ -20,6 +20,7 @@ from ceemsnet.common.metrics import Family, PrerenderedFamily, _escape_label, _f
 from ceemsnet.planning.structs import decode_drops
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 _NO_SERIES = ((), ())  # a path's series in a family where it has none
 
 
@@ -429,8 +430,12 @@ class CounterMap:
         new = [c.copy() for c in cols]
         # from the last place to the first: a change leaves the places before it where they were
         changes.sort(key=lambda c: (c[0], c[1], c[2]), reverse=True)
+        # only values moved (the common scrape): every changed path is there and keeps its series
+        moved_only = all(exists and seg is not None for _, exists, _, seg in changes)
         for i, c in enumerate(new):  # a family at a time: its lists at hand
             st, pre, cnt = starts[i], c.pre, c.cnt
+            if moved_only and self._values_only(c, st, changes, i):
+                continue
             for k, exists, _, seg in changes:
                 s = st[k]
                 old = cnt[k] if exists else 0
@@ -452,6 +457,32 @@ class CounterMap:
             elif not exists:
                 order.insert(k, p)
         self._cols = new
+
+    @staticmethod
+    def _values_only(c: _Column, st: list[int], changes: list, i: int) -> bool:
+        """Write the changed paths' values into family i's column if their series are the ones it
+        has (same count, same labels, compared in C); False, nothing written, if not."""
+        ks = [k for k, _, _, _ in changes]
+        segs = [seg[i] for _, _, _, seg in changes]
+        if list(map(c.cnt.__getitem__, ks)) != list(map(len, map(_first, segs))):
+            return False
+        begin = list(map(st.__getitem__, ks))
+        idx = list(chain.from_iterable(map(range, begin, map(st.__getitem__, map((1).__add__, ks)))))
+        if list(map(c.pre.__getitem__, idx)) != list(chain.from_iterable(map(_first, segs))):
+            return False
+        vals = list(chain.from_iterable(map(_second, segs)))
+        if isinstance(c.vals, array):
+            try:
+                new = array("Q", vals)
+            except (OverflowError, TypeError):
+                c._unpack()
+            else:
+                for j, v in zip(idx, new):
+                    c.vals[j] = v
+                return True
+        for j, v in zip(idx, vals):
+            c.vals[j] = v
+        return True
 
     def _rebuild(self, segs: dict[str, tuple | None], nf: int) -> None:
         """Every column anew, path by path (many paths came or went)."""

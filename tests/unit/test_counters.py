@@ -258,16 +258,21 @@ def test_records_decode_only_what_changed():
 def test_values_that_are_not_u64_are_rendered_as_the_renderer_does():
     """A family's values are kept packed as u64 while every value is one; a float or a negative
     value turns that family's column into plain values, rendered as the text renderer renders them."""
+    late = []  # from round 3, /c's family-2 values (until then u64, and /c only moves) become floats
+
     def families(stats, paths):
         fams = net_families(stats, paths)
         fams[0].rows = [(lab, v / 4 if lab[0] == "/b" else v) for lab, v in fams[0].rows]
         fams[1].rows = [(lab, -v if lab[0] == "/a" else v) for lab, v in fams[1].rows]
+        fams[2].rows = [(lab, v + 0.5 if late and lab[0] == "/c" else v) for lab, v in fams[2].rows]
         return fams
     maps = [FakeMap("net_stats", pack_net_key, decode_net, 8, 24, random.Random(4)) for _ in range(2)]
     old, new = (CounterMap(src(m), families, Resolver({7: "/b", 8: "/a", 9: "/c"}))
                 for m, src in zip(maps, (OldSource, RawSource)))
     texts = []
-    for rnd in range(4):
+    for rnd in range(5):
+        if rnd == 4:
+            late.append(1)
         for m in maps:
             m.put((9,), [rec({0: (10 + rnd, 1, 0)}), rec({})])
             if rnd >= 1:
@@ -278,8 +283,8 @@ def test_values_that_are_not_u64_are_rendered_as_the_renderer_does():
         got = render_text(merge_families(new.collect()))
         assert got == want, f"round {rnd}"
         texts.append(got)
-    assert "0.75" in texts[3] and "-1" in texts[3]
-    assert [type(c.vals).__name__ for c in new._cols[:3]] == ["list", "list", "array"]
+    assert "0.75" in texts[3] and "-1" in texts[3] and '"/c",proto="tcp",family="ipv4"} 0.5' in texts[4]
+    assert [type(c.vals).__name__ for c in new._cols[:4]] == ["list", "list", "list", "array"]
 
 
 def test_rows_out_of_path_order_still_give_each_series_once():
