@@ -9,8 +9,12 @@ own run time per program run (run_time_ns / run_cnt) of:
   - the catalogued vfs tracepoint object (bpf/objs), per write() and per getpid();
   - the object it replaced (bench/objs/vfs-tracepoint-5.11-x86.bpf.o: one
     raw sys_exit program that ran on every system call), the same way;
-and the rate of 64-byte write() calls to a tmpfs file without and with the
-vfs collector's programs attached, in alternating rounds (ABAB), stats off.
+and the rate of 64-byte write() calls to a tmpfs file in alternating rounds
+(stats off): without programs, with the empty tp/syscalls/sys_exit_write
+program alone (the rate's floor: a syscall tracepoint sends every task's
+system calls through the kernel's slow path), with the catalogued object, and
+with the object `serve` loads by default (its -slots twin, as select_and_load
+picks it).
 Prints figures, floors, "above floor" and ratios; --rows prints one JSON
 object per line instead (make bench builds its table from them). Needs root.
 """
@@ -30,7 +34,7 @@ from packaging.version import Version  # noqa: E402
 from ceemsnet.planning.catalogue import BpfObject  # noqa: E402
 from ceemsnet.planning.choice import plan_family  # noqa: E402
 from ceemsnet.planning.kernel import parse_kernel_version, running_release  # noqa: E402
-from ceemsnet.planning.select import load_object  # noqa: E402
+from ceemsnet.planning.select import load_object, select_and_load  # noqa: E402
 from ceemsnet.runtime import libbpf  # noqa: E402
 from ceemsnet.runtime.btf import KernelBTF  # noqa: E402
 from ceemsnet.runtime.collection import ObjectSpec, load  # noqa: E402
@@ -140,18 +144,29 @@ def main():
         ns_new, runs_new = per_run(new_coll, names, lambda: write_loop(path, a.writes, 64))
         _, runs_getpid_new = per_run(new_coll, names, lambda: getpid_loop(a.getpids))
         runs_getpid_new /= a.getpids
+        # the object serve loads by default (the -slots twin where there is one)
+        sel = select_and_load("vfs", kver, "x86_64", KernelBTF(), forced="tracepoint")
+        dflt = sel.loaded.collection
+        colls.append(dflt)
+        dnames = [ln.program for ln in dflt.links]
+        ns_dflt, _ = per_run(dflt, dnames, lambda: write_loop(path, a.writes, 64))
         stats.__exit__()
         stats = None
-        # write() rate, ABAB: A without programs, B with the new object's attached
-        without, with_ = [], []
+        dflt.detach(list(dflt.links))
         new_coll.detach(list(new_coll.links))
+        # write() rate, rounds alternating: without programs, the empty program, the object, the default object
+        rates: dict[str, list[float]] = {"without": [], "empty": [], "object": [], "default": []}
         for _ in range(a.rounds):
-            without.append(write_loop(path, a.writes, 64))
-            for name in names:
-                new_coll.attach(name)
-            with_.append(write_loop(path, a.writes, 64))
-            new_coll.detach(list(new_coll.links))
+            for what, coll, progs in (("without", None, ()), ("empty", floor, ["empty_sys_exit_write"]),
+                                      ("object", new_coll, names), ("default", dflt, dnames)):
+                for name in progs:
+                    coll.attach(name)
+                rates[what].append(write_loop(path, a.writes, 64))
+                if coll is not None:
+                    coll.detach(list(coll.links))
+        without, with_ = rates["without"], rates["default"]
         rate_without, rate_with = statistics.median(without), statistics.median(with_)
+        rate_empty, rate_obj = statistics.median(rates["empty"]), statistics.median(rates["object"])
     finally:
         if stats is not None:
             stats.__exit__()
@@ -163,6 +178,7 @@ def main():
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
     obj = plan.obj.file.removesuffix(".bpf.o")
+    dobj = os.path.basename(sel.loaded.file).removesuffix(".bpf.o")
     rows = [
         row(f"vfs tracepoint ({obj}): kernel run time per write()", ns_new, "ns", fl_tp[0],
             "empty tp/syscalls/sys_exit_write program", f"<= {TARGET_ABOVE:.0f} ns above the empty program",
@@ -171,9 +187,17 @@ def main():
             was[2], "runs per getpid() of the object it replaced (raw sys_exit)",
             "< 0.05: runs only for the system calls it counts (what moves it is other processes' IO "
             "meanwhile)", runs_getpid_new < 0.05),
-        row("64-byte write() rate to tmpfs with the vfs collector (tracepoint family)", rate_with, "writes/s",
-            rate_without, "without the collector, same run (ABAB)", f">= {TARGET_RATIO} of without",
+        row(f"vfs tracepoint, serve's default ({dobj}): kernel run time per write()", ns_dflt, "ns", fl_tp[0],
+            "empty tp/syscalls/sys_exit_write program", f"<= {TARGET_ABOVE:.0f} ns above the empty program",
+            ns_dflt - fl_tp[0] <= TARGET_ABOVE),
+        row(f"64-byte write() rate to tmpfs with the vfs collector (tracepoint family, {dobj})", rate_with,
+            "writes/s", rate_without, "without the collector, same run (alternating)", f">= {TARGET_RATIO} of without",
             rate_with / rate_without >= TARGET_RATIO),
+        row(f"64-byte write() rate to tmpfs with the vfs collector (tracepoint family, {obj})", rate_obj,
+            "writes/s", rate_without, "without the collector, same run (alternating)", f">= {TARGET_RATIO} of without",
+            rate_obj / rate_without >= TARGET_RATIO),
+        row("64-byte write() rate to tmpfs with an empty tp/syscalls/sys_exit_write program (the floor)", rate_empty,
+            "writes/s", rate_without, "without any program, same run (alternating)", "-", True),
     ]
     if a.rows:
         for r in rows:
@@ -185,11 +209,14 @@ def main():
                                ("before: vfs-tracepoint-5.11-x86", was),
                                (f"now:    {obj}", (ns_new, runs_new / a.writes, runs_getpid_new))):
         print(f"    {what:40s} {ns:7.1f} ns/run  {rw:5.2f} runs/write()  {rg:5.2f} runs/getpid()")
+    print(f"    serve's default: {dobj:31s} {ns_dflt:7.1f} ns per write()")
     print(f"  above floor: now {ns_new - fl_tp[0]:+.1f} ns (target <= {TARGET_ABOVE:.0f}), "
           f"before {was[0] - fl_raw[0]:+.1f} ns")
     print(f"  write() rate without {rate_without / 1e3:.0f}k/s, with {rate_with / 1e3:.0f}k/s: "
-          f"ratio {rate_with / rate_without:.3f} (target >= {TARGET_RATIO}); rounds without "
-          f"{', '.join(f'{x / 1e3:.0f}k' for x in without)}, with {', '.join(f'{x / 1e3:.0f}k' for x in with_)}")
+          f"ratio {rate_with / rate_without:.3f} (target >= {TARGET_RATIO}; {dobj}); {obj} "
+          f"{rate_obj / rate_without:.3f}; the empty program alone {rate_empty / rate_without:.3f} (the floor)")
+    for what, xs in rates.items():
+        print(f"    rounds {what:8s} {', '.join(f'{x / 1e3:.0f}k' for x in xs)}")
 
 
 if __name__ == "__main__":
