@@ -215,16 +215,19 @@ class CounterMap:
     source: read() -> (stats, entries) and delete(key) -> bool (HashSource, or
     skb's per-cgroup storage); families(stats, paths) -> [Family] is the
     subsystem's pure renderer, which must return the same families (names,
-    order) whatever its input and give every row the cgroup path as its
-    first label value.
+    order) whatever its input, give every row the cgroup path as its first
+    label value, and give each family's rows in path order.
 
     A source with the raw contract (read_raw, decode, key_size, value_size:
-    HashSource) is rendered incrementally: the families' sample lines are
-    kept per cgroup path, and a scrape renders again only the paths whose
-    input changed (records, id -> path, retired totals), running the pure
-    renderer on just their counters. The output is the same text as the
-    renderer's over everything (tests/unit/test_counters.py); the caches hold
-    the paths exported now and nothing else.
+    HashSource) is rendered incrementally: each family's series are kept as
+    a column (_Column: rendered labels, values packed, series per path, in
+    path order), and a scrape renders again only the paths whose input
+    changed (records, id -> path, retired totals), running the pure renderer
+    on just their counters, and puts them in place. No text is kept: a
+    family's is made from its column when the scrape is sent. The output is
+    the same text as the renderer's over everything
+    (tests/unit/test_counters.py); the columns hold the paths exported now
+    and nothing else.
     """
 
     def __init__(self, source, families: Callable[[dict, dict], list[Family]], resolver, lifecycle=None,
