@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from ceemsnet import CeemsnetError
 from ceemsnet.serving.exporter import CeemsnetCollector, WebOptions, build_registry, start_server
-from ceemsnet.common.metrics import Family
+from ceemsnet.common.metrics import Family, PrerenderedFamily
 from ceemsnet.serving.webconfig import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,7 +135,10 @@ class Stub:
             self.gate.wait(30)
         m = Family("ceemsnet_net_egress_bytes", "x", "counter", ("cgroup", "proto", "family"))
         m.add(("/j", "tcp", "ipv4"), 42)
-        return [m]
+        # a family whose text is made as the body is sent, as CounterMap's: a body of unknown length
+        calls = PrerenderedFamily("ceemsnet_net_egress_calls", "y", "counter", ("cgroup",),
+                                  lambda: [b'ceemsnet_net_egress_calls_total{cgroup="/j"} 7\n'], lambda: [(("/j",), 7)])
+        return [m, calls]
 
 
 def free_port():
@@ -225,6 +228,9 @@ def test_tls_with_the_test_ca(pki, server):
     s = server(tls_config(pki))
     status, headers, body = get(s.port, ctx=pki.client_context())
     assert status == 200 and 'ceemsnet_net_egress_bytes_total{cgroup="/j",proto="tcp",family="ipv4"} 42' in body
+    # made as it is sent: wsgiref sends it without a length, up to the connection's end
+    assert 'ceemsnet_net_egress_calls_total{cgroup="/j"} 7\n' in body and "Content-Length" not in headers
+    assert body.rstrip("\n").splitlines()[-1].startswith("ceemsnet_process_")
     with pytest.raises(ssl.SSLCertVerificationError):  # a client that does not trust the test CA
         get(s.port, ctx=pki.client_context(ca="other-ca.pem"))
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine)):
