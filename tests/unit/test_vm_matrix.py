@@ -95,3 +95,22 @@ def test_kernel_tables_say_where_each_object_was_tested():
                     f"the row says {tested!r}"
                 checked += 1
     assert checked >= 15, "docs/kernels.md's kernel tables have no 'tested on' column"
+
+
+def test_repeat_shows_the_warnings_of_a_run_that_passed(tmp_path):
+    """make repeat: a test that passes on its second try keeps the first try's numbers as a warning;
+    the repeat harness finds them in pytest's output (none where the run gave no warning)."""
+    import subprocess
+    (tmp_path / "test_w.py").write_text(
+        "import warnings\n"
+        "def test_second_try():\n    warnings.warn('round 1: 3 counted + 60 missed != 64')\n"
+        "def test_plain():\n    assert True\n")
+    out = {}
+    for name in ("test_second_try", "test_plain"):
+        r = subprocess.run([sys.executable, "-m", "pytest", *matrix.PYTEST_OPTS, "-q", "-x",
+                            f"{tmp_path / 'test_w.py'}::{name}"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout
+        out[name] = matrix.warning_lines(r.stdout)
+    assert any("round 1: 3 counted + 60 missed != 64" in ln for ln in out["test_second_try"])
+    assert out["test_plain"] == []
