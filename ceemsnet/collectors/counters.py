@@ -473,18 +473,7 @@ class CounterMap:
         idx = list(chain.from_iterable(map(range, begin, map(st.__getitem__, map((1).__add__, ks)))))
         if list(map(c.pre.__getitem__, idx)) != list(chain.from_iterable(map(_first, segs))):
             return False
-        vals = list(chain.from_iterable(map(_second, segs)))
-        if isinstance(c.vals, array):
-            try:
-                new = array("Q", vals)
-            except (OverflowError, TypeError):
-                c._unpack()
-            else:
-                for j, v in zip(idx, new):
-                    c.vals[j] = v
-                return True
-        for j, v in zip(idx, vals):
-            c.vals[j] = v
+        c.write(idx, list(chain.from_iterable(map(_second, segs))))
         return True
 
     def _rebuild(self, segs: dict[str, tuple | None], nf: int) -> None:
@@ -559,27 +548,34 @@ class _Column:
     def copy(self) -> _Column:
         return _Column(self.pre[:], self.vals[:], self.cnt[:])
 
-    def _unpack(self) -> None:
-        self.vals = self.vals.tolist() if isinstance(self.vals, array) else self.vals
+    def _fit(self, vals):
+        """vals as the column keeps them: packed while the column is and every value is a u64; a
+        value that is not turns the column into plain values for good."""
+        if isinstance(self.vals, array):
+            if isinstance(vals, array):  # another column's, packed already
+                return vals
+            try:
+                return array("Q", vals)
+            except (OverflowError, TypeError):
+                self.vals = self.vals.tolist()
+        return vals
 
+    # each writer fits the values first: the column they go into may change from packed to plain
     def put(self, s: int, n: int, vals: list) -> None:
         """Replace the n values at s by vals."""
-        if isinstance(self.vals, array):
-            try:
-                self.vals[s:s + n] = array("Q", vals)
-                return
-            except (OverflowError, TypeError):
-                self._unpack()
-        self.vals[s:s + n] = vals
+        fitted = self._fit(vals)
+        self.vals[s:s + n] = fitted
 
     def add(self, vals) -> None:
-        if isinstance(self.vals, array):
-            try:
-                self.vals.extend(vals if isinstance(vals, array) else array("Q", vals))
-                return
-            except (OverflowError, TypeError):
-                self._unpack()
-        self.vals.extend(vals)
+        fitted = self._fit(vals)
+        self.vals.extend(fitted)
+
+    def write(self, idx: list[int], vals: list) -> None:
+        """The values at the places idx, one each."""
+        fitted = self._fit(vals)
+        column = self.vals
+        for j, v in zip(idx, fitted):
+            column[j] = v
 
     def text(self, sample: str):
         """A function making the family's sample lines (one bytes) from the series as they are now."""

@@ -95,30 +95,6 @@ class _Body(list):
 CHUNK = 256 * 1024
 
 
-class _Chunks:
-    """A body of many small parts (a scrape's: one per cgroup path and family) for a server that
-    writes each item with its own sendall (wsgiref): joined into chunks of about CHUNK bytes
-    as they are sent, so neither tens of thousands of writes nor a copy of the whole text."""
-
-    def __init__(self, parts: list[bytes]):
-        self.parts = parts
-
-    def __iter__(self):
-        buf, n = [], 0
-        for p in self.parts:
-            buf.append(p)
-            n += len(p)
-            if n >= CHUNK:
-                yield b"".join(buf)
-                buf, n = [], 0
-        if buf:
-            yield b"".join(buf)
-
-    def close(self):
-        self.parts = []
-        trim_heap()
-
-
 class _Stream:
     """A scrape's body made as it is sent: each family whose text is made on demand (a CounterMap's)
     makes it when its turn comes and it is dropped once sent, so a scrape holds one family's text at
@@ -474,24 +450,14 @@ class _HTTPServer:
         status = status or f"{code} {_REASONS.get(code, '')}"
         if not any(k.lower() == "content-length" for k, _ in headers):
             headers = [*headers, ("Content-Length", str(sum(map(len, parts))))]
-        head = [f"HTTP/1.1 {status}\r\nDate: {_http_date(time.time())}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers]
-        if not keep:
-            head.append("Connection: close\r\n")
-        head.append("\r\n")
-        _sendv(conn, ["".join(head).encode("latin-1"), *parts])
+        _sendv(conn, [_head(status, headers, keep), *parts])
 
     def _stream(self, conn: socket.socket, headers, body: _Stream, keep: bool, chunked: bool, status: str,
                 method: str, path: str) -> bool:
         """Send a body made as it goes: chunked to an HTTP/1.1 client, else up to the connection's end.
         A failure once the head is out cannot be answered 500: logged, the connection ends without the
         last chunk, so the client sees the body cut, never a short one taken as whole."""
-        head = [f"HTTP/1.1 {status}\r\nDate: {_http_date(time.time())}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers]
-        head.append("Transfer-Encoding: chunked\r\n" if chunked else "")
-        head.append("" if keep else "Connection: close\r\n")
-        head.append("\r\n")
-        _sendv(conn, ["".join(head).encode("latin-1")])
+        _sendv(conn, [_head(status, [*headers, ("Transfer-Encoding", "chunked")] if chunked else headers, keep)])
         if method == "HEAD":
             return keep
         try:
@@ -505,6 +471,16 @@ class _HTTPServer:
         if chunked:
             _sendv(conn, [b"0\r\n\r\n"])
         return keep
+
+
+def _head(status: str, headers, keep: bool) -> bytes:
+    """A response's status line and headers (with Date, and Connection: close unless kept)."""
+    head = [f"HTTP/1.1 {status}\r\nDate: {_http_date(time.time())}\r\n"]
+    head += [f"{k}: {v}\r\n" for k, v in headers]
+    if not keep:
+        head.append("Connection: close\r\n")
+    head.append("\r\n")
+    return "".join(head).encode("latin-1")
 
 
 def _sendv(conn: socket.socket, out: list) -> None:
@@ -664,8 +640,9 @@ def make_app(registry, collector: CeemsnetCollector | None = None, telemetry_pat
             headers.append(("Content-Encoding", "gzip"))
         headers += [("Vary", "Accept-Encoding"), ("Content-Length", str(size))]
         start_response("200 OK", headers)
-        # our server sends the parts with sendmsg; wsgiref writes each item with its own sendall
-        return _Body(parts) if environ.get("ceemsnet.writev") or len(parts) == 1 else _Chunks(parts)
+        # our server sends the parts with sendmsg; wsgiref writes each item with its own sendall, so
+        # for it the parts are joined into chunks as they go (_Stream over ready parts)
+        return _Body(parts) if environ.get("ceemsnet.writev") or len(parts) == 1 else _Stream(parts)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
